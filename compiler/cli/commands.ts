@@ -1,0 +1,130 @@
+// CLI pieces of the compiler: `ditforge compile` and `ditforge inspect`.
+import fs from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Component, Plan } from '../../runtime/plan.ts';
+import { compilePlan, exportOnnx, inspectModel, listModels, registerModel } from '../index.ts';
+import type { ModelDefinition } from '../dsl/index.ts';
+import { getModel } from '../registry.ts';
+import { REPO_ROOT } from '../dsl/trace.ts';
+
+export const COMPONENTS: Component[] = ['text_encoder', 'transformer', 'vae'];
+
+/** Deterministic JSON: one line per value that fits in `width` columns, else expanded. */
+export function formatJson(v: unknown, width = 140): string {
+  const go = (x: unknown, ind: string): string => {
+    const flat = JSON.stringify(x);
+    if (flat === undefined) return 'null';
+    if (x === null || typeof x !== 'object' || flat.length + ind.length <= width) return flat;
+    const next = `${ind}  `;
+    if (Array.isArray(x)) return `[\n${x.map((e) => next + go(e, next)).join(',\n')}\n${ind}]`;
+    const ents = Object.entries(x as Record<string, unknown>).filter(([, e]) => e !== undefined);
+    return `{\n${ents.map(([k, e]) => `${next}${JSON.stringify(k)}: ${go(e, next)}`).join(',\n')}\n${ind}}`;
+  };
+  return `${go(v, '')}\n`;
+}
+
+/** Resolves a model name or a model file (`models/x.ts`, default export = model(...)). */
+export async function resolveModel(model: string): Promise<string> {
+  if (/\.[cm]?[tj]s$/.test(model)) {
+    const file = path.resolve(model);
+    if (!fs.existsSync(file)) throw new Error(`model file ${model} does not exist`);
+    const mod = (await import(pathToFileURL(file).href)) as { default?: ModelDefinition };
+    const def = mod.default;
+    if (!def || typeof def !== 'object' || !('components' in def)) throw new Error(`${model}: the default export must be a model(...) definition`);
+    registerModel(def.name, def);
+    return def.name;
+  }
+  getModel(model);
+  return model;
+}
+
+export interface CompileCommandOptions {
+  target?: 'cpu' | 'cuda';
+  out?: string;
+  /** components to compile (default: all the model has) */
+  components?: Component[];
+  /** per-component dims */
+  dims?: Partial<Record<Component, Record<string, number>>>;
+  /** write model.onnx (graph only, weights as inputs) next to plan.json (default true) */
+  onnx?: boolean;
+  /** render the kernel library into <out>/kernels (default: when out is the default generated/) */
+  kernels?: boolean;
+  quiet?: boolean;
+}
+
+export function writeIfChanged(file: string, data: string | Uint8Array): void {
+  if (fs.existsSync(file)) {
+    const old = fs.readFileSync(file);
+    const now = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data);
+    if (old.equals(now)) return;
+  }
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, data);
+}
+
+/** Renders the kernel library (compiler/codegen/kernels.ts) with the given plans' elementwise chains. */
+export async function renderKernels(plans: Plan[], outDir: string): Promise<string[]> {
+  const file = path.join(REPO_ROOT, 'compiler', 'codegen', 'kernels.ts');
+  if (!fs.existsSync(file)) return [];
+  const mod = (await import(pathToFileURL(file).href)) as { renderKernelLibrary?: (o: { elementwise: { name: string; arity: number; expr: string }[]; outDir: string }) => string[] };
+  if (!mod.renderKernelLibrary) return [];
+  const elementwise = plans.flatMap((p) => p.elementwise);
+  return mod.renderKernelLibrary({ elementwise, outDir });
+}
+
+/** Collects the elementwise specs of every plan.json under generated/ (so kernels cover all plans). */
+export function collectShippedPlans(generatedDir: string): Plan[] {
+  const plans: Plan[] = [];
+  if (!fs.existsSync(generatedDir)) return plans;
+  for (const m of fs.readdirSync(generatedDir).sort()) {
+    if (m === 'kernels') continue;
+    const d = path.join(generatedDir, m);
+    if (!fs.statSync(d).isDirectory()) continue;
+    for (const c of fs.readdirSync(d).sort()) {
+      const f = path.join(d, c, 'plan.json');
+      if (fs.existsSync(f)) plans.push(JSON.parse(fs.readFileSync(f, 'utf8')) as Plan);
+    }
+  }
+  return plans;
+}
+
+/** Compiles every component of `model` into `<out>/<model>/<component>/` (plan.json + model.onnx). */
+export async function runCompile(model: string, opts: CompileCommandOptions = {}): Promise<string[]> {
+  const name = await resolveModel(model);
+  const def = getModel(name);
+  const generated = path.join(REPO_ROOT, 'generated');
+  const outRoot = path.resolve(opts.out ?? generated);
+  const comps = (opts.components ?? COMPONENTS).filter((c) => def.components[c]);
+  const written: string[] = [];
+  const plans: Plan[] = [];
+  for (const component of comps) {
+    const dims = opts.dims?.[component];
+    const plan = compilePlan(name, { component, ...(dims ? { dims } : {}), target: opts.target ?? 'cpu' });
+    plans.push(plan);
+    const dir = path.join(outRoot, name, component);
+    const pf = path.join(dir, 'plan.json');
+    writeIfChanged(pf, formatJson(plan));
+    written.push(pf);
+    if (opts.onnx !== false) {
+      const of = path.join(dir, 'model.onnx');
+      writeIfChanged(of, exportOnnx(name, { component, ...(dims ? { dims } : {}) }));
+      written.push(of);
+    }
+    if (!opts.quiet) process.stdout.write(`${name}/${component} ${plan.tag}: ${plan.kernels.length} kernels, arena ${(plan.arenaFloats * 4 / 2 ** 20).toFixed(2)} MiB -> ${path.relative(process.cwd(), dir) || '.'}\n`);
+  }
+  if (opts.kernels ?? outRoot === generated) {
+    const all = [...collectShippedPlans(outRoot).filter((p) => !plans.some((q) => q.model === p.model && q.component === p.component)), ...plans];
+    written.push(...(await renderKernels(all, path.join(outRoot, 'kernels', 'cpu'))));
+  }
+  return written;
+}
+
+export async function runInspect(model: string, opts: { dims?: Record<string, number>; config?: Record<string, unknown> } = {}): Promise<string> {
+  const name = await resolveModel(model);
+  const text = inspectModel(name, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
+  process.stdout.write(`${text}\n`);
+  return text;
+}
+
+export { listModels };

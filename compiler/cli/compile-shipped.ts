@@ -1,0 +1,76 @@
+// Compiles every shipped plan into generated/ and renders the kernel library.
+//   tiny-flux: all three components at default dims (plan.json + model.onnx, graph only)
+//   flux1-dev: transformer at 1024x1024 / 512 text tokens (plan.json only: a compile-only check)
+// `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { REPO_ROOT } from '../dsl/trace.ts';
+import { runCompile, renderKernels, collectShippedPlans } from './commands.ts';
+
+export async function compileShipped(outRoot: string): Promise<string[]> {
+  const files: string[] = [];
+  files.push(...(await runCompile('tiny-flux', { out: outRoot, kernels: false, quiet: true })));
+  files.push(...(await runCompile('flux1-dev', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 1024, width: 1024, textTokens: 512 } } })));
+  const plans = collectShippedPlans(outRoot);
+  files.push(...(await renderKernels(plans, path.join(outRoot, 'kernels', 'cpu'))));
+  return files;
+}
+
+function listTree(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  const out: string[] = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...listTree(p));
+    else out.push(p);
+  }
+  return out;
+}
+
+async function main(): Promise<number> {
+  const check = process.argv.includes('--check');
+  const generated = path.join(REPO_ROOT, 'generated');
+  if (!check) {
+    const files = await compileShipped(generated);
+    process.stdout.write(`compiled ${files.length} files into ${path.relative(process.cwd(), generated) || generated}\n`);
+    return 0;
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-check-'));
+  try {
+    const files = await compileShipped(tmp);
+    const rels = new Set(files.map((f) => path.relative(tmp, f)));
+    const bad: string[] = [];
+    for (const rel of [...rels].sort()) {
+      const a = path.join(tmp, rel);
+      const b = path.join(generated, rel);
+      if (!fs.existsSync(b)) bad.push(`${rel} (missing in generated/)`);
+      else if (!fs.readFileSync(a).equals(fs.readFileSync(b))) bad.push(`${rel} (stale)`);
+    }
+    // files the compiler owns that it no longer produces
+    for (const top of ['tiny-flux', 'flux1-dev']) {
+      for (const f of listTree(path.join(generated, top))) {
+        const rel = path.relative(generated, f);
+        if (!rels.has(rel)) bad.push(`${rel} (not produced any more)`);
+      }
+    }
+    if (bad.length) {
+      process.stderr.write(`generated/ is out of date (run npm run compile:shipped):\n${bad.map((b) => `  ${b}`).join('\n')}\n`);
+      return 1;
+    }
+    process.stdout.write(`generated/ is up to date (${rels.size} files)\n`);
+    return 0;
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('compile-shipped.ts')) {
+  main().then(
+    (rc) => process.exit(rc),
+    (e: unknown) => {
+      process.stderr.write(`error: ${(e as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,310 @@
+// The `ditforge` CLI: generate (runtime pipeline), compile and inspect (compiler).
+// Every error: one line on stderr, exit code 1, no stack trace (unless DITFORGE_DEBUG=1).
+// The compiler is imported lazily: `generate` with a shipped plan never loads it.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { Component, Plan } from '../../runtime/plan.ts';
+import type { PlanDims, GenerateResult } from '../../runtime/pipeline.ts';
+
+const DEBUG = process.env.DITFORGE_DEBUG === '1';
+
+class CliError extends Error {}
+
+// ---- lazily loaded compiler API (compiler/index.ts, compiler/cli/commands.ts) ----
+
+interface CompilerApi {
+  compilePlan(model: string, opts: { component: Component; dims?: Record<string, number>; config?: Record<string, unknown> }): Plan;
+  listModels(): string[];
+}
+
+interface CommandsApi {
+  runCompile(model: string, opts: Record<string, unknown>): unknown;
+  runInspect(model: string, opts: Record<string, unknown>): unknown;
+}
+
+async function importCompiler(): Promise<CompilerApi> {
+  return (await import(new URL('../index.ts', import.meta.url).href)) as CompilerApi;
+}
+
+async function importCommands(): Promise<CommandsApi> {
+  const url = new URL('./commands.ts', import.meta.url);
+  if (!fs.existsSync(url)) throw new CliError('this build has no compiler commands (compiler/cli/commands.ts is missing)');
+  return (await import(url.href)) as CommandsApi;
+}
+
+/** known model names: the compiler's registry plus the shipped runtime models */
+async function knownModels(): Promise<string[]> {
+  const { SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
+  const names = new Set<string>(SHIPPED_MODELS);
+  try {
+    for (const m of (await importCompiler()).listModels()) names.add(m);
+  } catch (e) {
+    if (DEBUG) process.stderr.write(`(could not load the compiler's model list: ${(e as Error).message})\n`);
+  }
+  return [...names].sort();
+}
+
+// ---- option parsing ----
+
+function intOption(flag: string, min: number, what = `an integer >= ${min}`) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${flag} must be ${what}, got "${v}"`);
+    return n;
+  };
+}
+
+function sizeOption(flag: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isSafeInteger(n) || n <= 0 || n % 8 !== 0) {
+      throw new InvalidArgumentError(`${flag} must be a positive multiple of 8 (the VAE scale 4 x 2x2 packing), e.g. 32 or 64; got "${v}"`);
+    }
+    return n;
+  };
+}
+
+interface GenerateFlags {
+  model: string;
+  prompt: string;
+  steps: number;
+  seed: number;
+  height: number;
+  width: number;
+  latents?: string;
+  saveLatents?: string;
+  out: string;
+  json?: boolean;
+  threads?: number;
+}
+
+function mb(bytes: number): number {
+  return Math.round((bytes / 1048576) * 10) / 10;
+}
+
+/** peak resident set size of this process in MB (getrusage ru_maxrss, KB on Linux) */
+function peakRssMB(): number {
+  return Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
+}
+
+async function readLatentsFile(file: string, height: number, width: number, tokens: number, channels: number): Promise<{ data: Float32Array; batch: number }> {
+  const { openSafetensors } = await import('../../runtime/io/safetensors.ts');
+  let f;
+  try {
+    f = await openSafetensors(file);
+  } catch (e) {
+    throw new CliError(`--latents: ${(e as Error).message}`);
+  }
+  if (!f.has('latents')) {
+    throw new CliError(`--latents: ${file} has no tensor "latents" (it has: ${f.names().join(', ') || 'no tensors'}); expected "latents" [batch, ${tokens}, ${channels}] float32`);
+  }
+  const info = f.info('latents');
+  if (info.dtype !== 'F32') throw new CliError(`--latents: ${file}: tensor "latents" is ${info.dtype}, expected F32`);
+  const s = info.shape;
+  if (s.length !== 3 || s[0]! < 1 || s[1] !== tokens || s[2] !== channels) {
+    throw new CliError(`--latents: ${file}: tensor "latents" has shape [${s.join(', ')}], expected [batch, ${tokens}, ${channels}] for a ${height}x${width} image`);
+  }
+  const data = f.tensor('latents').data;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i]!)) throw new CliError(`--latents: ${file}: tensor "latents" has a non-finite value at index ${i}`);
+  }
+  return { data: Float32Array.from(data), batch: s[0]! };
+}
+
+async function generate(flags: GenerateFlags): Promise<void> {
+  const t0 = performance.now();
+  const { loadPipeline, resolveModelDir, componentDims, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
+  const { writePng } = await import('../../runtime/image.ts');
+  const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
+
+  let model: { name: string; dir: string };
+  try {
+    model = resolveModelDir(flags.model);
+  } catch {
+    const known = await knownModels();
+    const runnable = known.filter((m) => (SHIPPED_MODELS as readonly string[]).includes(m));
+    throw new CliError(
+      `unknown model "${flags.model}"; known models: ${known.join(', ')} (models with shipped weights, which generate can run: ${runnable.join(', ')}; or pass a diffusers model directory)`,
+    );
+  }
+
+  const planProvider = async (component: Component, dims: PlanDims): Promise<Plan> => {
+    if (!flags.json) process.stderr.write(`compiling a ${component} plan for batch ${dims.batch}, ${dims.height}x${dims.width} ...\n`);
+    const { compilePlan } = await importCompiler();
+    return compilePlan(model.name, { component, dims: componentDims(component, dims) });
+  };
+  const pipe = await loadPipeline(model.dir, { threads: flags.threads, planProvider });
+  const g = pipe.geometry(flags.height, flags.width);
+
+  let latents: Float32Array | undefined;
+  let batch = 1;
+  if (flags.latents) {
+    const l = await readLatentsFile(flags.latents, flags.height, flags.width, g.tokens, g.packedChannels);
+    latents = l.data;
+    batch = l.batch;
+  }
+
+  // progress bar on stderr, only on a TTY and not with --json
+  let bar: { start(total: number, v: number, payload?: object): void; update(v: number, payload?: object): void; stop(): void } | undefined;
+  if (process.stderr.isTTY && !flags.json) {
+    const cliProgress = (await import('cli-progress')).default;
+    bar = new cliProgress.SingleBar(
+      { stream: process.stderr, format: 'denoising [{bar}] {value}/{total} steps | {ms} ms/step', hideCursor: true, clearOnComplete: true },
+      cliProgress.Presets.shades_classic,
+    );
+    bar.start(flags.steps, 0, { ms: '-' });
+  }
+  let result: GenerateResult;
+  try {
+    result = await pipe.generate({
+      prompt: flags.prompt,
+      steps: flags.steps,
+      seed: flags.seed,
+      latents,
+      batch,
+      height: flags.height,
+      width: flags.width,
+      onStep: bar ? (s) => bar!.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
+    });
+  } finally {
+    bar?.stop();
+  }
+
+  const outputs: string[] = [];
+  const ext = path.extname(flags.out);
+  result.images.forEach((img, b) => {
+    const file = b === 0 ? flags.out : `${flags.out.slice(0, flags.out.length - ext.length)}_${b}${ext || '.png'}`;
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    writePng(file, img, result.width, result.height);
+    outputs.push(file);
+  });
+  if (flags.saveLatents) {
+    fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
+    writeSafetensors(
+      flags.saveLatents,
+      { latents: { dtype: 'F32', shape: result.latentsShape, data: result.latents } },
+      {
+        prompt: flags.prompt,
+        steps: String(result.steps),
+        seed: result.seed === null ? '' : String(result.seed),
+        height: String(result.height),
+        width: String(result.width),
+        kind: 'final packed latents (FluxPipeline output_type="latent")',
+      },
+    );
+  }
+  if (result.unknownWords.length) {
+    process.stderr.write(`warning: words not in the tiny-flux vocabulary (encoded as <unk>): ${result.unknownWords.join(', ')}\n`);
+  }
+  const round = (x: number) => Math.round(x * 100) / 100;
+  const timings = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, round(v)]));
+  const wall = performance.now() - t0;
+  if (flags.json) {
+    const out = {
+      output: path.resolve(outputs[0]!),
+      outputs: outputs.map((o) => path.resolve(o)),
+      model: model.name,
+      prompt: flags.prompt,
+      steps: result.steps,
+      seed: result.seed,
+      latents: flags.latents ? path.resolve(flags.latents) : null,
+      saveLatents: flags.saveLatents ? path.resolve(flags.saveLatents) : null,
+      batch,
+      height: result.height,
+      width: result.width,
+      threads: pipe.threads(),
+      inputIds: result.inputIds,
+      unknownWords: result.unknownWords,
+      timings: { ...timings, wall: round(wall) },
+      timingsUnit: 'ms',
+      peakRssMB: peakRssMB(),
+      arenaMB: mb(pipe.arenaBytes()),
+    };
+    process.stdout.write(JSON.stringify(out) + '\n');
+  } else {
+    process.stderr.write(
+      `wrote ${outputs.join(', ')} (${result.width}x${result.height}, ${result.steps} steps, ${(result.timings.perStep).toFixed(1)} ms/step, ` +
+        `total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`,
+    );
+  }
+}
+
+// ---- program ----
+
+function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('ditforge')
+    .description('A TypeScript compiler toolchain for Diffusion Transformer inference')
+    .showHelpAfterError(false)
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s, write) => write(s.endsWith('\n') ? s : s + '\n') })
+    .exitOverride();
+
+  program
+    .command('generate')
+    .description('generate an image from a prompt (FluxPipeline semantics, CPU)')
+    .requiredOption('--model <name>', 'model name (tiny-flux) or a diffusers model directory')
+    .requiredOption('--prompt <text>', 'the prompt')
+    .option('--steps <n>', 'denoising steps', intOption('--steps', 1), 28)
+    .option('--seed <n>', 'noise seed (torch.randn-compatible generator)', intOption('--seed', 0, 'a non-negative integer'), 0)
+    .option('--height <px>', 'image height (multiple of 8)', sizeOption('--height'), 32)
+    .option('--width <px>', 'image width (multiple of 8)', sizeOption('--width'), 32)
+    .option('--latents <file>', 'initial packed latents: safetensors with tensor "latents" [batch, tokens, channels] float32')
+    .option('--save-latents <file>', 'write the final packed latents (safetensors, tensor "latents")')
+    .option('--out <file>', 'output PNG', 'out.png')
+    .option('--json', 'print one JSON object on stdout (logs go to stderr)')
+    .addOption(new Option('--threads <n>', 'executor threads').argParser(intOption('--threads', 1)))
+    .action(async (opts: GenerateFlags) => {
+      await generate(opts);
+    });
+
+  program
+    .command('compile')
+    .description('compile a model: kernels + plan.json (+ model.onnx)')
+    .argument('<model>', 'model name or model file')
+    .addOption(new Option('--target <target>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
+    .option('--out <dir>', 'output directory')
+    .allowUnknownOption(false)
+    .action(async (model: string, opts: Record<string, unknown>) => {
+      const { runCompile } = await importCommands();
+      await runCompile(model, opts);
+    });
+
+  program
+    .command('inspect')
+    .description('print a model: config, blocks, parameters, plan summary')
+    .argument('<model>', 'model name or model file')
+    .action(async (model: string, opts: Record<string, unknown>) => {
+      const { runInspect } = await importCommands();
+      await runInspect(model, opts);
+    });
+
+  return program;
+}
+
+function errorLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.replace(/^error:\s*/i, '').trim();
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander already printed its message (help and version exit 0)
+      return e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 1;
+    }
+    process.stderr.write(`error: ${errorLine(e)}\n`);
+    if (DEBUG && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
+    return 1;
+  }
+}
+
+const code = await main(process.argv);
+// exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
+process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));

@@ -1,0 +1,114 @@
+// Public compiler API (other parts code against exactly this).
+import type { Plan } from '../runtime/plan.ts';
+import type { ModelDefinition } from './dsl/index.ts';
+import { checkModelFile } from './dsl/check.ts';
+import { traceComponent, type Traced } from './frontend.ts';
+import { CompileError, type Graph } from './ir/graph.ts';
+import { runFusion, type FusionStats } from './passes/fusion.ts';
+import { lower, type Lowered } from './passes/lower.ts';
+import { emitPlan } from './codegen/plan.ts';
+import { exportGraphOnnx } from './codegen/onnx.ts';
+import { graphFlops, paramCount } from './analysis.ts';
+import { getModel, registerModel as register, registeredModels } from './registry.ts';
+import type { MemoryPlan } from './passes/memory.ts';
+import '../models/index.ts';
+
+export type { ModelDefinition } from './dsl/index.ts';
+export { CompileError } from './ir/graph.ts';
+
+export interface CompileOptions {
+  component: 'transformer' | 'text_encoder' | 'vae';
+  dims?: Record<string, number>;
+  config?: Record<string, unknown>;
+  target?: 'cpu' | 'cuda';
+}
+
+export function listModels(): string[] {
+  return registeredModels();
+}
+
+export function registerModel(name: string, def: ModelDefinition): void {
+  register(name, def);
+}
+
+/** Static checks of the files a model was written in (imports only from compiler/dsl). */
+export function checkModel(def: ModelDefinition): void {
+  const files = new Set<string>();
+  if (def.file) files.add(def.file);
+  for (const inst of Object.values(def.components)) if (inst?.def.file) files.add(inst.def.file);
+  const issues = [...files].filter((f) => !f.includes('node_modules')).flatMap((f) => checkModelFile(f));
+  if (issues.length) throw new CompileError(issues.map((i) => `${i.loc}: ${i.message}`).join('\n'));
+}
+
+export interface CompileResult {
+  plan: Plan;
+  traced: Traced;
+  fused: Graph;
+  fusion: FusionStats;
+  memory: MemoryPlan;
+  lowered: Lowered;
+}
+
+/** Full pipeline with the intermediate results (tests, inspect). */
+export function compileDetailed(model: string, opts: CompileOptions, internal: { memoryReuse?: boolean } = {}): CompileResult {
+  const def = getModel(model);
+  checkModel(def);
+  const traced = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
+  const flops = graphFlops(traced.graph);
+  const fused = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) }).graph;
+  const fusion = runFusion(fused);
+  const lw = lower(fused);
+  const { plan, memory } = emitPlan(fused, lw, { model, component: opts.component, tag: traced.tag, dims: traced.dims, config: traced.config, flops }, { reuse: internal.memoryReuse ?? true });
+  return { plan, traced, fused, fusion, memory, lowered: lw };
+}
+
+export function compilePlan(model: string, opts: CompileOptions): Plan {
+  return compileDetailed(model, opts).plan;
+}
+
+/** ONNX (opset 21) of the uncached one-rank component, from the unfused IR. */
+export function exportOnnx(model: string, opts: CompileOptions & { weights?: Map<string, Float32Array> }): Uint8Array {
+  const def = getModel(model);
+  const traced = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
+  return exportGraphOnnx(traced.graph, { name: `${model}-${opts.component}`, ...(opts.weights ? { weights: opts.weights } : {}) });
+}
+
+function fmtNum(n: number): string {
+  if (n >= 1e12) return `${(n / 1e12).toFixed(2)} T`;
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(2)} K`;
+  return String(n);
+}
+
+function table(rows: string[][]): string {
+  const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((v, c) => (c === 0 ? v.padEnd(w[c]!) : v.padStart(w[c]!))).join('  ')).join('\n');
+}
+
+/** A readable summary: components, block lists, patterns, params, FLOPs per step. */
+export function inspectModel(model: string, opts: { dims?: Record<string, number>; config?: Record<string, unknown> } = {}): string {
+  const def = getModel(model);
+  const out: string[] = [`model ${model}`];
+  for (const comp of Object.keys(def.components) as CompileOptions['component'][]) {
+    const t = traceComponent(def, comp, comp === 'transformer' ? opts : {});
+    const g = t.graph;
+    out.push('', `${comp} (${t.className}) ${t.tag}  dims ${JSON.stringify(t.dims)}`);
+    out.push(`  params ${fmtNum(paramCount(g))}  flops/forward ${fmtNum(graphFlops(g))}`);
+    out.push(`  inputs  ${g.inputs.map((i) => `${i.name}[${g.node(i.node).shape.join(',')}]`).join(' ')}`);
+    out.push(`  outputs ${g.outputs.map((i) => `${i.name}[${g.node(i.node).shape.join(',')}]`).join(' ')}`);
+    const rows: string[][] = [['segment / block', 'pattern', 'params', 'flops']];
+    for (const s of g.segments) {
+      const li = g.lists.find((l) => l.segment === s);
+      if (!li) {
+        rows.push([s, '', '', fmtNum(graphFlops(g, (n) => n.segment === s))]);
+        continue;
+      }
+      rows.push([`${s} (${li.list}, ${li.blocks.length} blocks)`, `Pattern_${li.pattern}`, '', fmtNum(graphFlops(g, (n) => n.segment === s))]);
+      for (const b of li.blocks) rows.push([`  ${b.name}`, `Pattern_${b.pattern}`, fmtNum(paramCount(g, `${b.name}.`)), fmtNum(graphFlops(g, (n) => n.block === b.name))]);
+    }
+    out.push(table(rows).split('\n').map((l) => `  ${l}`).join('\n'));
+  }
+  if (def.cache) out.push('', `cache: ${def.cache.lists.map((l) => `${l.name} = ${l.blocks.join(' + ')} (Pattern_${l.pattern})`).join('; ')}`);
+  return out.join('\n');
+}

@@ -1,0 +1,338 @@
+// Generated from templates/cpu/attention.cpp.hbs. Kernel `attention` (docs/architecture.md §2):
+//   t = [q, k, v, keyMask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride], f = [scale]
+//   o = softmax(q k^T * scale) v per (b, h). Row (b, s) of q starts at q + (b*Sq + s)*qStride, head h
+//   at +h*D (same for k, v, o). keyMask [B, Sk] float: 1 keep / 0 drop; dropped keys get probability
+//   exactly 0; a row whose keys are all dropped gets o = 0.
+//
+// Flash-style on CPU: work items are (b, h, tile of BQ queries), split over parallel_for. Within an
+// item, blocks of 6 query rows run over key tiles of 64 keys with an online softmax (running max and
+// sum per row), so memory is O(tile): S = q k^T for 6 x 64 lives in 24 zmm registers (K^T of the
+// current (b, h) is packed once per thread into 64-key panels), P = exp(S - max) goes to a 6 x 64
+// buffer and O (6 x D, L1) += P V with V rows read in place. Arbitrary D (masked tail vectors),
+// arbitrary Sq / Sk. The AVX-512 path is chosen at run time; a scalar path runs elsewhere.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "ditforge/kernel_abi.h"
+#include "ditforge/thread_pool.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define DF_ATTN_X86 1
+#include <immintrin.h>
+#define DF_ATTN_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
+#else
+#define DF_ATTN_X86 0
+#endif
+
+namespace ditforge {
+namespace attention_impl {
+
+struct Params {
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* mask;
+  float* o;
+  int64_t B, Sq, Sk, H, D, qs, ks, vs, os;
+  float scale;
+};
+
+constexpr int64_t BQ = 96;  // queries per work item
+
+struct Scratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      cap = n;
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+
+// ------------------------------------------------------------------ scalar path
+static void attn_scalar_item(const Params& P, int64_t b, int64_t h, int64_t s0, int64_t s1) {
+  std::vector<float> acc(static_cast<size_t>(P.D));
+  const float* mrow = P.mask ? P.mask + b * P.Sk : nullptr;
+  for (int64_t s = s0; s < s1; ++s) {
+    const float* qr = P.q + (b * P.Sq + s) * P.qs + h * P.D;
+    float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t j = 0; j < P.Sk; ++j) {
+      if (mrow && !(mrow[j] > 0.5f)) continue;
+      const float* kr = P.k + (b * P.Sk + j) * P.ks + h * P.D;
+      float dot = 0.0f;
+      for (int64_t d = 0; d < P.D; ++d) dot += qr[d] * kr[d];
+      const float sv = dot * P.scale;
+      const float* vr = P.v + (b * P.Sk + j) * P.vs + h * P.D;
+      if (sv > m) {
+        const float alpha = std::exp(m - sv);  // exp(-inf) = 0 on the first key
+        for (int64_t d = 0; d < P.D; ++d) acc[d] = acc[d] * alpha + vr[d];
+        l = l * alpha + 1.0f;
+        m = sv;
+      } else {
+        const float p = std::exp(sv - m);
+        for (int64_t d = 0; d < P.D; ++d) acc[d] += p * vr[d];
+        l += p;
+      }
+    }
+    float* orow = P.o + (b * P.Sq + s) * P.os + h * P.D;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int64_t d = 0; d < P.D; ++d) orow[d] = acc[d] * inv;
+  }
+}
+
+#if DF_ATTN_X86
+// ------------------------------------------------------------------ AVX-512 path
+constexpr int RB = 6;    // query rows per register block
+constexpr int BK = 64;   // keys per tile (4 zmm)
+
+static inline DF_ATTN_AVX512 __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
+  const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, fx);
+}
+
+// O[RB x 16*NV] (at column d0 of a row-stride-ldo buffer) += Pt[RB x nk] * V[nk x 16*NV].
+template <int NV>
+static DF_ATTN_AVX512 void pv_block(const float* Pt, int nk, const float* vbase, int64_t vs,
+                                    int64_t d0, __mmask16 lastMask, float* O, int64_t ldo) {
+  __m512 acc[RB][NV];
+  for (int i = 0; i < RB; ++i)
+    for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_load_ps(O + i * ldo + d0 + 16 * c);
+  for (int j = 0; j < nk; ++j) {
+    const float* vr = vbase + j * vs + d0;
+    __m512 vv[NV];
+    for (int c = 0; c < NV - 1; ++c) vv[c] = _mm512_loadu_ps(vr + 16 * c);
+    vv[NV - 1] = _mm512_maskz_loadu_ps(lastMask, vr + 16 * (NV - 1));
+    for (int i = 0; i < RB; ++i) {
+      const __m512 p = _mm512_set1_ps(Pt[i * BK + j]);
+      for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_fmadd_ps(p, vv[c], acc[i][c]);
+    }
+  }
+  for (int i = 0; i < RB; ++i)
+    for (int c = 0; c < NV; ++c) _mm512_store_ps(O + i * ldo + d0 + 16 * c, acc[i][c]);
+}
+
+static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t h, int64_t s0,
+                                            int64_t s1, const float* Kt, const float* keep,
+                                            float* O, float* Pt) {
+  const int64_t D = P.D;
+  const int64_t nd = (D + 15) / 16;
+  const int64_t ldo = nd * 16;
+  const int64_t nT = (P.Sk + BK - 1) / BK;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const __m512 vscale = _mm512_set1_ps(P.scale);
+  const __m512 vninf = _mm512_set1_ps(ninf);
+  const float* vhead = P.v + b * P.Sk * P.vs + h * D;
+  const int rem = static_cast<int>(D - (nd - 1) * 16);
+  const __mmask16 tailMask = __mmask16(rem >= 16 ? 0xFFFFu : ((1u << rem) - 1u));
+  for (int64_t r0 = s0; r0 < s1; r0 += RB) {
+    const int rows = static_cast<int>(std::min<int64_t>(RB, s1 - r0));
+    const float* qr[RB];
+    for (int i = 0; i < RB; ++i)
+      qr[i] = P.q + (b * P.Sq + r0 + std::min(i, rows - 1)) * P.qs + h * D;
+    float m[RB], l[RB];
+    for (int i = 0; i < RB; ++i) {
+      m[i] = ninf;
+      l[i] = 0.0f;
+    }
+    std::memset(O, 0, sizeof(float) * RB * ldo);
+    for (int64_t t = 0; t < nT; ++t) {
+      const float* kt = Kt + t * D * BK;
+      __m512 s[RB][4];
+      for (int i = 0; i < RB; ++i)
+        for (int c = 0; c < 4; ++c) s[i][c] = _mm512_setzero_ps();
+      for (int64_t d = 0; d < D; ++d) {
+        const __m512 k0 = _mm512_load_ps(kt + d * BK), k1 = _mm512_load_ps(kt + d * BK + 16);
+        const __m512 k2 = _mm512_load_ps(kt + d * BK + 32), k3 = _mm512_load_ps(kt + d * BK + 48);
+        for (int i = 0; i < RB; ++i) {
+          const __m512 qv = _mm512_set1_ps(qr[i][d]);
+          s[i][0] = _mm512_fmadd_ps(qv, k0, s[i][0]);
+          s[i][1] = _mm512_fmadd_ps(qv, k1, s[i][1]);
+          s[i][2] = _mm512_fmadd_ps(qv, k2, s[i][2]);
+          s[i][3] = _mm512_fmadd_ps(qv, k3, s[i][3]);
+        }
+      }
+      __mmask16 km[4];
+      for (int c = 0; c < 4; ++c)
+        km[c] = _mm512_cmp_ps_mask(_mm512_load_ps(keep + t * BK + 16 * c), _mm512_set1_ps(0.5f),
+                                   _CMP_GT_OQ);
+      if ((km[0] | km[1] | km[2] | km[3]) == 0) continue;  // whole tile dropped
+      for (int i = 0; i < RB; ++i) {
+        __m512 mx = vninf;
+        for (int c = 0; c < 4; ++c) {
+          s[i][c] = _mm512_mask_blend_ps(km[c], vninf, _mm512_mul_ps(s[i][c], vscale));
+          mx = _mm512_max_ps(mx, s[i][c]);
+        }
+        const float tmax = _mm512_reduce_max_ps(mx);
+        const float mnew = std::max(m[i], tmax);  // finite: the tile has a kept key
+        const float alpha = std::exp(m[i] - mnew);  // m = -inf -> 0 (O and l are 0 then anyway)
+        m[i] = mnew;
+        const __m512 vm = _mm512_set1_ps(mnew);
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < 4; ++c) {
+          const __m512 p = _mm512_maskz_mov_ps(km[c], exp512(_mm512_sub_ps(s[i][c], vm)));
+          sum = _mm512_add_ps(sum, p);
+          _mm512_store_ps(Pt + i * BK + 16 * c, p);
+        }
+        l[i] = l[i] * alpha + _mm512_reduce_add_ps(sum);
+        if (alpha != 1.0f) {
+          const __m512 va = _mm512_set1_ps(alpha);
+          float* orow = O + i * ldo;
+          for (int64_t c = 0; c < nd; ++c)
+            _mm512_store_ps(orow + 16 * c, _mm512_mul_ps(va, _mm512_load_ps(orow + 16 * c)));
+        }
+      }
+      const int nk = static_cast<int>(std::min<int64_t>(BK, P.Sk - t * BK));
+      const float* vb = vhead + t * BK * P.vs;
+      int64_t c = 0;
+      for (; c + 4 < nd; c += 4) pv_block<4>(Pt, nk, vb, P.vs, c * 16, 0xFFFF, O, ldo);
+      switch (nd - c) {
+        case 4: pv_block<4>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
+        case 3: pv_block<3>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
+        case 2: pv_block<2>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
+        case 1: pv_block<1>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
+        default: break;
+      }
+    }
+    for (int i = 0; i < rows; ++i) {
+      float* orow = P.o + (b * P.Sq + r0 + i) * P.os + h * D;
+      const float* src = O + i * ldo;
+      const __m512 inv = _mm512_set1_ps(l[i] > 0.0f ? 1.0f / l[i] : 0.0f);
+      for (int64_t c = 0; c < nd; ++c) {
+        const __mmask16 mk = c == nd - 1 ? tailMask : __mmask16(0xFFFF);
+        _mm512_mask_storeu_ps(orow + 16 * c, mk, _mm512_mul_ps(inv, _mm512_load_ps(src + 16 * c)));
+      }
+    }
+  }
+}
+
+// K^T of head (b, h) as 64-key panels: Kt[t][d][j] = k[b, t*64 + j, h, d] (zero padded), and the
+// keep flags (1/0, padding 0).
+static void pack_k(const Params& P, int64_t b, int64_t h, float* Kt, float* keep) {
+  const int64_t D = P.D;
+  const int64_t nT = (P.Sk + BK - 1) / BK;
+  for (int64_t t = 0; t < nT; ++t) {
+    float* dst = Kt + t * D * BK;
+    const int nk = static_cast<int>(std::min<int64_t>(BK, P.Sk - t * BK));
+    for (int j = 0; j < nk; ++j) {
+      const float* kr = P.k + (b * P.Sk + t * BK + j) * P.ks + h * D;
+      for (int64_t d = 0; d < D; ++d) dst[d * BK + j] = kr[d];
+    }
+    for (int j = nk; j < BK; ++j)
+      for (int64_t d = 0; d < D; ++d) dst[d * BK + j] = 0.0f;
+  }
+  for (int64_t j = 0; j < nT * BK; ++j)
+    keep[j] = j < P.Sk ? ((!P.mask || P.mask[b * P.Sk + j] > 0.5f) ? 1.0f : 0.0f) : 0.0f;
+}
+
+static bool has_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return ok;
+}
+
+static Scratch& scratch_k() {
+  static thread_local Scratch s;
+  return s;
+}
+static Scratch& scratch_o() {
+  static thread_local Scratch s;
+  return s;
+}
+#endif  // DF_ATTN_X86
+
+static void run_items(const Params& P, int64_t it0, int64_t it1) {
+  const int64_t nQT = (P.Sq + BQ - 1) / BQ;
+#if DF_ATTN_X86
+  if (has_avx512()) {
+    const int64_t nT = (P.Sk + BK - 1) / BK;
+    const int64_t ldo = (P.D + 15) / 16 * 16;
+    float* Kt = scratch_k().get(static_cast<size_t>(nT * BK * (P.D + 1)));
+    float* keep = Kt + nT * BK * P.D;
+    float* work = scratch_o().get(static_cast<size_t>(RB * ldo + RB * BK));
+    float* O = work;
+    float* Pt = work + RB * ldo;
+    int64_t packedBH = -1;
+    for (int64_t it = it0; it < it1; ++it) {
+      const int64_t bh = it / nQT, qt = it % nQT;
+      const int64_t b = bh / P.H, h = bh % P.H;
+      if (bh != packedBH) {
+        pack_k(P, b, h, Kt, keep);
+        packedBH = bh;
+      }
+      attn_item_avx512(P, b, h, qt * BQ, std::min(P.Sq, (qt + 1) * BQ), Kt, keep, O, Pt);
+    }
+    return;
+  }
+#endif
+  for (int64_t it = it0; it < it1; ++it) {
+    const int64_t bh = it / nQT, qt = it % nQT;
+    attn_scalar_item(P, bh / P.H, bh % P.H, qt * BQ, std::min(P.Sq, (qt + 1) * BQ));
+  }
+}
+
+}  // namespace attention_impl
+
+static void attention(const KernelArgs& a, KernelCtx& ctx) {
+  using namespace attention_impl;
+  Params P;
+  P.q = a.t[0];
+  P.k = a.t[1];
+  P.v = a.t[2];
+  P.mask = a.t[3];
+  P.o = a.t[4];
+  P.B = a.i[0];
+  P.Sq = a.i[1];
+  P.Sk = a.i[2];
+  P.H = a.i[3];
+  P.D = a.i[4];
+  P.qs = a.i[5];
+  P.ks = a.i[6];
+  P.vs = a.i[7];
+  P.os = a.i[8];
+  P.scale = a.f[0];
+  if (P.B <= 0 || P.Sq <= 0 || P.H <= 0 || P.D <= 0) return;
+  if (P.Sk <= 0) {
+    for (int64_t b = 0; b < P.B; ++b)
+      for (int64_t s = 0; s < P.Sq; ++s)
+        std::memset(P.o + (b * P.Sq + s) * P.os, 0, sizeof(float) * P.H * P.D);
+    return;
+  }
+  const int64_t nQT = (P.Sq + BQ - 1) / BQ;
+  const int64_t items = P.B * P.H * nQT;
+  const double work = double(P.B) * P.H * P.Sq * P.Sk * P.D;
+  if (num_threads(ctx) <= 1 || work < 1e5) {
+    run_items(P, 0, items);
+    return;
+  }
+  parallel_for(ctx, items, 1, [&](int64_t b, int64_t e) { run_items(P, b, e); });
+}
+
+}  // namespace ditforge
+
+extern "C" const ditforge::KernelEntry ditforge_cpu_attention[] = {
+    {"attention", &ditforge::attention},
+    {nullptr, nullptr},
+};

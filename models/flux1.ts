@@ -1,0 +1,220 @@
+// FLUX.1 (diffusers FluxTransformer2DModel) in one file. The config decides the size: the tiny
+// model (models/tiny-flux/transformer/config.json) and FLUX.1-dev use this file unchanged.
+import {
+  applyRope,
+  attention,
+  block,
+  component,
+  concat,
+  invalidDim,
+  model,
+  Pattern,
+  repeat,
+  ropeTable,
+  timestepEmbedding,
+  withConfig,
+  type Module,
+  type Tensor,
+} from '../compiler/dsl/index.ts';
+
+/** diffusers FluxTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
+export interface FluxConfig {
+  patch_size: number;
+  in_channels: number;
+  out_channels: number | null;
+  num_layers: number;
+  num_single_layers: number;
+  attention_head_dim: number;
+  num_attention_heads: number;
+  joint_attention_dim: number;
+  pooled_projection_dim: number;
+  guidance_embeds: boolean;
+  axes_dims_rope: number[];
+  /** pipeline: pixels per latent pixel (2^(len(vae.block_out_channels)-1)) */
+  vae_scale_factor: number;
+}
+
+/** what the embeddings hand every block */
+interface FluxCtx {
+  /** silu(temb): every AdaLayerNorm* linear takes it */
+  temb: Tensor;
+  /** RoPE cos/sin table over [text, image] tokens */
+  rope: Tensor;
+}
+
+const EPS = 1e-6;
+
+const inner = (c: FluxConfig): number => c.num_attention_heads * c.attention_head_dim;
+
+/** FeedForward(dim, activation_fn="gelu-approximate"): net.0.proj -> GELU(tanh) -> net.2 */
+function feedForward(m: Module, x: Tensor, dim: number): Tensor {
+  return m.linear('net.2', m.linear('net.0.proj', x, 4 * dim, { act: 'gelu_tanh' }), dim);
+}
+
+/** q or k of one stream: projection, per-head RMSNorm, RoPE with the stream's rows of the table */
+function qk(a: Module, proj: string, norm: string, x: Tensor, rope: Tensor, row0: number, c: FluxConfig): Tensor {
+  const h = a.headRmsNorm(norm, a.linear(proj, x, inner(c)), { heads: c.num_attention_heads, eps: EPS });
+  return applyRope(h, rope, { heads: c.num_attention_heads, row0 });
+}
+
+/** FluxTransformerBlock (double stream): AdaLayerNormZero x2, joint attention, two FFNs */
+export const dualBlock = block<FluxConfig, FluxCtx>('transformer_blocks', Pattern.P1, (m, s, { temb, rope }, c) => {
+  const C = inner(c);
+  let hidden = s.hidden;
+  let encoder = s.encoder!;
+  const T = encoder.dim(1);
+  const [shMsa, scMsa, gMsa, shMlp, scMlp, gMlp] = m.linear('norm1.linear', temb, 6 * C).chunk(6);
+  const [cShMsa, cScMsa, cGMsa, cShMlp, cScMlp, cGMlp] = m.linear('norm1_context.linear', temb, 6 * C).chunk(6);
+  const nh = m.layerNorm(null, hidden, { eps: EPS }).modulate(shMsa!, scMsa!);
+  const ne = m.layerNorm(null, encoder, { eps: EPS }).modulate(cShMsa!, cScMsa!);
+
+  // joint attention: text tokens first, then image tokens
+  const a = m.scope('attn');
+  const q = concat([qk(a, 'add_q_proj', 'norm_added_q', ne, rope, 0, c), qk(a, 'to_q', 'norm_q', nh, rope, T, c)], 1);
+  const k = concat([qk(a, 'add_k_proj', 'norm_added_k', ne, rope, 0, c), qk(a, 'to_k', 'norm_k', nh, rope, T, c)], 1);
+  const v = concat([a.linear('add_v_proj', ne, C), a.linear('to_v', nh, C)], 1);
+  const [oe, oh] = attention(q, k, v, { heads: c.num_attention_heads }).split([T, hidden.dim(1)], 1);
+
+  hidden = hidden.addGated(gMsa!, a.linear('to_out.0', oh!, C));
+  const nh2 = m.layerNorm(null, hidden, { eps: EPS }).modulate(shMlp!, scMlp!);
+  hidden = hidden.addGated(gMlp!, feedForward(m.scope('ff'), nh2, C));
+
+  encoder = encoder.addGated(cGMsa!, a.linear('to_add_out', oe!, C));
+  const ne2 = m.layerNorm(null, encoder, { eps: EPS }).modulate(cShMlp!, cScMlp!);
+  encoder = encoder.addGated(cGMlp!, feedForward(m.scope('ff_context'), ne2, C));
+  return { hidden, encoder };
+});
+
+/** FluxSingleTransformerBlock: runs on cat([text, image]) and splits again (diffusers >= 0.35) */
+export const singleBlock = block<FluxConfig, FluxCtx>('single_transformer_blocks', Pattern.P1, (m, s, { temb, rope }, c) => {
+  const C = inner(c);
+  const H = c.num_attention_heads;
+  const T = s.encoder!.dim(1);
+  const x = concat([s.encoder!, s.hidden], 1);
+  const [shift, scale, gate] = m.linear('norm.linear', temb, 3 * C).chunk(3);
+  const nx = m.layerNorm(null, x, { eps: EPS }).modulate(shift!, scale!);
+  const mlp = m.linear('proj_mlp', nx, 4 * C, { act: 'gelu_tanh' });
+  const a = m.scope('attn');
+  const q = qk(a, 'to_q', 'norm_q', nx, rope, 0, c);
+  const k = qk(a, 'to_k', 'norm_k', nx, rope, 0, c);
+  const o = attention(q, k, a.linear('to_v', nx, C), { heads: H });
+  const y = x.addGated(gate!, m.linear('proj_out', concat([o, mlp], -1), C));
+  const [encoder, hidden] = y.split([T, s.hidden.dim(1)], 1);
+  return { hidden: hidden!, encoder: encoder! };
+});
+
+/** MLP timestep/guidance/text embedder: linear_1 -> SiLU -> linear_2 */
+function mlpEmbed(m: Module, x: Tensor, dim: number): Tensor {
+  return m.linear('linear_2', m.linear('linear_1', x, dim, { act: 'silu' }), dim);
+}
+
+export const fluxTransformer = component<FluxConfig>({
+  component: 'transformer',
+  className: 'FluxTransformer2DModel',
+  // FLUX.1-dev (black-forest-labs/FLUX.1-dev transformer/config.json)
+  config: {
+    patch_size: 1,
+    in_channels: 64,
+    out_channels: null,
+    num_layers: 19,
+    num_single_layers: 38,
+    attention_head_dim: 128,
+    num_attention_heads: 24,
+    joint_attention_dim: 4096,
+    pooled_projection_dim: 768,
+    guidance_embeds: true,
+    axes_dims_rope: [16, 56, 56],
+    vae_scale_factor: 8,
+  },
+  dims: {
+    defaults: { batch: 1, height: 1024, width: 1024, textTokens: 512 },
+    resolve(c, d) {
+      const step = c.vae_scale_factor * 2 * c.patch_size;
+      for (const k of ['height', 'width'] as const) {
+        if (d[k]! % step !== 0) invalidDim(k, d[k]!, `must be a multiple of ${step} (vae scale ${c.vae_scale_factor} x 2x2 packing)`);
+      }
+      const imageTokens = (d.height! / step) * (d.width! / step);
+      return {
+        dims: { B: d.batch!, imageTokens, textTokens: d.textTokens!, height: d.height!, width: d.width! },
+        tag: `b${d.batch}-h${d.height}w${d.width}-t${d.textTokens}`,
+      };
+    },
+  },
+  inputs(c, d) {
+    const ins: Record<string, number[]> = {
+      hidden_states: [d.B!, d.imageTokens!, c.in_channels],
+      encoder_hidden_states: [d.B!, d.textTokens!, c.joint_attention_dim],
+      pooled_projections: [d.B!, c.pooled_projection_dim],
+      timestep: [d.B!],
+      img_ids: [d.imageTokens!, 3],
+      txt_ids: [d.textTokens!, 3],
+    };
+    if (c.guidance_embeds) ins.guidance = [d.B!];
+    return ins;
+  },
+  forward(b, x, c) {
+    const C = inner(c);
+    const hidden = b.linear('x_embedder', x.hidden_states!, C);
+    const te = b.scope('time_text_embed');
+    const tProj = (t: Tensor): Tensor => timestepEmbedding(t.scale(1000), { dim: 256, flipSinToCos: true, freqShift: 0 });
+    let temb = mlpEmbed(te.scope('timestep_embedder'), tProj(x.timestep!), C);
+    if (c.guidance_embeds) temb = temb.add(mlpEmbed(te.scope('guidance_embedder'), tProj(x.guidance!), C));
+    temb = temb.add(mlpEmbed(te.scope('text_embedder'), x.pooled_projections!, C));
+    const encoder = b.linear('context_embedder', x.encoder_hidden_states!, C);
+    const rope = ropeTable(concat([x.txt_ids!, x.img_ids!], 0), { axes: c.axes_dims_rope, theta: 10000 });
+    const ctx: FluxCtx = { temb: temb.silu(), rope };
+
+    // Cache-DiT's FLUX.1 adapter: one merged list (dual + single blocks), Pattern_1
+    const out = b.blocks(
+      { name: 'transformer_blocks', pattern: Pattern.P1, blocks: [repeat(dualBlock, 'num_layers'), repeat(singleBlock, 'num_single_layers')] },
+      { hidden, encoder },
+      ctx,
+    );
+
+    // norm_out = AdaLayerNormContinuous: scale first, then shift
+    const [scale, shift] = b.linear('norm_out.linear', ctx.temb, 2 * C).chunk(2);
+    const h = b.layerNorm(null, out.hidden, { eps: EPS }).modulate(shift!, scale!);
+    const outC = c.out_channels ?? c.in_channels;
+    return { output: b.linear('proj_out', h, c.patch_size * c.patch_size * outC) };
+  },
+});
+
+export const FLUX_CACHE = {
+  lists: [{ name: 'transformer_blocks', blocks: ['transformer_blocks', 'single_transformer_blocks'], pattern: Pattern.P1 }],
+  config: { Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.08 },
+  has_separate_cfg: false,
+};
+
+/** Cache-DiT's FLUX.1 TP plan (cache-dit.md §4.7) */
+export const FLUX_PARALLEL = {
+  attention: 'all' as const,
+  tp: {
+    'transformer_blocks.*.attn.to_q': 'colwise',
+    'transformer_blocks.*.attn.to_k': 'colwise',
+    'transformer_blocks.*.attn.to_v': 'colwise',
+    'transformer_blocks.*.attn.add_q_proj': 'colwise',
+    'transformer_blocks.*.attn.add_k_proj': 'colwise',
+    'transformer_blocks.*.attn.add_v_proj': 'colwise',
+    'transformer_blocks.*.ff.net.0.proj': 'colwise',
+    'transformer_blocks.*.ff_context.net.0.proj': 'colwise',
+    'transformer_blocks.*.attn.to_out.0': 'rowwise',
+    'transformer_blocks.*.attn.to_add_out': 'rowwise',
+    'transformer_blocks.*.ff.net.2': 'rowwise',
+    'transformer_blocks.*.ff_context.net.2': 'rowwise',
+    'transformer_blocks.*.norm1.linear': 'colwise_replicate',
+    'transformer_blocks.*.norm1_context.linear': 'colwise_replicate',
+    'single_transformer_blocks.*.attn.to_q': 'colwise',
+    'single_transformer_blocks.*.attn.to_k': 'colwise',
+    'single_transformer_blocks.*.attn.to_v': 'colwise',
+    'single_transformer_blocks.*.proj_mlp': 'colwise',
+    'single_transformer_blocks.*.proj_out': 'rowwise',
+    'single_transformer_blocks.*.norm.linear': 'colwise_replicate',
+  } as const,
+  cp: { split: { hidden_states: 1, encoder_hidden_states: 1, img_ids: 0, txt_ids: 0 }, gather: { output: 1 } },
+};
+
+export default model('flux1-dev', {
+  components: { transformer: withConfig(fluxTransformer, {}) },
+  cache: FLUX_CACHE,
+  parallel: FLUX_PARALLEL,
+});

@@ -1,0 +1,136 @@
+// The communicator contract shared by every backend (shm worker threads, Open MPI, later NCCL).
+//
+// Semantics (all backends):
+// - Collectives (allToAll, allReduceSum, allGather, allGatherInt, barrier) run in the order a rank
+//   issues them, like operations on one NCCL communicator / CUDA stream: a caller may issue several
+//   without awaiting (async Ulysses) and await them later; every rank must issue the same sequence.
+// - Point-to-point messages between one (src, dst) pair are delivered in FIFO order; `recv` must be
+//   given a buffer of exactly the size sent. Rings should use `sendRecv` (deadlock-free everywhere).
+// - Buffers are typed arrays; counts are in elements of the buffer's type. Send and receive buffers of
+//   one call must have the same element size. Buffers must not be touched until the promise settles.
+// - Every wait is bounded: a rank that throws, exits or hangs makes the others fail with a CommError
+//   naming that rank within `timeoutMs` (never a hang).
+
+export type CommBuffer = Float32Array | Float64Array | Uint8Array | Uint16Array | Int32Array;
+
+export interface CommStats {
+  /** Bytes this rank sent to other ranks (self-copies excluded). */
+  bytesSent: number;
+  /** Bytes this rank received from other ranks (self-copies excluded). */
+  bytesReceived: number;
+  /** Number of calls per operation name. */
+  calls: Record<string, number>;
+  /** Bytes sent per operation name. */
+  bytesSentByOp: Record<string, number>;
+}
+
+export interface Communicator {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** 'shm' | 'mpi' | 'nccl' | 'group' (a subgroup emulated over point-to-point). */
+  readonly backend: string;
+  /** Traffic counters since creation or the last resetStats(). */
+  readonly stats: CommStats;
+  /** Convenience: stats.bytesSent. */
+  readonly bytesMoved: number;
+  resetStats(): void;
+
+  /**
+   * alltoallv: chunk j of `send` (sendCounts[j] elements, packed in rank order) goes to rank j;
+   * chunk i of `recv` (recvCounts[i] elements, packed in rank order) comes from rank i.
+   */
+  allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void>;
+  /** In-place elementwise sum over ranks; the result is bit-identical on every rank (rank-order sum). */
+  allReduceSum(buf: Float32Array | Float64Array): Promise<void>;
+  /** Gathers `send` from every rank into `recv` in rank order; `counts` (elements per rank) for uneven sizes. */
+  allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void>;
+  /** Gathers one integer per rank (UAA sequence lengths). */
+  allGatherInt(n: number): Promise<number[]>;
+  send(buf: CommBuffer, dest: number): Promise<void>;
+  recv(buf: CommBuffer, src: number): Promise<void>;
+  /** Sends `send` to `dest` while receiving `recv` from `src` (ring step). */
+  sendRecv(send: CommBuffer, dest: number, recv: CommBuffer, src: number): Promise<void>;
+  barrier(): Promise<void>;
+  /** Optional native sub-communicator (NCCL/MPI comm split); see group.ts `subgroup` for the fallback. */
+  split?(ranks: number[]): Promise<Communicator>;
+  close(): Promise<void>;
+}
+
+/** Error raised on every rank when a peer fails, dies or times out; `failedRank` names the culprit. */
+export class CommError extends Error {
+  constructor(
+    message: string,
+    readonly rank: number,
+    readonly failedRank: number,
+  ) {
+    super(message);
+    this.name = 'CommError';
+  }
+}
+
+export function newStats(): CommStats {
+  return { bytesSent: 0, bytesReceived: 0, calls: {}, bytesSentByOp: {} };
+}
+
+export function countOp(stats: CommStats, op: string, sent: number, received: number): void {
+  stats.calls[op] = (stats.calls[op] ?? 0) + 1;
+  stats.bytesSentByOp[op] = (stats.bytesSentByOp[op] ?? 0) + sent;
+  stats.bytesSent += sent;
+  stats.bytesReceived += received;
+}
+
+export function asBytes(a: CommBuffer): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+export function sum(a: number[]): number {
+  let s = 0;
+  for (const x of a) s += x;
+  return s;
+}
+
+export function prefix(a: number[]): number[] {
+  const out = new Array<number>(a.length);
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    out[i] = s;
+    s += a[i];
+  }
+  return out;
+}
+
+/** Validates alltoallv arguments (same on every backend), returns byte counts. */
+export function checkAllToAll(
+  world: number,
+  send: CommBuffer,
+  sendCounts: number[],
+  recv: CommBuffer,
+  recvCounts: number[],
+): { es: number; sendBytes: number[]; recvBytes: number[] } {
+  if (sendCounts.length !== world || recvCounts.length !== world)
+    throw new Error(`allToAll: sendCounts/recvCounts need ${world} entries, got ${sendCounts.length}/${recvCounts.length}`);
+  if (send.BYTES_PER_ELEMENT !== recv.BYTES_PER_ELEMENT)
+    throw new Error(`allToAll: send and recv element sizes differ (${send.BYTES_PER_ELEMENT} vs ${recv.BYTES_PER_ELEMENT})`);
+  for (const c of [...sendCounts, ...recvCounts])
+    if (!Number.isInteger(c) || c < 0) throw new Error(`allToAll: bad count ${c}`);
+  if (sum(sendCounts) > send.length) throw new Error(`allToAll: sendCounts sum ${sum(sendCounts)} > send length ${send.length}`);
+  if (sum(recvCounts) > recv.length) throw new Error(`allToAll: recvCounts sum ${sum(recvCounts)} > recv length ${recv.length}`);
+  const es = send.BYTES_PER_ELEMENT;
+  return { es, sendBytes: sendCounts.map((c) => c * es), recvBytes: recvCounts.map((c) => c * es) };
+}
+
+/** FIFO of async operations: each starts when the previous settled (errors do not block the chain). */
+export class OpQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.tail.then(fn, fn);
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+}
+
+/** Default bound on every wait, overridable with DITFORGE_COMM_TIMEOUT_MS. */
+export function defaultTimeoutMs(): number {
+  const v = Number(process.env.DITFORGE_COMM_TIMEOUT_MS);
+  return Number.isFinite(v) && v > 0 ? v : 60_000;
+}

@@ -1,0 +1,100 @@
+// Latent packing (FluxPipeline `_pack_latents` / `_unpack_latents`) and RoPE position ids
+// (models/tiny-flux/README.md §4).
+
+/** [B, C, H, W] -> [B, (H/2)*(W/2), C*4]: packed[b, y*(W/2)+x, c*4+dy*2+dx] = lat[b, c, 2y+dy, 2x+dx] */
+export function packLatents(lat: Float32Array, B: number, C: number, H: number, W: number): Float32Array {
+  if (H % 2 || W % 2) throw new Error(`packLatents: latent height/width must be even, got ${H}x${W}`);
+  if (lat.length !== B * C * H * W) throw new Error(`packLatents: expected ${B * C * H * W} values, got ${lat.length}`);
+  const h2 = H / 2;
+  const w2 = W / 2;
+  const out = new Float32Array(lat.length);
+  let o = 0;
+  for (let b = 0; b < B; b++)
+    for (let y = 0; y < h2; y++)
+      for (let x = 0; x < w2; x++)
+        for (let c = 0; c < C; c++)
+          for (let dy = 0; dy < 2; dy++)
+            for (let dx = 0; dx < 2; dx++) out[o++] = lat[((b * C + c) * H + 2 * y + dy) * W + 2 * x + dx]!;
+  return out;
+}
+
+/** exact inverse of packLatents: [B, (H/2)*(W/2), C*4] -> [B, C, H, W] */
+export function unpackLatents(packed: Float32Array, B: number, C: number, H: number, W: number): Float32Array {
+  if (H % 2 || W % 2) throw new Error(`unpackLatents: latent height/width must be even, got ${H}x${W}`);
+  if (packed.length !== B * C * H * W) throw new Error(`unpackLatents: expected ${B * C * H * W} values, got ${packed.length}`);
+  const h2 = H / 2;
+  const w2 = W / 2;
+  const out = new Float32Array(packed.length);
+  let o = 0;
+  for (let b = 0; b < B; b++)
+    for (let y = 0; y < h2; y++)
+      for (let x = 0; x < w2; x++)
+        for (let c = 0; c < C; c++)
+          for (let dy = 0; dy < 2; dy++)
+            for (let dx = 0; dx < 2; dx++) out[((b * C + c) * H + 2 * y + dy) * W + 2 * x + dx] = packed[o++]!;
+  return out;
+}
+
+/** img_ids [h2*w2, 3]: row y*w2+x = [0, y, x] (h2, w2 = packed grid) */
+export function imageIds(h2: number, w2: number): Float32Array {
+  const ids = new Float32Array(h2 * w2 * 3);
+  for (let y = 0; y < h2; y++)
+    for (let x = 0; x < w2; x++) {
+      const r = (y * w2 + x) * 3;
+      ids[r + 1] = y;
+      ids[r + 2] = x;
+    }
+  return ids;
+}
+
+/** txt_ids [T, 3]: zeros */
+export function textIds(T: number): Float32Array {
+  return new Float32Array(T * 3);
+}
+
+/** Geometry of a FLUX image: pixel size -> VAE latent size -> packed token grid. */
+export interface LatentGeometry {
+  height: number;
+  width: number;
+  /** VAE latent size (height / vaeScale) */
+  latentHeight: number;
+  latentWidth: number;
+  latentChannels: number;
+  /** packed tokens and channels */
+  tokens: number;
+  packedChannels: number;
+}
+
+export function latentGeometry(height: number, width: number, vaeScale: number, latentChannels: number): LatentGeometry {
+  const lh = 2 * Math.floor(height / (vaeScale * 2));
+  const lw = 2 * Math.floor(width / (vaeScale * 2));
+  return {
+    height,
+    width,
+    latentHeight: lh,
+    latentWidth: lw,
+    latentChannels,
+    tokens: (lh / 2) * (lw / 2),
+    packedChannels: latentChannels * 4,
+  };
+}
+
+/**
+ * FluxPipeline before vae.decode: `unpack(x) / scaling_factor + shift_factor` in float32
+ * ([B, tokens, C*4] -> [B, C, H, W]).
+ */
+export function latentsToVaeSpace(
+  packed: Float32Array,
+  B: number,
+  C: number,
+  H: number,
+  W: number,
+  scalingFactor: number,
+  shiftFactor: number,
+): Float32Array {
+  const z = unpackLatents(packed, B, C, H, W);
+  const s = Math.fround(scalingFactor);
+  const sh = Math.fround(shiftFactor);
+  for (let i = 0; i < z.length; i++) z[i] = Math.fround(z[i]! / s) + sh;
+  return z;
+}

@@ -1,0 +1,95 @@
+// The plan interpreter: parses plan.json, validates it, pre-resolves every op into {fn, KernelArgs}.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ditforge/kernel_abi.h"
+#include "ditforge/thread_pool.h"
+
+namespace ditforge {
+
+class PlanError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class PlanExecutor {
+ public:
+  PlanExecutor(const std::string& plan_json, int threads);  // throws PlanError
+  ~PlanExecutor();
+
+  struct TensorView {
+    bool arena = true;
+    int weight = -1;  // index into weights_ when !arena
+    int64_t offset = 0, numel = 0;
+  };
+  struct Weight {
+    std::string name;
+    int64_t numel = -1;  // from plan.weights shapes; -1 if only referenced by tensors
+    float* data = nullptr;
+    int64_t len = 0;
+  };
+  struct IO {
+    std::string name;
+    int tensor;
+    int64_t numel;
+  };
+
+  void bind_weight(const std::string& name, float* data, int64_t len);
+  const IO& input(const std::string& name) const;
+  const IO& output(const std::string& name) const;
+  // pointer + numel of a tensor view (arena, or a bound weight)
+  float* tensor_ptr(int64_t id, int64_t* numel, bool writable) const;
+
+  struct RunRange {
+    int segment;
+    int64_t begin, end;  // block range (blocks segments) or [0, 1) for op segments
+  };
+  RunRange resolve_run(const std::string& segment, int64_t begin, int64_t end) const;  // throws PlanError
+  void execute(const RunRange& r);  // no allocation, no throw
+
+  int64_t arena_floats() const { return arena_floats_; }
+  int threads() const { return pool_->size(); }
+  const std::string& label() const { return label_; }
+  std::vector<std::string> segment_names() const;
+  int64_t segment_blocks(int seg) const;
+
+ private:
+  struct Op {
+    KernelFn fn;
+    KernelArgs args;
+    int32_t tid[8];
+  };
+  struct Range {
+    size_t begin, end;  // into ops_
+    std::vector<int> weights;
+    std::string name;
+  };
+  struct Segment {
+    std::string name;
+    bool blocks = false;
+    std::vector<Range> ranges;  // one per block, or exactly one
+  };
+
+  [[noreturn]] void fail(const std::string& msg) const;
+  void patch_weight(int w);
+
+  std::string label_;
+  int64_t arena_floats_ = 0;
+  float* arena_ = nullptr;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unordered_map<int64_t, TensorView> tensors_;
+  std::vector<Weight> weights_;
+  std::unordered_map<std::string, int> weight_index_;
+  std::vector<IO> inputs_, outputs_;
+  std::vector<Op> ops_;
+  std::vector<Segment> segments_;
+};
+
+}  // namespace ditforge

@@ -1,0 +1,121 @@
+// FlowMatchEulerDiscreteScheduler as diffusers' FluxPipeline drives it (models/tiny-flux/README.md §5).
+// Sigmas are computed in float32 exactly as the scheduler does (numpy float32 arithmetic), so they are
+// bit-exact against diffusers; Math.fround marks every float32 rounding.
+
+import fs from 'node:fs';
+
+export interface FlowMatchSchedulerConfig {
+  num_train_timesteps: number;
+  shift: number;
+  use_dynamic_shifting: boolean;
+  base_shift: number;
+  max_shift: number;
+  base_image_seq_len: number;
+  max_image_seq_len: number;
+  time_shift_type: 'exponential' | 'linear';
+}
+
+export const FLUX_SCHEDULER_CONFIG: FlowMatchSchedulerConfig = {
+  num_train_timesteps: 1000,
+  shift: 3.0,
+  use_dynamic_shifting: true,
+  base_shift: 0.5,
+  max_shift: 1.15,
+  base_image_seq_len: 256,
+  max_image_seq_len: 4096,
+  time_shift_type: 'exponential',
+};
+
+const f = Math.fround;
+
+export function loadSchedulerConfig(file: string): FlowMatchSchedulerConfig {
+  const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<Record<keyof FlowMatchSchedulerConfig, unknown>>;
+  const cfg = { ...FLUX_SCHEDULER_CONFIG };
+  for (const k of Object.keys(cfg) as (keyof FlowMatchSchedulerConfig)[]) {
+    const v = raw[k];
+    if (v !== undefined && v !== null) (cfg as Record<string, unknown>)[k] = v;
+  }
+  for (const k of ['use_karras_sigmas', 'use_exponential_sigmas', 'use_beta_sigmas', 'invert_sigmas', 'stochastic_sampling'] as const) {
+    if ((raw as Record<string, unknown>)[k]) throw new Error(`${file}: scheduler option ${k}=true is not supported`);
+  }
+  if ((raw as Record<string, unknown>).shift_terminal) throw new Error(`${file}: scheduler option shift_terminal is not supported`);
+  return cfg;
+}
+
+/** diffusers `calculate_shift` (FluxPipeline), float64 */
+export function calculateShift(imageSeqLen: number, cfg: FlowMatchSchedulerConfig = FLUX_SCHEDULER_CONFIG): number {
+  const m = (cfg.max_shift - cfg.base_shift) / (cfg.max_image_seq_len - cfg.base_image_seq_len);
+  const b = cfg.base_shift - m * cfg.base_image_seq_len;
+  return imageSeqLen * m + b;
+}
+
+/** numpy.linspace(start, stop, num) in float64, element for element as numpy computes it */
+export function linspace(start: number, stop: number, num: number): Float64Array {
+  const y = new Float64Array(num);
+  const div = num - 1;
+  const delta = stop - start;
+  if (div > 0) {
+    const step = delta / div;
+    if (step === 0) for (let i = 0; i < num; i++) y[i] = (i / div) * delta + start;
+    else for (let i = 0; i < num; i++) y[i] = i * step + start;
+    y[num - 1] = stop;
+  } else {
+    for (let i = 0; i < num; i++) y[i] = i * delta + start;
+  }
+  return y;
+}
+
+export interface Schedule {
+  /** N + 1 float32 sigmas, last = 0 */
+  sigmas: Float32Array;
+  /** N float32 timesteps (= sigma * 1000) */
+  timesteps: Float32Array;
+  mu: number;
+}
+
+/** Sigmas/timesteps for `steps` denoising steps at `imageSeqLen` packed image tokens (FluxPipeline). */
+export function fluxSchedule(steps: number, imageSeqLen: number, cfg: FlowMatchSchedulerConfig = FLUX_SCHEDULER_CONFIG): Schedule {
+  if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer >= 1, got ${steps}`);
+  const mu = calculateShift(imageSeqLen, cfg);
+  // FluxPipeline: sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps); scheduler casts to float32
+  const s = linspace(1.0, 1 / steps, steps);
+  const sigmas = new Float32Array(steps + 1);
+  const timesteps = new Float32Array(steps);
+  if (cfg.use_dynamic_shifting) {
+    if (cfg.time_shift_type === 'exponential') {
+      const e = f(Math.exp(mu));
+      for (let i = 0; i < steps; i++) {
+        const si = f(s[i]!);
+        const x = f(f(1 / si) - 1); // (1 / t - 1) ** 1.0
+        sigmas[i] = f(e / f(e + x));
+      }
+    } else {
+      // linear: mu / (mu + (1 / t - 1) ** sigma)
+      const e = f(mu);
+      for (let i = 0; i < steps; i++) {
+        const si = f(s[i]!);
+        sigmas[i] = f(e / f(e + f(f(1 / si) - 1)));
+      }
+    }
+  } else {
+    const sh = f(cfg.shift);
+    for (let i = 0; i < steps; i++) {
+      const si = f(s[i]!);
+      sigmas[i] = f(f(sh * si) / f(1 + f(f(sh - 1) * si)));
+    }
+  }
+  for (let i = 0; i < steps; i++) timesteps[i] = f(sigmas[i]! * cfg.num_train_timesteps);
+  sigmas[steps] = 0;
+  return { sigmas, timesteps, mu };
+}
+
+/** The transformer's `timestep` input at step i: float32(t_i) / 1000 in float32 (FluxPipeline). */
+export function transformerTimestep(schedule: Schedule, i: number): number {
+  return f(schedule.timesteps[i]! / 1000);
+}
+
+/** One Euler step in place: x += (sigma_{i+1} - sigma_i) * v, float32 (FlowMatchEulerDiscreteScheduler.step). */
+export function eulerStep(x: Float32Array, v: Float32Array, schedule: Schedule, i: number): void {
+  const dt = f(schedule.sigmas[i + 1]! - schedule.sigmas[i]!);
+  for (let j = 0; j < x.length; j++) x[j] = x[j]! + f(dt * v[j]!);
+}

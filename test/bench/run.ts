@@ -1,0 +1,285 @@
+// `npm run bench`: per-step time of the native runtime against onnxruntime-node (same model, same weights,
+// same thread count), GEMM GFLOP/s (test/bench/gemm.ts), and peak RSS of `ditforge generate`.
+// Writes bench/results.json and prints a table. Never run by the tests.
+//
+// env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 10 tiny / 3 mid),
+//      BENCH_SKIP=tiny,mid,gemm,rss (comma list of sections to skip)
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { compilePlan, exportOnnx } from '../../compiler/index.ts';
+import { getNative, componentDims, type PlanDims } from '../../runtime/pipeline.ts';
+import { openSafetensors } from '../../runtime/io/safetensors.ts';
+import { imageIds, textIds } from '../../runtime/latents.ts';
+import type { Plan } from '../../runtime/plan.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const THREADS = Number(process.env.BENCH_THREADS ?? os.availableParallelism());
+const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').filter(Boolean));
+const log = (s: string) => process.stderr.write(s + '\n');
+
+/** a mid-size FLUX.1 transformer with random weights (1024 image tokens + 128 text tokens) */
+const MID_CONFIG = {
+  num_layers: 2,
+  num_single_layers: 4,
+  num_attention_heads: 16,
+  attention_head_dim: 64,
+  in_channels: 64,
+  joint_attention_dim: 1024,
+  pooled_projection_dim: 768,
+  guidance_embeds: false,
+  axes_dims_rope: [16, 24, 24],
+};
+const MID_DIMS: PlanDims = { batch: 1, height: 512, width: 512, textTokens: 128 }; // (512/16)^2 = 1024 tokens
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function timeIt(fn: () => Promise<unknown>, warmup: number, iters: number): Promise<{ medianMs: number; minMs: number; runs: number[] }> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const runs: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t = performance.now();
+    await fn();
+    runs.push(performance.now() - t);
+  }
+  return { medianMs: median(runs), minMs: Math.min(...runs), runs: runs.map((r) => Math.round(r * 100) / 100) };
+}
+
+/** deterministic xorshift uniform in [-1, 1) */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return (s / 4294967296) * 2 - 1;
+  };
+}
+
+/** nn.Linear-like random weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm weights ~1; biases small */
+function randomWeights(plan: Plan): Map<string, Float32Array> {
+  const r = rng(1234);
+  const out = new Map<string, Float32Array>();
+  for (const w of plan.weights) {
+    const n = w.shape.reduce((a, b) => a * b, 1);
+    const a = new Float32Array(n);
+    if (w.shape.length >= 2) {
+      const bound = 1 / Math.sqrt(w.shape.slice(1).reduce((x, y) => x * y, 1));
+      for (let i = 0; i < n; i++) a[i] = r() * bound;
+    } else if (/norm/.test(w.name) && w.name.endsWith('weight')) {
+      for (let i = 0; i < n; i++) a[i] = 1 + 0.1 * r();
+    } else {
+      for (let i = 0; i < n; i++) a[i] = 0.02 * r();
+    }
+    out.set(w.name, a);
+  }
+  return out;
+}
+
+function randomInputs(plan: Plan, dims: PlanDims): Record<string, Float32Array> {
+  const r = rng(99);
+  const ins: Record<string, Float32Array> = {};
+  for (const io of plan.inputs) {
+    const n = io.shape.reduce((a, b) => a * b, 1);
+    if (io.name === 'img_ids') {
+      // packed token grid h2 x w2 with h2 / w2 = height / width
+      const h2 = Math.round(Math.sqrt((io.shape[0]! * dims.height) / dims.width));
+      ins[io.name] = imageIds(h2, io.shape[0]! / h2);
+    }
+    else if (io.name === 'txt_ids') ins[io.name] = textIds(dims.textTokens);
+    else if (io.name === 'timestep') ins[io.name] = new Float32Array(n).fill(0.7);
+    else ins[io.name] = Float32Array.from({ length: n }, () => r());
+  }
+  return ins;
+}
+
+function relL2(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+interface StepBench {
+  model: string;
+  tokens: string;
+  params: number;
+  threads: number;
+  nativeSecPerStep?: number;
+  ortSecPerStep?: number;
+  /** onnxruntime time / native time (> 1: native is faster) */
+  speedupVsOrt?: number;
+  nativeVsOrtRelL2?: number;
+  nativeRuns?: number[];
+  ortRuns?: number[];
+  error?: string;
+}
+
+/** native executor vs onnxruntime-node on the same transformer plan, weights and inputs */
+async function benchTransformer(
+  label: string,
+  model: string,
+  plan: Plan,
+  weights: Map<string, Float32Array>,
+  dims: PlanDims,
+  onnxOpts: Parameters<typeof exportOnnx>[1],
+  iters: number,
+): Promise<StepBench> {
+  const params = [...weights.values()].reduce((a, w) => a + w.length, 0);
+  const res: StepBench = { model: label, tokens: `${plan.inputs.find((i) => i.name === 'hidden_states')?.shape[1]} img + ${dims.textTokens} txt`, params, threads: THREADS };
+  const inputs = randomInputs(plan, dims);
+  const outIo = plan.outputs.find((o) => o.name === 'output')!;
+  const nativeOut = new Float32Array(outIo.shape.reduce((a, b) => a * b, 1));
+  try {
+    const native = getNative();
+    const exec = new native.Executor(JSON.stringify(plan), { threads: THREADS });
+    for (const w of plan.weights) exec.bindWeight(w.name, weights.get(w.name)!);
+    const step = async () => {
+      for (const io of plan.inputs) exec.setInput(io.name, inputs[io.name]!);
+      for (const s of plan.segments) await exec.run(s.name);
+      exec.getOutput('output', nativeOut);
+    };
+    const t = await timeIt(step, 2, iters);
+    res.nativeSecPerStep = t.medianMs / 1000;
+    res.nativeRuns = t.runs;
+    log(`  ${label}: native ${t.medianMs.toFixed(2)} ms/step`);
+  } catch (e) {
+    res.error = `native: ${(e as Error).message}`;
+    log(`  ${label}: native failed: ${(e as Error).message}`);
+  }
+  try {
+    const bytes = exportOnnx(model, { ...onnxOpts, weights });
+    const session = await ort.InferenceSession.create(bytes, {
+      intraOpNumThreads: THREADS,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+    });
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of session.inputNames) {
+      const io = plan.inputs.find((i) => i.name === name);
+      if (!io) throw new Error(`ONNX input "${name}" is not a plan input`);
+      feeds[name] = new ort.Tensor('float32', inputs[name]!, io.shape);
+    }
+    let ortOut: Float32Array | undefined;
+    const t = await timeIt(
+      async () => {
+        const r = await session.run(feeds);
+        ortOut = r[session.outputNames[0]!]!.data as Float32Array;
+      },
+      2,
+      iters,
+    );
+    res.ortSecPerStep = t.medianMs / 1000;
+    res.ortRuns = t.runs;
+    if (res.nativeSecPerStep) res.speedupVsOrt = res.ortSecPerStep / res.nativeSecPerStep;
+    if (ortOut && res.nativeSecPerStep) res.nativeVsOrtRelL2 = relL2(nativeOut, ortOut);
+    log(`  ${label}: onnxruntime ${t.medianMs.toFixed(2)} ms/step`);
+    await session.release();
+  } catch (e) {
+    res.error = `${res.error ? res.error + '; ' : ''}onnxruntime: ${(e as Error).message}`;
+    log(`  ${label}: onnxruntime failed: ${(e as Error).message}`);
+  }
+  return res;
+}
+
+async function benchTiny(): Promise<StepBench> {
+  const dims: PlanDims = { batch: 1, height: 32, width: 32, textTokens: 12 };
+  const shipped = path.join(ROOT, 'generated/tiny-flux/transformer/plan.json');
+  const plan: Plan = fs.existsSync(shipped)
+    ? (JSON.parse(fs.readFileSync(shipped, 'utf8')) as Plan)
+    : compilePlan('tiny-flux', { component: 'transformer', dims: componentDims('transformer', dims) });
+  const file = await openSafetensors(path.join(ROOT, 'models/tiny-flux/transformer/diffusion_pytorch_model.safetensors'));
+  const weights = new Map(plan.weights.map((w) => [w.name, file.tensor(w.name).data] as const));
+  return benchTransformer('tiny-flux transformer', 'tiny-flux', plan, weights, dims, { component: 'transformer', dims: componentDims('transformer', dims) }, Number(process.env.BENCH_ITERS ?? 20));
+}
+
+async function benchMid(): Promise<StepBench> {
+  const opts = { component: 'transformer' as const, config: MID_CONFIG, dims: componentDims('transformer', MID_DIMS) };
+  const plan = compilePlan('flux1-dev', opts);
+  const weights = randomWeights(plan);
+  return benchTransformer('flux1 mid (random weights)', 'flux1-dev', plan, weights, MID_DIMS, opts, Number(process.env.BENCH_ITERS ?? 3));
+}
+
+async function benchGemmSection(): Promise<unknown> {
+  const file = path.join(ROOT, 'test/bench/gemm.ts');
+  if (!fs.existsSync(file)) return { skipped: 'test/bench/gemm.ts not present' };
+  const mod = (await import(new URL('./gemm.ts', import.meta.url).href)) as { benchGemm?: (o?: { threads?: number }) => unknown };
+  if (typeof mod.benchGemm !== 'function') return { skipped: 'test/bench/gemm.ts exports no benchGemm()' };
+  return await mod.benchGemm({ threads: THREADS });
+}
+
+function benchRss(): Record<string, unknown> {
+  const out = path.join(os.tmpdir(), `ditforge-bench-${process.pid}.png`);
+  const r = spawnSync(
+    process.execPath,
+    [path.join(ROOT, 'bin/ditforge.mjs'), 'generate', '--model', 'tiny-flux', '--prompt', 'a large red circle at the center on a black background', '--seed', '0', '--out', out, '--json', '--threads', String(THREADS)],
+    { encoding: 'utf8', timeout: 600_000 },
+  );
+  fs.rmSync(out, { force: true });
+  if (r.status !== 0) return { error: r.stderr.trim() || `exit ${r.status}` };
+  const j = JSON.parse(r.stdout) as { peakRssMB: number; timings: Record<string, number>; arenaMB: number };
+  return { command: 'ditforge generate --model tiny-flux (28 steps, 32x32)', peakRssMB: j.peakRssMB, arenaMB: j.arenaMB, timingsMs: j.timings };
+}
+
+function fmt(x: number | undefined, digits = 4): string {
+  return x === undefined || Number.isNaN(x) ? '-' : x < 0.01 ? x.toExponential(2) : x.toFixed(digits);
+}
+
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    machine: { cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()}-${os.arch()}` },
+    threads: THREADS,
+    ortVersion: (ort.env as { versions?: { common?: string } }).versions?.common ?? null,
+  };
+  const steps: StepBench[] = [];
+  if (!SKIP.has('tiny')) {
+    log('tiny-flux transformer step ...');
+    steps.push(await benchTiny().catch((e: Error) => ({ model: 'tiny-flux transformer', tokens: '', params: 0, threads: THREADS, error: e.message })));
+  }
+  if (!SKIP.has('mid')) {
+    log('mid-size FLUX transformer step (1024 + 128 tokens) ...');
+    steps.push(await benchMid().catch((e: Error) => ({ model: 'flux1 mid (random weights)', tokens: '', params: 0, threads: THREADS, error: e.message })));
+  }
+  results.denoisingStep = steps;
+  if (!SKIP.has('gemm')) {
+    log('GEMM ...');
+    results.gemm = await benchGemmSection().catch((e: Error) => ({ error: e.message }));
+  }
+  if (!SKIP.has('rss')) {
+    log('peak RSS of generate ...');
+    results.generate = benchRss();
+  }
+
+  fs.mkdirSync(path.join(ROOT, 'bench'), { recursive: true });
+  fs.writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
+
+  const rows = [['model', 'tokens', 'params', 'threads', 'native s/step', 'onnxruntime s/step', 'ort/native', 'rel L2 vs ort']];
+  for (const s of steps) {
+    rows.push([s.model, s.tokens, s.params ? `${(s.params / 1e6).toFixed(2)} M` : '-', String(s.threads), fmt(s.nativeSecPerStep), fmt(s.ortSecPerStep), s.speedupVsOrt ? `${s.speedupVsOrt.toFixed(2)}x` : '-', fmt(s.nativeVsOrtRelL2, 6)]);
+  }
+  const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  console.log(rows.map((r) => r.map((v, c) => (c === 0 ? v.padEnd(w[c]!) : v.padStart(w[c]!))).join('  ')).join('\n'));
+  for (const s of steps) if (s.error) console.log(`  ${s.model}: ${s.error}`);
+  if (results.gemm !== undefined) console.log(`\nGEMM: ${JSON.stringify(results.gemm, null, 1).replace(/\n\s*/g, ' ')}`);
+  if (results.generate) console.log(`\ngenerate: ${JSON.stringify(results.generate)}`);
+  console.log(`\nwrote bench/results.json`);
+}
+
+await main();
+// the native thread pool must not keep the process alive
+process.stdout.write('', () => process.exit(0));

@@ -1,0 +1,140 @@
+// End-to-end: the `ditforge` CLI as a user runs it (node bin/ditforge.mjs ...).
+import { afterAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { readPng } from '../../runtime/image.ts';
+import { openSafetensorsSync, writeSafetensors } from '../../runtime/io/safetensors.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const BIN = path.join(ROOT, 'bin/ditforge.mjs');
+const FIX = path.join(ROOT, 'test/fixtures/tiny-flux-reference');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-e2e-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const PROMPT = 'a large red circle at the center on a black background';
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], {
+    cwd: tmp,
+    encoding: 'utf8',
+    env: { ...process.env, DITFORGE_DEBUG: '' },
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** exit 1, one clear line on stderr matching `re`, no stack trace */
+function expectCleanError(r: ReturnType<typeof cli>, re: RegExp) {
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(re);
+  expect(r.stderr).not.toMatch(/\n\s+at .+\(.*:\d+:\d+\)/);
+  expect(r.stderr).not.toMatch(/^\s+at /m);
+  expect(r.stderr.trim().split('\n').length).toBe(1);
+  expect(r.stdout).toBe('');
+}
+
+describe('ditforge generate', () => {
+  it('--json: one JSON object on stdout, a PNG that decodes, timings and peak RSS', () => {
+    const out = path.join(tmp, 'red.png');
+    const r = cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--seed', '0', '--out', out, '--json', '--threads', '2']);
+    expect(r.stderr).not.toMatch(/error/);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.length).toBe(1);
+    const j = JSON.parse(lines[0]!);
+    expect(j.output).toBe(out);
+    expect(j.steps).toBe(28);
+    expect(j.seed).toBe(0);
+    for (const k of ['tokenize', 'textEncoder', 'denoise', 'perStep', 'vae', 'total']) expect(typeof j.timings[k]).toBe('number');
+    expect(j.peakRssMB).toBeGreaterThan(10);
+    const png = readPng(out);
+    expect([png.width, png.height]).toEqual([32, 32]);
+    // seed 0 draws diffusers' noise for seed 0, so the image is the reference image (within 2/255)
+    const refPx = openSafetensorsSync(path.join(FIX, 'prompt0.safetensors')).ints('image_uint8');
+    let worst = 0;
+    for (let i = 0; i < refPx.length; i++) worst = Math.max(worst, Math.abs(png.pixels[i]! - refPx[i]!));
+    expect(worst).toBeLessThanOrEqual(2);
+    // the centre is red, the corner black
+    const px = (x: number, y: number) => Array.from(png.pixels.subarray((y * 32 + x) * 3, (y * 32 + x) * 3 + 3));
+    const [cr, cg, cb] = px(16, 16);
+    expect(cr).toBeGreaterThan(150);
+    expect(cg).toBeLessThan(100);
+    expect(cb).toBeLessThan(100);
+    expect(Math.max(...px(1, 1))).toBeLessThan(60);
+  });
+
+  it('--latents / --save-latents round trip reproduces the diffusers final latents', () => {
+    const ref = openSafetensorsSync(path.join(FIX, 'prompt1.safetensors'));
+    const noise = path.join(tmp, 'noise.safetensors');
+    writeSafetensors(noise, { latents: { dtype: 'F32', shape: [1, 16, 16], data: ref.tensor('noise_latents').data } });
+    const saved = path.join(tmp, 'final.safetensors');
+    const r = cli(['generate', '--model', 'tiny-flux', '--prompt', ref.metadata.prompt!, '--latents', noise, '--save-latents', saved, '--out', 'p1.png', '--json']);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.seed).toBeNull();
+    expect(j.latents).toBe(noise);
+    const f = openSafetensorsSync(saved);
+    const t = f.tensor('latents');
+    expect(t.shape).toEqual([1, 16, 16]);
+    expect(f.metadata.steps).toBe('28');
+    const want = ref.tensor('final_latents').data;
+    let num = 0, den = 0;
+    for (let i = 0; i < want.length; i++) {
+      num += (t.data[i]! - want[i]!) ** 2;
+      den += want[i]! ** 2;
+    }
+    expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+    expect(fs.existsSync(path.join(tmp, 'p1.png'))).toBe(true);
+    // feeding saved latents back in with 1 step works (shape accepted)
+    const again = cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', saved, '--steps', '1', '--out', 'again.png', '--json']);
+    expect(again.code).toBe(0);
+  });
+
+  it('unknown model: lists the known models', () => {
+    expectCleanError(cli(['generate', '--model', 'nope', '--prompt', 'x']), /unknown model "nope".*known models: .*tiny-flux/);
+  });
+
+  it('--steps 0 / bad --height / bad --width / bad --seed', () => {
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--steps', '0']), /--steps must be an integer >= 1, got "0"/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--steps', '2.5']), /--steps must be an integer >= 1/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--height', '30']), /--height must be a positive multiple of 8/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--width', '-32']), /--width must be a positive multiple of 8/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--seed', 'abc']), /--seed must be a non-negative integer/);
+  });
+
+  it('missing --prompt', () => {
+    expectCleanError(cli(['generate', '--model', 'tiny-flux']), /required option '--prompt <text>' not specified/);
+  });
+
+  it('truncated --latents file', () => {
+    const p = path.join(tmp, 'trunc.safetensors');
+    writeSafetensors(p, { latents: { dtype: 'F32', shape: [1, 16, 16], data: new Float32Array(256) } });
+    const full = fs.readFileSync(p);
+    fs.writeFileSync(p, full.subarray(0, full.length - 100));
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', p]), /--latents: .*trunc\.safetensors: tensor "latents".*out of range/);
+  });
+
+  it('--latents with a wrong tensor name, shape or dtype, or a missing file', () => {
+    const wrongName = path.join(tmp, 'name.safetensors');
+    writeSafetensors(wrongName, { noise: { dtype: 'F32', shape: [1, 16, 16], data: new Float32Array(256) } });
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', wrongName]), /has no tensor "latents" \(it has: noise\)/);
+    const wrongShape = path.join(tmp, 'shape.safetensors');
+    writeSafetensors(wrongShape, { latents: { dtype: 'F32', shape: [1, 4, 8, 8], data: new Float32Array(256) } });
+    expectCleanError(
+      cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', wrongShape]),
+      /tensor "latents" has shape \[1, 4, 8, 8\], expected \[batch, 16, 16\] for a 32x32 image/,
+    );
+    const wrongDtype = path.join(tmp, 'dtype.safetensors');
+    writeSafetensors(wrongDtype, { latents: { dtype: 'I64', shape: [1, 16, 16], data: new Array(256).fill(0) } });
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', wrongDtype]), /tensor "latents" is I64, expected F32/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', path.join(tmp, 'missing.safetensors')]), /--latents: .*missing\.safetensors: cannot open \(ENOENT\)/);
+  });
+
+  it('--help exits 0', () => {
+    const r = cli(['generate', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/--save-latents/);
+  });
+});

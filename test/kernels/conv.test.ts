@@ -1,0 +1,30 @@
+// conv2d vs the float64 reference. Tolerance = the classical float32 dot-product bound: for K = Ci*kh*kw
+// products, |fl(sum) - sum| <= gamma_K * sum|w x| with gamma_K = K u / (1 - K u), u = 2^-24. The per-element
+// bound is computed by running the reference on |x|, |w|, |b| (that yields sum|terms|), times 2 for margin.
+import { describe, expect, it } from 'vitest';
+import { native } from '../../runtime/native.ts';
+import * as ref from './reference.ts';
+import { absArr, expectClose, randn, sentinel } from './harness.ts';
+
+const U = 2 ** -24;
+
+function check(N: number, Ci: number, H: number, W: number, Co: number, kh: number, kw: number, stride: number, pad: number, withBias: boolean, seed: number) {
+  const [Ho, Wo] = ref.conv2dOutSize(H, W, kh, kw, stride, pad);
+  const x = randn(N * Ci * H * W, seed), w = randn(Co * Ci * kh * kw, seed + 1, 0.3), b = withBias ? randn(Co, seed + 2) : null;
+  const y = sentinel(N * Co * Ho * Wo);
+  native.runKernel('conv2d', [x, w, b, y], [N, Ci, H, W, Co, kh, kw, stride, pad], []);
+  const K = Ci * kh * kw, gamma = (K * U) / (1 - K * U);
+  const absSum = ref.conv2d(absArr(x), absArr(w), b ? absArr(b) : null, N, Ci, H, W, Co, kh, kw, stride, pad);
+  expectClose(y, ref.conv2d(x, w, b, N, Ci, H, W, Co, kh, kw, stride, pad), 1e-7, 0, absSum.map((s) => 2 * gamma * s));
+}
+
+describe('conv2d', () => {
+  it('3x3 pad 1 stride 1, odd sizes (N=2 Ci=5 H=13 W=11 Co=7)', () => check(2, 5, 13, 11, 7, 3, 3, 1, 1, true, 1));
+  it('3x3 stride 2 pad 1 (downsample), no bias', () => check(1, 3, 15, 9, 6, 3, 3, 2, 1, false, 2));
+  it('1x1 (direct GEMM path), Co=37', () => check(2, 13, 7, 5, 37, 1, 1, 1, 0, true, 3));
+  it('non-square kernel 2x3 pad 0', () => check(1, 4, 6, 8, 5, 2, 3, 1, 0, true, 4));
+  it('VAE-sized 3x3: Ci=32 Co=32 at 32x32 (full tiles and tails)', () => check(1, 32, 32, 32, 32, 3, 3, 1, 1, true, 5));
+  it('rejects a kernel larger than the padded input', () => {
+    expect(() => native.runKernel('conv2d', [randn(4, 1), randn(9, 1), null, sentinel(4)], [1, 1, 2, 2, 1, 3, 3, 1, 0], [])).toThrow(/kernel larger/);
+  });
+});

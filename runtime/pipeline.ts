@@ -379,7 +379,22 @@ export class Pipeline {
     return packLatents(raw, batch, g.latentChannels, g.latentHeight, g.latentWidth);
   }
 
-  async generate(opts: GenerateOptions): Promise<GenerateResult> {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Text-to-image (FluxPipeline semantics). Concurrent calls on one pipeline run one after the other
+   * (they share the executors' arenas).
+   */
+  generate(opts: GenerateOptions): Promise<GenerateResult> {
+    const run = this.queue.then(
+      () => this.generateNow(opts),
+      () => this.generateNow(opts),
+    );
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async generateNow(opts: GenerateOptions): Promise<GenerateResult> {
     const t0 = performance.now();
     const steps = opts.steps ?? 28;
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);

@@ -54,7 +54,7 @@ if (missing.length)
 
 // 1. kernel sources
 if (existsSync(tsxCli)) {
-  const r = spawnSync(process.execPath, [tsxCli, join(root, 'compiler', 'cli', 'render-kernels.ts')], { cwd: root, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [tsxCli, join(root, 'compiler', 'cli', 'render-kernels.ts'), '--quiet'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) fail('rendering the kernel library failed (see above).');
 } else if (!existsSync(join(root, 'generated', 'kernels', 'cpu', 'registry.cpp'))) {
   fail('generated/kernels/cpu is empty and tsx is not installed to render it: run `npm install` first.');
@@ -78,7 +78,7 @@ if (!force && existsSync(addon)) {
 // 3. build
 const cmakeArgs = [cmakeJs, 'build', '-d', 'runtime/native', '-O', 'build/native'];
 if (args.has('--debug')) cmakeArgs.push('-D');
-if (noCuda) cmakeArgs.push('--CDWITH_CUDA=OFF');
+cmakeArgs.push(noCuda ? '--CDWITH_CUDA=OFF' : '--CDWITH_CUDA=ON'); // explicit: the CMake cache would keep an earlier OFF
 console.log(`build-native: ${['cmake-js', ...cmakeArgs.slice(1)].join(' ')}`);
 const t0 = Date.now();
 // npm passes npm_config_nodedir from ~/.npmrc; with napi_versions set cmake-js ignores it, but drop it to be safe.

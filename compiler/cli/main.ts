@@ -14,24 +14,15 @@ class CliError extends Error {}
 
 // ---- lazily loaded compiler API (compiler/index.ts, compiler/cli/commands.ts) ----
 
-interface CompilerApi {
-  compilePlan(model: string, opts: { component: Component; dims?: Record<string, number>; config?: Record<string, unknown> }): Plan;
-  listModels(): string[];
-}
-
-interface CommandsApi {
-  runCompile(model: string, opts: Record<string, unknown>): unknown;
-  runInspect(model: string, opts: Record<string, unknown>): unknown;
-}
+type CompilerApi = typeof import('../index.ts');
+type CommandsApi = typeof import('./commands.ts');
 
 async function importCompiler(): Promise<CompilerApi> {
-  return (await import(new URL('../index.ts', import.meta.url).href)) as CompilerApi;
+  return import('../index.ts');
 }
 
 async function importCommands(): Promise<CommandsApi> {
-  const url = new URL('./commands.ts', import.meta.url);
-  if (!fs.existsSync(url)) throw new CliError('this build has no compiler commands (compiler/cli/commands.ts is missing)');
-  return (await import(url.href)) as CommandsApi;
+  return import('./commands.ts');
 }
 
 /** known model names: the compiler's registry plus the shipped runtime models */
@@ -84,8 +75,18 @@ function mb(bytes: number): number {
   return Math.round((bytes / 1048576) * 10) / 10;
 }
 
-/** peak resident set size of this process in MB (getrusage ru_maxrss, KB on Linux) */
+/**
+ * Peak resident set size of this process in MB: VmHWM of /proc/self/status on Linux (the high-water mark of
+ * this process's own memory; getrusage's ru_maxrss can carry the parent's RSS across fork+exec), else
+ * getrusage ru_maxrss.
+ */
 function peakRssMB(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Math.round((Number(m[1]) / 1024) * 10) / 10;
+  } catch {
+    // not Linux
+  }
   return Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
 }
 
@@ -267,18 +268,18 @@ function buildProgram(): Command {
     .addOption(new Option('--target <target>', 'backend').choices(['cpu', 'cuda']).default('cpu'))
     .option('--out <dir>', 'output directory')
     .allowUnknownOption(false)
-    .action(async (model: string, opts: Record<string, unknown>) => {
+    .action(async (model: string, opts: { target: 'cpu' | 'cuda'; out?: string }) => {
       const { runCompile } = await importCommands();
-      await runCompile(model, opts);
+      await runCompile(model, { target: opts.target, ...(opts.out ? { out: opts.out } : {}) });
     });
 
   program
     .command('inspect')
     .description('print a model: config, blocks, parameters, plan summary')
     .argument('<model>', 'model name or model file')
-    .action(async (model: string, opts: Record<string, unknown>) => {
+    .action(async (model: string) => {
       const { runInspect } = await importCommands();
-      await runInspect(model, opts);
+      await runInspect(model);
     });
 
   return program;

@@ -1,5 +1,5 @@
 // Renders generated/kernels/{cpu,cuda} with the elementwise chains of every shipped plan
-// (generated/**/plan.json, top-level `elementwise`). Usage: npx tsx compiler/cli/render-kernels.ts [--root DIR]
+// (generated/**/plan.json, top-level `elementwise`). Usage: npx tsx compiler/cli/render-kernels.ts [--root DIR] [--quiet]
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,7 +51,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     const { specs, plans } = collectElementwise(join(root, 'generated'));
     const files = renderKernelLibrary({ elementwise: specs, outDir: join(root, 'generated', 'kernels', 'cpu') });
     console.log(`rendered ${files.length} kernel sources (${plans.length} plans, ${new Set(specs.map((s) => s.name)).size} elementwise chains)`);
-    for (const f of files) console.log(`  ${relative(root, f)}`);
+    if (!process.argv.includes('--quiet')) for (const f of files) console.log(`  ${relative(root, f)}`);
   } catch (e) {
     console.error(`render-kernels: ${(e as Error).message}`);
     process.exit(1);

@@ -120,6 +120,8 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
   }
 
   const unsq = (x: string, axes: number[]): string => b.op('Unsqueeze', [x, b.i64(axes)]);
+  /** [B, C] or [B, 1, C] per-batch vector -> [B, 1, C] */
+  const vec = (id: number): string => (shapeOf(id).length === 2 ? unsq(v(id), [1]) : v(id));
   const reshape = (x: string, shape: number[]): string => b.op('Reshape', [x, b.i64(shape)]);
   const rms = (x: string, eps: number): string => {
     const ms = b.op('ReduceMean', [b.op('Mul', [x, x]), b.i64([-1])], { keepdims: 1 });
@@ -270,11 +272,11 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
       case 'concat':
         return b.op('Concat', I.map((i) => v(i)), { axis: A.axis as number });
       case 'modulate':
-        return b.op('Add', [b.op('Mul', [x(0), b.op('Add', [unsq(x(2), [1]), b.scalar(1)])]), unsq(x(1), [1])]);
+        return b.op('Add', [b.op('Mul', [x(0), b.op('Add', [vec(I[2]!), b.scalar(1)])]), vec(I[1]!)]);
       case 'gate':
-        return b.op('Mul', [unsq(x(0), [1]), x(1)]);
+        return b.op('Mul', [vec(I[0]!), x(1)]);
       case 'gate_residual':
-        return b.op('Add', [x(0), b.op('Mul', [unsq(x(1), [1]), x(2)])]);
+        return b.op('Add', [x(0), b.op('Mul', [vec(I[1]!), x(2)])]);
       case 'add':
         return b.op('Add', [x(0), x(1)]);
       case 'sub':

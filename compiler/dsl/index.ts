@@ -136,6 +136,17 @@ export class Tensor {
   }
 }
 
+/**
+ * `y = x W^T + b` with explicit weight tensors (e.g. a Conv3d patch embedding used as a linear:
+ * `dense(patches, m.param('patch_embedding.weight', [C, 16, 1, 2, 2]).reshape(C, 64), m.param('patch_embedding.bias', [C]))`).
+ */
+export function dense(x: Tensor, W: Tensor, b?: Tensor | null, o: { act?: 'gelu_tanh' | 'silu' } = {}): Tensor {
+  let y = rec('linear', [x, W, b ?? null], { name: '', epilogue: 0 });
+  if (o.act === 'gelu_tanh') y = y.gelu();
+  else if (o.act === 'silu') y = y.silu();
+  return y;
+}
+
 /** Concatenate along `axis` (token axis 1 for `[B, S, C]`, channel axis -1). */
 export function concat(xs: Tensor[], axis: number): Tensor {
   if (xs.length === 0) throw new DslError('concat of nothing', callerLocation());

@@ -25,6 +25,11 @@ export function broadcastShapes(a: number[], b: number[], what: string): number[
   return out;
 }
 
+/** a per-batch vector: [B, C] or [B, 1, C] */
+export function isBatchVec(s: number[], B: number, C: number): boolean {
+  return (s.length === 2 && s[0] === B && s[1] === C) || (s.length === 3 && s[0] === B && s[1] === 1 && s[2] === C);
+}
+
 function normAxis(axis: number, rank: number, what: string): number {
   const a = axis < 0 ? axis + rank : axis;
   need(a >= 0 && a < rank, `${what}: axis ${axis} out of range for rank ${rank}`);
@@ -54,7 +59,7 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       if (present[2]) need(ins[2]!.length === 1 && ins[2]![0] === w[0], `linear '${A.name ?? ''}': bias shape ${fmt(ins[2]!)} does not match ${w[0]} outputs`);
       if (A.epilogue === 3) {
         const out = [...x.slice(0, -1), w[0]!];
-        need(ins[5] !== undefined && fmt(ins[5]) === fmt(out), `linear epilogue 3: residual must have shape ${fmt(out)}`);
+        need(ins[4] !== undefined && fmt(ins[4]) === fmt(out), `linear epilogue 3: residual must have shape ${fmt(out)}`);
       }
       return [...x.slice(0, -1), w[0]!];
     }
@@ -180,19 +185,19 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       need(x.length === 3, `modulate: input must be [B, S, C], got ${fmt(x)}`);
       for (const i of [1, 2]) {
         const s = ins[i]!;
-        need(s.length === 2 && s[0] === x[0] && s[1] === x[2], `modulate: shift/scale must be [${x[0]}, ${x[2]}] (per batch, per channel), got ${fmt(s)}`);
+        need(isBatchVec(s, x[0]!, x[2]!), `modulate: shift/scale must be [${x[0]}, ${x[2]}] or [${x[0]}, 1, ${x[2]}] (per batch, per channel), got ${fmt(s)}`);
       }
       return [...x];
     }
     case 'gate_residual': {
       const [r, g, v] = [ins[0]!, ins[1]!, ins[2]!];
       need(fmt(r) === fmt(v), `gated residual: residual ${fmt(r)} and value ${fmt(v)} differ`);
-      need(r.length === 3 && g.length === 2 && g[0] === r[0] && g[1] === r[2], `gate must be [${r[0]}, ${r[2]}] for a [B, S, C] residual ${fmt(r)}, got ${fmt(g)}`);
+      need(r.length === 3 && isBatchVec(g, r[0]!, r[2]!), `gate must be [${r[0]}, ${r[2]}] or [${r[0]}, 1, ${r[2]}] for a [B, S, C] residual ${fmt(r)}, got ${fmt(g)}`);
       return [...r];
     }
     case 'gate': {
       const [g, v] = [ins[0]!, ins[1]!];
-      need(v.length === 3 && g.length === 2 && g[0] === v[0] && g[1] === v[2], `gate must be [${v[0]}, ${v[2]}] for a [B, S, C] value ${fmt(v)}, got ${fmt(g)}`);
+      need(v.length === 3 && isBatchVec(g, v[0]!, v[2]!), `gate must be [${v[0]}, ${v[2]}] or [${v[0]}, 1, ${v[2]}] for a [B, S, C] value ${fmt(v)}, got ${fmt(g)}`);
       return [...v];
     }
     case 'ew':

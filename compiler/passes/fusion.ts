@@ -13,6 +13,7 @@ export interface FusionStats {
   linearAct: number;
   gateResidual: number;
   linearGateResidual: number;
+  linearResidual: number;
   lnModulate: number;
   qkNormRope: number;
   groupNormSilu: number;
@@ -80,6 +81,27 @@ export function fuseLinearGateResidual(g: Graph): number {
     replace(u, 'linear', [x!, W!, b!, u.inputs[1]!, u.inputs[0]!], { ...p.attrs, epilogue: 3 });
     p.dead = true;
     n++;
+  }
+  return n;
+}
+
+/** residual + linear(x) -> linear epilogue 3 with a null gate (the kernel counts it as 1) */
+export function fuseLinearResidual(g: Graph): number {
+  let n = 0;
+  const users = g.users();
+  for (const u of g.live()) {
+    if (u.op !== 'add') continue;
+    for (const side of [0, 1]) {
+      const p = g.node(u.inputs[side]!);
+      const r = g.node(u.inputs[1 - side]!);
+      if (p.op !== 'linear' || p.attrs.epilogue !== 0 || !foldable(g, users, p, u) || r.id === p.id) continue;
+      if (r.shape.join() !== u.shape.join() || p.shape.join() !== u.shape.join()) continue;
+      const [x, W, b] = p.inputs;
+      replace(u, 'linear', [x!, W!, b!, -1, r.id], { ...p.attrs, epilogue: 3 });
+      p.dead = true;
+      n++;
+      break;
+    }
   }
   return n;
 }
@@ -210,7 +232,7 @@ export function fuseElementwise(g: Graph): number {
   const users = g.users();
   const internal = (id: number, consumer: Node): boolean => {
     const p = g.node(id);
-    return EW.has(p.op) && foldable(g, users, p, consumer) && p.shape.join() === consumer.shape.join();
+    return EW.has(p.op) && EW.has(consumer.op) && foldable(g, users, p, consumer) && p.shape.join() === consumer.shape.join();
   };
   const live = g.live();
   const isRoot = (u: Node): boolean => {
@@ -260,9 +282,10 @@ export function runFusion(g: Graph): FusionStats {
   const linearAct = fuseLinearAct(g);
   const gateResidual = canonicalizeGate(g);
   const linearGateResidual = fuseLinearGateResidual(g);
+  const linearResidual = fuseLinearResidual(g);
   const lnModulate = fuseLnModulate(g);
   const qkNormRope = fuseQkNormRope(g);
   const groupNormSilu = fuseGroupNormSilu(g);
   const ewChains = fuseElementwise(g);
-  return { linearAct, gateResidual, linearGateResidual, lnModulate, qkNormRope, groupNormSilu, ewChains };
+  return { linearAct, gateResidual, linearGateResidual, linearResidual, lnModulate, qkNormRope, groupNormSilu, ewChains };
 }

@@ -195,9 +195,10 @@ export function lower(g: Graph): Lowered {
   /** [B, C] per-batch vector view -> batch stride */
   const batchVec = (id: number): { l: Layout; stride: number } => {
     const l = lay(id);
-    if (l.shape.length === 2 && l.strides[1] === 1) return { l, stride: l.shape[0]! > 1 ? l.strides[0]! : l.shape[1]! };
+    const C = l.shape[l.shape.length - 1]!;
+    if (l.strides[l.shape.length - 1] === 1) return { l, stride: l.shape[0]! > 1 ? l.strides[0]! : C };
     const m = materialize(l, `v${id}.vec`);
-    return { l: m, stride: m.shape[1]! };
+    return { l: m, stride: C };
   };
   /** broadcast an input to `shape` (stride-0 view) and materialize it */
   const expandTo = (id: number, shape: number[]): Layout => {
@@ -214,34 +215,88 @@ export function lower(g: Graph): Lowered {
   /** per-batch vector [B, C] broadcast over the tokens of [B, S, C], materialized */
   const expandVec = (id: number, shape: number[]): Layout => {
     const l = lay(id);
-    return materialize({ st: l.st, off: l.off, shape: [...shape], strides: [l.strides[0]!, 0, l.strides[1]!] }, `v${id}.expand`);
+    return materialize({ st: l.st, off: l.off, shape: [...shape], strides: [l.strides[0]!, 0, l.strides[l.strides.length - 1]!] }, `v${id}.expand`);
   };
   const opt = (id: number | undefined, f: (id: number) => Layout): TRef | null => (id === undefined || id < 0 ? null : ref(f(id)));
+  // one io storage per block list: [encoder | hidden] (encoder first, like FLUX's joint sequence, so a
+  // batch-1 concat([encoder, hidden], tokens) is a view and the split at a block's end needs no copy)
+  const portShapes = new Map<string, number[]>();
+  for (const n of g.nodes) if ((n.op === 'block_in' || n.op === 'block_out') && !n.dead) portShapes.set(`${n.attrs.list as string}:${n.attrs.port as string}`, n.shape);
   const ioFor = (list: string, port: string, shape: number[]): Layout => {
-    const key = `${list}:${port}`;
-    let st = ioStorage.get(key);
+    let st = ioStorage.get(list);
+    const encShape = portShapes.get(`${list}:encoder`);
+    const hidShape = portShapes.get(`${list}:hidden`)!;
+    const encN = encShape ? numel(encShape) : 0;
     if (st === undefined) {
-      st = newStorage(numel(shape), `${list}.${port}`);
+      st = newStorage(encN + numel(hidShape), `${list}.io`);
       storages[st]!.pinned = true;
       storages[st]!.role = 'io';
-      ioStorage.set(key, st);
+      ioStorage.set(list, st);
       const li = g.lists.find((x) => x.list === list)!;
-      let e = ioInfo.find((x) => x.list === list);
-      if (!e) {
-        e = { list, segment: li.segment, hidden: null as unknown as TRef };
-        ioInfo.push(e);
-      }
-      const r = { st, off: 0, numel: numel(shape), shape: [...shape], name: `${list}.${port}` };
-      if (port === 'hidden') e.hidden = r;
-      else e.encoder = r;
+      const e: Lowered['io'][number] = { list, segment: li.segment, hidden: { st, off: encN, numel: numel(hidShape), shape: [...hidShape], name: `${list}.hidden` } };
+      if (encShape) e.encoder = { st, off: 0, numel: encN, shape: [...encShape], name: `${list}.encoder` };
+      ioInfo.push(e);
     }
-    return { st, off: 0, shape: [...shape], strides: contiguousStrides(shape) };
+    return { st, off: port === 'hidden' ? encN : 0, shape: [...shape], strides: contiguousStrides(shape) };
   };
   const ewOp = (expr: string, inputs: Layout[], consts: number[], out: Layout): void => {
     const name = `ew_${fnv(`${inputs.length}|${expr}`)}`;
     if (inputs.length > 7) throw new CompileError(`elementwise chain with ${inputs.length} inputs (at most 7)`, cur.src);
     elementwise.set(name, { arity: inputs.length, expr });
     emit(name, [...inputs.map((l) => ref(l)), ref(out)], [numel(out.shape)], consts);
+  };
+
+  const users = g.users();
+  /** kernels that write token rows with an explicit row stride: t slot of y, i slot of yStride */
+  const STRIDED_OUT: Record<string, { t: number; i: number }> = { attention: { t: 4, i: 8 }, rope: { t: 3, i: 5 }, qk_norm_rope: { t: 4, i: 5 } };
+  /** Lets the producer of concat input `id` write straight into its slice `dst` of the concat output. */
+  const writeInPlace = (id: number, concat: Node, dst: Layout): boolean => {
+    const src = lay(id);
+    const pn = g.node(id);
+    if ((users.get(id) ?? []).length !== 1 || g.isOutput(id) || pn.segment !== concat.segment || pn.block !== concat.block) return false;
+    if (src.off !== 0 || !isContiguous(src) || storages[src.st]!.numel !== numel(src.shape) || storages[src.st]!.kind !== 'arena') return false;
+    const rs = rowStride(dst);
+    if (rs === null && !isContiguous(dst)) return false;
+    let w = -1;
+    for (let j = ops.length - 1; j >= 0; j--) {
+      if (ops[j]!.t.some((r) => r && r.st === src.st)) {
+        w = j;
+        break;
+      }
+    }
+    const op = ops[w];
+    if (!op || ops.slice(0, w).some((o) => o.t.some((r) => r && r.st === src.st))) return false;
+    // any single-output kernel can write a contiguous slice; strided ones any uniform-row slice
+    if (isContiguous(dst) && op.outs.length === 1) {
+      const slot = op.outs[0]!;
+      if (op.t[slot]?.st !== src.st || op.t.some((r, k) => k !== slot && r && r.st === src.st)) return false;
+      op.t[slot] = ref(dst);
+      return true;
+    }
+    const so = STRIDED_OUT[op.k];
+    if (!so || op.t[so.t]?.st !== src.st || op.t.some((r, k) => k !== so.t && r && r.st === src.st)) return false;
+    if (rs === null) return false;
+    op.t[so.t] = ref(dst);
+    op.i[so.i] = rs;
+    return true;
+  };
+
+  /** concat whose inputs already tile one contiguous range of a storage, in order: a view */
+  const concatView = (n: Node): Layout | null => {
+    const ins = n.inputs.map((i) => lay(i));
+    const st = ins[0]!.st;
+    if (storages[st]!.kind !== 'arena') return null;
+    const L: Layout = { st, off: ins[0]!.off, shape: [...n.shape], strides: contiguousStrides(n.shape) };
+    const ax = (n.attrs.axis as number) < 0 ? (n.attrs.axis as number) + n.shape.length : (n.attrs.axis as number);
+    let pos = 0;
+    for (const l of ins) {
+      if (l.st !== st || !isContiguous(l)) return null;
+      if (l.off !== L.off + pos * L.strides[ax]!) return null;
+      const sl: Layout = { st, off: l.off, shape: [...l.shape], strides: L.strides };
+      if (!isContiguous(sl)) return null;
+      pos += l.shape[ax]!;
+    }
+    return L;
   };
 
   const inputs: Lowered['inputs'] = [];
@@ -287,6 +342,11 @@ export function lower(g: Graph): Lowered {
         break;
       }
       case 'concat': {
+        const v = concatView(n);
+        if (v) {
+          layouts.set(n.id, v);
+          break;
+        }
         const o = out();
         const ax = (A.axis as number) < 0 ? (A.axis as number) + n.shape.length : (A.axis as number);
         let pos = 0;
@@ -294,7 +354,8 @@ export function lower(g: Graph): Lowered {
           const src = lay(i);
           const shape = [...o.shape];
           shape[ax] = src.shape[ax]!;
-          copy(src, { st: o.st, off: o.off + pos * o.strides[ax]!, shape, strides: o.strides });
+          const dst: Layout = { st: o.st, off: o.off + pos * o.strides[ax]!, shape, strides: o.strides };
+          if (!writeInPlace(i, n, dst)) copy(src, dst);
           pos += src.shape[ax]!;
         }
         break;
@@ -323,10 +384,11 @@ export function lower(g: Graph): Lowered {
         const M = numel(x.shape) / K;
         const e = A.epilogue as number;
         if (e === 3) {
-          const gv = batchVec(I[3]!);
+          const gv = I[3]! >= 0 ? batchVec(I[3]!) : null;
           const r = contig(I[4]!);
           const o = out();
-          emit('linear', [ref(x), ref(W), opt(I[2], lay), ref(o), ref(gv.l), ref(r)], [M, N, K, 3, r.shape[1]!, gv.stride], []);
+          const S = gv ? numel(r.shape) / (r.shape[0]! * N) : 1;
+          emit('linear', [ref(x), ref(W), opt(I[2], lay), ref(o), gv ? ref(gv.l) : null, ref(r)], [M, N, K, 3, S, gv ? gv.stride : 0], []);
         } else {
           const o = out();
           emit('linear', [ref(x), ref(W), opt(I[2], lay), ref(o), null, null], [M, N, K, e, 1, 0], []);
@@ -505,51 +567,66 @@ function fnv(s: string): string {
 }
 
 /**
- * A copy `S -> io` is removed when S's producers can write into io directly: S is a whole arena
- * buffer of its own, all of its reads/writes sit between its first producer and the copy, and io is
- * neither read nor written in that window (except in an operand the producer may alias).
+ * Copies `S -> io` are removed when S's producers can write into io directly: S is an arena buffer of
+ * its own, fully covered by io copies with one constant offset, all of its uses sit between its first
+ * producer and the last copy, and that io range is neither read nor written in that window (except
+ * in an operand the producer may alias).
  */
 function eliminateIoCopies(lw: Lowered): void {
   const ops = lw.ops;
   const scopeKey = (o: LOp): string => `${o.segment}|${o.block ?? ''}`;
-  for (let c = 0; c < ops.length; c++) {
-    const cp = ops[c]!;
-    if (!cp.ioCopy || cp.dead) continue;
-    const src = cp.t[0]!;
-    const dst = cp.t[1]!;
-    const S = lw.storages[src.st]!;
-    const D = lw.storages[dst.st]!;
-    if (S.kind !== 'arena' || S.pinned || src.off !== 0 || src.numel !== S.numel || dst.numel !== D.numel || S.numel !== D.numel) continue;
-    if (cp.i[0]! * cp.i[1]! * cp.i[2]! !== S.numel) continue;
-    let first = -1;
+  const sources = new Set<number>();
+  for (const o of ops) if (o.ioCopy && !o.dead) sources.add(o.t[0]!.st);
+  for (const sId of [...sources].sort((a, b) => a - b)) {
+    const S = lw.storages[sId]!;
+    if (S.kind !== 'arena' || S.pinned) continue;
+    const copies: number[] = [];
+    ops.forEach((o, j) => {
+      if (o.ioCopy && !o.dead && o.t[0]!.st === sId) copies.push(j);
+    });
+    const cps = copies.map((j) => ops[j]!);
+    const D = cps[0]!.t[1]!.st;
+    const delta = cps[0]!.t[1]!.off - cps[0]!.t[0]!.off;
+    if (!cps.every((c) => c.t[1]!.st === D && c.t[1]!.off - c.t[0]!.off === delta && c.i[0] === 1 && c.i[1] === 1 && c.i[2] === c.t[0]!.numel && scopeKey(c) === scopeKey(cps[0]!))) continue;
+    const ranges = cps.map((c) => [c.t[0]!.off, c.t[0]!.off + c.t[0]!.numel] as const).sort((a, b) => a[0] - b[0]);
+    let cover = 0;
     let ok = true;
+    for (const [a, b] of ranges) {
+      if (a !== cover) ok = false;
+      cover = b;
+    }
+    if (!ok || cover !== S.numel || delta < 0 || delta + S.numel > lw.storages[D]!.numel) continue;
+    const last = copies[copies.length - 1]!;
+    let first = -1;
     for (let j = 0; j < ops.length && ok; j++) {
       const o = ops[j]!;
-      if (o.dead || j === c) continue;
+      if (o.dead || copies.includes(j)) continue;
       o.t.forEach((r, slot) => {
-        if (!r || r.st !== S.id) return;
-        if (j > c) ok = false;
+        if (!r || r.st !== sId) return;
+        if (j > last) ok = false;
         if (o.outs.includes(slot) && first < 0) first = j;
         if (first < 0) ok = false; // read before the first write
       });
     }
     if (!ok || first < 0) continue;
-    for (let j = first; j < c && ok; j++) {
+    const lo = delta;
+    const hi = delta + S.numel;
+    for (let j = first; j <= last && ok; j++) {
       const o = ops[j]!;
-      if (o.dead) continue;
-      if (scopeKey(o) !== scopeKey(cp)) ok = false;
+      if (o.dead || copies.includes(j)) continue;
+      if (scopeKey(o) !== scopeKey(cps[0]!)) ok = false;
       o.t.forEach((r, slot) => {
-        if (!r || r.st !== D.id) return;
+        if (!r || r.st !== D || r.off + r.numel <= lo || r.off >= hi) return;
         if (o.outs.includes(slot)) ok = false;
-        const writesS = o.t.some((w, ws) => w && w.st === S.id && o.outs.includes(ws));
-        if (!(writesS && o.aliasOk.includes(slot) && j === first && r.off === 0 && r.numel === D.numel)) ok = false;
+        const writesS = o.t.some((w, ws) => w && w.st === sId && o.outs.includes(ws) && w.off === r.off - delta && w.numel === r.numel);
+        if (!(writesS && o.aliasOk.includes(slot) && j === first)) ok = false;
       });
     }
     if (!ok) continue;
     for (const o of ops) {
       if (o.dead) continue;
-      o.t = o.t.map((r) => (r && r.st === S.id ? { ...r, st: D.id } : r));
+      o.t = o.t.map((r) => (r && r.st === sId ? { ...r, st: D, off: r.off + delta } : r));
     }
-    cp.dead = true;
+    for (const c of cps) c.dead = true;
   }
 }

@@ -8,3 +8,4 @@ export * from './calibrators.ts';
 export * from './engine.ts';
 export * from './toy-runner.ts';
 export { pyFloatRepr, pyRound, npPercentile } from './pyfmt.ts';
+export * from './executor-runner.ts';

@@ -30,6 +30,9 @@ const MSGLEN = 3;
 const ARRIVE = 8; // + rank
 const MSG_BYTES = 1024;
 const noop = (): void => undefined;
+// Atomics.waitAsync is in Node >= 16 but only in TS's es2024 lib.
+type WaitAsync = (a: Int32Array, i: number, v: number, t?: number) => { async: false; value: string } | { async: true; value: Promise<string> };
+const waitAsync: WaitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 export interface ShmOptions {
   /** Bound on every wait (ms). Default DITFORGE_COMM_TIMEOUT_MS or 60 s. */
@@ -158,7 +161,7 @@ export class ShmCommunicator implements Communicator {
         abortShmWorld(this.w, culprit, `${msg} [detected by rank ${this.rank}]`);
         throw new CommError(`shm rank ${this.rank}: ${msg}`, this.rank, culprit);
       }
-      const r = Atomics.waitAsync(this.ctrl, idx, v, Math.min(left, 500));
+      const r = waitAsync(this.ctrl, idx, v, Math.min(left, 500));
       if (r.async) {
         // A pending waitAsync does not keep Node's event loop alive: hold a timer while waiting.
         const keep = setTimeout(noop, left + 1000);
@@ -295,15 +298,16 @@ export class ShmCommunicator implements Communicator {
         const region = W * this.w.slotBytes;
         const es = buf.BYTES_PER_ELEMENT;
         const perRound = Math.floor(region / es);
-        const Ctor = buf instanceof Float64Array ? Float64Array : Float32Array;
+        const view = (off: number, n: number): Float32Array | Float64Array =>
+          buf instanceof Float64Array ? new Float64Array(this.w.coll, off, n) : new Float32Array(this.w.coll, off, n);
         for (let start = 0; start < buf.length; start += perRound) {
           const n = Math.min(perRound, buf.length - start);
-          new Ctor(this.w.coll, this.rank * region, n).set(buf.subarray(start, start + n));
+          view(this.rank * region, n).set(buf.subarray(start, start + n));
           await this.barrierRaw('allReduceSum');
           // Rank-order sum: identical bits on every rank.
-          const acc = new Ctor(this.w.coll, 0, n).slice();
+          const acc = view(0, n).slice();
           for (let i = 1; i < W; i++) {
-            const v = new Ctor(this.w.coll, i * region, n);
+            const v = view(i * region, n);
             for (let k = 0; k < n; k++) acc[k] += v[k];
           }
           buf.set(acc, start);

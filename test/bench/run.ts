@@ -2,7 +2,7 @@
 // same thread count), GEMM GFLOP/s (test/bench/gemm.ts), and peak RSS of `ditforge generate`.
 // Writes bench/results.json and prints a table. Never run by the tests.
 //
-// env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 10 tiny / 3 mid),
+// env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 20 tiny / 5 mid),
 //      BENCH_SKIP=tiny,mid,gemm,rss (comma list of sections to skip)
 
 import fs from 'node:fs';
@@ -40,17 +40,6 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-async function timeIt(fn: () => Promise<unknown>, warmup: number, iters: number): Promise<{ medianMs: number; minMs: number; runs: number[] }> {
-  for (let i = 0; i < warmup; i++) await fn();
-  const runs: number[] = [];
-  for (let i = 0; i < iters; i++) {
-    const t = performance.now();
-    await fn();
-    runs.push(performance.now() - t);
-  }
-  return { medianMs: median(runs), minMs: Math.min(...runs), runs: runs.map((r) => Math.round(r * 100) / 100) };
 }
 
 /** deterministic xorshift uniform in [-1, 1) */
@@ -120,8 +109,12 @@ interface StepBench {
   threads: number;
   nativeSecPerStep?: number;
   ortSecPerStep?: number;
-  /** onnxruntime time / native time (> 1: native is faster) */
+  nativeMinSecPerStep?: number;
+  ortMinSecPerStep?: number;
+  /** onnxruntime median time / native median time (> 1: native is faster) */
   speedupVsOrt?: number;
+  /** the same from the fastest run of each (least disturbed by background load) */
+  speedupVsOrtMin?: number;
   nativeVsOrtRelL2?: number;
   nativeRuns?: number[];
   ortRuns?: number[];
@@ -143,56 +136,86 @@ async function benchTransformer(
   const inputs = randomInputs(plan, dims);
   const outIo = plan.outputs.find((o) => o.name === 'output')!;
   const nativeOut = new Float32Array(outIo.shape.reduce((a, b) => a * b, 1));
+  let nativeStep: (() => Promise<void>) | undefined;
+  let ortStep: (() => Promise<void>) | undefined;
+  let ortOut: Float32Array | undefined;
+  let session: ort.InferenceSession | undefined;
   try {
     const native = getNative();
     const exec = new native.Executor(JSON.stringify(plan), { threads: THREADS });
     for (const w of plan.weights) exec.bindWeight(w.name, weights.get(w.name)!);
-    const step = async () => {
+    nativeStep = async () => {
       for (const io of plan.inputs) exec.setInput(io.name, inputs[io.name]!);
       for (const s of plan.segments) await exec.run(s.name);
       exec.getOutput('output', nativeOut);
     };
-    const t = await timeIt(step, 2, iters);
-    res.nativeSecPerStep = t.medianMs / 1000;
-    res.nativeRuns = t.runs;
-    log(`  ${label}: native ${t.medianMs.toFixed(2)} ms/step`);
   } catch (e) {
     res.error = `native: ${(e as Error).message}`;
-    log(`  ${label}: native failed: ${(e as Error).message}`);
   }
   try {
     const bytes = exportOnnx(model, { ...onnxOpts, weights });
-    const session = await ort.InferenceSession.create(bytes, {
+    const sess = await ort.InferenceSession.create(bytes, {
       intraOpNumThreads: THREADS,
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
     });
+    session = sess;
     const feeds: Record<string, ort.Tensor> = {};
-    for (const name of session.inputNames) {
+    for (const name of sess.inputNames) {
       const io = plan.inputs.find((i) => i.name === name);
       if (!io) throw new Error(`ONNX input "${name}" is not a plan input`);
       feeds[name] = new ort.Tensor('float32', inputs[name]!, io.shape);
     }
-    let ortOut: Float32Array | undefined;
-    const t = await timeIt(
-      async () => {
-        const r = await session.run(feeds);
-        ortOut = r[session.outputNames[0]!]!.data as Float32Array;
-      },
-      2,
-      iters,
-    );
-    res.ortSecPerStep = t.medianMs / 1000;
-    res.ortRuns = t.runs;
-    if (res.nativeSecPerStep) res.speedupVsOrt = res.ortSecPerStep / res.nativeSecPerStep;
-    if (ortOut && res.nativeSecPerStep) res.nativeVsOrtRelL2 = relL2(nativeOut, ortOut);
-    log(`  ${label}: onnxruntime ${t.medianMs.toFixed(2)} ms/step`);
-    await session.release();
+    ortStep = async () => {
+      const r = await sess.run(feeds);
+      ortOut = r[sess.outputNames[0]!]!.data as Float32Array;
+    };
   } catch (e) {
     res.error = `${res.error ? res.error + '; ' : ''}onnxruntime: ${(e as Error).message}`;
-    log(`  ${label}: onnxruntime failed: ${(e as Error).message}`);
   }
+  // warm up, then interleave the two engines so background load hits both alike
+  const nRuns: number[] = [];
+  const oRuns: number[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      await nativeStep?.();
+      await ortStep?.();
+    }
+    for (let i = 0; i < iters; i++) {
+      for (const [step, runs] of [
+        [nativeStep, nRuns],
+        [ortStep, oRuns],
+      ] as const) {
+        if (!step) continue;
+        const t = performance.now();
+        await step();
+        runs.push(performance.now() - t);
+      }
+    }
+  } catch (e) {
+    res.error = `${res.error ? res.error + '; ' : ''}run: ${(e as Error).message}`;
+  }
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  if (nRuns.length) {
+    res.nativeSecPerStep = median(nRuns) / 1000;
+    res.nativeMinSecPerStep = Math.min(...nRuns) / 1000;
+    res.nativeRuns = nRuns.map(r2);
+    log(`  ${label}: native ${median(nRuns).toFixed(2)} ms/step (min ${Math.min(...nRuns).toFixed(2)})`);
+  }
+  if (oRuns.length) {
+    res.ortSecPerStep = median(oRuns) / 1000;
+    res.ortMinSecPerStep = Math.min(...oRuns) / 1000;
+    res.ortRuns = oRuns.map(r2);
+    log(`  ${label}: onnxruntime ${median(oRuns).toFixed(2)} ms/step (min ${Math.min(...oRuns).toFixed(2)})`);
+  }
+  if (res.nativeSecPerStep && res.ortSecPerStep) {
+    res.speedupVsOrt = res.ortSecPerStep / res.nativeSecPerStep;
+    res.speedupVsOrtMin = res.ortMinSecPerStep! / res.nativeMinSecPerStep!;
+  }
+  if (ortOut && nRuns.length) res.nativeVsOrtRelL2 = relL2(nativeOut, ortOut);
+  if (res.error) log(`  ${label}: ${res.error}`);
+  await session?.release();
   return res;
 }
 
@@ -211,7 +234,7 @@ async function benchMid(): Promise<StepBench> {
   const opts = { component: 'transformer' as const, config: MID_CONFIG, dims: componentDims('transformer', MID_DIMS) };
   const plan = compilePlan('flux1-dev', opts);
   const weights = randomWeights(plan);
-  return benchTransformer('flux1 mid (random weights)', 'flux1-dev', plan, weights, MID_DIMS, opts, Number(process.env.BENCH_ITERS ?? 3));
+  return benchTransformer('flux1 mid (random weights)', 'flux1-dev', plan, weights, MID_DIMS, opts, Number(process.env.BENCH_ITERS ?? 5));
 }
 
 async function benchGemmSection(): Promise<unknown> {
@@ -246,6 +269,11 @@ async function main(): Promise<void> {
     threads: THREADS,
     ortVersion: (ort.env as { versions?: { common?: string } }).versions?.common ?? null,
   };
+  // first, while this process is small
+  if (!SKIP.has('rss')) {
+    log('peak RSS of generate ...');
+    results.generate = benchRss();
+  }
   const steps: StepBench[] = [];
   if (!SKIP.has('tiny')) {
     log('tiny-flux transformer step ...');
@@ -260,17 +288,13 @@ async function main(): Promise<void> {
     log('GEMM ...');
     results.gemm = await benchGemmSection().catch((e: Error) => ({ error: e.message }));
   }
-  if (!SKIP.has('rss')) {
-    log('peak RSS of generate ...');
-    results.generate = benchRss();
-  }
 
   fs.mkdirSync(path.join(ROOT, 'bench'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
 
-  const rows = [['model', 'tokens', 'params', 'threads', 'native s/step', 'onnxruntime s/step', 'ort/native', 'rel L2 vs ort']];
+  const rows = [['model', 'tokens', 'params', 'threads', 'native s/step', 'onnxruntime s/step', 'ort/native', 'ort/native (min)', 'rel L2 vs ort']];
   for (const s of steps) {
-    rows.push([s.model, s.tokens, s.params ? `${(s.params / 1e6).toFixed(2)} M` : '-', String(s.threads), fmt(s.nativeSecPerStep), fmt(s.ortSecPerStep), s.speedupVsOrt ? `${s.speedupVsOrt.toFixed(2)}x` : '-', fmt(s.nativeVsOrtRelL2, 6)]);
+    rows.push([s.model, s.tokens, s.params ? `${(s.params / 1e6).toFixed(2)} M` : '-', String(s.threads), fmt(s.nativeSecPerStep), fmt(s.ortSecPerStep), s.speedupVsOrt ? `${s.speedupVsOrt.toFixed(2)}x` : '-', s.speedupVsOrtMin ? `${s.speedupVsOrtMin.toFixed(2)}x` : '-', fmt(s.nativeVsOrtRelL2, 6)]);
   }
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   console.log(rows.map((r) => r.map((v, c) => (c === 0 ? v.padEnd(w[c]!) : v.padStart(w[c]!))).join('  ')).join('\n'));

@@ -138,3 +138,20 @@ describe('ditforge generate', () => {
     expect(r.stdout).toMatch(/--save-latents/);
   });
 });
+
+describe('ditforge compile / inspect', () => {
+  it('inspect tiny-flux prints the components', () => {
+    const r = cli(['inspect', 'tiny-flux']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/transformer \(FluxTransformer2DModel\)/);
+  });
+
+  it('compile / inspect of an unknown model list the known ones', () => {
+    expectCleanError(cli(['compile', 'nope', '--out', path.join(tmp, 'c')]), /unknown model 'nope'; known models: .*tiny-flux/);
+    expectCleanError(cli(['inspect', 'nope']), /unknown model 'nope'; known models: .*tiny-flux/);
+  });
+
+  it('compile --target must be cpu or cuda', () => {
+    expectCleanError(cli(['compile', 'tiny-flux', '--target', 'tpu']), /Allowed choices are cpu, cuda/);
+  });
+});

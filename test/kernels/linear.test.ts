@@ -4,7 +4,7 @@
 // small-M dot-product path) - plus a few ulps for gelu/silu and the gated-residual update; see
 // linearRef. A wrong index, a missing bias or a wrong epilogue is off by O(1) relative, far above it.
 // Sizes are odd on purpose: M crosses the 14-row register tile and the small-M (<= 40) path, K crosses
-// the 16-wide vectors and the 256-deep K blocks, N crosses the 32-wide panels and the 2048-wide blocks.
+// the 16-wide vectors and the 512-deep K blocks, N crosses the 32-wide panels and the 1024-wide blocks.
 import { describe, it } from 'vitest';
 import { native } from '../../runtime/native.ts';
 import { expectClose, randn, sentinel } from './harness.ts';
@@ -45,9 +45,9 @@ describe('linear', () => {
     runCase(13, 31, 17, 3, { alias: true, S: 13 });
   });
   it('no bias, every epilogue, K > 2 blocks', () => {
-    for (let e = 0; e < 4; e++) runCase(97, 70, 777, e, { bias: false, S: 50 });
+    for (let e = 0; e < 4; e++) runCase(97, 70, 1100, e, { bias: false, S: 50 });
   });
-  it('wide N (> one 2048-column block) and a multi-thread split over M', () => {
+  it('wide N (> two 1024-column blocks) and a multi-thread split over M', () => {
     runCase(45, 2100, 40, 1);
     runCase(300, 17, 300, 0);
     runCase(41, 100, 64, 2);

@@ -12,43 +12,63 @@
 namespace ditforge {
 namespace {
 
-constexpr int64_t kRB = 4;   // output channels per tile
-constexpr int64_t kPB = 32;  // output pixels per tile
+constexpr int64_t kRB = 6;   // output channels per tile
+constexpr int64_t kPB = 32;  // output pixels per tile (two 16-float vectors); the packing below uses p >> 5, p & 31
 
-// y[co0..co0+R)[p0..p0+PB) = bias + W[co, :] . col[:, p]; full tiles only
+// GCC vector extension: one zmm under AVX-512, split into narrower registers on other targets
+typedef float v16 __attribute__((vector_size(64)));
+inline v16 load16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store16(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
+// y[co0..co0+R)[p0..p0+np) = bias + W[co, :] . col[:, p] where `panel` holds col[:, p0..p0+32) packed as
+// [K][32] (zero-padded past P): 2R accumulators stay in registers, the panel streams sequentially.
 template <int R>
-inline void tile_full(const float* w, const float* col, const float* bias, float* y, int64_t K, int64_t P, int64_t co0,
-                      int64_t p0) {
-  float acc[R][kPB];
+inline void tile(const float* w, const float* panel, const float* bias, float* y, int64_t K, int64_t P, int64_t co0,
+                 int64_t p0, int64_t np) {
+  v16 acc0[R], acc1[R];
   for (int r = 0; r < R; ++r) {
     const float b = bias ? bias[co0 + r] : 0.0f;
-#pragma omp simd
-    for (int64_t j = 0; j < kPB; ++j) acc[r][j] = b;
+    acc0[r] = v16{} + b;
+    acc1[r] = v16{} + b;
   }
+  const float* wr[R];
+  for (int r = 0; r < R; ++r) wr[r] = w + (co0 + r) * K;
   for (int64_t k = 0; k < K; ++k) {
-    const float* c = col + k * P + p0;
+    const float* c = panel + k * kPB;
+    const v16 c0 = load16(c), c1 = load16(c + 16);
     for (int r = 0; r < R; ++r) {
-      const float wv = w[(co0 + r) * K + k];
-#pragma omp simd
-      for (int64_t j = 0; j < kPB; ++j) acc[r][j] += wv * c[j];
+      const float wv = wr[r][k];
+      acc0[r] += wv * c0;
+      acc1[r] += wv * c1;
     }
   }
-  for (int r = 0; r < R; ++r) std::memcpy(y + (co0 + r) * P + p0, acc[r], sizeof(float) * kPB);
+  for (int r = 0; r < R; ++r) {
+    float* yr = y + (co0 + r) * P + p0;
+    if (np == kPB) {
+      store16(yr, acc0[r]);
+      store16(yr + 16, acc1[r]);
+    } else {
+      float tmp[kPB];
+      store16(tmp, acc0[r]);
+      store16(tmp + 16, acc1[r]);
+      std::memcpy(yr, tmp, sizeof(float) * np);
+    }
+  }
 }
 
-// any tile (edges)
-inline void tile_any(const float* w, const float* col, const float* bias, float* y, int64_t K, int64_t P, int64_t co0,
-                     int64_t co1, int64_t p0, int64_t p1) {
-  for (int64_t co = co0; co < co1; ++co) {
-    float* yr = y + co * P;
-    const float b = bias ? bias[co] : 0.0f;
-    for (int64_t p = p0; p < p1; ++p) yr[p] = b;
-    for (int64_t k = 0; k < K; ++k) {
-      const float wv = w[co * K + k];
-      const float* c = col + k * P;
-#pragma omp simd
-      for (int64_t p = p0; p < p1; ++p) yr[p] += wv * c[p];
-    }
+inline void tile_rows(int64_t rows, const float* w, const float* panel, const float* bias, float* y, int64_t K, int64_t P,
+                      int64_t co0, int64_t p0, int64_t np) {
+  switch (rows) {
+    case 6: tile<6>(w, panel, bias, y, K, P, co0, p0, np); break;
+    case 5: tile<5>(w, panel, bias, y, K, P, co0, p0, np); break;
+    case 4: tile<4>(w, panel, bias, y, K, P, co0, p0, np); break;
+    case 3: tile<3>(w, panel, bias, y, K, P, co0, p0, np); break;
+    case 2: tile<2>(w, panel, bias, y, K, P, co0, p0, np); break;
+    default: tile<1>(w, panel, bias, y, K, P, co0, p0, np); break;
   }
 }
 
@@ -62,47 +82,39 @@ void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
   const int64_t kh = args.i[5], kw = args.i[6], st = args.i[7], pad = args.i[8];
   if (st < 1 || kh < 1 || kw < 1) return;
   const int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
-  if (Ho <= 0 || Wo <= 0) return;
+  if (Ho <= 0 || Wo <= 0 || Co <= 0) return;
   const int64_t K = Ci * kh * kw, P = Ho * Wo;
-  const bool direct = kh == 1 && kw == 1 && st == 1 && pad == 0;
-  std::vector<float> colbuf(direct ? 0 : static_cast<size_t>(K * P));
+  const int64_t pb = (P + kPB - 1) / kPB, cob = (Co + kRB - 1) / kRB;
+  // im2col straight into [pb][K][32] panels (zero padding both for the image border and past P)
+  std::vector<float> packed(static_cast<size_t>(pb * K * kPB));
+  float* pk = packed.data();
   for (int64_t n = 0; n < N; ++n) {
     const float* xn = x + n * Ci * H * W;
     float* yn = y + n * Co * P;
-    const float* col = xn;
-    if (!direct) {
-      float* cb = colbuf.data();
-      parallel_for(ctx, K, std::max<int64_t>(1, 4096 / P), [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) {
-          const int64_t ci = k / (kh * kw), a = (k / kw) % kh, b = k % kw;
-          float* row = cb + k * P;
-          const float* xc = xn + ci * H * W;
-          for (int64_t oh = 0; oh < Ho; ++oh) {
-            const int64_t ih = oh * st - pad + a;
-            float* out = row + oh * Wo;
-            if (ih < 0 || ih >= H) {
-              std::memset(out, 0, sizeof(float) * Wo);
-              continue;
-            }
-            const float* xr = xc + ih * W;
-            for (int64_t ow = 0; ow < Wo; ++ow) {
-              const int64_t iw = ow * st - pad + b;
-              out[ow] = (iw >= 0 && iw < W) ? xr[iw] : 0.0f;
-            }
+    parallel_for(ctx, K, std::max<int64_t>(1, 4096 / (pb * kPB)), [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t ci = k / (kh * kw), a = (k / kw) % kh, b = k % kw;
+        const float* xc = xn + ci * H * W;
+        float* dst = pk + k * kPB;  // panel blk starts at blk * K * kPB
+        int64_t p = 0;
+        for (int64_t oh = 0; oh < Ho; ++oh) {
+          const int64_t ih = oh * st - pad + a;
+          const bool row_in = ih >= 0 && ih < H;
+          const float* xr = row_in ? xc + ih * W : xc;
+          for (int64_t ow = 0; ow < Wo; ++ow, ++p) {
+            const int64_t iw = ow * st - pad + b;
+            dst[(p >> 5) * K * kPB + (p & 31)] = (row_in && iw >= 0 && iw < W) ? xr[iw] : 0.0f;
           }
         }
-      });
-      col = cb;
-    }
-    const int64_t cob = (Co + kRB - 1) / kRB, pb = (P + kPB - 1) / kPB;
+        for (; p < pb * kPB; ++p) dst[(p >> 5) * K * kPB + (p & 31)] = 0.0f;
+      }
+    });
+    // consecutive items share a panel (kept in L2) and walk the output channels
     parallel_for(ctx, cob * pb, 1, [&](int64_t j0, int64_t j1) {
       for (int64_t j = j0; j < j1; ++j) {
-        const int64_t co0 = (j / pb) * kRB, p0 = (j % pb) * kPB;
-        const int64_t co1 = std::min(Co, co0 + kRB), p1 = std::min(P, p0 + kPB);
-        if (co1 - co0 == kRB && p1 - p0 == kPB)
-          tile_full<kRB>(w, col, bias, yn, K, P, co0, p0);
-        else
-          tile_any(w, col, bias, yn, K, P, co0, co1, p0, p1);
+        const int64_t blk = j / cob, co0 = (j % cob) * kRB;
+        const int64_t p0 = blk * kPB;
+        tile_rows(std::min(kRB, Co - co0), w, pk + blk * K * kPB, bias, yn, K, P, co0, p0, std::min(kPB, P - p0));
       }
     });
   }

@@ -112,48 +112,6 @@ void kernel_ew_21a35ba2(const KernelArgs& args, KernelCtx& ctx) {
   });
 }
 
-// ew_b8250c38: y = silu(((a0 + a1) + a2))
-// t: in0..in2, y ; i: n ; f: f0..f7
-void kernel_ew_b8250c38(const KernelArgs& args, KernelCtx& ctx) {
-  using namespace ew;
-  const float* in0 = args.t[0];
-  const float* in1 = args.t[1];
-  const float* in2 = args.t[2];
-  float* y = args.t[3];
-  const float f0 = args.f[0], f1 = args.f[1], f2 = args.f[2], f3 = args.f[3];
-  const float f4 = args.f[4], f5 = args.f[5], f6 = args.f[6], f7 = args.f[7];
-  (void)f0; (void)f1; (void)f2; (void)f3; (void)f4; (void)f5; (void)f6; (void)f7;
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const float a0 = in0[i];
-      const float a1 = in1[i];
-      const float a2 = in2[i];
-      y[i] = static_cast<float>(silu(((a0 + a1) + a2)));
-    }
-  });
-}
-
-// ew_c1b51c44: y = silu((a0 + a1))
-// t: in0..in1, y ; i: n ; f: f0..f7
-void kernel_ew_c1b51c44(const KernelArgs& args, KernelCtx& ctx) {
-  using namespace ew;
-  const float* in0 = args.t[0];
-  const float* in1 = args.t[1];
-  float* y = args.t[2];
-  const float f0 = args.f[0], f1 = args.f[1], f2 = args.f[2], f3 = args.f[3];
-  const float f4 = args.f[4], f5 = args.f[5], f6 = args.f[6], f7 = args.f[7];
-  (void)f0; (void)f1; (void)f2; (void)f3; (void)f4; (void)f5; (void)f6; (void)f7;
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const float a0 = in0[i];
-      const float a1 = in1[i];
-      y[i] = static_cast<float>(silu((a0 + a1)));
-    }
-  });
-}
-
 // ew_selftest: y = a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1
 // t: in0..in2, y ; i: n ; f: f0..f7
 void kernel_ew_selftest(const KernelArgs& args, KernelCtx& ctx) {
@@ -186,8 +144,6 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[] = {
     {"gelu_tanh", ditforge::kernel_gelu_tanh},
     {"ew_0571fe9c", ditforge::kernel_ew_0571fe9c },
     {"ew_21a35ba2", ditforge::kernel_ew_21a35ba2 },
-    {"ew_b8250c38", ditforge::kernel_ew_b8250c38 },
-    {"ew_c1b51c44", ditforge::kernel_ew_c1b51c44 },
     {"ew_selftest", ditforge::kernel_ew_selftest },
     {nullptr, nullptr},
 };
@@ -199,8 +155,6 @@ extern "C" const ditforge::ElementwiseInfo ditforge_cpu_elementwise_info[] = {
     {"gelu_tanh", 1},
     {"ew_0571fe9c", 2 },
     {"ew_21a35ba2", 1 },
-    {"ew_b8250c38", 3 },
-    {"ew_c1b51c44", 2 },
     {"ew_selftest", 3 },
     {nullptr, 0},
 };

@@ -1,5 +1,6 @@
 #include "executor.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -98,6 +99,7 @@ PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
           it = weight_index_.find(wn);
         }
         v.weight = it->second;
+        weights_[v.weight].max_view_end = std::max(weights_[v.weight].max_view_end, v.offset + v.numel);
         int64_t wl = weights_[v.weight].numel;
         if (wl >= 0 && v.offset + v.numel > wl)
           fail("tensor " + std::to_string(id) + " [" + std::to_string(v.offset) + ", " + std::to_string(v.offset + v.numel) +
@@ -177,6 +179,7 @@ PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
           } else {
             op.args.t[s] = nullptr;  // patched by bind_weight
             ws.insert(it->second.weight);
+            weights_[it->second.weight].uses.emplace_back(ops_.size() * 8 + s, it->second.offset);
           }
         }
         for (size_t s = 0; s < ij.size(); ++s) op.args.i[s] = as_int(ij[s], label_ + ": " + ow + " i");
@@ -235,13 +238,8 @@ PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
 PlanExecutor::~PlanExecutor() { std::free(arena_); }
 
 void PlanExecutor::patch_weight(int w) {
-  for (auto& op : ops_) {
-    for (int s = 0; s < 8; ++s) {
-      if (op.tid[s] < 0) continue;
-      const TensorView& v = tensors_.at(op.tid[s]);
-      if (!v.arena && v.weight == w) op.args.t[s] = weights_[w].data ? weights_[w].data + v.offset : nullptr;
-    }
-  }
+  const Weight& wt = weights_[w];
+  for (const auto& u : wt.uses) ops_[u.first / 8].args.t[u.first % 8] = wt.data ? wt.data + u.second : nullptr;
 }
 
 void PlanExecutor::bind_weight(const std::string& name, float* data, int64_t len) {
@@ -250,12 +248,9 @@ void PlanExecutor::bind_weight(const std::string& name, float* data, int64_t len
   Weight& w = weights_[it->second];
   if (w.numel >= 0 && len != w.numel)
     fail("bindWeight('" + name + "'): got " + std::to_string(len) + " floats, the plan expects " + std::to_string(w.numel));
-  for (auto& kv : tensors_) {
-    const TensorView& v = kv.second;
-    if (!v.arena && v.weight == it->second && v.offset + v.numel > len)
-      fail("bindWeight('" + name + "'): got " + std::to_string(len) + " floats, tensor " + std::to_string(kv.first) +
-           " views [" + std::to_string(v.offset) + ", " + std::to_string(v.offset + v.numel) + ")");
-  }
+  if (w.max_view_end > len)
+    fail("bindWeight('" + name + "'): got " + std::to_string(len) + " floats, but a tensor view of it ends at " +
+         std::to_string(w.max_view_end));
   w.data = data;
   w.len = len;
   patch_weight(it->second);

@@ -34,6 +34,8 @@ class PlanExecutor {
     int64_t numel = -1;  // from plan.weights shapes; -1 if only referenced by tensors
     float* data = nullptr;
     int64_t len = 0;
+    int64_t max_view_end = 0;  // largest offset + numel of a tensor view on it
+    std::vector<std::pair<size_t, int64_t>> uses;  // (op index * 8 + slot, view offset)
   };
   struct IO {
     std::string name;

@@ -96,9 +96,9 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       int64_t N = I[1], K = I[2], ep = I[3], S = I[4], gs = I[5];
       if (ep > 3) return "epilogue must be 0..3, got " + std::to_string(ep);
       need[0] = M * K; need[1] = N * K; need[2] = N; need[3] = M * N; need[5] = M * N;
-      if (ep == 3) {
-        if (!present(4)) return "epilogue 3 (gated residual) needs the gate tensor t[4]";
-        if (S <= 0 && M > 0) return "epilogue 3 needs S > 0";
+      // epilogue 3: y = residual + gate[m/S] * acc; a null gate counts as 1, a null residual as 0
+      if (ep == 3 && present(4)) {
+        if (S <= 0 && M > 0) return "epilogue 3 with a gate needs S > 0";
         need[4] = strided(group_rows(M, S), gs, N);
       }
     } else if (name == "layer_norm" || name == "rms_norm") {

@@ -1,7 +1,10 @@
 // Persistent worker pool behind ditforge/thread_pool.h.
-// Workers spin for a short while on a generation counter, then sleep on a condition variable.
-// The calling thread always takes chunk 0. A pool in use by another caller (or a nested call from
-// inside a chunk) runs the work inline, so parallel_for never deadlocks.
+//
+// A job is published as one atomic word {generation, chunk count, next chunk}. The caller and the workers
+// claim chunks from it with a CAS, so the caller never waits for a worker that has not started yet (it just
+// runs the remaining chunks itself; this matters on oversubscribed machines), and it only waits for chunks
+// a worker has actually claimed. Workers spin for a short while on the word, then sleep on a condition
+// variable. Nested calls (from inside a chunk) and calls while another thread owns the pool run inline.
 #include "ditforge/thread_pool.h"
 
 #include <algorithm>
@@ -21,8 +24,15 @@
 namespace ditforge {
 
 namespace {
-thread_local int tl_in_pool_depth = 0;  // >0 while this thread executes a chunk
-constexpr int kSpinIters = 20000;
+thread_local int tl_in_pool_depth = 0;  // > 0 while this thread executes a chunk
+constexpr int kSpinIters = 4000;         // ~100 us of pause before a worker sleeps
+
+// state word: [63..40] generation (24 bits) | [39..20] chunks | [19..0] next chunk
+constexpr uint64_t kMask20 = (1u << 20) - 1;
+inline uint64_t gen_of(uint64_t s) { return s >> 40; }
+inline uint64_t chunks_of(uint64_t s) { return (s >> 20) & kMask20; }
+inline uint64_t next_of(uint64_t s) { return s & kMask20; }
+inline uint64_t pack(uint64_t g, uint64_t c, uint64_t nx) { return ((g & 0xFFFFFF) << 40) | (c << 20) | nx; }
 }  // namespace
 
 struct ThreadPool::Impl {
@@ -31,59 +41,70 @@ struct ThreadPool::Impl {
   std::mutex m;
   std::condition_variable cv_work;
   std::condition_variable cv_done;
-  std::atomic<uint64_t> generation{0};
-  std::atomic<int> remaining{0};
+  std::atomic<uint64_t> state{0};
+  std::atomic<int64_t> done{0};
   std::atomic<bool> stop{false};
-  std::atomic<int> sleepers_done{0};
-  // current job
+  std::atomic<bool> caller_sleeping{false};
+  // current job; valid while any of its chunks is unfinished
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0;
-  int chunks = 0;
 
-  void run_chunk(int c) {
-    int64_t b = n * c / chunks, e = n * (c + 1) / chunks;
-    ++tl_in_pool_depth;
-    if (b < e) (*fn)(b, e);
-    --tl_in_pool_depth;
+  // claims and runs chunks of generation g until none is left
+  void drain(uint64_t g) {
+    uint64_t s = state.load(std::memory_order_acquire);
+    for (;;) {
+      if (gen_of(s) != (g & 0xFFFFFF)) return;
+      const uint64_t c = chunks_of(s), k = next_of(s);
+      if (k >= c) return;
+      if (!state.compare_exchange_weak(s, pack(g, c, k + 1), std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      const int64_t q = n / static_cast<int64_t>(c), r = n % static_cast<int64_t>(c);
+      const int64_t kk = static_cast<int64_t>(k);
+      const int64_t b = kk * q + std::min(kk, r), e = b + q + (kk < r ? 1 : 0);
+      ++tl_in_pool_depth;
+      if (b < e) (*fn)(b, e);
+      --tl_in_pool_depth;
+      // seq_cst on done/caller_sleeping: a store-load handshake with the caller's sleep path
+      if (done.fetch_add(1, std::memory_order_seq_cst) + 1 == static_cast<int64_t>(c) &&
+          caller_sleeping.load(std::memory_order_seq_cst)) {
+        std::lock_guard<std::mutex> lk(m);
+        cv_done.notify_all();
+      }
+      s = state.load(std::memory_order_acquire);
+    }
   }
 
-  void worker(int idx) {  // idx in [1, threads)
-    uint64_t seen = 0;
+  void worker() {
+    uint64_t seen = gen_of(state.load(std::memory_order_acquire));
     for (;;) {
-      uint64_t g;
       int spins = 0;
-      while ((g = generation.load(std::memory_order_acquire)) == seen && !stop.load(std::memory_order_relaxed)) {
+      uint64_t g;
+      while ((g = gen_of(state.load(std::memory_order_acquire))) == seen) {
+        if (stop.load(std::memory_order_relaxed)) return;
         if (++spins < kSpinIters) {
           DF_PAUSE();
         } else {
           std::unique_lock<std::mutex> lk(m);
-          cv_work.wait(lk, [&] { return generation.load(std::memory_order_acquire) != seen || stop.load(); });
+          cv_work.wait(lk, [&] { return gen_of(state.load(std::memory_order_acquire)) != seen || stop.load(); });
           spins = 0;
         }
       }
       if (stop.load()) return;
       seen = g;
-      // Every worker checks in for every job (even without a chunk), so the job fields are never
-      // rewritten while a worker may still read them.
-      if (idx < chunks) run_chunk(idx);
-      if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-        std::lock_guard<std::mutex> lk(m);
-        cv_done.notify_all();
-      }
+      drain(g);
     }
   }
 };
 
-ThreadPool::ThreadPool(int threads) : impl_(new Impl), threads_(std::max(1, threads)) {
-  for (int i = 1; i < threads_; ++i) impl_->workers.emplace_back([this, i] { impl_->worker(i); });
+ThreadPool::ThreadPool(int threads) : impl_(new Impl), threads_(std::max(1, std::min(threads, 1 << 19))) {
+  for (int i = 1; i < threads_; ++i) impl_->workers.emplace_back([this] { impl_->worker(); });
 }
 
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lk(impl_->m);
     impl_->stop.store(true);
-    impl_->cv_work.notify_all();
   }
+  impl_->cv_work.notify_all();
   for (auto& t : impl_->workers) t.join();
   delete impl_;
 }
@@ -91,8 +112,8 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  int64_t max_chunks = std::min<int64_t>(threads_, (n + grain - 1) / grain);
-  if (max_chunks <= 1 || tl_in_pool_depth > 0) {
+  const int64_t chunks = std::min<int64_t>(threads_, (n + grain - 1) / grain);
+  if (chunks <= 1 || tl_in_pool_depth > 0) {
     fn(0, n);
     return;
   }
@@ -104,21 +125,23 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   Impl& I = *impl_;
   I.fn = &fn;
   I.n = n;
-  I.chunks = static_cast<int>(max_chunks);
-  I.remaining.store(threads_ - 1, std::memory_order_relaxed);
+  I.done.store(0, std::memory_order_relaxed);
+  const uint64_t g = (gen_of(I.state.load(std::memory_order_relaxed)) + 1) & 0xFFFFFF;
   {
-    std::lock_guard<std::mutex> lk(I.m);
-    I.generation.fetch_add(1, std::memory_order_acq_rel);
+    std::lock_guard<std::mutex> lk(I.m);  // pairs with the workers' predicate check
+    I.state.store(pack(g, static_cast<uint64_t>(chunks), 0), std::memory_order_release);
   }
   I.cv_work.notify_all();
-  I.run_chunk(0);
+  I.drain(g);
   int spins = 0;
-  while (I.remaining.load(std::memory_order_acquire) != 0) {
+  while (I.done.load(std::memory_order_acquire) != chunks) {
     if (++spins < kSpinIters) {
       DF_PAUSE();
     } else {
       std::unique_lock<std::mutex> lk(I.m);
-      I.cv_done.wait(lk, [&] { return I.remaining.load(std::memory_order_acquire) == 0; });
+      I.caller_sleeping.store(true, std::memory_order_seq_cst);
+      I.cv_done.wait(lk, [&] { return I.done.load(std::memory_order_seq_cst) == chunks; });
+      I.caller_sleeping.store(false, std::memory_order_relaxed);
     }
   }
   I.fn = nullptr;

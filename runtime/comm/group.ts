@@ -1,0 +1,128 @@
+// Sub-communicators. A backend with native groups (MPI_Comm_split, ncclCommSplit) provides `split`;
+// otherwise `subgroup` emulates the collectives over the parent's point-to-point sendRecv (pairwise
+// exchange, deadlock-free). Used by USP (ulysses x ring meshes) and hybrid TP x CP layouts.
+import {
+  type CommBuffer,
+  type CommStats,
+  type Communicator,
+  OpQueue,
+  checkAllToAll,
+  countOp,
+  newStats,
+  prefix,
+  sum,
+} from './communicator.ts';
+
+/** Communicator over `ranks` (parent ranks, in group-rank order); the caller must be a member. */
+export async function subgroup(parent: Communicator, ranks: number[]): Promise<Communicator> {
+  if (parent.split) return parent.split(ranks);
+  return new GroupCommunicator(parent, ranks);
+}
+
+function sliceOf<T extends CommBuffer>(a: T, start: number, len: number): T {
+  return a.subarray(start, start + len) as T;
+}
+
+export class GroupCommunicator implements Communicator {
+  readonly backend = 'group';
+  readonly rank: number;
+  readonly worldSize: number;
+  stats: CommStats = newStats();
+  private readonly q = new OpQueue();
+
+  constructor(
+    readonly parent: Communicator,
+    readonly ranks: number[],
+  ) {
+    const seen = new Set(ranks);
+    if (seen.size !== ranks.length || ranks.some((r) => !Number.isInteger(r) || r < 0 || r >= parent.worldSize))
+      throw new Error(`subgroup: bad rank list [${ranks.join(', ')}] for a world of ${parent.worldSize}`);
+    this.rank = ranks.indexOf(parent.rank);
+    if (this.rank < 0) throw new Error(`subgroup: parent rank ${parent.rank} is not in [${ranks.join(', ')}]`);
+    this.worldSize = ranks.length;
+  }
+
+  get bytesMoved(): number {
+    return this.stats.bytesSent;
+  }
+  resetStats(): void {
+    this.stats = newStats();
+  }
+
+  allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
+    const { sendBytes, recvBytes } = checkAllToAll(this.worldSize, send, sendCounts, recv, recvCounts);
+    const me = this.rank;
+    countOp(this.stats, 'allToAll', sum(sendBytes) - sendBytes[me], sum(recvBytes) - recvBytes[me]);
+    return this.q.run(async () => {
+      const n = this.worldSize;
+      const so = prefix(sendCounts);
+      const ro = prefix(recvCounts);
+      if (sendCounts[me] !== recvCounts[me]) throw new Error(`allToAll: self chunk ${sendCounts[me]} vs ${recvCounts[me]}`);
+      recv.set(sliceOf(send, so[me], sendCounts[me]) as never, ro[me]);
+      for (let s = 1; s < n; s++) {
+        const dst = (me + s) % n;
+        const src = (me - s + n) % n;
+        await this.parent.sendRecv(sliceOf(send, so[dst], sendCounts[dst]), this.ranks[dst], sliceOf(recv, ro[src], recvCounts[src]), this.ranks[src]);
+      }
+    });
+  }
+
+  allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
+    const n = this.worldSize;
+    const cnt = counts ?? new Array<number>(n).fill(send.length);
+    if (cnt.length !== n || cnt[this.rank] !== send.length) throw new Error('allGather: counts do not match the send buffer');
+    if (recv.BYTES_PER_ELEMENT !== send.BYTES_PER_ELEMENT || recv.length < sum(cnt)) throw new Error('allGather: bad recv buffer');
+    countOp(this.stats, 'allGather', send.byteLength * (n - 1), (sum(cnt) - send.length) * send.BYTES_PER_ELEMENT);
+    return this.q.run(() => this.gatherRaw(send, recv, cnt));
+  }
+
+  private async gatherRaw(send: CommBuffer, recv: CommBuffer, cnt: number[]): Promise<void> {
+    const n = this.worldSize;
+    const me = this.rank;
+    const off = prefix(cnt);
+    recv.set(send as never, off[me]);
+    for (let s = 1; s < n; s++) {
+      const dst = (me + s) % n;
+      const src = (me - s + n) % n;
+      await this.parent.sendRecv(send, this.ranks[dst], sliceOf(recv, off[src], cnt[src]), this.ranks[src]);
+    }
+  }
+
+  allReduceSum(buf: Float32Array | Float64Array): Promise<void> {
+    const n = this.worldSize;
+    countOp(this.stats, 'allReduceSum', buf.byteLength * (n - 1), buf.byteLength * (n - 1));
+    return this.q.run(async () => {
+      const all = buf instanceof Float64Array ? new Float64Array(buf.length * n) : new Float32Array(buf.length * n);
+      await this.gatherRaw(buf, all, new Array<number>(n).fill(buf.length));
+      const L = buf.length;
+      for (let k = 0; k < L; k++) {
+        let s = all[k];
+        for (let i = 1; i < n; i++) s += all[i * L + k];
+        buf[k] = s;
+      }
+    });
+  }
+
+  async allGatherInt(v: number): Promise<number[]> {
+    const out = new Float64Array(this.worldSize);
+    await this.allGather(Float64Array.of(v), out);
+    return Array.from(out);
+  }
+
+  send(buf: CommBuffer, dest: number): Promise<void> {
+    countOp(this.stats, 'send', dest === this.rank ? 0 : buf.byteLength, 0);
+    return this.parent.send(buf, this.ranks[dest]);
+  }
+  recv(buf: CommBuffer, src: number): Promise<void> {
+    countOp(this.stats, 'recv', 0, src === this.rank ? 0 : buf.byteLength);
+    return this.parent.recv(buf, this.ranks[src]);
+  }
+  sendRecv(send: CommBuffer, dest: number, recv: CommBuffer, src: number): Promise<void> {
+    countOp(this.stats, 'sendRecv', dest === this.rank ? 0 : send.byteLength, src === this.rank ? 0 : recv.byteLength);
+    return this.parent.sendRecv(send, this.ranks[dest], recv, this.ranks[src]);
+  }
+  async barrier(): Promise<void> {
+    await this.allGatherInt(0);
+  }
+  async close(): Promise<void> {}
+}

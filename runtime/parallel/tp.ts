@@ -1,0 +1,99 @@
+// Host-side reference of Cache-DiT's tensor-parallel plans (§4.7): column-parallel linears (weight rows
+// split, output sharded on channels), row-parallel linears (weight columns split, partial products
+// all-reduced, bias added once after the reduction), and FLUX single-block `proj_out`, whose input
+// columns are re-ordered into per-rank `[attn_out shard | mlp shard]` groups so that it can be
+// row-parallel after column-parallel `to_q/k/v` and `proj_mlp`. Weights are `W[N, K]` (out, in).
+import type { Communicator } from '../comm/communicator.ts';
+
+/** Even split of `n` over `world` (asserts divisibility like Cache-DiT's shard_div_attr). */
+export function evenShard(n: number, world: number, what: string): number {
+  if (n % world !== 0) throw new Error(`tensor parallel: ${what} = ${n} is not divisible by tp degree ${world}`);
+  return n / world;
+}
+
+/** Rows [rank*N/W, (rank+1)*N/W) of W[N, K] (+ bias slice): column-parallel shard. */
+export function colShard(w: Float32Array, bias: Float32Array | null, N: number, K: number, world: number, rank: number): { w: Float32Array; b: Float32Array | null; n: number } {
+  const n = evenShard(N, world, 'out_features');
+  return { w: w.slice(rank * n * K, (rank + 1) * n * K), b: bias ? bias.slice(rank * n, (rank + 1) * n) : null, n };
+}
+
+/** Columns [rank*K/W, (rank+1)*K/W) of W[N, K]: row-parallel shard (bias stays whole, added once). */
+export function rowShard(w: Float32Array, N: number, K: number, world: number, rank: number): { w: Float32Array; k: number } {
+  const k = evenShard(K, world, 'in_features');
+  return { w: selectColumns(w, N, K, [[rank * k, k]]), k };
+}
+
+/** Concatenation of column ranges [start, len) of W[N, K], in order. */
+export function selectColumns(w: Float32Array, N: number, K: number, ranges: [number, number][]): Float32Array {
+  const k = ranges.reduce((a, [, l]) => a + l, 0);
+  const out = new Float32Array(N * k);
+  for (let r = 0; r < N; r++) {
+    let o = r * k;
+    for (const [s, l] of ranges) {
+      out.set(w.subarray(r * K + s, r * K + s + l), o);
+      o += l;
+    }
+  }
+  return out;
+}
+
+/**
+ * FLUX single block `proj_out` (in = [attn C | mlp M]): the rank's row-parallel shard takes input
+ * columns `[attn C/W shard | mlp M/W shard]`, matching the column-parallel outputs it holds.
+ */
+export function fluxSingleProjOutShard(w: Float32Array, N: number, C: number, M: number, world: number, rank: number): Float32Array {
+  const c = evenShard(C, world, 'attention channels');
+  const m = evenShard(M, world, 'mlp_hidden_dim');
+  return selectColumns(w, N, C + M, [
+    [rank * c, c],
+    [C + rank * m, m],
+  ]);
+}
+
+/** y[M, N] = x[M, K] W[N, K]^T (+ bias), float64 accumulation. */
+export function linearRef(x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, N: number, K: number): Float32Array {
+  const y = new Float32Array(M * N);
+  for (let i = 0; i < M; i++)
+    for (let j = 0; j < N; j++) {
+      let s = bias ? bias[j] : 0;
+      for (let k = 0; k < K; k++) s += x[i * K + k] * w[j * K + k];
+      y[i * N + j] = s;
+    }
+  return y;
+}
+
+/** Row-parallel linear: local partial product, all-reduce (fp32, rank order), then + bias. */
+export async function rowParallelLinear(
+  comm: Communicator,
+  xShard: Float32Array,
+  wShard: Float32Array,
+  bias: Float32Array | null,
+  M: number,
+  N: number,
+  kLocal: number,
+): Promise<Float32Array> {
+  const y = linearRef(xShard, wShard, null, M, N, kLocal);
+  await comm.allReduceSum(y);
+  if (bias) for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) y[i * N + j] += bias[j];
+  return y;
+}
+
+/** Column-parallel then all-gather along channels (`Colwise -> Replicate`, e.g. adaLN `norm.linear`). */
+export async function colParallelReplicate(
+  comm: Communicator,
+  x: Float32Array,
+  w: Float32Array,
+  bias: Float32Array | null,
+  M: number,
+  N: number,
+  K: number,
+): Promise<Float32Array> {
+  const W = comm.worldSize;
+  const sh = colShard(w, bias, N, K, W, comm.rank);
+  const part = linearRef(x, sh.w, sh.b, M, sh.n, K);
+  const all = new Float32Array(M * N); // rank-major [W, M, n]
+  await comm.allGather(part, all);
+  const y = new Float32Array(M * N);
+  for (let r = 0; r < W; r++) for (let i = 0; i < M; i++) y.set(all.subarray((r * M + i) * sh.n, (r * M + i + 1) * sh.n), i * N + r * sh.n);
+  return y;
+}

@@ -163,8 +163,6 @@ export function traceComponent(def: ModelDefinition, component: Component, opts:
 
   // name the segments: no lists -> 'forward'; else 'embed', list segments, 'head' (and 'mid<k>')
   const rename = new Map<string, string>();
-  const nonEmpty = new Set(g.nodes.map((n) => n.segment));
-  for (const n of g.nodes) if (n.op === 'block_in' && n.attrs.entrySegment) nonEmpty.add(n.attrs.entrySegment as string);
   if (g.lists.length === 0) {
     for (const s of plainSegs) rename.set(s, 'forward');
   } else {
@@ -186,6 +184,5 @@ export function traceComponent(def: ModelDefinition, component: Component, opts:
   const used = new Set<string>(g.nodes.map((n) => n.segment));
   for (const n of g.nodes) if (n.op === 'block_in' && n.attrs.entrySegment) used.add(n.attrs.entrySegment as string);
   g.segments = g.segments.filter((s) => used.has(s));
-  void nonEmpty;
   return { graph: g, config: cfg, dims: resolved.dims, userDims, tag: resolved.tag, component, className: cdef.className };
 }

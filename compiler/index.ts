@@ -1,5 +1,8 @@
 // Public compiler API (other parts code against exactly this).
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Plan } from '../runtime/plan.ts';
+import { REPO_ROOT } from './dsl/trace.ts';
 import type { ModelDefinition } from './dsl/index.ts';
 import { checkModelFile } from './dsl/check.ts';
 import { traceComponent, type Traced } from './frontend.ts';
@@ -31,12 +34,19 @@ export function registerModel(name: string, def: ModelDefinition): void {
   register(name, def);
 }
 
-/** Static checks of the files a model was written in (imports only from compiler/dsl). */
-export function checkModel(def: ModelDefinition): void {
+/**
+ * Static checks of the files a model was written in (imports only from compiler/dsl): the files of
+ * the model and component definitions, plus every file an op of `graph` was recorded from.
+ */
+export function checkModel(def: ModelDefinition, graph?: Graph): void {
   const files = new Set<string>();
   if (def.file) files.add(def.file);
   for (const inst of Object.values(def.components)) if (inst?.def.file) files.add(inst.def.file);
-  const issues = [...files].filter((f) => !f.includes('node_modules')).flatMap((f) => checkModelFile(f));
+  for (const n of graph?.nodes ?? []) {
+    const f = n.src.replace(/:\d+:\d+$/, '');
+    if (f) files.add(path.isAbsolute(f) ? f : path.join(REPO_ROOT, f));
+  }
+  const issues = [...files].filter((f) => !f.includes('node_modules') && fs.existsSync(f)).flatMap((f) => checkModelFile(f));
   if (issues.length) throw new CompileError(issues.map((i) => `${i.loc}: ${i.message}`).join('\n'));
 }
 
@@ -54,6 +64,7 @@ export function compileDetailed(model: string, opts: CompileOptions, internal: {
   const def = getModel(model);
   checkModel(def);
   const traced = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
+  checkModel(def, traced.graph);
   const flops = graphFlops(traced.graph);
   const fused = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) }).graph;
   const fusion = runFusion(fused);

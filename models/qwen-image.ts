@@ -1,6 +1,7 @@
 // Qwen-Image (diffusers QwenImageTransformer2DModel): 60 dual-stream blocks, joint attention over
 // [text, image] tokens, Qwen's 3-axis RoPE with centred image positions. Compile-only for now.
 //
+// timestep is what the pipeline passes (t / 1000, in [0, 1]); the model scales it by 1000.
 // Inputs beyond diffusers' forward (the DSL has no iota / constant-fill op, so position ids and the
 // joint mask come from the caller; `qwenImageRopeIds` below computes the ids exactly as QwenEmbedRope):
 //   txt_rope_ids [T, 3], img_rope_ids [N, 3]: positions per RoPE axis (frame, height, width);

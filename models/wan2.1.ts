@@ -1,7 +1,8 @@
 // Wan 2.1 text-to-video (diffusers WanTransformer3DModel), 1.3B and 14B from one file. Compile-only.
 //
 // Layouts follow diffusers: `hidden_states` is the latent video [B, C, F, H, W] and `output` has the
-// same layout. Inside, tokens are token-major [B, F'*H'*W', C] (F' = F / p_t, ...).
+// same layout; timestep is the scheduler's t in [0, 1000]. Inside, tokens are token-major
+// [B, F'*H'*W', C] (F' = F / p_t, ...).
 // Input beyond diffusers' forward (the DSL has no iota op, so RoPE positions come from the caller;
 // `wanRopeIds` below computes them exactly as WanRotaryPosEmbed):
 //   rope_ids [N, 3]: (frame, row, column) of every patch token, in token order.

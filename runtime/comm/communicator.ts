@@ -129,8 +129,12 @@ export class OpQueue {
   }
 }
 
-/** Default bound on every wait, overridable with DITFORGE_COMM_TIMEOUT_MS. */
+/**
+ * Default bound on every wait (DITFORGE_COMM_TIMEOUT_MS, default 300 s). Dead ranks are detected at
+ * once (worker exit / mpirun); the bound only catches hangs, so it is generous enough for a rank that
+ * legitimately computes longer than its peers (CPU steps of large models, VAE decode on rank 0).
+ */
 export function defaultTimeoutMs(): number {
   const v = Number(process.env.DITFORGE_COMM_TIMEOUT_MS);
-  return Number.isFinite(v) && v > 0 ? v : 60_000;
+  return Number.isFinite(v) && v > 0 ? v : 300_000;
 }

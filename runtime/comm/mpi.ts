@@ -60,7 +60,7 @@ export function loadMpiAddon(): MpiAddon {
 }
 
 export interface MpiOptions {
-  /** Watchdog per operation (ms). Default DITFORGE_COMM_TIMEOUT_MS or 60 s. */
+  /** Watchdog per operation (ms). Default DITFORGE_COMM_TIMEOUT_MS or 300 s. */
   timeoutMs?: number;
 }
 

@@ -7,7 +7,7 @@
 // (W*W single-producer/single-consumer channels of `p2pBytes`). Messages larger than a slot are moved
 // in rounds, so memory stays bounded whatever the tensor sizes.
 import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   type CommBuffer,
   type CommStats,
@@ -35,7 +35,7 @@ type WaitAsync = (a: Int32Array, i: number, v: number, t?: number) => { async: f
 const waitAsync: WaitAsync = (Atomics as unknown as { waitAsync: WaitAsync }).waitAsync;
 
 export interface ShmOptions {
-  /** Bound on every wait (ms). Default DITFORGE_COMM_TIMEOUT_MS or 60 s. */
+  /** Bound on every wait (ms). Default DITFORGE_COMM_TIMEOUT_MS or 300 s. */
   timeoutMs?: number;
   /** Collective staging bytes per (src, dst) slot. Default 4 MiB. */
   slotBytes?: number;
@@ -402,7 +402,7 @@ export class ShmCommunicator implements Communicator {
 export async function runShm<T>(world: number, entry: (comm: ShmCommunicator) => Promise<T>, opts: ShmOptions = {}): Promise<T[]> {
   const w = createShmWorld(world, opts);
   const comms = Array.from({ length: world }, (_, r) => new ShmCommunicator(w, r));
-  const settled = await Promise.allSettled(
+  const settled = await settleWithGrace(
     comms.map(async (c) => {
       try {
         return await entry(c);
@@ -411,26 +411,62 @@ export async function runShm<T>(world: number, entry: (comm: ShmCommunicator) =>
         throw e;
       }
     }),
+    graceMs(w),
   );
   return collect(settled, w);
 }
 
+function graceMs(w: ShmWorld): number {
+  return Math.min(w.timeoutMs, 5000);
+}
+
+/**
+ * allSettled, except that once one rank has failed, ranks still running `grace` ms later are given up
+ * on (rejected; `onGiveUp` terminates their workers), so a rank stuck outside the communicator cannot
+ * hang the launcher.
+ */
+async function settleWithGrace<T>(ps: Promise<T>[], grace: number, onGiveUp?: (rank: number) => void): Promise<PromiseSettledResult<T>[]> {
+  const out: (PromiseSettledResult<T> | undefined)[] = new Array(ps.length);
+  let timer: NodeJS.Timeout | undefined;
+  await new Promise<void>((resolve) => {
+    let left = ps.length;
+    const done = (i: number, r: PromiseSettledResult<T>) => {
+      if (out[i]) return;
+      out[i] = r;
+      if (--left === 0) resolve();
+      else if (r.status === 'rejected' && !timer)
+        timer = setTimeout(() => {
+          for (let k = 0; k < ps.length; k++)
+            if (!out[k]) {
+              onGiveUp?.(k);
+              done(k, { status: 'rejected', reason: new Error(`rank ${k} still running ${grace} ms after the world failed; given up`) });
+            }
+        }, grace);
+    };
+    ps.forEach((p, i) =>
+      p.then(
+        (value) => done(i, { status: 'fulfilled', value }),
+        (reason: unknown) => done(i, { status: 'rejected', reason }),
+      ),
+    );
+  });
+  if (timer) clearTimeout(timer);
+  return out as PromiseSettledResult<T>[];
+}
+
 function collect<T>(settled: PromiseSettledResult<T>[], w: ShmWorld): T[] {
   const failed = settled.findIndex((s) => s.status === 'rejected');
-  if (failed >= 0) {
-    const ctrl = new Int32Array(w.ctrl);
-    const culprit = Atomics.load(ctrl, ABORT) - 1;
-    const first = culprit >= 0 && settled[culprit]?.status === 'rejected' ? culprit : failed;
-    const reason = (settled[first] as PromiseRejectedResult).reason as Error;
-    const err = new CommError(
-      `shm world of ${settled.length}: rank ${culprit >= 0 ? culprit : first} failed: ${reason?.message ?? reason}`,
-      -1,
-      culprit >= 0 ? culprit : first,
-    );
-    (err as { cause?: unknown }).cause = reason;
-    throw err;
-  }
-  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+  if (failed < 0) return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+  const ctrl = new Int32Array(w.ctrl);
+  const culprit = Atomics.load(ctrl, ABORT) - 1;
+  const who = culprit >= 0 ? culprit : failed;
+  // The abort word's message is the root cause (what the failing rank threw, or who timed out on whom).
+  const len = Atomics.load(ctrl, MSGLEN);
+  const rootMsg = culprit >= 0 ? new TextDecoder().decode(new Uint8Array(w.ctrl, msgOffset(w.world), len).slice()) : '';
+  const reason = (settled[who]?.status === 'rejected' ? (settled[who] as PromiseRejectedResult) : (settled[failed] as PromiseRejectedResult)).reason as Error;
+  const err = new CommError(`shm world of ${settled.length}: rank ${who} failed: ${rootMsg || (reason?.message ?? String(reason))}`, -1, who);
+  (err as { cause?: unknown }).cause = reason;
+  throw err;
 }
 
 export interface ShmWorkerLaunch extends ShmOptions {
@@ -449,7 +485,7 @@ export interface ShmWorkerLaunch extends ShmOptions {
  */
 export async function launchShm<T>(world: number, launch: ShmWorkerLaunch): Promise<T[]> {
   const w = createShmWorld(world, launch);
-  const mod = launch.module instanceof URL ? launch.module.href : launch.module.startsWith('file:') ? launch.module : new URL(`file://${launch.module}`).href;
+  const mod = launch.module instanceof URL ? launch.module.href : launch.module.startsWith('file:') ? launch.module : pathToFileURL(launch.module).href;
   const bootstrap = fileURLToPath(new URL('./shm-worker.mjs', import.meta.url));
   const workers: Worker[] = [];
   const results = Array.from({ length: world }, (_, rank) => {
@@ -477,7 +513,7 @@ export async function launchShm<T>(world: number, launch: ShmWorkerLaunch): Prom
       });
     });
   });
-  const settled = await Promise.allSettled(results);
+  const settled = await settleWithGrace(results, graceMs(w), (rank) => void workers[rank].terminate());
   await Promise.all(workers.map((x) => x.terminate()));
   return collect(settled, w);
 }

@@ -4,6 +4,7 @@
 // the numbers for `npm run bench`.
 import { isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
 import type { Communicator } from '../../runtime/comm/communicator.ts';
 import { launchShm, runShm } from '../../runtime/comm/shm.ts';
 import { launchMpi, mpiAvailable, parseRankResults, runMpiRank } from '../../runtime/comm/mpi.ts';
@@ -157,7 +158,7 @@ export async function benchComm(opts: { iters?: number; log?: (s: string) => voi
 }
 
 // ---- entry points: standalone run, and the per-rank program under mpirun
-if (isMainThread && process.argv[1] && fileURLToPath(new URL(`file://${process.argv[1]}`)) === self) {
+if (isMainThread && process.argv[1] && resolve(process.argv[1]) === self) {
   const i = process.argv.indexOf('--mpi-rank');
   if (i >= 0) {
     const chunkBytes = Number(process.argv[i + 1]);

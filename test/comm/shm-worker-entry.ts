@@ -18,3 +18,12 @@ export async function dies(comm: Communicator, args: { die: number }): Promise<n
   await comm.allReduceSum(x);
   return x[0];
 }
+
+/** Rank `spin` busy-loops forever (never yields); rank `fail` throws. The launcher must still return. */
+export async function spinsAfterFailure(comm: Communicator, args: { spin: number; fail: number }): Promise<number> {
+  await comm.barrier();
+  if (comm.rank === args.spin) for (;;);
+  if (comm.rank === args.fail) throw new Error('failing while a peer spins');
+  await comm.barrier();
+  return 0;
+}

@@ -121,4 +121,11 @@ describe('shm communicator over worker threads', () => {
     expect((err as Error).message).toMatch(/rank 2 .*exited with code 3/);
     expect(Date.now() - t0).toBeLessThan(15_000); // well inside the 20 s wait bound: failure is pushed, not polled
   });
+
+  it('a worker stuck in a busy loop does not hang the launcher once another rank failed', async () => {
+    const t0 = Date.now();
+    const err = await launchShm(3, { module: workerEntry, exportName: 'spinsAfterFailure', args: { spin: 0, fail: 1 }, timeoutMs: 1000 }).catch((e: unknown) => e);
+    expect((err as CommError).failedRank).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
 });

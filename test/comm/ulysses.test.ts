@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { headPadding, realHeads } from '../../runtime/parallel/ulysses.ts';
 import { mergeAttnStates } from '../../runtime/parallel/ring.ts';
-import { Rng, attentionRef, randn, relL2 } from '../../runtime/parallel/attention-ref.ts';
+import { Rng, attentionRef, concatSeq, randn, relL2, sliceSeq, tensorSplitSizes } from '../../runtime/parallel/attention-ref.ts';
+import { ulyssesAttention } from '../../runtime/parallel/ulysses.ts';
 import { runScenario, scenariosFor } from './scenarios.ts';
 
 describe('distributed attention over shm equals single-rank attention', () => {
@@ -42,6 +43,32 @@ describe('distributed attention over shm equals single-rank attention', () => {
     expect(() => headPadding(4, 3)).toThrow(/H_PAD < \(H\+H_PAD\)\/W/);
     expect(headPadding(4, 3, 'any')).toEqual({ hPad: 2, hLocal: 2 });
     expect([0, 1, 2].map((r) => realHeads(4, 2, r))).toEqual([2, 2, 0]);
+  });
+});
+
+describe('FLUX joint attention under Ulysses', () => {
+  it('each rank holds [text shard | image shard]; outputs return to their owners (W=3, UAA both)', async () => {
+    const [B, T, I, H, D, W] = [1, 7, 20, 3, 8, 3];
+    const C = H * D;
+    const rng = new Rng(11);
+    const [qt, kt, vt] = [0, 1, 2].map(() => randn(rng, B * T * C));
+    const [qi, ki, vi] = [0, 1, 2].map(() => randn(rng, B * I * C));
+    const joint = (t: Float32Array, i: Float32Array) => concatSeq([t, i], B, C);
+    const ref = attentionRef(joint(qt, qi), joint(kt, ki), joint(vt, vi), B, T + I, T + I, H, D).o;
+    const ts = tensorSplitSizes(T, W);
+    const is = tensorSplitSizes(I, W);
+    const outs = await runShm(W, async (comm) => {
+      const r = comm.rank;
+      const t0 = ts.slice(0, r).reduce((a, b) => a + b, 0);
+      const i0 = is.slice(0, r).reduce((a, b) => a + b, 0);
+      const local = (t: Float32Array, i: Float32Array) => joint(sliceSeq(t, B, T, C, t0, ts[r]), sliceSeq(i, B, I, C, i0, is[r]));
+      return ulyssesAttention(comm, local(qt, qi), local(kt, ki), local(vt, vi), { B, sLocal: ts[r] + is[r], H, D }, { anything: true });
+    });
+    // reassemble: rank r's output rows are [its text rows | its image rows]
+    const textParts = outs.map((o, r) => sliceSeq(o, B, ts[r] + is[r], C, 0, ts[r]));
+    const imgParts = outs.map((o, r) => sliceSeq(o, B, ts[r] + is[r], C, ts[r], is[r]));
+    const got = joint(concatSeq(textParts, B, C), concatSeq(imgParts, B, C));
+    expect(relL2(got, ref)).toBeLessThan(1e-6);
   });
 });
 

@@ -4,7 +4,7 @@
 // split), independent of the DSL and the compiler. For small random-weight configs only.
 type W = Map<string, Float32Array>;
 type Cfg = Record<string, any>;
-type Arr = Float64Array;
+type Arr = Float64Array<ArrayBuffer>;
 
 function wt(w: W, name: string): Float32Array {
   const a = w.get(name);
@@ -28,7 +28,7 @@ function linear(w: W, name: string, x: Arr, M: number, K: number, N: number): Ar
   return y;
 }
 
-const map = (x: Arr, f: (v: number) => number): Arr => x.map(f);
+const map = (x: Arr, f: (v: number) => number): Arr => Float64Array.from(x, f);
 const silu = (v: number): number => v / (1 + Math.exp(-v));
 const gelu = (u: number): number => 0.5 * u * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (u + 0.044715 * u * u * u)));
 

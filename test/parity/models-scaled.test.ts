@@ -189,6 +189,10 @@ describe('bad dims get a clear error', () => {
     expect(() => compilePlan(model, { component: T, dims: { ...dims } })).toThrow(re);
   });
 
+  it('qwen-image: variants this file does not implement are refused, not traced as something else', () => {
+    expect(() => compilePlan('qwen-image', { component: T, config: { zero_cond_t: true } })).toThrow(/config zero_cond_t=true is not supported/);
+  });
+
   it('wan: a head dim whose RoPE split diffusers cannot build is refused', () => {
     expect(() => compilePlan('wan2.1-t2v-1.3b', { component: T, config: { attention_head_dim: 16 } })).toThrow(/attention_head_dim 16 is not supported: WanRotaryPosEmbed/);
   });

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Plan } from '../runtime/plan.ts';
 import { REPO_ROOT } from './dsl/trace.ts';
-import type { ModelDefinition } from './dsl/index.ts';
+import type { ModelDefinition, ParallelPlan } from './dsl/index.ts';
+import { validateParallel } from './passes/parallel-check.ts';
 import { checkModelFile } from './dsl/check.ts';
 import { traceComponent, type Traced } from './frontend.ts';
 import { CompileError, type Graph } from './ir/graph.ts';
@@ -24,6 +25,8 @@ export interface CompileOptions {
   dims?: Record<string, number>;
   config?: Record<string, unknown>;
   target?: 'cpu' | 'cuda';
+  /** validated against the model (heads vs tp/ulysses, token splits); lowering comes later */
+  parallel?: ParallelPlan;
 }
 
 export function listModels(): string[] {
@@ -65,6 +68,7 @@ export function compileDetailed(model: string, opts: CompileOptions, internal: {
   checkModel(def);
   const traced = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
   checkModel(def, traced.graph);
+  if (opts.parallel) validateParallel(traced.graph, opts.parallel);
   const flops = graphFlops(traced.graph);
   const fused = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) }).graph;
   const fusion = runFusion(fused);

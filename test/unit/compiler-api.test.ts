@@ -83,3 +83,14 @@ describe('compiler API', () => {
     expect(s).toMatch(/flops\/forward/);
   });
 });
+
+describe('parallel plan validation', () => {
+  it('heads that tp cannot divide point at the attention call', () => {
+    expect(() => compilePlan('flux1-dev', { component: 'transformer', parallel: { tp_size: 5 } })).toThrow(/^models\/flux1\.ts:\d+:\d+: attention with 24 heads cannot be split over tp=5/);
+    const t11 = { component: 'transformer' as const, dims: { textTokens: 11 } };
+    expect(() => compilePlan('tiny-flux', { ...t11, parallel: { ulysses_size: 2 } })).toThrow(/attention over 27 tokens cannot be split evenly over 2 context-parallel ranks: set ulysses_anything/);
+    expect(() => compilePlan('tiny-flux', { ...t11, parallel: { ulysses_size: 2, ulysses_anything: true } })).not.toThrow();
+    expect(() => compilePlan('tiny-flux', { component: 'transformer', parallel: { ulysses_size: 3 } })).toThrow(/4 heads per tp rank cannot be padded for ulysses=3/);
+    expect(() => compilePlan('tiny-flux', { component: 'transformer', parallel: { ulysses_size: 2, tp_size: 2 } })).not.toThrow();
+  });
+});

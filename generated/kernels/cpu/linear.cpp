@@ -371,35 +371,55 @@ static inline DF_AVX512 __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
+#if defined(__clang__)
+#define DF_UNROLL _Pragma("unroll")
+#else
+#define DF_UNROLL _Pragma("GCC unroll 8")
+#endif
+
 template <int RM>
 static DF_AVX512 void dot_block(const float* x, const float* W, const Epi& e, int64_t K, int64_t m0,
                                 int64_t n0, int nb) {
   const float* xr[RM];
-  for (int i = 0; i < RM; ++i) xr[i] = x + (m0 + i) * K;
-  const float* wr[4];
-  for (int j = 0; j < 4; ++j) wr[j] = W + (n0 + std::min(j, nb - 1)) * K;
+  DF_UNROLL for (int i = 0; i < RM; ++i) xr[i] = x + (m0 + i) * K;
+  const float* w0 = W + n0 * K;
+  const float* w1 = W + (n0 + std::min(1, nb - 1)) * K;
+  const float* w2 = W + (n0 + std::min(2, nb - 1)) * K;
+  const float* w3 = W + (n0 + std::min(3, nb - 1)) * K;
   __m512 acc[RM][4];
-  for (int i = 0; i < RM; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+  DF_UNROLL for (int i = 0; i < RM; ++i) {
+    acc[i][0] = _mm512_setzero_ps();
+    acc[i][1] = _mm512_setzero_ps();
+    acc[i][2] = _mm512_setzero_ps();
+    acc[i][3] = _mm512_setzero_ps();
+  }
   int64_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    __m512 w[4];
-    for (int j = 0; j < 4; ++j) w[j] = _mm512_loadu_ps(wr[j] + k);
-    for (int i = 0; i < RM; ++i) {
-      const __m512 xv = _mm512_loadu_ps(xr[i] + k);
-      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(xv, w[j], acc[i][j]);
+    const __m512 v0 = _mm512_loadu_ps(w0 + k), v1 = _mm512_loadu_ps(w1 + k);
+    const __m512 v2 = _mm512_loadu_ps(w2 + k), v3 = _mm512_loadu_ps(w3 + k);
+    DF_UNROLL for (int i = 0; i < RM; ++i) {
+      __m512 xv = _mm512_loadu_ps(xr[i] + k);
+      // keep xv in a register: some -mtune targets fold the load into all 4 FMAs (4x the loads)
+      __asm__("" : "+v"(xv));
+      acc[i][0] = _mm512_fmadd_ps(xv, v0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(xv, v1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(xv, v2, acc[i][2]);
+      acc[i][3] = _mm512_fmadd_ps(xv, v3, acc[i][3]);
     }
   }
   if (k < K) {
     const __mmask16 mk = __mmask16((1u << (K - k)) - 1u);
-    __m512 w[4];
-    for (int j = 0; j < 4; ++j) w[j] = _mm512_maskz_loadu_ps(mk, wr[j] + k);
-    for (int i = 0; i < RM; ++i) {
+    const __m512 v0 = _mm512_maskz_loadu_ps(mk, w0 + k), v1 = _mm512_maskz_loadu_ps(mk, w1 + k);
+    const __m512 v2 = _mm512_maskz_loadu_ps(mk, w2 + k), v3 = _mm512_maskz_loadu_ps(mk, w3 + k);
+    DF_UNROLL for (int i = 0; i < RM; ++i) {
       const __m512 xv = _mm512_maskz_loadu_ps(mk, xr[i] + k);
-      for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(xv, w[j], acc[i][j]);
+      acc[i][0] = _mm512_fmadd_ps(xv, v0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(xv, v1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(xv, v2, acc[i][2]);
+      acc[i][3] = _mm512_fmadd_ps(xv, v3, acc[i][3]);
     }
   }
-  for (int i = 0; i < RM; ++i) {
+  DF_UNROLL for (int i = 0; i < RM; ++i) {
     alignas(16) float s[4];
     _mm_store_ps(s, reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
     epi_row_scalar(e, m0 + i, n0, nb, s, true, true);

@@ -125,7 +125,14 @@ export function resolveModelDir(model: string): { name: string; dir: string } {
     return { name: model, dir: path.join(PACKAGE_ROOT, 'models', model) };
   }
   const dir = path.resolve(model);
-  if (fs.existsSync(path.join(dir, 'model_index.json'))) return { name: path.basename(dir), dir };
+  const index = path.join(dir, 'model_index.json');
+  if (fs.existsSync(index)) {
+    // the model family (plan names) from model_index.json: tiny-flux's own text encoder, else the dir name
+    const idx = readJson(index);
+    const te = idx.text_encoder as unknown;
+    const family = Array.isArray(te) && te[0] === 'tiny_flux' ? 'tiny-flux' : path.basename(dir);
+    return { name: family, dir };
+  }
   throw new UserError(`unknown model "${model}": known models are ${SHIPPED_MODELS.join(', ')} (or a directory with model_index.json)`);
 }
 

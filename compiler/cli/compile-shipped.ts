@@ -1,6 +1,8 @@
 // Compiles every shipped plan into generated/ and renders the kernel library.
 //   tiny-flux: all three components at default dims (plan.json + model.onnx, graph only)
 //   flux1-dev: transformer at 1024x1024 / 512 text tokens (plan.json only: a compile-only check)
+//   qwen-image, wan2.1-t2v-1.3b: transformer at small dims (plan.json only) so every fused kernel
+//   their plans launch is in the native library, at any size (kernels are size-generic)
 // `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,6 +14,8 @@ export async function compileShipped(outRoot: string): Promise<string[]> {
   const files: string[] = [];
   files.push(...(await runCompile('tiny-flux', { out: outRoot, kernels: false, quiet: true })));
   files.push(...(await runCompile('flux1-dev', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 1024, width: 1024, textTokens: 512 } } })));
+  files.push(...(await runCompile('qwen-image', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 256, width: 256, textTokens: 32 } } })));
+  files.push(...(await runCompile('wan2.1-t2v-1.3b', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, frames: 5, height: 128, width: 128, textTokens: 32 } } })));
   const plans = collectShippedPlans(outRoot);
   files.push(...(await renderKernels(plans, path.join(outRoot, 'kernels', 'cpu'))));
   return files;
@@ -48,7 +52,7 @@ async function main(): Promise<number> {
       else if (!fs.readFileSync(a).equals(fs.readFileSync(b))) bad.push(`${rel} (stale)`);
     }
     // files the compiler owns that it no longer produces
-    for (const top of ['tiny-flux', 'flux1-dev']) {
+    for (const top of ['tiny-flux', 'flux1-dev', 'qwen-image', 'wan2.1-t2v-1.3b']) {
       for (const f of listTree(path.join(generated, top))) {
         const rel = path.relative(generated, f);
         if (!rels.has(rel)) bad.push(`${rel} (not produced any more)`);

@@ -3,7 +3,7 @@
 // the same thread count. Native kernels run through a one-op plan in an Executor, so each thread count
 // gets its own pool. ORT gets W as a constant initializer (so it may prepack it: its best case) and
 // intraOpNumThreads = threads. Standalone: `npx tsx test/bench/gemm.ts` prints a table; env
-// GEMM_THREADS=1,2 (default 1 and all cores), GEMM_ITERS (default 8).
+// GEMM_THREADS=1,2 (default 1 and all cores), GEMM_ITERS (default 8), GEMM_SECTIONS=gemm,attention.
 // The lead's `npm run bench` imports benchGemm().
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -204,15 +204,16 @@ async function benchAttention(nat: Native, s: { name: string; B: number; H: numb
   return { name: s.name, B, H, S, D, threads, native: gf(flop, tn.best), nativeMedian: gf(flop, tn.median), ort: gf(flop, to.best), ortMedian: gf(flop, to.median) };
 }
 
-export async function benchGemm(opts: { threads?: number; threadList?: number[]; iters?: number } = {}): Promise<GemmBench> {
+export async function benchGemm(opts: { threads?: number; threadList?: number[]; iters?: number; sections?: ('gemm' | 'attention')[] } = {}): Promise<GemmBench> {
   const nat = loadNative();
   const all = os.availableParallelism();
   const threadList = opts.threadList ?? [...new Set([1, opts.threads ?? all])];
   const iters = opts.iters ?? Number(process.env.GEMM_ITERS ?? 8);
   const out: GemmBench = { cpu: os.cpus()[0]?.model ?? 'unknown', iters, gemm: [], attention: [] };
   for (const t of threadList) {
-    for (const s of GEMM_SHAPES) out.gemm.push(await benchLinear(nat, s, t, iters));
-    for (const s of ATTENTION_SHAPES) out.attention.push(await benchAttention(nat, s, t, iters));
+    const sections = opts.sections ?? ['gemm', 'attention'];
+    if (sections.includes('gemm')) for (const s of GEMM_SHAPES) out.gemm.push(await benchLinear(nat, s, t, iters));
+    if (sections.includes('attention')) for (const s of ATTENTION_SHAPES) out.attention.push(await benchAttention(nat, s, t, iters));
   }
   return out;
 }
@@ -231,6 +232,7 @@ export function formatGemmTable(r: GemmBench): string {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const threadList = process.env.GEMM_THREADS ? process.env.GEMM_THREADS.split(',').map(Number) : undefined;
-  const r = await benchGemm({ threadList });
+  const sections = process.env.GEMM_SECTIONS ? (process.env.GEMM_SECTIONS.split(',') as ('gemm' | 'attention')[]) : undefined;
+  const r = await benchGemm({ threadList, sections });
   console.log(formatGemmTable(r));
 }

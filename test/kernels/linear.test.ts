@@ -3,7 +3,7 @@
 // (gamma_K ~ (K+2) * 2^-24), which holds for every summation order (packed K blocks, FMA, the
 // small-M dot-product path) - plus a few ulps for gelu/silu and the gated-residual update; see
 // linearRef. A wrong index, a missing bias or a wrong epilogue is off by O(1) relative, far above it.
-// Sizes are odd on purpose: M crosses the 14-row register tile and the small-M (<= 40) path, K crosses
+// Sizes are odd on purpose: M crosses the 14-row register tile and the small-M (<= 48) path, K crosses
 // the 16-wide vectors and the 512-deep K blocks, N crosses the 32-wide panels and the 1024-wide blocks.
 import { describe, it } from 'vitest';
 import { native } from '../../runtime/native.ts';

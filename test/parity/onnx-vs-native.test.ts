@@ -1,42 +1,14 @@
 // Native runtime (plan.json executed by the C++ addon) vs onnxruntime-node on the compiler's ONNX
 // export of the same component, and vs the PyTorch reference. Skipped until the addon is built.
 import fs from 'node:fs';
-import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { compilePlan, exportOnnx, type CompileOptions } from '../../compiler/index.ts';
-import { native, nativeAvailable } from '../../runtime/native.ts';
-import type { Plan } from '../../runtime/plan.ts';
+import { notRunnable, runNative, runOnnx } from '../helpers/run-plan.ts';
 import { randomInputs, randomWeights } from '../helpers/random.ts';
 import { readSafetensors, relL2, weightsMap } from '../helpers/safetensors-lite.ts';
 
 const FIX = 'test/fixtures/tiny-flux-reference';
 const TF = 'models/tiny-flux';
-const available = nativeAvailable();
-const registered = new Set(available ? native.kernels() : []);
-const runnable = (p: Plan): boolean => available && p.kernels.every((k) => registered.has(k));
-
-function runNative(plan: Plan, weights: Map<string, Float32Array>, inputs: Record<string, Float32Array>): Record<string, Float32Array> {
-  const ex = new native.Executor(JSON.stringify(plan), { threads: 2 });
-  for (const w of plan.weights) ex.bindWeight(w.name, weights.get(w.name)!);
-  for (const i of plan.inputs) ex.setInput(i.name, inputs[i.name]!);
-  for (const s of plan.segments) ex.runSync(s.name);
-  const out: Record<string, Float32Array> = {};
-  for (const o of plan.outputs) {
-    out[o.name] = new Float32Array(o.shape.reduce((a, b) => a * b, 1));
-    ex.getOutput(o.name, out[o.name]!);
-  }
-  return out;
-}
-
-async function runOnnx(bytes: Uint8Array, plan: Plan, inputs: Record<string, Float32Array>): Promise<Record<string, Float32Array>> {
-  const s = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 2 });
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const i of plan.inputs) feeds[i.name] = new ort.Tensor('float32', inputs[i.name]!, i.shape);
-  const r = await s.run(feeds);
-  await s.release();
-  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.data as Float32Array]));
-}
-
 const SCALED: CompileOptions = {
   component: 'transformer',
   config: { num_layers: 2, num_single_layers: 3, num_attention_heads: 3, attention_head_dim: 16, axes_dims_rope: [4, 6, 6], joint_attention_dim: 40, pooled_projection_dim: 24, in_channels: 20 },
@@ -54,7 +26,7 @@ const cases: [string, string, CompileOptions, string | null][] = [
 describe('native vs onnxruntime on the ONNX export', () => {
   it.each(cases)('%s: rel L2 <= 1e-5', async (_n, model, opts, wfile) => {
     const plan = compilePlan(model, opts);
-    if (!runnable(plan)) return void console.warn(`skipped: native addon ${available ? 'lacks kernels ' + plan.kernels.filter((k) => !registered.has(k)).join(',') : 'not built'}`);
+    expect(notRunnable(plan), 'the native addon must run this plan (npm run build:native)').toBeNull();
     const w = wfile && fs.existsSync(wfile) ? weightsMap(wfile) : randomWeights(plan, 3);
     const ins = randomInputs(plan, 9);
     const nat = runNative(plan, w, ins);
@@ -66,7 +38,7 @@ describe('native vs onnxruntime on the ONNX export', () => {
 describe('native vs the PyTorch reference', () => {
   it('tiny-flux transformer, batch 2 (transformer_random.safetensors): rel L2 <= 1e-4', () => {
     const plan = compilePlan('tiny-flux', { component: 'transformer', dims: { batch: 2 } });
-    if (!runnable(plan)) return void console.warn('skipped: native addon not ready');
+    expect(notRunnable(plan), 'the native addon must run this plan (npm run build:native)').toBeNull();
     const ref = readSafetensors(`${FIX}/transformer_random.safetensors`);
     const ins = Object.fromEntries(plan.inputs.map((i) => [i.name, ref.get(i.name)!.data]));
     const out = runNative(plan, weightsMap(`${TF}/transformer/diffusion_pytorch_model.safetensors`), ins);

@@ -24,6 +24,13 @@ describe('pipeline', () => {
     await expect(pipe.generate({ prompt: PROMPT, latents: new Float32Array(10) })).rejects.toThrow(/latents must have shape \[1, 16, 16\]/);
   });
 
+  it('a model directory (diffusers layout) loads, and tiny-flux copies use the tiny-flux plans', async () => {
+    const pipe = await loadPipeline(path.join(ROOT, 'models/tiny-flux'), { threads: 1 });
+    expect(pipe.name).toBe('tiny-flux');
+    const r = await pipe.generate({ prompt: PROMPT, steps: 1 });
+    expect(r.image.length).toBe(32 * 32 * 3);
+  });
+
   it('a size with no shipped plan and no plan provider is a clear error', async () => {
     const pipe = await loadPipeline('tiny-flux', { threads: 1 });
     await expect(pipe.generate({ prompt: PROMPT, height: 64, width: 64, steps: 1 })).rejects.toThrow(

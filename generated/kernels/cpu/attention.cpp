@@ -179,26 +179,34 @@ static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t 
         km[c] = _mm512_cmp_ps_mask(_mm512_load_ps(keep + t * BK + 16 * c), _mm512_set1_ps(0.5f),
                                    _CMP_GT_OQ);
       if ((km[0] | km[1] | km[2] | km[3]) == 0) continue;  // whole tile dropped
+      // Online softmax for the 6 rows: tile max, new running max, one vector exp for the 6 rescale
+      // factors alpha = exp(m_old - m_new) (m_old = -inf gives ~0; O and l are 0 then anyway).
+      alignas(64) float mnew[16], mold[16], alpha[16];
       for (int i = 0; i < RB; ++i) {
         __m512 mx = vninf;
         for (int c = 0; c < 4; ++c) {
           s[i][c] = _mm512_mask_blend_ps(km[c], vninf, _mm512_mul_ps(s[i][c], vscale));
           mx = _mm512_max_ps(mx, s[i][c]);
         }
-        const float tmax = _mm512_reduce_max_ps(mx);
-        const float mnew = std::max(m[i], tmax);  // finite: the tile has a kept key
-        const float alpha = std::exp(m[i] - mnew);  // m = -inf -> 0 (O and l are 0 then anyway)
-        m[i] = mnew;
-        const __m512 vm = _mm512_set1_ps(mnew);
+        mold[i] = m[i];
+        mnew[i] = std::max(m[i], _mm512_reduce_max_ps(mx));  // finite: the tile has a kept key
+        m[i] = mnew[i];
+      }
+      const __mmask16 rowMask = __mmask16((1u << RB) - 1u);
+      _mm512_store_ps(alpha, exp512(_mm512_sub_ps(_mm512_maskz_load_ps(rowMask, mold),
+                                                   _mm512_maskz_load_ps(rowMask, mnew))));
+      for (int i = 0; i < RB; ++i) {
+        const __m512 vm = _mm512_set1_ps(mnew[i]);
         __m512 sum = _mm512_setzero_ps();
         for (int c = 0; c < 4; ++c) {
           const __m512 p = _mm512_maskz_mov_ps(km[c], exp512(_mm512_sub_ps(s[i][c], vm)));
           sum = _mm512_add_ps(sum, p);
           _mm512_store_ps(Pt + i * BK + 16 * c, p);
         }
-        l[i] = l[i] * alpha + _mm512_reduce_add_ps(sum);
-        if (alpha != 1.0f) {
-          const __m512 va = _mm512_set1_ps(alpha);
+        const float a = mold[i] == mnew[i] ? 1.0f : alpha[i];
+        l[i] = l[i] * a + _mm512_reduce_add_ps(sum);
+        if (a != 1.0f) {
+          const __m512 va = _mm512_set1_ps(a);
           float* orow = O + i * ldo;
           for (int64_t c = 0; c < nd; ++c)
             _mm512_store_ps(orow + 16 * c, _mm512_mul_ps(va, _mm512_load_ps(orow + 16 * c)));

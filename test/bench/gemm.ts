@@ -74,7 +74,15 @@ function rand(n: number, seed: number, amp = 1): Float32Array {
   return a;
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * best and median of `iters` timed calls after 2 warm-ups. Starts with a 400 ms pause: OpenBLAS and ORT
+ * worker threads busy-wait for a while after a call, and on a 2-core machine they would otherwise steal
+ * the second core from whatever is measured next.
+ */
 async function timeMs(fn: () => unknown | Promise<unknown>, iters: number): Promise<{ best: number; median: number }> {
+  await sleep(400);
   await fn();
   await fn();
   const runs: number[] = [];

@@ -8,7 +8,7 @@
 // item, blocks of 6 query rows run over key tiles of 64 keys with an online softmax (running max and
 // sum per row), so memory is O(tile): S = q k^T for 6 x 64 lives in 24 zmm registers (K^T of the
 // current (b, h) is packed once per thread into 64-key panels), P = exp(S - max) goes to a 6 x 64
-// buffer and O (6 x D, L1) += P V with V rows read in place. Arbitrary D (masked tail vectors),
+// buffer and O (6 x D, L1) += P V (V of the head packed once per thread into contiguous rows). Arbitrary D (masked tail vectors),
 // arbitrary Sq / Sk. The AVX-512 path is chosen at run time; a scalar path runs elsewhere.
 #include <algorithm>
 #include <cmath>
@@ -24,6 +24,11 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define DF_ATTN_X86 1
 #include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12's AVX-512 intrinsic headers trip -W(maybe-)uninitialized (`__m512 __Y = __Y;`) when inlined
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #define DF_ATTN_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
 #else
 #define DF_ATTN_X86 0
@@ -113,18 +118,18 @@ static inline DF_ATTN_AVX512 __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, fx);
 }
 
-// O[RB x 16*NV] (at column d0 of a row-stride-ldo buffer) += Pt[RB x nk] * V[nk x 16*NV].
+// O[RB x 16*NV] (at column d0 of a row-stride-ldo buffer) += Pt[RB x nk] * Vp[nk x 16*NV], Vp being
+// the packed, zero-padded V of the head (row stride ldo).
 template <int NV>
-static DF_ATTN_AVX512 void pv_block(const float* Pt, int nk, const float* vbase, int64_t vs,
-                                    int64_t d0, __mmask16 lastMask, float* O, int64_t ldo) {
+static DF_ATTN_AVX512 void pv_block(const float* Pt, int nk, const float* vbase, int64_t d0, float* O,
+                                    int64_t ldo) {
   __m512 acc[RB][NV];
   for (int i = 0; i < RB; ++i)
     for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_load_ps(O + i * ldo + d0 + 16 * c);
   for (int j = 0; j < nk; ++j) {
-    const float* vr = vbase + j * vs + d0;
+    const float* vr = vbase + j * ldo + d0;
     __m512 vv[NV];
-    for (int c = 0; c < NV - 1; ++c) vv[c] = _mm512_loadu_ps(vr + 16 * c);
-    vv[NV - 1] = _mm512_maskz_loadu_ps(lastMask, vr + 16 * (NV - 1));
+    for (int c = 0; c < NV; ++c) vv[c] = _mm512_load_ps(vr + 16 * c);
     for (int i = 0; i < RB; ++i) {
       const __m512 p = _mm512_set1_ps(Pt[i * BK + j]);
       for (int c = 0; c < NV; ++c) acc[i][c] = _mm512_fmadd_ps(p, vv[c], acc[i][c]);
@@ -135,8 +140,8 @@ static DF_ATTN_AVX512 void pv_block(const float* Pt, int nk, const float* vbase,
 }
 
 static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t h, int64_t s0,
-                                            int64_t s1, const float* Kt, const float* keep,
-                                            float* O, float* Pt) {
+                                            int64_t s1, const float* Kt, const float* Vp,
+                                            const float* keep, float* O, float* Pt) {
   const int64_t D = P.D;
   const int64_t nd = (D + 15) / 16;
   const int64_t ldo = nd * 16;
@@ -144,7 +149,6 @@ static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t 
   const float ninf = -std::numeric_limits<float>::infinity();
   const __m512 vscale = _mm512_set1_ps(P.scale);
   const __m512 vninf = _mm512_set1_ps(ninf);
-  const float* vhead = P.v + b * P.Sk * P.vs + h * D;
   const int rem = static_cast<int>(D - (nd - 1) * 16);
   const __mmask16 tailMask = __mmask16(rem >= 16 ? 0xFFFFu : ((1u << rem) - 1u));
   for (int64_t r0 = s0; r0 < s1; r0 += RB) {
@@ -213,14 +217,14 @@ static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t 
         }
       }
       const int nk = static_cast<int>(std::min<int64_t>(BK, P.Sk - t * BK));
-      const float* vb = vhead + t * BK * P.vs;
+      const float* vb = Vp + t * BK * ldo;
       int64_t c = 0;
-      for (; c + 4 < nd; c += 4) pv_block<4>(Pt, nk, vb, P.vs, c * 16, 0xFFFF, O, ldo);
+      for (; c + 4 < nd; c += 4) pv_block<4>(Pt, nk, vb, c * 16, O, ldo);
       switch (nd - c) {
-        case 4: pv_block<4>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
-        case 3: pv_block<3>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
-        case 2: pv_block<2>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
-        case 1: pv_block<1>(Pt, nk, vb, P.vs, c * 16, tailMask, O, ldo); break;
+        case 4: pv_block<4>(Pt, nk, vb, c * 16, O, ldo); break;
+        case 3: pv_block<3>(Pt, nk, vb, c * 16, O, ldo); break;
+        case 2: pv_block<2>(Pt, nk, vb, c * 16, O, ldo); break;
+        case 1: pv_block<1>(Pt, nk, vb, c * 16, O, ldo); break;
         default: break;
       }
     }
@@ -236,9 +240,11 @@ static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t 
   }
 }
 
-// K^T of head (b, h) as 64-key panels: Kt[t][d][j] = k[b, t*64 + j, h, d] (zero padded), and the
-// keep flags (1/0, padding 0).
-static void pack_k(const Params& P, int64_t b, int64_t h, float* Kt, float* keep) {
+// K^T of head (b, h) as 64-key panels: Kt[t][d][j] = k[b, t*64 + j, h, d] (zero padded), V of the
+// head as contiguous rows Vp[j][d] (row stride ldv = D rounded up to 16, zero padded: aligned loads,
+// no TLB walk over the strided qkv rows in the inner loop), and the keep flags (1/0, padding 0).
+static void pack_kv(const Params& P, int64_t b, int64_t h, float* Kt, float* Vp, int64_t ldv,
+                    float* keep) {
   const int64_t D = P.D;
   const int64_t nT = (P.Sk + BK - 1) / BK;
   for (int64_t t = 0; t < nT; ++t) {
@@ -250,6 +256,15 @@ static void pack_k(const Params& P, int64_t b, int64_t h, float* Kt, float* keep
     }
     for (int j = nk; j < BK; ++j)
       for (int64_t d = 0; d < D; ++d) dst[d * BK + j] = 0.0f;
+  }
+  for (int64_t j = 0; j < nT * BK; ++j) {
+    float* vr = Vp + j * ldv;
+    if (j < P.Sk) {
+      std::memcpy(vr, P.v + (b * P.Sk + j) * P.vs + h * D, sizeof(float) * D);
+      for (int64_t d = D; d < ldv; ++d) vr[d] = 0.0f;
+    } else {
+      for (int64_t d = 0; d < ldv; ++d) vr[d] = 0.0f;
+    }
   }
   for (int64_t j = 0; j < nT * BK; ++j)
     keep[j] = j < P.Sk ? ((!P.mask || P.mask[b * P.Sk + j] > 0.5f) ? 1.0f : 0.0f) : 0.0f;
@@ -277,8 +292,9 @@ static void run_items(const Params& P, int64_t it0, int64_t it1) {
   if (has_avx512()) {
     const int64_t nT = (P.Sk + BK - 1) / BK;
     const int64_t ldo = (P.D + 15) / 16 * 16;
-    float* Kt = scratch_k().get(static_cast<size_t>(nT * BK * (P.D + 1)));
-    float* keep = Kt + nT * BK * P.D;
+    float* Kt = scratch_k().get(static_cast<size_t>(nT * BK * (P.D + ldo + 1)));
+    float* Vp = Kt + nT * BK * P.D;
+    float* keep = Vp + nT * BK * ldo;
     float* work = scratch_o().get(static_cast<size_t>(RB * ldo + RB * BK));
     float* O = work;
     float* Pt = work + RB * ldo;
@@ -287,10 +303,10 @@ static void run_items(const Params& P, int64_t it0, int64_t it1) {
       const int64_t bh = it / nQT, qt = it % nQT;
       const int64_t b = bh / P.H, h = bh % P.H;
       if (bh != packedBH) {
-        pack_k(P, b, h, Kt, keep);
+        pack_kv(P, b, h, Kt, Vp, ldo, keep);
         packedBH = bh;
       }
-      attn_item_avx512(P, b, h, qt * BQ, std::min(P.Sq, (qt + 1) * BQ), Kt, keep, O, Pt);
+      attn_item_avx512(P, b, h, qt * BQ, std::min(P.Sq, (qt + 1) * BQ), Kt, Vp, keep, O, Pt);
     }
     return;
   }

@@ -2,58 +2,10 @@
 // parallel plan (Cache-DiT ParallelismConfig + per-model TP/CP plans) and compile target.
 // Lowering of ParallelPlan / Target is implemented by later issues; the types are fixed now.
 
-/** Cache-DiT `CacheType` */
-export type CacheType = 'DBCache' | 'DBPrune' | 'NONE';
-
-/** Cache-DiT `DBCacheConfig` (= BasicCacheConfig), field names and code defaults (cache-dit.md §3.5). */
-export interface DBCacheConfig {
-  cache_type: CacheType;
-  Fn_compute_blocks: number;
-  Bn_compute_blocks: number;
-  residual_diff_threshold: number;
-  max_accumulated_residual_diff_threshold: number | null;
-  max_warmup_steps: number;
-  warmup_interval: number;
-  max_cached_steps: number;
-  max_continuous_cached_steps: number;
-  enable_separate_cfg: boolean | null;
-  cfg_compute_first: boolean;
-  cfg_diff_compute_separate: boolean;
-  num_inference_steps: number | null;
-  steps_computation_mask: number[] | null;
-  steps_computation_policy: 'dynamic' | 'static';
-  force_refresh_step_hint: number | null;
-  force_refresh_step_policy: 'once' | 'repeat';
-}
-
-export const DEFAULT_DBCACHE_CONFIG: Readonly<DBCacheConfig> = Object.freeze({
-  cache_type: 'DBCache',
-  Fn_compute_blocks: 8,
-  Bn_compute_blocks: 0,
-  residual_diff_threshold: 0.08,
-  max_accumulated_residual_diff_threshold: null,
-  max_warmup_steps: 8,
-  warmup_interval: 1,
-  max_cached_steps: -1,
-  max_continuous_cached_steps: -1,
-  enable_separate_cfg: null,
-  cfg_compute_first: false,
-  cfg_diff_compute_separate: true,
-  num_inference_steps: null,
-  steps_computation_mask: null,
-  steps_computation_policy: 'dynamic',
-  force_refresh_step_hint: null,
-  force_refresh_step_policy: 'once',
-} satisfies DBCacheConfig);
-
-/** Cache-DiT calibrators (TaylorSeer / FoCa / DMD), cache-dit.md §1.8 */
-export interface CalibratorConfig {
-  calibrator_type: 'taylorseer' | 'foca' | 'dmd';
-  enable_calibrator: boolean;
-  enable_encoder_calibrator: boolean;
-  calibrator_cache_type: 'residual' | 'hidden_states';
-  taylorseer_order?: number;
-}
+// The cache configuration types (field names and defaults of Cache-DiT's DBCacheConfig and calibrator
+// configs) have one home, the cache engine; a model file declares its defaults with them.
+import type { BasicCacheConfig, CalibratorConfig } from '../../runtime/cache/config.ts';
+export type { CacheType, BasicCacheConfig, DBCacheConfig, CalibratorConfig } from '../../runtime/cache/config.ts';
 
 /** What a model declares about caching: its cached block lists and default policy. */
 export interface CachePlan {
@@ -62,8 +14,8 @@ export interface CachePlan {
    * the list in order (FLUX.1: `['transformer_blocks', 'single_transformer_blocks']`, one list).
    */
   lists: { name: string; blocks: string[]; pattern: number }[];
-  /** defaults the pipeline starts from (merged over DEFAULT_DBCACHE_CONFIG) */
-  config?: Partial<DBCacheConfig>;
+  /** defaults the pipeline starts from (merged over Cache-DiT's DBCacheConfig defaults) */
+  config?: Partial<BasicCacheConfig>;
   calibrator?: CalibratorConfig;
   /** true: classifier-free guidance runs as separate transformer calls (Cache-DiT has_separate_cfg) */
   has_separate_cfg?: boolean;

@@ -1,37 +1,31 @@
 // Latent packing (FluxPipeline `_pack_latents` / `_unpack_latents`) and RoPE position ids
 // (models/tiny-flux/README.md §4).
 
-/** [B, C, H, W] -> [B, (H/2)*(W/2), C*4]: packed[b, y*(W/2)+x, c*4+dy*2+dx] = lat[b, c, 2y+dy, 2x+dx] */
-export function packLatents(lat: Float32Array, B: number, C: number, H: number, W: number): Float32Array {
-  if (H % 2 || W % 2) throw new Error(`packLatents: latent height/width must be even, got ${H}x${W}`);
-  if (lat.length !== B * C * H * W) throw new Error(`packLatents: expected ${B * C * H * W} values, got ${lat.length}`);
-  const h2 = H / 2;
-  const w2 = W / 2;
-  const out = new Float32Array(lat.length);
-  let o = 0;
+/** Checks the geometry and yields, in packed order, the unpacked index of every packed element. */
+function* packedOrder(what: string, n: number, B: number, C: number, H: number, W: number): Generator<number> {
+  if (H % 2 || W % 2) throw new Error(`${what}: latent height/width must be even, got ${H}x${W}`);
+  if (n !== B * C * H * W) throw new Error(`${what}: expected ${B * C * H * W} values, got ${n}`);
   for (let b = 0; b < B; b++)
-    for (let y = 0; y < h2; y++)
-      for (let x = 0; x < w2; x++)
+    for (let y = 0; y < H / 2; y++)
+      for (let x = 0; x < W / 2; x++)
         for (let c = 0; c < C; c++)
           for (let dy = 0; dy < 2; dy++)
-            for (let dx = 0; dx < 2; dx++) out[o++] = lat[((b * C + c) * H + 2 * y + dy) * W + 2 * x + dx]!;
+            for (let dx = 0; dx < 2; dx++) yield ((b * C + c) * H + 2 * y + dy) * W + 2 * x + dx;
+}
+
+/** [B, C, H, W] -> [B, (H/2)*(W/2), C*4]: packed[b, y*(W/2)+x, c*4+dy*2+dx] = lat[b, c, 2y+dy, 2x+dx] */
+export function packLatents(lat: Float32Array, B: number, C: number, H: number, W: number): Float32Array {
+  const out = new Float32Array(lat.length);
+  let o = 0;
+  for (const i of packedOrder('packLatents', lat.length, B, C, H, W)) out[o++] = lat[i]!;
   return out;
 }
 
 /** exact inverse of packLatents: [B, (H/2)*(W/2), C*4] -> [B, C, H, W] */
 export function unpackLatents(packed: Float32Array, B: number, C: number, H: number, W: number): Float32Array {
-  if (H % 2 || W % 2) throw new Error(`unpackLatents: latent height/width must be even, got ${H}x${W}`);
-  if (packed.length !== B * C * H * W) throw new Error(`unpackLatents: expected ${B * C * H * W} values, got ${packed.length}`);
-  const h2 = H / 2;
-  const w2 = W / 2;
   const out = new Float32Array(packed.length);
   let o = 0;
-  for (let b = 0; b < B; b++)
-    for (let y = 0; y < h2; y++)
-      for (let x = 0; x < w2; x++)
-        for (let c = 0; c < C; c++)
-          for (let dy = 0; dy < 2; dy++)
-            for (let dx = 0; dx < 2; dx++) out[((b * C + c) * H + 2 * y + dy) * W + 2 * x + dx] = packed[o++]!;
+  for (const i of packedOrder('unpackLatents', packed.length, B, C, H, W)) out[i] = packed[o++]!;
   return out;
 }
 

@@ -87,31 +87,7 @@ export function attentionRef(
   return { o, lse };
 }
 
-/** ||a - b|| / ||b|| in float64. */
-export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`relL2: lengths ${a.length} vs ${b.length}`);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = a[i] - b[i];
-    num += d * d;
-    den += b[i] * b[i];
-  }
-  return Math.sqrt(num / (den || 1));
-}
-
-/** PSNR (dB) of `a` against reference `b`, peak = max|b|. */
-export function psnr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let mse = 0;
-  let peak = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = a[i] - b[i];
-    mse += d * d;
-    peak = Math.max(peak, Math.abs(b[i]));
-  }
-  mse /= a.length || 1;
-  return mse === 0 ? Infinity : 10 * Math.log10((peak * peak) / mse);
-}
+export { relL2, psnr } from '../metrics.ts';
 
 /** Splits `n` into `parts` sizes like torch.tensor_split: the first n % parts get one more. */
 export function tensorSplitSizes(n: number, parts: number): number[] {

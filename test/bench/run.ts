@@ -16,6 +16,8 @@ import { getNative, componentDims, type PlanDims } from '../../runtime/pipeline.
 import { openSafetensors } from '../../runtime/io/safetensors.ts';
 import { imageIds, textIds } from '../../runtime/latents.ts';
 import type { Plan } from '../../runtime/plan.ts';
+import { relL2 } from '../../runtime/metrics.ts';
+import { rng as uniform } from '../helpers/random.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const THREADS = Number(process.env.BENCH_THREADS ?? os.availableParallelism());
@@ -42,17 +44,10 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** deterministic xorshift uniform in [-1, 1) */
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s / 4294967296) * 2 - 1;
-  };
+/** deterministic uniform in [-1, 1) */
+function rng(seed: number): () => number {
+  const u = uniform(seed);
+  return () => u() * 2 - 1;
 }
 
 /** nn.Linear-like random weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm weights ~1; biases small */
@@ -92,15 +87,6 @@ function randomInputs(plan: Plan, dims: PlanDims): Record<string, Float32Array> 
   return ins;
 }
 
-function relL2(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 interface StepBench {
   model: string;

@@ -37,13 +37,4 @@ export function weightsMap(file: string): Map<string, Float32Array> {
   return m;
 }
 
-export function relL2(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = a[i]! - b[i]!;
-    num += d * d;
-    den += b[i]! * b[i]!;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
+export { relL2 } from '../../runtime/metrics.ts';

@@ -8,26 +8,10 @@ import { latentsToVaeSpace } from '../../runtime/latents.ts';
 import { quantizeHWC, denormalize } from '../../runtime/image.ts';
 import { fluxSchedule, transformerTimestep } from '../../runtime/scheduler.ts';
 import type { Component, Plan } from '../../runtime/plan.ts';
+import { maxAbsDiff, relL2 } from '../../runtime/metrics.ts';
 
 const FIX = path.resolve(import.meta.dirname, '../fixtures/tiny-flux-reference');
 const ref = (name: string) => openSafetensorsSync(path.join(FIX, name));
-
-function relL2(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 const report: Record<string, number> = {};
 const record = (k: string, v: number) => {
@@ -89,7 +73,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
         record(`prompt${k}.final_latents.relL2`, e);
         expect(e).toBeLessThan(1e-3);
         const img = denormalize(r.decoded);
-        record(`prompt${k}.image.maxAbs`, maxAbs(img, f.tensor('image').data));
+        record(`prompt${k}.image.maxAbs`, maxAbsDiff(img, f.tensor('image').data));
         const px = f.ints('image_uint8');
         let worst = 0;
         for (let c = 0; c < 3; c++) {
@@ -117,7 +101,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
     const out = await pipe.decodeVaeSpace(f.tensor('latents').data, 1, 32, 32);
     const e = relL2(out, f.tensor('decoded').data);
     record('vae_decode_random.relL2', e);
-    record('vae_decode_random.maxAbs', maxAbs(out, f.tensor('decoded').data));
+    record('vae_decode_random.maxAbs', maxAbsDiff(out, f.tensor('decoded').data));
     expect(e).toBeLessThan(1e-4);
   });
 
@@ -126,7 +110,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
     const z = latentsToVaeSpace(f.tensor('final_latents').data, 1, 4, 8, 8, pipe.scalingFactor, pipe.shiftFactor);
     expect(Array.from(z)).toEqual(Array.from(f.tensor('final_latents_unpacked_vae_space').data));
     const out = await pipe.decodeVaeSpace(z, 1, 32, 32);
-    const e = maxAbs(denormalize(out), f.tensor('image').data);
+    const e = maxAbsDiff(denormalize(out), f.tensor('image').data);
     record('prompt0.vae_from_final_latents.image.maxAbs', e);
     expect(e).toBeLessThan(1e-4);
   });

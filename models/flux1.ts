@@ -52,9 +52,25 @@ function feedForward(m: Module, x: Tensor, dim: number): Tensor {
 }
 
 /** q or k of one stream: projection, per-head RMSNorm, RoPE with the stream's rows of the table */
-function qk(a: Module, proj: string, norm: string, x: Tensor, rope: Tensor, row0: number, c: FluxConfig): Tensor {
-  const h = a.headRmsNorm(norm, a.linear(proj, x, inner(c)), { heads: c.num_attention_heads, eps: EPS });
-  return applyRope(h, rope, { heads: c.num_attention_heads, row0 });
+/** q or k projection + per-head RMSNorm + RoPE (rows row0.. of the table) */
+function qk(a: Module, proj: string, norm: string, x: Tensor, rope: Tensor, row0: number, heads: number, headDim: number): Tensor {
+  const h = a.headRmsNorm(norm, a.linear(proj, x, heads * headDim), { heads, eps: EPS });
+  return applyRope(h, rope, { heads, row0 });
+}
+
+/**
+ * diffusers' joint text+image attention (FluxAttnProcessor, QwenDoubleStreamAttnProcessor): text tokens
+ * first, per-head RMSNorm + RoPE on q/k of both streams; returns [text out, image out] before the
+ * output projections.
+ */
+export function jointAttention(a: Module, txt: Tensor, img: Tensor, o: { heads: number; headDim: number; rope: Tensor; keyMask?: Tensor }): [Tensor, Tensor] {
+  const T = txt.dim(1);
+  const { heads, headDim, rope } = o;
+  const q = concat([qk(a, 'add_q_proj', 'norm_added_q', txt, rope, 0, heads, headDim), qk(a, 'to_q', 'norm_q', img, rope, T, heads, headDim)], 1);
+  const k = concat([qk(a, 'add_k_proj', 'norm_added_k', txt, rope, 0, heads, headDim), qk(a, 'to_k', 'norm_k', img, rope, T, heads, headDim)], 1);
+  const v = concat([a.linear('add_v_proj', txt, heads * headDim), a.linear('to_v', img, heads * headDim)], 1);
+  const [ot, oi] = attention(q, k, v, { heads, ...(o.keyMask ? { keyMask: o.keyMask } : {}) }).split([T, img.dim(1)], 1);
+  return [ot!, oi!];
 }
 
 /** FluxTransformerBlock (double stream): AdaLayerNormZero x2, joint attention, two FFNs */
@@ -62,7 +78,6 @@ export const dualBlock = block<FluxConfig, FluxCtx>('transformer_blocks', Patter
   const C = inner(c);
   let hidden = s.hidden;
   let encoder = s.encoder!;
-  const T = encoder.dim(1);
   const [shMsa, scMsa, gMsa, shMlp, scMlp, gMlp] = m.linear('norm1.linear', temb, 6 * C).chunk(6);
   const [cShMsa, cScMsa, cGMsa, cShMlp, cScMlp, cGMlp] = m.linear('norm1_context.linear', temb, 6 * C).chunk(6);
   const nh = m.layerNorm(null, hidden, { eps: EPS }).modulate(shMsa!, scMsa!);
@@ -70,10 +85,7 @@ export const dualBlock = block<FluxConfig, FluxCtx>('transformer_blocks', Patter
 
   // joint attention: text tokens first, then image tokens
   const a = m.scope('attn');
-  const q = concat([qk(a, 'add_q_proj', 'norm_added_q', ne, rope, 0, c), qk(a, 'to_q', 'norm_q', nh, rope, T, c)], 1);
-  const k = concat([qk(a, 'add_k_proj', 'norm_added_k', ne, rope, 0, c), qk(a, 'to_k', 'norm_k', nh, rope, T, c)], 1);
-  const v = concat([a.linear('add_v_proj', ne, C), a.linear('to_v', nh, C)], 1);
-  const [oe, oh] = attention(q, k, v, { heads: c.num_attention_heads }).split([T, hidden.dim(1)], 1);
+  const [oe, oh] = jointAttention(a, ne, nh, { heads: c.num_attention_heads, headDim: c.attention_head_dim, rope });
 
   hidden = hidden.addGated(gMsa!, a.linear('to_out.0', oh!, C));
   const nh2 = m.layerNorm(null, hidden, { eps: EPS }).modulate(shMlp!, scMlp!);
@@ -95,8 +107,8 @@ export const singleBlock = block<FluxConfig, FluxCtx>('single_transformer_blocks
   const nx = m.layerNorm(null, x, { eps: EPS }).modulate(shift!, scale!);
   const mlp = m.linear('proj_mlp', nx, 4 * C, { act: 'gelu_tanh' });
   const a = m.scope('attn');
-  const q = qk(a, 'to_q', 'norm_q', nx, rope, 0, c);
-  const k = qk(a, 'to_k', 'norm_k', nx, rope, 0, c);
+  const q = qk(a, 'to_q', 'norm_q', nx, rope, 0, c.num_attention_heads, c.attention_head_dim);
+  const k = qk(a, 'to_k', 'norm_k', nx, rope, 0, c.num_attention_heads, c.attention_head_dim);
   const o = attention(q, k, a.linear('to_v', nx, C), { heads: H });
   const y = x.addGated(gate!, m.linear('proj_out', concat([o, mlp], -1), C));
   const [encoder, hidden] = y.split([T, s.hidden.dim(1)], 1);

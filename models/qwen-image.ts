@@ -8,8 +8,6 @@
 //   joint_attention_mask [B, T + N]: diffusers' joint mask `cat([encoder_hidden_states_mask, ones])`
 //     (1 keeps a key, 0 drops it); all ones when the prompt is not padded.
 import {
-  applyRope,
-  attention,
   block,
   component,
   concat,
@@ -24,6 +22,7 @@ import {
   type Module,
   type Tensor,
 } from '../compiler/dsl/index.ts';
+import { jointAttention } from './flux1.ts';
 
 /** diffusers QwenImageTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
 export interface QwenImageConfig {
@@ -92,12 +91,6 @@ function feedForward(m: Module, x: Tensor, dim: number): Tensor {
   return m.linear('net.2', m.linear('net.0.proj', x, 4 * dim, { act: 'gelu_tanh' }), dim);
 }
 
-/** q or k of one stream: projection, per-head RMSNorm, RoPE with the stream's rows of the table */
-function qk(a: Module, proj: string, norm: string, x: Tensor, rope: Tensor, row0: number, c: QwenImageConfig): Tensor {
-  const h = a.headRmsNorm(norm, a.linear(proj, x, inner(c)), { heads: c.num_attention_heads, eps: EPS });
-  return applyRope(h, rope, { heads: c.num_attention_heads, row0 });
-}
-
 /** QwenImageTransformerBlock: returns (encoder_hidden_states, hidden_states) = Cache-DiT Pattern_1 */
 export const qwenImageBlock = block<QwenImageConfig, QwenCtx>('transformer_blocks', Pattern.P1, (m, s, { temb, rope, mask }, c) => {
   const C = inner(c);
@@ -113,10 +106,7 @@ export const qwenImageBlock = block<QwenImageConfig, QwenCtx>('transformer_block
 
   // joint attention: text first, then image (QwenDoubleStreamAttnProcessor2_0)
   const a = m.scope('attn');
-  const q = concat([qk(a, 'add_q_proj', 'norm_added_q', txt, rope, 0, c), qk(a, 'to_q', 'norm_q', img, rope, T, c)], 1);
-  const k = concat([qk(a, 'add_k_proj', 'norm_added_k', txt, rope, 0, c), qk(a, 'to_k', 'norm_k', img, rope, T, c)], 1);
-  const v = concat([a.linear('add_v_proj', txt, C), a.linear('to_v', img, C)], 1);
-  const [oTxt, oImg] = attention(q, k, v, { heads: H, keyMask: mask }).split([T, hidden.dim(1)], 1);
+  const [oTxt, oImg] = jointAttention(a, txt, img, { heads: H, headDim: c.attention_head_dim, rope, keyMask: mask });
 
   hidden = hidden.addGated(iG1!, a.linear('to_out.0', oImg!, C));
   encoder = encoder.addGated(tG1!, a.linear('to_add_out', oTxt!, C));

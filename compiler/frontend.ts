@@ -7,6 +7,8 @@ import { CompileError, type BlockListInfo, type Graph } from './ir/graph.ts';
 export interface TraceOptions {
   dims?: Record<string, number>;
   config?: Record<string, unknown>;
+  /** plan dims replaced after `resolve` (context-parallel lowering: a rank's local token counts) */
+  dimsOverride?: Record<string, number>;
 }
 
 export interface Traced {
@@ -55,6 +57,7 @@ export function traceComponent(def: ModelDefinition, component: Component, opts:
     if (e instanceof DslError) throw new CompileError(`${def.name} ${component}: ${e.message}`);
     throw e;
   }
+  if (opts.dimsOverride) resolved = { ...resolved, dims: { ...resolved.dims, ...opts.dimsOverride } };
   const tracer = new Tracer();
   const g = tracer.graph;
   const plainSegs: string[] = [];

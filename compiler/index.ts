@@ -5,6 +5,7 @@ import type { Plan } from '../runtime/plan.ts';
 import { REPO_ROOT } from './dsl/trace.ts';
 import type { ModelDefinition, ParallelPlan } from './dsl/index.ts';
 import { validateParallel } from './passes/parallel-check.ts';
+import { lowerContextParallel, ulyssesNeedsAnything } from './passes/parallel-lower.ts';
 import { checkModelFile } from './dsl/check.ts';
 import { traceComponent, type Traced } from './frontend.ts';
 import { CompileError, type Graph } from './ir/graph.ts';
@@ -63,14 +64,15 @@ export interface CompileResult {
 }
 
 /** Full pipeline with the intermediate results (tests, inspect). */
-export function compileDetailed(model: string, opts: CompileOptions, internal: { memoryReuse?: boolean } = {}): CompileResult {
+export function compileDetailed(model: string, opts: CompileOptions, internal: { memoryReuse?: boolean; dimsOverride?: Record<string, number> } = {}): CompileResult {
   const def = getModel(model);
   checkModel(def);
-  const traced = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
+  const traceOpts = { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}), ...(internal.dimsOverride ? { dimsOverride: internal.dimsOverride } : {}) };
+  const traced = traceComponent(def, opts.component, traceOpts);
   checkModel(def, traced.graph);
   if (opts.parallel) validateParallel(traced.graph, opts.parallel);
   const flops = graphFlops(traced.graph);
-  const fused = traceComponent(def, opts.component, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) }).graph;
+  const fused = traceComponent(def, opts.component, traceOpts).graph;
   const fusion = runFusion(fused);
   const lw = lower(fused);
   const { plan, memory } = emitPlan(fused, lw, { model, component: opts.component, tag: traced.tag, dims: traced.dims, config: traced.config, flops }, { reuse: internal.memoryReuse ?? true });
@@ -79,6 +81,23 @@ export function compileDetailed(model: string, opts: CompileOptions, internal: {
 
 export function compilePlan(model: string, opts: CompileOptions): Plan {
   return compileDetailed(model, opts).plan;
+}
+
+/**
+ * Per-rank plans of a parallel lowering (index = rank; docs/architecture.md §3c): Ulysses
+ * (`ulysses_size`, `ulysses_anything`, `ulysses_float8`, `ulysses_async`), ring (`ring_size`) and USP
+ * (both) over the model's CP plan.
+ * `ulysses_anything: 'auto'` switches UAA on only where the sizes need it.
+ */
+export function compileParallelPlans(model: string, opts: Omit<CompileOptions, 'parallel'> & { parallel: Omit<ParallelPlan, 'ulysses_anything'> & { ulysses_anything?: boolean | 'auto' } }): Plan[] {
+  const W = opts.parallel.ulysses_size ?? 1;
+  const ring = opts.parallel.ring_size ?? 1;
+  const base = { component: opts.component, ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) };
+  const anything = opts.parallel.ulysses_anything === 'auto' ? ring === 1 && ulyssesNeedsAnything(model, base, W) : !!opts.parallel.ulysses_anything;
+  const parallel: ParallelPlan = { ...opts.parallel, ulysses_anything: anything };
+  const { parallel: _p, ...plain } = opts;
+  void _p;
+  return lowerContextParallel(model, { ...base, parallel }, (dimsOverride) => compileDetailed(model, plain, { dimsOverride }).plan);
 }
 
 /** ONNX (opset 21) of the uncached one-rank component, from the unfused IR. */

@@ -222,7 +222,11 @@ export const FLUX_PARALLEL = {
     'single_transformer_blocks.*.proj_out': 'rowwise',
     'single_transformer_blocks.*.norm.linear': 'colwise_replicate',
   } as const,
-  cp: { split: { hidden_states: 1, encoder_hidden_states: 1, img_ids: 0, txt_ids: 0 }, gather: { output: 1 } },
+  cp: {
+    split: { hidden_states: 1, encoder_hidden_states: 1, img_ids: 0, txt_ids: 0 },
+    gather: { output: 1 },
+    dims: { hidden_states: 'imageTokens', encoder_hidden_states: 'textTokens', img_ids: 'imageTokens', txt_ids: 'textTokens' },
+  },
 };
 
 export default model('flux1-dev', {

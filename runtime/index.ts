@@ -11,3 +11,7 @@ export type { LatentGeometry } from './latents.ts';
 export { toUint8HWC, quantizeHWC, denormalize, roundHalfEven, encodePng, writePng, readPng } from './image.ts';
 export { torchRandn, MT19937 } from './rng.ts';
 export type { Plan, Component } from './plan.ts';
+export { generateParallel, parallelRequest, PARALLEL_KINDS } from './pipeline-parallel.ts';
+export type { ParallelGenerateRequest, ParallelGenerateResult, ParallelKind, ParallelOptions, ParallelPlanProvider, ParallelRequest } from './pipeline-parallel.ts';
+export { ParallelExecutor, nativeStagePlan } from './parallel/executor.ts';
+export { ParallelBlockListRunner } from './parallel/cache.ts';

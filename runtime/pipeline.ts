@@ -259,6 +259,11 @@ export class Pipeline {
     );
   }
 
+  /** The plan a component would run at these dims (given, shipped or from the provider); no executor. */
+  plan(component: Component, dims: PlanDims): Promise<Plan> {
+    return this.planFor(component, dims);
+  }
+
   /** Returns (creating and binding weights once) the executor for a component at the given dims. */
   async runner(component: Component, dims: PlanDims): Promise<Runner> {
     const key = `${component}:${shapeKey(this.expectedKeyShape(component, dims))}`;

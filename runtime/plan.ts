@@ -41,6 +41,52 @@ export interface PlanOp {
   f: number[];
   /** model-file location of the DSL call that produced this op (file:line:col) */
   src?: string;
+  /** comm ops only (`k` starts with `comm.`): what the TS runtime exchanges between native runs */
+  comm?: PlanCommInfo;
+}
+
+/**
+ * A communication point (docs/architecture.md §3c). `comm.all_to_all_qkv`: t = [x, xg], i = [B, H, D,
+ * xStride]: x `[B, S_local, H*D]` (row stride xStride) -> xg `[B, S_global, hReal*D]` (contiguous), heads
+ * scattered, sequence gathered. `comm.all_to_all_o`: t = [og, o], i = [B, H, D, oStride]: the inverse.
+ * `comm.wait`: awaits every comm op issued with `wait: false` and writes their results.
+ * `comm.ring_attention` / `comm.usp_attention`: t = [q, k, v, o], i = [B, H, D, qS, kS, vS, oS], f = [scale]:
+ * the whole attention over the sequence-sharded q/k/v (ring: K/V passed around with LSE merge).
+ */
+export interface PlanCommInfo {
+  group: 'ulysses' | 'ring' | 'usp';
+  /** per-rank sequence lengths of this attention (rank order) */
+  sizes: number[];
+  /** heads per rank after padding, zero heads appended, real heads on this rank */
+  hLocal: number;
+  hPad: number;
+  hReal: number;
+  /** FP8 e4m3 per-token payload (Q, V, O; never K) */
+  float8: boolean;
+  /** false: issued asynchronously, completed by the next `comm.wait` */
+  wait: boolean;
+  /** which attention operand */
+  stream: 'q' | 'k' | 'v' | 'o';
+  /** block (module) the attention belongs to */
+  module: string;
+}
+
+/** Per-rank context-parallel lowering (Ulysses) of a plan (docs/architecture.md §3c). */
+export interface PlanParallel {
+  kind: 'ulysses' | 'ring' | 'usp';
+  world: number;
+  rank: number;
+  /** degrees: world = ulysses * ring (USP mesh [ring, ulysses]: rank = ringIdx * ulysses + ulyssesIdx) */
+  ulysses: number;
+  ring: number;
+  anything: boolean;
+  float8: boolean;
+  async: boolean;
+  headPadPolicy: 'cache-dit' | 'any';
+  /** full inputs split on `axis` into per-rank `sizes` before the forward (this plan's input has sizes[rank]) */
+  split: Record<string, { axis: number; sizes: number[] }>;
+  /** outputs all-gathered on `axis` from per-rank `sizes` after the forward */
+  gather: Record<string, { axis: number; sizes: number[] }>;
 }
 
 export interface PlanBlock {
@@ -84,4 +130,6 @@ export interface Plan {
   elementwise: ElementwiseSpec[];
   /** multiply-adds x 2 of one forward, for `inspect` and benchmarks */
   flops?: number;
+  /** present on per-rank plans of a parallel lowering */
+  parallel?: PlanParallel;
 }

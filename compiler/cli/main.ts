@@ -69,6 +69,15 @@ interface GenerateFlags {
   out: string;
   json?: boolean;
   threads?: number;
+  // multi-rank (runtime/pipeline-parallel.ts)
+  world: number;
+  comm: 'shm' | 'mpi';
+  parallel?: import('../../runtime/pipeline-parallel.ts').ParallelKind;
+  ulyssesAnything?: boolean;
+  ulyssesFloat8?: boolean;
+  ulyssesAsync?: boolean;
+  parallelText?: boolean;
+  parallelVae?: boolean;
 }
 
 function mb(bytes: number): number {
@@ -158,7 +167,38 @@ async function generate(flags: GenerateFlags): Promise<void> {
     bar.start(flags.steps, 0, { ms: '-' });
   }
   let result: GenerateResult;
+  let parallelInfo: Record<string, unknown> | null = null;
   try {
+    if (flags.world > 1 || flags.parallel) {
+      const { generateParallel } = await import('../../runtime/pipeline-parallel.ts');
+      const r = await generateParallel(model.dir, {
+        prompt: flags.prompt,
+        steps: flags.steps,
+        seed: flags.seed,
+        latents,
+        batch,
+        height: flags.height,
+        width: flags.width,
+        world: flags.world,
+        comm: flags.comm,
+        ...(flags.parallel ? { parallel: flags.parallel } : {}),
+        ulyssesAnything: flags.ulyssesAnything,
+        ulyssesFloat8: flags.ulyssesFloat8,
+        ulyssesAsync: flags.ulyssesAsync,
+        parallelText: flags.parallelText,
+        parallelVae: flags.parallelVae,
+        ...(flags.threads ? { threads: flags.threads } : {}),
+        planProvider,
+        parallelPlanProvider: async (component, dims, parallel) => {
+          if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
+          const { compileParallelPlans } = await importCompiler();
+          return compileParallelPlans(model.name, { component, dims: componentDims(component, dims), parallel });
+        },
+      });
+      bar?.update(flags.steps, { ms: r.timings.perStep.toFixed(1) });
+      parallelInfo = { world: r.world, comm: r.backend, parallel: r.parallel.kind, ulyssesAnything: r.parallel.anything, ulyssesFloat8: r.parallel.float8, ulyssesAsync: r.parallel.async, ranks: r.ranks };
+      result = r;
+    } else
     result = await pipe.generate({
       prompt: flags.prompt,
       steps: flags.steps,
@@ -222,6 +262,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
       timingsUnit: 'ms',
       peakRssMB: peakRssMB(),
       arenaMB: mb(pipe.arenaBytes()),
+      ...(parallelInfo ? { parallel: parallelInfo } : {}),
     };
     process.stdout.write(JSON.stringify(out) + '\n');
   } else {
@@ -256,7 +297,15 @@ function buildProgram(): Command {
     .option('--save-latents <file>', 'write the final packed latents (safetensors, tensor "latents")')
     .option('--out <file>', 'output PNG', 'out.png')
     .option('--json', 'print one JSON object on stdout (logs go to stderr)')
-    .addOption(new Option('--threads <n>', 'executor threads').argParser(intOption('--threads', 1)))
+    .addOption(new Option('--threads <n>', 'executor threads (per rank with --world > 1)').argParser(intOption('--threads', 1)))
+    .option('--world <n>', 'ranks (context parallelism); > 1 without --parallel: Ulysses, UAA where the sizes need it', intOption('--world', 1), 1)
+    .addOption(new Option('--comm <backend>', 'communicator of the ranks').choices(['shm', 'mpi']).default('shm'))
+    .addOption(new Option('--parallel <kind>', 'parallelism (Cache-DiT spelling)').choices(['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp']))
+    .option('--ulysses-anything', 'UAA: any token count (uneven splits) and any head count')
+    .option('--ulysses-float8', 'FP8 e4m3 all-to-all for Q, V and O')
+    .option('--ulysses-async', 'async Ulysses: each of V, Q, K all-to-all issued right after its projection')
+    .option('--parallel-text', 'text encoder parallel (replicated today)')
+    .option('--parallel-vae', 'VAE parallel decode (rank 0 decodes today)')
     .action(async (opts: GenerateFlags) => {
       await generate(opts);
     });

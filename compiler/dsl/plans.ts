@@ -37,8 +37,11 @@ export interface ParallelPlan {
   extra_parallel_modules?: ('text_encoder' | 'vae' | 'controlnet')[];
   /** module-name patterns (`transformer_blocks.*.attn.to_q`) -> TP style; heads divide by tp */
   tp?: Record<string, TpStyle>;
-  /** context-parallel plan: which inputs split on which axis, which output gathers */
-  cp?: { split: Record<string, number>; gather: Record<string, number> };
+  /**
+   * context-parallel plan: which inputs split on which axis, which output gathers; `dims` names the plan
+   * dim each split input's axis is (FLUX: hidden_states -> imageTokens), else it is inferred by size
+   */
+  cp?: { split: Record<string, number>; gather: Record<string, number>; dims?: Record<string, string> };
   /** attention modules that Ulysses / ring wrap (DSL attention calls in these blocks) */
   attention?: 'all' | string[];
 }

@@ -45,8 +45,12 @@ export async function launchRanks<T>(world: number, l: LaunchRanks): Promise<T[]
     timeoutMs: l.jobTimeoutMs,
   });
   if (r.code !== 0 || r.timedOut) {
-    const tail = (r.stderr + r.stdout).split('\n').filter((s) => /rank|abort|signal|Error/i.test(s)).slice(-12).join('\n');
-    throw new Error(`mpi job of ${world} ranks failed (exit ${r.code}${r.timedOut ? ', killed after the job timeout' : ''}):\n${tail}`);
+    const all = r.stderr + r.stdout;
+    const tail = all.split('\n').filter((s) => /rank|abort|signal|Error/i.test(s)).slice(-12).join('\n');
+    // mpirun names the first process that died as `Process name: [[job,step],RANK]` + `Exit code: N`
+    const died = /Process name:\s*\[\[\d+,\d+\],(\d+)\][\s\S]*?(?:Exit code:\s*(-?\d+)|Signal:\s*(\S+))?/.exec(all);
+    const who = died ? `rank ${died[1]} died${died[2] ? ` (exit code ${died[2]})` : died[3] ? ` (signal ${died[3]})` : ''}; ` : '';
+    throw new Error(`mpi job of ${world} ranks failed (${who}exit ${r.code}${r.timedOut ? ', killed after the job timeout' : ''}):\n${tail}`);
   }
   const rows = parseRankResults<{ rank: number; value: T }>(r.stdout).sort((a, b) => a.rank - b.rank);
   if (rows.length !== world) throw new Error(`mpi job returned ${rows.length} results for ${world} ranks`);

@@ -124,8 +124,36 @@ function unpackQKV(L: UlyssesLayout, r: Float32Array, layoutBSND: boolean): Floa
   return out;
 }
 
+/**
+ * FP8 payload kernels (same layouts and bits as fp8.ts); `runtime/parallel/fp8-native.ts` provides the
+ * native ones. `qkvPermuteQuant` takes the unpadded `[B, S, H, D]` rows (row stride H*D) and pads heads
+ * to P*N itself.
+ */
+export interface Fp8Kernels {
+  qkvPermuteQuant(x: Float32Array, B: number, S: number, P: number, N: number, D: number, H: number): Uint8Array;
+  qkvPermuteDequant(q: Uint8Array, S: number, B: number, N: number, D: number): Float32Array;
+  perTokenQuant(x: Float32Array, rows: number, H: number): Uint8Array;
+  perTokenDequant(q: Uint8Array, rows: number, H: number): Float32Array;
+}
+
+/** the host reference kernels of fp8.ts behind the Fp8Kernels interface */
+export const HOST_FP8: Fp8Kernels = {
+  qkvPermuteQuant: (x, B, S, P, N, D, H) => {
+    const Hp = P * N;
+    let xp = x;
+    if (Hp !== H) {
+      xp = new Float32Array(B * S * Hp * D);
+      for (let t = 0; t < B * S; t++) xp.set(x.subarray(t * H * D, (t + 1) * H * D), t * Hp * D);
+    }
+    return qkvPermuteQuant(xp, B, S, P, N, D);
+  },
+  qkvPermuteDequant: (q, S, B, N, D) => qkvPermuteDequant(q, S, B, N, D),
+  perTokenQuant: (x, rows, H) => perTokenQuant(x, rows, H),
+  perTokenDequant: (q, rows, H) => perTokenDequant(q, rows, H),
+};
+
 /** Ulysses QKV all-to-all: `[B, S_local, H, D]` -> `[B, S_global, H_real, D]`. */
-export async function allToAllQKV(comm: Communicator, L: UlyssesLayout, x: Float32Array, float8 = false): Promise<Float32Array> {
+export async function allToAllQKV(comm: Communicator, L: UlyssesLayout, x: Float32Array, float8 = false, kernels?: Fp8Kernels): Promise<Float32Array> {
   const { world: W, B, H, D, hLocal, sLocal, sizes } = L;
   if (x.length !== B * sLocal * H * D) throw new Error(`allToAllQKV: expected ${B * sLocal * H * D} floats, got ${x.length}`);
   if (!float8) {
@@ -135,14 +163,14 @@ export async function allToAllQKV(comm: Communicator, L: UlyssesLayout, x: Float
     return unpackQKV(L, recv, false);
   }
   const R = D + 4;
-  const send = qkvPermuteQuant(padHeads(L, x), B, sLocal, W, hLocal, D);
+  const send = kernels ? kernels.qkvPermuteQuant(x, B, sLocal, W, hLocal, D, H) : qkvPermuteQuant(padHeads(L, x), B, sLocal, W, hLocal, D);
   const recv = new Uint8Array(L.sGlobal * B * hLocal * R);
   await comm.allToAll(send, new Array<number>(W).fill(sLocal * B * hLocal * R), recv, sizes.map((n) => n * B * hLocal * R));
-  return unpackQKV(L, qkvPermuteDequant(recv, L.sGlobal, B, hLocal, D), true);
+  return unpackQKV(L, (kernels ?? HOST_FP8).qkvPermuteDequant(recv, L.sGlobal, B, hLocal, D), true);
 }
 
 /** Ulysses O all-to-all: `[B, S_global, H_real, D]` -> `[B, S_local, H, D]`. */
-export async function allToAllO(comm: Communicator, L: UlyssesLayout, o: Float32Array, float8 = false): Promise<Float32Array> {
+export async function allToAllO(comm: Communicator, L: UlyssesLayout, o: Float32Array, float8 = false, kernels?: Fp8Kernels): Promise<Float32Array> {
   const { world: W, B, H, D, hLocal, hReal, sLocal, sizes, offsets, sGlobal: S } = L;
   if (o.length !== B * S * hReal * D) throw new Error(`allToAllO: expected ${B * S * hReal * D} floats, got ${o.length}`);
   // (W, H_local, B, S_p, D), padding heads zero
@@ -164,10 +192,11 @@ export async function allToAllO(comm: Communicator, L: UlyssesLayout, o: Float32
     await comm.allToAll(send, sendCounts, recv, new Array<number>(W).fill(recvCount));
   } else {
     const R = D + 2;
-    const q = perTokenQuant(send, send.length / D, D);
-    const rq = new Uint8Array((W * recvCount * R) / D);
+    const k = kernels ?? HOST_FP8;
+    const q = k.perTokenQuant(send, send.length / D, D);
+    const rq = new Uint8Array(Math.ceil((W * recvCount * R) / D / 4) * 4); // whole floats for native dequant
     await comm.allToAll(q, sendCounts.map((c) => (c / D) * R), rq, new Array<number>(W).fill((recvCount / D) * R));
-    recv = perTokenDequant(rq, rq.length / R, D);
+    recv = k.perTokenDequant(rq, (W * recvCount) / D, D);
   }
   // (W, H_local, B, S_local, D) -> [B, S_local, H, D]
   const out = new Float32Array(B * sLocal * H * D);

@@ -3,7 +3,7 @@
 // Writes bench/results.json and prints a table. Never run by the tests.
 //
 // env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 20 tiny / 5 mid),
-//      BENCH_SKIP=tiny,mid,gemm,rss (comma list of sections to skip)
+//      BENCH_SKIP=tiny,mid,gemm,rss,comm,parallel (comma list of sections to skip)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -275,6 +275,19 @@ async function main(): Promise<void> {
     results.gemm = await benchGemmSection().catch((e: Error) => ({ error: e.message }));
   }
 
+  if (!SKIP.has('comm')) {
+    log('communicators: all-to-all GB/s (shm, mpi), Ulysses bytes per step with / without FP8 ...');
+    const { benchComm } = await import('./comm.ts');
+    results.comm = await benchComm({ log }).catch((e: Error) => ({ error: e.message }));
+  }
+  if (!SKIP.has('parallel')) {
+    log('mid-size FLUX step on 1, 2, 4 Ulysses ranks (shm) ...');
+    const { benchParallelSteps } = await import('./parallel.ts');
+    results.parallelStep = await benchParallelSteps({ model: 'flux1-dev', config: MID_CONFIG, dims: MID_DIMS, threads: THREADS, iters: Number(process.env.BENCH_ITERS ?? 3), log }).catch(
+      (e: Error) => ({ error: e.message }),
+    );
+  }
+
   fs.mkdirSync(path.join(ROOT, 'bench'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
 
@@ -287,6 +300,12 @@ async function main(): Promise<void> {
   for (const s of steps) if (s.error) console.log(`  ${s.model}: ${s.error}`);
   if (results.gemm !== undefined) console.log(`\nGEMM: ${JSON.stringify(results.gemm, null, 1).replace(/\n\s*/g, ' ')}`);
   if (results.generate) console.log(`\ngenerate: ${JSON.stringify(results.generate)}`);
+  if (Array.isArray(results.parallelStep)) {
+    console.log('\nUlysses (shm ranks), mid-size FLUX step:');
+    for (const r of results.parallelStep as import('./parallel.ts').ParallelStepBench[]) {
+      console.log(`  world ${r.world}${r.float8 ? ' fp8' : ''}: ${r.error ?? `${r.secPerStep.toFixed(3)} s/step, ${(r.bytesPerStepRank0 / 2 ** 20).toFixed(2)} MiB sent/step (rank 0)`}`);
+    }
+  }
   console.log(`\nwrote bench/results.json`);
 }
 

@@ -5,6 +5,7 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_attention[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_conv[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_embed[];
+extern "C" const ditforge::KernelEntry ditforge_cpu_fp8[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_layout[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_linear[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_modulate[];
@@ -16,6 +17,7 @@ extern "C" const ditforge::KernelEntry* const ditforge_cpu_tables[] = {
     ditforge_cpu_conv,
     ditforge_cpu_elementwise,
     ditforge_cpu_embed,
+    ditforge_cpu_fp8,
     ditforge_cpu_layout,
     ditforge_cpu_linear,
     ditforge_cpu_modulate,
@@ -29,6 +31,7 @@ extern "C" const char* const ditforge_cpu_table_names[] = {
     "conv",
     "elementwise",
     "embed",
+    "fp8",
     "layout",
     "linear",
     "modulate",

@@ -33,6 +33,10 @@ const Sig kSigs[] = {
     {"conv2d", 4, 9, 0, "rror", {"x", "W", "bias", "y"}},
     {"group_norm", 4, 5, 1, "roor", {"x", "w", "b", "y"}},
     {"upsample_nearest2x", 2, 3, 0, "rr", {"x", "y"}},
+    {"fp8_qkv_permute_quant", 2, 7, 0, "rr", {"x", "y"}},
+    {"fp8_qkv_permute_dequant", 2, 4, 0, "rr", {"q", "y"}},
+    {"fp8_per_token_quant", 2, 2, 0, "rr", {"x", "y"}},
+    {"fp8_per_token_dequant", 2, 2, 0, "rr", {"q", "y"}},
 };
 
 const Sig* find_sig(const std::string& name) {
@@ -171,6 +175,24 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       need[0] = N * C * HW; need[1] = C; need[2] = C; need[3] = N * C * HW;
     } else if (name == "upsample_nearest2x") {
       need[0] = I[0] * I[1] * I[2]; need[1] = 4 * I[0] * I[1] * I[2];
+    } else if (name == "fp8_qkv_permute_quant") {
+      // byte payloads live in float buffers: sizes in floats, rounded up
+      int64_t B = I[0], S = I[1], P = I[2], N = I[3], D = I[4], H = I[5], xs = I[6];
+      if (D % 4) return "D must be a multiple of 4 (the fp32 scale closes each row), got " + std::to_string(D);
+      if (H > P * N) return "H must be <= P*N";
+      if (xs < H * D) return "xStride must be >= H*D";
+      need[0] = strided(B * S, xs, H * D);
+      need[1] = (P * S * B * N * (D + 4) + 3) / 4;
+    } else if (name == "fp8_qkv_permute_dequant") {
+      int64_t S = I[0], B = I[1], N = I[2], D = I[3];
+      if (D % 4) return "D must be a multiple of 4, got " + std::to_string(D);
+      need[0] = (S * B * N * (D + 4) + 3) / 4;
+      need[1] = S * B * N * D;
+    } else if (name == "fp8_per_token_quant" || name == "fp8_per_token_dequant") {
+      int64_t rows = I[0], H = I[1];
+      int64_t bytes = (rows * (H + 2) + 3) / 4;
+      if (name == "fp8_per_token_quant") { need[0] = rows * H; need[1] = bytes; }
+      else { need[0] = bytes; need[1] = rows * H; }
     }
   }
   for (int k = 0; k < expect_nt; ++k) {

@@ -1,0 +1,337 @@
+// Context-parallel lowering (Ulysses, Cache-DiT §4.1-§4.5) of a component into one plan per rank.
+//
+// 1. Entry split (the model's CP plan, FLUX: hidden_states / encoder_hidden_states / img_ids / txt_ids):
+//    every split input's axis is a plan dim (imageTokens, textTokens); rank r is traced and compiled with
+//    its local token counts (even: chunk; UAA: tensor_split, first ranks get +1).
+// 2. Every attention op of a rank plan becomes comm points around a head-sharded attention over the
+//    full sequence: `comm.all_to_all_qkv` for q, k, v (scatter heads, gather sequence, head padding,
+//    FP8 for q and v), `attention` with hReal heads over S_global, `comm.all_to_all_o` (inverse, FP8).
+//    Per-rank sequence lengths come from the other ranks' plans (the same attention, by order).
+//    ulysses_async: V, Q, K comm ops move right after their last producer, issued without waiting; a
+//    `comm.wait` precedes the attention.
+// 3. Exit gather (`output` on axis 1 for FLUX): recorded in `plan.parallel.gather`.
+// The gathered q/k/v/o live in four scratch tensors at the end of the arena shared by all attentions
+// (each is live only between its attention's comm ops).
+// Format: docs/architecture.md §3c.
+import type { Plan, PlanCommInfo, PlanOp, PlanParallel, PlanTensor } from '../../runtime/plan.ts';
+import { headPadding, realHeads, type HeadPadPolicy } from '../../runtime/parallel/ulysses.ts';
+import { tensorSplitSizes } from '../../runtime/parallel/attention-ref.ts';
+import type { ParallelPlan } from '../dsl/plans.ts';
+import { CompileError } from '../ir/graph.ts';
+import { traceComponent } from '../frontend.ts';
+import { getModel } from '../registry.ts';
+
+export interface UlyssesRequest {
+  component: 'transformer' | 'text_encoder' | 'vae';
+  dims?: Record<string, number>;
+  config?: Record<string, unknown>;
+  parallel: ParallelPlan;
+}
+
+/** compiles one (unlowered) plan for a rank's local dims; injected so this file does not import index.ts */
+export type RankCompiler = (dimsOverride: Record<string, number>) => Plan;
+
+interface SplitInfo {
+  name: string;
+  axis: number;
+  /** plan dim of the axis */
+  dim: string;
+  full: number;
+}
+
+/** Input splits of the model's CP plan for the traced full-size component. */
+function cpSplits(model: string, req: UlyssesRequest): { splits: SplitInfo[]; gather: Record<string, number>; dims: Record<string, number> } {
+  const def = getModel(model);
+  const cp = req.parallel.cp ?? def.parallel?.cp;
+  if (!cp || Object.keys(cp.split).length === 0) {
+    throw new CompileError(`${model} ${req.component}: no context-parallel plan (parallel.cp.split) in the model definition; Ulysses needs one`);
+  }
+  const traced = traceComponent(def, req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) });
+  const g = traced.graph;
+  const splits: SplitInfo[] = [];
+  for (const [name, axis] of Object.entries(cp.split)) {
+    const inp = g.inputs.find((i) => i.name === name);
+    if (!inp) throw new CompileError(`${model} ${req.component}: CP plan splits input '${name}', which the component does not have (inputs: ${g.inputs.map((i) => i.name).join(', ')})`);
+    const shape = g.node(inp.node).shape;
+    const full = shape[axis];
+    if (full === undefined) throw new CompileError(`${model} ${req.component}: CP plan splits '${name}' on axis ${axis}, but it has shape [${shape.join(', ')}]`);
+    let dim = cp.dims?.[name];
+    if (!dim) {
+      const cands = Object.entries(traced.dims).filter(([k, v]) => v === full && /tokens$/i.test(k));
+      if (cands.length !== 1) {
+        throw new CompileError(`${model} ${req.component}: cannot tell which plan dim input '${name}' axis ${axis} (${full}) is; name it in parallel.cp.dims`);
+      }
+      dim = cands[0]![0];
+    }
+    if (traced.dims[dim] !== full) throw new CompileError(`${model} ${req.component}: CP plan says '${name}' axis ${axis} is dim '${dim}' (${traced.dims[dim]}), but it has ${full}`);
+    splits.push({ name, axis, dim, full });
+  }
+  return { splits, gather: cp.gather, dims: traced.dims };
+}
+
+/** module (block) an attention op belongs to, for messages */
+function moduleOf(where: { seg: string; block?: string }, op: PlanOp): string {
+  return `${where.block ?? where.seg} attention${op.src ? ` (${op.src})` : ''}`;
+}
+
+interface AttnSite {
+  seg: number;
+  block: number; // -1: segment ops
+  index: number;
+  op: PlanOp;
+  where: { seg: string; block?: string };
+}
+
+function attentionSites(plan: Plan): AttnSite[] {
+  const out: AttnSite[] = [];
+  plan.segments.forEach((s, si) => {
+    if (s.ops) s.ops.forEach((op, oi) => op.k === 'attention' && out.push({ seg: si, block: -1, index: oi, op, where: { seg: s.name } }));
+    s.blocks?.forEach((b, bi) => b.ops.forEach((op, oi) => op.k === 'attention' && out.push({ seg: si, block: bi, index: oi, op, where: { seg: s.name, block: b.name } })));
+  });
+  return out;
+}
+
+/** Whether the sizes need UAA (uneven token splits or a head count Cache-DiT's padding rule rejects). */
+export function ulyssesNeedsAnything(model: string, req: Omit<UlyssesRequest, 'parallel'>, world: number): boolean {
+  const { splits } = cpSplits(model, { ...req, parallel: {} });
+  if (splits.some((s) => s.full % world !== 0)) return true;
+  const def = getModel(model);
+  const g = traceComponent(def, req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) }).graph;
+  for (const n of g.live()) {
+    if (n.op !== 'attention') continue;
+    try {
+      headPadding(n.attrs.heads as number, world, 'cache-dit');
+    } catch {
+      return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Per-rank context-parallel plans (index = rank): Ulysses (`ulysses_size`), ring (`ring_size`) or USP
+ * (both; mesh [ring, ulysses]). Errors (CompileError): no CP plan, a split that is not divisible without
+ * `ulysses_anything` (Ulysses only), a head count that cannot be padded (Cache-DiT's rule without UAA),
+ * masked or cross attention (not lowered yet), tp_size > 1 (not lowered yet).
+ */
+export function lowerContextParallel(model: string, req: UlyssesRequest, compileRank: RankCompiler): Plan[] {
+  const p = req.parallel;
+  const U = p.ulysses_size ?? 1;
+  const Rg = p.ring_size ?? 1;
+  for (const [k, v] of [['ulysses_size', U], ['ring_size', Rg]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new CompileError(`parallel plan: ${k} must be a positive integer, got ${v}`);
+  }
+  if ((p.tp_size ?? 1) > 1) {
+    throw new CompileError(`parallel plan: tp_size > 1 is not lowered to multi-rank plans yet (Ulysses, ring and USP are); got tp ${p.tp_size}`);
+  }
+  if (p.ulysses_anything && Rg > 1) throw new CompileError('parallel plan: ulysses_anything cannot be combined with ring_size > 1 (Cache-DiT UAA is Ulysses-only)');
+  const W = U * Rg;
+  const kind: PlanParallel['kind'] = Rg === 1 ? 'ulysses' : U === 1 ? 'ring' : 'usp';
+  const anything = !!p.ulysses_anything;
+  const float8 = !!p.ulysses_float8 && U > 1;
+  const async = !!p.ulysses_async && kind === 'ulysses';
+  const policy: HeadPadPolicy = anything ? 'any' : 'cache-dit';
+  const { splits, gather, dims } = cpSplits(model, req);
+
+  // per-rank local dims
+  const dimSizes = new Map<string, number[]>();
+  for (const s of splits) {
+    if (dimSizes.has(s.dim)) continue;
+    if (!anything && s.full % W !== 0) {
+      const what = kind === 'ulysses' ? `ulysses=${W}` : `${W} context-parallel ranks (${kind}: ulysses ${U} x ring ${Rg})`;
+      const fix = kind === 'ulysses' ? 'set ulysses_anything (UAA, uneven splits) or use a world size that divides it' : 'use a world size that divides it (UAA is Ulysses-only)';
+      throw new CompileError(`${model} ${req.component}: input '${s.name}' has ${s.full} tokens (${s.dim}), not divisible by ${what}: ${fix}`);
+    }
+    if (s.full < W) throw new CompileError(`${model} ${req.component}: input '${s.name}' has ${s.full} tokens (${s.dim}), fewer than the ${W} ranks`);
+    dimSizes.set(s.dim, tensorSplitSizes(s.full, W));
+  }
+  const plans: Plan[] = [];
+  for (let r = 0; r < W; r++) {
+    const over: Record<string, number> = {};
+    for (const [d, sz] of dimSizes) over[d] = sz[r]!;
+    plans.push(W === 1 ? compileRank({}) : compileRank(over));
+  }
+  const sites = plans.map(attentionSites);
+  for (let r = 1; r < W; r++) {
+    if (sites[r]!.length !== sites[0]!.length) throw new CompileError(`${model} ${req.component}: rank plans disagree on the number of attentions (${sites[0]!.length} vs ${sites[r]!.length})`);
+  }
+  // checks on rank 0's ops (the same modules on every rank)
+  for (const s of sites[0]!) {
+    const [, Sq, Sk, H] = s.op.i as [number, number, number, number];
+    if (s.op.t[3] !== -1) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} has a key mask, which the Ulysses lowering does not gather yet`);
+    if (Sq !== Sk) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} is cross attention (${Sq} queries, ${Sk} keys), which the Ulysses lowering does not split yet`);
+    try {
+      headPadding(H, U, policy);
+    } catch (e) {
+      throw new CompileError(
+        `${model}: ${moduleOf(s.where, s.op)} with ${H} heads cannot be split over ulysses=${U}: ${(e as Error).message.replace(/^Ulysses: /, '')}${anything || Rg > 1 ? '' : '; set ulysses_anything (UAA) to allow it'}`,
+      );
+    }
+  }
+
+  const splitRec: PlanParallel['split'] = {};
+  for (const s of splits) splitRec[s.name] = { axis: s.axis, sizes: dimSizes.get(s.dim)! };
+  const gatherRec: PlanParallel['gather'] = {};
+  for (const [name, axis] of Object.entries(gather)) {
+    const o0 = plans[0]!.outputs.find((o) => o.name === name);
+    if (!o0) throw new CompileError(`${model} ${req.component}: CP plan gathers output '${name}', which the component does not have`);
+    gatherRec[name] = { axis, sizes: plans.map((pl) => pl.outputs.find((o) => o.name === name)!.shape[axis]!) };
+  }
+  void dims;
+
+  return plans.map((plan, r) => rewriteRank(plan, r, W, sites, { kind, ulysses: U, ring: Rg, anything, float8, async, policy, split: splitRec, gather: gatherRec }));
+}
+
+function rewriteRank(
+  plan: Plan,
+  rank: number,
+  W: number,
+  sites: AttnSite[][],
+  o: {
+    kind: PlanParallel['kind'];
+    ulysses: number;
+    ring: number;
+    anything: boolean;
+    float8: boolean;
+    async: boolean;
+    policy: HeadPadPolicy;
+    split: PlanParallel['split'];
+    gather: PlanParallel['gather'];
+  },
+): Plan {
+  const out: Plan = structuredClone(plan);
+  out.tag = `${plan.tag}-${o.kind === 'ulysses' ? 'u' : o.kind === 'ring' ? 'r' : `u${o.ulysses}r`}${W}r${rank}`;
+  out.parallel = {
+    kind: o.kind,
+    world: W,
+    rank,
+    ulysses: o.ulysses,
+    ring: o.ring,
+    anything: o.anything,
+    float8: o.float8,
+    async: o.async,
+    headPadPolicy: o.policy,
+    split: o.split,
+    gather: o.gather,
+  };
+  if (W === 1) return out;
+  const tensors = new Map<number, PlanTensor>(out.tensors.map((t) => [t.id, t]));
+  let nextId = Math.max(...out.tensors.map((t) => t.id)) + 1;
+  const base = Math.ceil(out.arenaFloats / 16) * 16;
+  let maxScratch = 0;
+  const mySites = sites[rank]!;
+  // scratch views are created per size; 4 regions at the arena end
+  const scratchViews = new Map<string, number>();
+  const view = (slot: number, numel: number, shape: number[]): number => {
+    const key = `${slot}:${numel}`;
+    let id = scratchViews.get(key);
+    if (id === undefined) {
+      id = nextId++;
+      scratchViews.set(key, id);
+      const t: PlanTensor = { id, base: 'arena', offset: -1 - slot, numel: Math.max(1, numel), shape, name: `ulysses.${'qkvo'[slot]}g` };
+      out.tensors.push(t);
+      tensors.set(id, t);
+    }
+    return id;
+  };
+
+  // group sites by op list, rewrite back to front so indices stay valid
+  const lists = new Map<string, { ops: PlanOp[]; items: { s: AttnSite; k: number }[] }>();
+  mySites.forEach((s, k) => {
+    const seg = out.segments[s.seg]!;
+    const ops = s.block < 0 ? seg.ops! : seg.blocks![s.block]!.ops;
+    const key = `${s.seg}:${s.block}`;
+    if (!lists.has(key)) lists.set(key, { ops, items: [] });
+    lists.get(key)!.items.push({ s, k });
+  });
+
+  const range = (id: number): [number, number] | null => {
+    const t = tensors.get(id);
+    if (!t || t.base !== 'arena' || t.offset < 0) return null;
+    return [t.offset, t.offset + t.numel];
+  };
+  const touches = (op: PlanOp, r: [number, number]): boolean =>
+    op.t.some((id) => {
+      if (id < 0) return false;
+      const x = range(id);
+      return !!x && x[0] < r[1] && r[0] < x[1];
+    });
+
+  for (const { ops, items } of lists.values()) {
+    for (const { s, k } of [...items].reverse()) {
+      const op = ops[s.index]!;
+      const [B, Sq, , H, D, qS, kS, vS, oS] = op.i as number[];
+      const sizes = sites.map((rs) => rs[k]!.op.i[1]!);
+      if (sizes[rank] !== Sq) throw new Error(`internal: ulysses sizes mismatch at ${s.where.block}`);
+      if (o.kind !== 'ulysses') {
+        // ring / USP: one host op (K/V around the ring with LSE merge; USP: Ulysses all-to-alls inside)
+        const [q0, k0, v0, , o0] = op.t as number[];
+        const hu = o.kind === 'usp' ? headPadding(H!, o.ulysses, o.policy) : { hPad: 0, hLocal: H! };
+        ops.splice(s.index, 1, {
+          k: o.kind === 'ring' ? 'comm.ring_attention' : 'comm.usp_attention',
+          t: [q0!, k0!, v0!, o0!],
+          i: [B!, H!, D!, qS!, kS!, vS!, oS!],
+          f: [...op.f],
+          ...(op.src ? { src: op.src } : {}),
+          comm: { group: o.kind, sizes, hLocal: hu.hLocal, hPad: hu.hPad, hReal: H!, float8: o.float8, wait: true, stream: 'o', module: s.where.block ?? s.where.seg },
+        });
+        continue;
+      }
+      const { hPad, hLocal } = headPadding(H!, W, o.policy);
+      const hReal = realHeads(H!, hLocal, rank);
+      const sG = sizes.reduce((a, b) => a + b, 0);
+      const numel = B! * sG * hReal * D!;
+      maxScratch = Math.max(maxScratch, B! * sG * Math.max(hReal, 1) * D!);
+      const shape = [B!, sG, hReal * D!];
+      const [q, kk, v, , oo] = op.t as number[];
+      const [qg, kg, vg, og] = [0, 1, 2, 3].map((slot) => view(slot, numel, shape)) as [number, number, number, number];
+      const module = s.where.block ?? s.where.seg;
+      const info = (stream: PlanCommInfo['stream'], wait: boolean): PlanCommInfo => ({
+        group: 'ulysses',
+        sizes,
+        hLocal,
+        hPad,
+        hReal,
+        float8: o.float8 && stream !== 'k',
+        wait,
+        stream,
+        module,
+      });
+      const a2a = (stream: 'q' | 'k' | 'v', x: number, xg: number, stride: number, wait: boolean): PlanOp => ({
+        k: 'comm.all_to_all_qkv',
+        t: [x, xg],
+        i: [B!, H!, D!, stride],
+        f: [],
+        ...(op.src ? { src: op.src } : {}),
+        comm: info(stream, wait),
+      });
+      const attn: PlanOp[] =
+        hReal > 0 ? [{ k: 'attention', t: [qg, kg, vg, -1, og], i: [B!, sG, sG, hReal, D!, hReal * D!, hReal * D!, hReal * D!, hReal * D!], f: [...op.f], ...(op.src ? { src: op.src } : {}) }] : [];
+      const oOp: PlanOp = { k: 'comm.all_to_all_o', t: [og, oo], i: [B!, H!, D!, oS!], f: [], ...(op.src ? { src: op.src } : {}), comm: info('o', true) };
+      if (!o.async) {
+        ops.splice(s.index, 1, a2a('q', q, qg, qS!, true), a2a('k', kk, kg, kS!, true), a2a('v', v, vg, vS!, true), ...attn, oOp);
+        continue;
+      }
+      // async: each of V, Q, K right after its last producer (Cache-DiT order V, Q, K when tied)
+      ops.splice(s.index, 1, { k: 'comm.wait', t: [], i: [], f: [] }, ...attn, oOp);
+      const lastTouch = (id: number): number => {
+        const r = range(id)!;
+        for (let j = s.index - 1; j >= 0; j--) if (!ops[j]!.k.startsWith('comm.') && touches(ops[j]!, r)) return j;
+        return -1;
+      };
+      const place = [
+        { stream: 'v' as const, x: v, xg: vg, st: vS! },
+        { stream: 'q' as const, x: q, xg: qg, st: qS! },
+        { stream: 'k' as const, x: kk, xg: kg, st: kS! },
+      ].map((c) => ({ ...c, at: lastTouch(c.x) }));
+      // insert back to front (ties keep V, Q, K order)
+      for (const c of [...place].sort((a, b) => b.at - a.at || 'kqv'.indexOf(a.stream) - 'kqv'.indexOf(b.stream))) {
+        ops.splice(c.at + 1, 0, a2a(c.stream, c.x, c.xg, c.st, false));
+      }
+    }
+  }
+  // place the scratch regions
+  for (const t of out.tensors) if (t.base === 'arena' && t.offset < 0) t.offset = base + (-1 - t.offset) * maxScratch;
+  if (maxScratch > 0) out.arenaFloats = base + 4 * maxScratch;
+  return out;
+}

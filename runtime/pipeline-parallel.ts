@@ -1,0 +1,336 @@
+// Multi-rank text-to-image (Cache-DiT context parallelism, cache-dit.md §4): N ranks (shm worker threads
+// or mpirun processes) each run their own executors; the transformer runs one per-rank plan of a
+// parallel lowering (plan.parallel, docs/architecture.md §3c) through ParallelExecutor: inputs split at
+// entry, Ulysses all-to-alls around every attention, output all-gathered, so every rank holds the full
+// velocity and steps the same latents. Text encoder: replicated on every rank (--parallel-text: TE-P is
+// not implemented yet, replicated). VAE: rank 0 decodes (--parallel-vae: tile-parallel decode is not
+// implemented yet, rank 0). Rank 0 writes the result; a rank that dies makes the others fail within
+// the communicator's bounded wait with an error naming it.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Communicator } from './comm/communicator.ts';
+import { launchRanks, type CommBackend } from './comm/index.ts';
+import { toUint8HWC } from './image.ts';
+import { openSafetensors, writeSafetensors } from './io/safetensors.ts';
+import { imageIds, textIds } from './latents.ts';
+import { loadNative } from './native.ts';
+import { ParallelExecutor } from './parallel/executor.ts';
+import type { Component, Plan } from './plan.ts';
+import { eulerStep, fluxSchedule, transformerTimestep } from './scheduler.ts';
+import { loadPipeline, resolveModelDir, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider } from './pipeline.ts';
+
+/** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
+export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
+export type ParallelKind = (typeof PARALLEL_KINDS)[number];
+
+/** The ParallelPlan fields a parallel provider needs (compiler/dsl/plans.ts ParallelPlan subset). */
+export interface ParallelRequest {
+  ulysses_size?: number;
+  ring_size?: number;
+  tp_size?: number;
+  /** 'auto': on only where the sizes need it (the default with --world > 1 and no --parallel) */
+  ulysses_anything?: boolean | 'auto';
+  ulysses_float8?: boolean;
+  ulysses_async?: boolean;
+  extra_parallel_modules?: ('text_encoder' | 'vae' | 'controlnet')[];
+}
+
+/** Per-rank plans for a component (the CLI passes the compiler's compileParallelPlans). */
+export type ParallelPlanProvider = (component: Component, dims: PlanDims, parallel: ParallelRequest) => Plan[] | Promise<Plan[]>;
+
+export interface ParallelOptions {
+  world: number;
+  /** 'shm' (worker threads, default) or 'mpi' (mpirun processes) */
+  comm?: CommBackend;
+  /** default with world > 1: 'ulysses' with UAA where the sizes need it */
+  parallel?: ParallelKind;
+  ulyssesAnything?: boolean;
+  ulyssesFloat8?: boolean;
+  ulyssesAsync?: boolean;
+  parallelText?: boolean;
+  parallelVae?: boolean;
+}
+
+/** Cache-DiT's sizes for a `--parallel` kind over `world` ranks (cache-dit.md §5.2). */
+export function parallelRequest(o: ParallelOptions): ParallelRequest {
+  const W = o.world;
+  if (!Number.isInteger(W) || W < 1) throw new UserError(`--world must be an integer >= 1, got ${W}`);
+  const kind = o.parallel ?? 'ulysses';
+  if (!(PARALLEL_KINDS as readonly string[]).includes(kind)) throw new UserError(`--parallel must be one of ${PARALLEL_KINDS.join(', ')}; got "${kind}"`);
+  const half = (what: string): number => {
+    if (W % 2 !== 0 || W < 4) throw new UserError(`--parallel ${what} needs an even world size >= 4, got ${W}`);
+    return W / 2;
+  };
+  let req: ParallelRequest;
+  switch (kind) {
+    case 'ulysses':
+      req = { ulysses_size: W };
+      break;
+    case 'ring':
+      req = { ring_size: W };
+      break;
+    case 'tp':
+      req = { tp_size: W };
+      break;
+    case 'usp':
+      req = { ulysses_size: half('usp'), ring_size: 2 };
+      break;
+    case 'ulysses_tp':
+      req = { ulysses_size: half('ulysses_tp'), tp_size: 2 };
+      break;
+    case 'tp_ulysses':
+      req = { tp_size: half('tp_ulysses'), ulysses_size: 2 };
+      break;
+    case 'ring_tp':
+      req = { ring_size: half('ring_tp'), tp_size: 2 };
+      break;
+    case 'tp_ring':
+      req = { tp_size: half('tp_ring'), ring_size: 2 };
+      break;
+    case 'usp_tp':
+      if (W !== 8) throw new UserError(`--parallel usp_tp needs --world 8 (2 x 2 x 2), got ${W}`);
+      req = { ulysses_size: 2, ring_size: 2, tp_size: 2 };
+      break;
+  }
+  req.ulysses_anything = o.ulyssesAnything ? true : o.parallel === undefined ? 'auto' : false;
+  if (o.ulyssesFloat8) req.ulysses_float8 = true;
+  if (o.ulyssesAsync) req.ulysses_async = true;
+  const extra: ('text_encoder' | 'vae')[] = [];
+  if (o.parallelText) extra.push('text_encoder');
+  if (o.parallelVae) extra.push('vae');
+  if (extra.length) req.extra_parallel_modules = extra;
+  if ((req.tp_size ?? 1) > 1) {
+    throw new UserError(`--parallel ${kind}: tensor parallelism has a host reference (runtime/parallel/tp.ts) but no plan lowering yet; ulysses, ring and usp run on multiple ranks`);
+  }
+  if ((req.ring_size ?? 1) > 1) {
+    if (o.ulyssesAnything) throw new UserError(`--ulysses-anything cannot be combined with --parallel ${kind} (Cache-DiT UAA is Ulysses-only)`);
+    req.ulysses_anything = false;
+  }
+  return req;
+}
+
+export interface ParallelGenerateRequest extends GenerateOptions, ParallelOptions {
+  /** executor threads per rank (default: cores / world, at least 1) */
+  threads?: number;
+  /** per-rank transformer plans (else `parallelPlanProvider`) */
+  transformerPlans?: Plan[];
+  parallelPlanProvider?: ParallelPlanProvider;
+  /** text encoder / VAE plans for sizes with no shipped plan */
+  planProvider?: PlanProvider;
+  generatedDir?: string;
+  /** mpi only: kill the job after this long (ms) */
+  jobTimeoutMs?: number;
+  /** tests: rank `rank` exits abruptly (process.exit, i.e. its thread or process dies) before step `step` */
+  faultInjection?: { rank: number; step: number };
+}
+
+export interface ParallelGenerateResult extends GenerateResult {
+  world: number;
+  backend: CommBackend;
+  /** the lowering every rank ran */
+  parallel: NonNullable<Plan['parallel']>;
+  /** per rank: bytes sent per denoising step, ms in comm ops per step, ms per step */
+  ranks: { rank: number; bytesPerStep: number; commMsPerStep: number; perStep: number }[];
+}
+
+interface RankArgs {
+  modelDir: string;
+  planFile: string;
+  outFile: string;
+  latentsFile: string | null;
+  threads: number;
+  generatedDir: string | null;
+  prompt: string;
+  steps: number;
+  seed: number;
+  batch: number;
+  height: number;
+  width: number;
+  die: { rank: number; step: number } | null;
+}
+
+interface RankResult {
+  rank: number;
+  bytesPerStep: number;
+  commMsPerStep: number;
+  perStep: number;
+  timings: GenerateResult['timings'];
+  inputIds: number[];
+  unknownWords: string[];
+}
+
+/**
+ * Multi-rank generate: starts `world` ranks on `comm`, returns rank 0's result (same fields as
+ * Pipeline.generate plus per-rank comm statistics).
+ */
+export async function generateParallel(model: string, req: ParallelGenerateRequest): Promise<ParallelGenerateResult> {
+  const t0 = performance.now();
+  const world = req.world;
+  const backend: CommBackend = req.comm ?? 'shm';
+  if (backend !== 'shm' && backend !== 'mpi') throw new UserError(`--comm must be shm or mpi, got "${String(backend)}"`);
+  const preq = parallelRequest(req);
+  const { dir } = resolveModelDir(model);
+  const pipe = await loadPipeline(dir, { ...(req.generatedDir ? { generatedDir: req.generatedDir } : {}) });
+  const steps = req.steps ?? 28;
+  if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${req.steps}`);
+  const height = req.height ?? 32;
+  const width = req.width ?? 32;
+  const g = pipe.geometry(height, width);
+  const batch = req.batch ?? 1;
+  const seed = req.seed ?? 0;
+  const dims: PlanDims = { batch, height, width, textTokens: pipe.textTokens };
+
+  let tPlans = req.transformerPlans;
+  if (!tPlans) {
+    if (!req.parallelPlanProvider) throw new UserError('multi-rank generate needs per-rank transformer plans: pass transformerPlans or parallelPlanProvider (the CLI compiles them)');
+    tPlans = await req.parallelPlanProvider('transformer', dims, preq);
+  }
+  if (tPlans.length !== world) throw new Error(`got ${tPlans.length} transformer plans for ${world} ranks`);
+  // text encoder / VAE plans the ranks cannot find shipped
+  const plans: Partial<Record<Component, Plan>> = {};
+  for (const c of ['text_encoder', 'vae'] as const) {
+    try {
+      await pipe.plan(c, dims);
+    } catch (e) {
+      if (!(e instanceof UserError) || !req.planProvider) throw e;
+      plans[c] = await req.planProvider(c, dims);
+    }
+  }
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-par-'));
+  try {
+    const planFile = path.join(tmp, 'plans.json');
+    fs.writeFileSync(planFile, JSON.stringify({ transformer: tPlans, ...plans }));
+    let latentsFile: string | null = null;
+    if (req.latents) {
+      if (req.latents.length !== batch * g.tokens * g.packedChannels) throw new UserError(`latents must have ${batch * g.tokens * g.packedChannels} values`);
+      latentsFile = path.join(tmp, 'latents.safetensors');
+      writeSafetensors(latentsFile, { latents: { dtype: 'F32', shape: [batch, g.tokens, g.packedChannels], data: req.latents } });
+    }
+    const args: RankArgs = {
+      modelDir: dir,
+      planFile,
+      outFile: path.join(tmp, 'result.safetensors'),
+      latentsFile,
+      threads: req.threads ?? Math.max(1, Math.floor(os.availableParallelism() / world)),
+      generatedDir: req.generatedDir ?? null,
+      prompt: req.prompt,
+      steps,
+      seed,
+      batch,
+      height,
+      width,
+      die: req.faultInjection ?? null,
+    };
+    const results = await launchRanks<RankResult>(world, {
+      backend,
+      module: fileURLToPath(import.meta.url),
+      exportName: 'parallelGenerateRank',
+      args,
+      ...(req.jobTimeoutMs ? { jobTimeoutMs: req.jobTimeoutMs } : {}),
+    });
+    const f = await openSafetensors(args.outFile);
+    const latents = Float32Array.from(f.tensor('latents').data);
+    const decoded = Float32Array.from(f.tensor('decoded').data);
+    const images: Uint8Array[] = [];
+    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, 3, height, width, b));
+    const r0 = results[0]!;
+    return {
+      image: images[0]!,
+      images,
+      width,
+      height,
+      latents,
+      latentsShape: [batch, g.tokens, g.packedChannels],
+      decoded,
+      steps,
+      seed: req.latents ? null : seed,
+      inputIds: r0.inputIds,
+      unknownWords: r0.unknownWords,
+      schedule: fluxSchedule(steps, g.tokens, pipe.scheduler),
+      timings: { ...r0.timings, total: performance.now() - t0 },
+      world,
+      backend,
+      parallel: tPlans[0]!.parallel!,
+      ranks: results.map((r) => ({ rank: r.rank, bytesPerStep: r.bytesPerStep, commMsPerStep: r.commMsPerStep, perStep: r.perStep })),
+    };
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process). */
+export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Promise<RankResult> {
+  const t0 = performance.now();
+  const all = JSON.parse(fs.readFileSync(a.planFile, 'utf8')) as { transformer: Plan[]; text_encoder?: Plan; vae?: Plan };
+  const plan = all.transformer[comm.rank]!;
+  const pipe = await loadPipeline(a.modelDir, {
+    threads: a.threads,
+    plans: { ...(all.text_encoder ? { text_encoder: all.text_encoder } : {}), ...(all.vae ? { vae: all.vae } : {}) },
+    ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
+  });
+  const g = pipe.geometry(a.height, a.width);
+  const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
+  const wf = await openSafetensors(path.join(a.modelDir, 'transformer', 'diffusion_pytorch_model.safetensors'));
+  for (const w of plan.weights) {
+    if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
+    pe.bindWeight(w.name, wf.tensor(w.name).data);
+  }
+  const setup = performance.now() - t0;
+
+  const prompts = new Array<string>(a.batch).fill(a.prompt);
+  const tTe = performance.now();
+  const text = await pipe.encodePrompt(prompts, a.height, a.width);
+  const textEncoder = performance.now() - tTe - text.tokenizeMs;
+  let x: Float32Array;
+  if (a.latentsFile) x = Float32Array.from((await openSafetensors(a.latentsFile)).tensor('latents').data);
+  else x = pipe.noise(a.seed, a.batch, a.height, a.width);
+  const schedule = fluxSchedule(a.steps, g.tokens, pipe.scheduler);
+  const timestep = new Float32Array(a.batch);
+  const ids = { img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2), txt_ids: textIds(pipe.textTokens) };
+  comm.resetStats();
+  const tDen = performance.now();
+  for (let i = 0; i < a.steps; i++) {
+    if (a.die && a.die.rank === comm.rank && a.die.step === i) process.exit(3);
+    timestep.fill(transformerTimestep(schedule, i));
+    const inputs: Record<string, Float32Array> = {
+      hidden_states: x,
+      encoder_hidden_states: text.encoderHiddenStates,
+      pooled_projections: text.pooledProjections,
+      timestep,
+      ...ids,
+    };
+    for (const io of plan.inputs) {
+      const v = inputs[io.name];
+      if (!v) throw new Error(`${plan.model}/${plan.component} plan input "${io.name}" was not provided`);
+      pe.setInput(io.name, v);
+    }
+    await pe.forward();
+    const v = await pe.output('output');
+    eulerStep(x, v, schedule, i);
+  }
+  const denoise = performance.now() - tDen;
+  const bytesPerStep = comm.stats.bytesSent / a.steps;
+  let vae = 0;
+  if (comm.rank === 0) {
+    const tV = performance.now();
+    const decoded = await pipe.decodeVaeSpace(pipe.toVaeSpace(x, a.batch, a.height, a.width), a.batch, a.height, a.width);
+    vae = performance.now() - tV;
+    writeSafetensors(a.outFile, {
+      latents: { dtype: 'F32', shape: [a.batch, g.tokens, g.packedChannels], data: x },
+      decoded: { dtype: 'F32', shape: [a.batch, 3, a.height, a.width], data: decoded },
+    });
+  }
+  await comm.barrier();
+  return {
+    rank: comm.rank,
+    bytesPerStep,
+    commMsPerStep: pe.stats.commMs / a.steps,
+    perStep: denoise / a.steps,
+    timings: { tokenize: text.tokenizeMs, textEncoder, denoise, perStep: denoise / a.steps, vae, setup, total: performance.now() - t0 },
+    inputIds: text.inputIds[0]!,
+    unknownWords: text.unknownWords,
+  };
+}

@@ -219,7 +219,13 @@ export const QWEN_IMAGE_PARALLEL = {
     'transformer_blocks.*.img_mod.1': 'colwise_replicate',
     'transformer_blocks.*.txt_mod.1': 'colwise_replicate',
   } as const,
-  cp: { split: { hidden_states: 1, encoder_hidden_states: 1, img_rope_ids: 0, txt_rope_ids: 0 }, gather: { output: 1 } },
+  cp: {
+    split: { hidden_states: 1, encoder_hidden_states: 1, img_rope_ids: 0, txt_rope_ids: 0 },
+    gather: { output: 1 },
+    dims: { hidden_states: 'imageTokens', encoder_hidden_states: 'textTokens', img_rope_ids: 'imageTokens', txt_rope_ids: 'textTokens' },
+    // the joint key mask [text mask | ones] splits per stream (Cache-DiT splits encoder_hidden_states_mask)
+    joint: { joint_attention_mask: { axis: 1, dims: ['textTokens', 'imageTokens'] } },
+  },
 };
 
 export default model('qwen-image', {

@@ -16,6 +16,11 @@ export interface NativeExecutor {
   readTensor(id: number, into: Float32Array): void;
   /** Overwrites an arena tensor view. */
   writeTensor(id: number, data: Float32Array): void;
+  /**
+   * A Float32Array aliasing an arena tensor (no copy). It keeps the executor alive; never touch it while a
+   * run() is in flight. Used by the cache engine (runtime/cache/native-runner.ts) to run its kernels in place.
+   */
+  tensorView(id: number): Float32Array;
   /** Runs a segment on a worker thread; a "blocks" segment runs blocks [blockBegin, blockEnd) (default all). */
   run(segment: string, blockBegin?: number, blockEnd?: number): Promise<void>;
   /** Same, on the calling thread. */

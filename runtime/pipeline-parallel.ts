@@ -17,6 +17,10 @@ import { openSafetensors, writeSafetensors } from './io/safetensors.ts';
 import { imageIds, textIds } from './latents.ts';
 import { loadNative } from './native.ts';
 import { ParallelExecutor } from './parallel/executor.ts';
+import { ParallelBlockListRunner } from './parallel/cache.ts';
+import { CacheEngine, type BlockListSpec } from './cache/engine.ts';
+import { cloneCacheConfig } from './cache/config.ts';
+import type { PipelineCacheOptions, PipelineCacheResult } from './pipeline-cache.ts';
 import type { Component, Plan } from './plan.ts';
 import { eulerStep, fluxSchedule, transformerTimestep } from './scheduler.ts';
 import { loadPipeline, resolveModelDir, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider } from './pipeline.ts';
@@ -149,6 +153,7 @@ interface RankArgs {
   height: number;
   width: number;
   die: { rank: number; step: number } | null;
+  cache: PipelineCacheOptions | null;
 }
 
 interface RankResult {
@@ -156,6 +161,7 @@ interface RankResult {
   bytesPerStep: number;
   commMsPerStep: number;
   perStep: number;
+  cache: PipelineCacheResult | null;
   timings: GenerateResult['timings'];
   inputIds: number[];
   unknownWords: string[];
@@ -180,6 +186,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   const g = pipe.geometry(height, width);
   const batch = req.batch ?? 1;
   const seed = req.seed ?? 0;
+  if (req.guidanceScale !== undefined && req.guidanceScale > 1) throw new UserError('--guidance-scale > 1 (true CFG) is not supported with --world > 1 yet');
   const dims: PlanDims = { batch, height, width, textTokens: pipe.textTokens };
 
   let tPlans = req.transformerPlans;
@@ -223,6 +230,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       height,
       width,
       die: req.faultInjection ?? null,
+      cache: req.cache?.cache ? req.cache : null,
     };
     const results = await launchRanks<RankResult>(world, {
       backend,
@@ -251,6 +259,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       unknownWords: r0.unknownWords,
       schedule: fluxSchedule(steps, g.tokens, pipe.scheduler),
       timings: { ...r0.timings, total: performance.now() - t0 },
+      ...(r0.cache ? { cache: r0.cache } : {}),
       world,
       backend,
       parallel: tPlans[0]!.parallel!,
@@ -278,6 +287,29 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
     if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
     pe.bindWeight(w.name, wf.tensor(w.name).data);
   }
+  // cache: the engine over the block lists, probe sums all-reduced so every rank decides alike
+  let engine: CacheEngine | null = null;
+  const runners: ParallelBlockListRunner[] = [];
+  if (a.cache?.cache) {
+    const lists: BlockListSpec[] = [];
+    for (const seg of plan.segments) {
+      if (!seg.blocks || !seg.io || seg.pattern === undefined) continue;
+      const runner = new ParallelBlockListRunner(comm, pe, plan, seg);
+      runners.push(runner);
+      lists.push({ name: seg.name, runner, ...(a.cache.modifiers?.[seg.name] ? { modifier: a.cache.modifiers[seg.name] } : {}) });
+    }
+    let cache = cloneCacheConfig(a.cache.cache);
+    if (cache.enable_separate_cfg === null) cache = { ...cache, enable_separate_cfg: false };
+    engine = new CacheEngine({ lists, cache, calibrator: a.cache.calibrator ?? null });
+    engine.refreshContext(cache.num_inference_steps != null ? { numInferenceSteps: a.steps } : {});
+  }
+  const forward = async () => {
+    if (!engine) return pe.forward();
+    for (const seg of plan.segments) {
+      if (seg.blocks && seg.io && seg.pattern !== undefined) await engine.runList(seg.name);
+      else await pe.run(seg.name);
+    }
+  };
   const setup = performance.now() - t0;
 
   const prompts = new Array<string>(a.batch).fill(a.prompt);
@@ -307,7 +339,7 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
       if (!v) throw new Error(`${plan.model}/${plan.component} plan input "${io.name}" was not provided`);
       pe.setInput(io.name, v);
     }
-    await pe.forward();
+    await forward();
     const v = await pe.output('output');
     eulerStep(x, v, schedule, i);
   }
@@ -329,6 +361,9 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
     bytesPerStep,
     commMsPerStep: pe.stats.commMs / a.steps,
     perStep: denoise / a.steps,
+    cache: engine
+      ? { tag: engine.strify(), summary: engine.summary(), probes: runners.reduce((n, r) => n + r.probes, 0), kernels: 0, blocksRun: 0 }
+      : null,
     timings: { tokenize: text.tokenizeMs, textEncoder, denoise, perStep: denoise / a.steps, vae, setup, total: performance.now() - t0 },
     inputIds: text.inputIds[0]!,
     unknownWords: text.unknownWords,

@@ -15,6 +15,7 @@ import { toUint8HWC } from './image.ts';
 import { torchRandn } from './rng.ts';
 import type { Component, Plan } from './plan.ts';
 import { loadNative, type Native, type NativeExecutor } from './native.ts';
+import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -75,6 +76,12 @@ export interface GenerateOptions {
   height?: number;
   width?: number;
   onStep?: (info: { step: number; steps: number; timestep: number; sigma: number; ms: number }) => void;
+  /** Cache-DiT caching on the transformer's block lists (runtime/pipeline-cache.ts) */
+  cache?: PipelineCacheOptions;
+  /** true CFG (FluxPipeline `negative_prompt` + `true_cfg_scale`): two transformer calls per step */
+  negativePrompt?: string;
+  /** FluxPipeline `true_cfg_scale` (default 1: no CFG); CFG runs when > 1 and a negative prompt is given */
+  guidanceScale?: number;
 }
 
 export interface StageTimings {
@@ -107,6 +114,8 @@ export interface GenerateResult {
   unknownWords: string[];
   schedule: Schedule;
   timings: StageTimings;
+  /** with `cache`: Cache-DiT summary and run tag */
+  cache?: PipelineCacheResult;
 }
 
 // ---- native addon (docs/architecture.md §4) ----
@@ -366,7 +375,8 @@ export class Pipeline {
       img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2),
       txt_ids: textIds(this.textTokens),
     });
-    await Pipeline.forward(r);
+    if (this.cacheSession) await this.cacheSession.forward(r.plan, r.exec);
+    else await Pipeline.forward(r);
     return Pipeline.output(r, 'output');
   }
 
@@ -392,6 +402,8 @@ export class Pipeline {
   }
 
   private queue: Promise<unknown> = Promise.resolve();
+  /** the request's cache session while a cached generate runs */
+  private cacheSession: TransformerCacheSession | null = null;
 
   /**
    * Text-to-image (FluxPipeline semantics). Concurrent calls on one pipeline run one after the other
@@ -439,6 +451,22 @@ export class Pipeline {
     const tokenize = text.tokenizeMs;
     const textEncoder = performance.now() - tTe - tokenize;
 
+    const guidance = opts.guidanceScale ?? 1;
+    if (!Number.isFinite(guidance)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
+    const doCfg = opts.negativePrompt !== undefined && guidance > 1;
+    const negText = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt!), height, width) : null;
+    this.cacheSession = opts.cache ? new TransformerCacheSession(getNative(), opts.cache, { steps, separateCfg: doCfg }) : null;
+    if (this.cacheSession) {
+      const tr = await this.runner('transformer', dims);
+      try {
+        this.cacheSession.prepare(tr.plan, tr.exec);
+      } catch (e) {
+        this.cacheSession = null;
+        throw new UserError((e as Error).message);
+      }
+    }
+    const session = this.cacheSession;
+    try {
     const x = opts.latents ? Float32Array.from(opts.latents) : this.noise(seed, batch, height, width);
     const schedule = fluxSchedule(steps, g.tokens, this.scheduler);
     const tDen = performance.now();
@@ -455,6 +483,20 @@ export class Pipeline {
         height,
         width,
       });
+      if (negText) {
+        // FluxPipeline true CFG: cond call, then uncond; noise_pred = neg + scale * (pos - neg) in float32
+        const vn = await this.transformer({
+          hiddenStates: x,
+          encoderHiddenStates: negText.encoderHiddenStates,
+          pooledProjections: negText.pooledProjections,
+          timestep,
+          batch,
+          height,
+          width,
+        });
+        const sc = Math.fround(guidance);
+        for (let k = 0; k < v.length; k++) v[k] = Math.fround(vn[k]! + Math.fround(sc * Math.fround(v[k]! - vn[k]!)));
+      }
       eulerStep(x, v, schedule, i);
       opts.onStep?.({ step: i + 1, steps, timestep: schedule.timesteps[i]!, sigma: schedule.sigmas[i]!, ms: performance.now() - tStep });
     }
@@ -480,7 +522,11 @@ export class Pipeline {
       unknownWords: text.unknownWords,
       schedule,
       timings: { tokenize, textEncoder, denoise, perStep: denoise / steps, vae, setup, total: performance.now() - t0 },
+      ...(session ? { cache: session.result() } : {}),
     };
+    } finally {
+      this.cacheSession = null;
+    }
   }
 
   /** worker threads of the executors (null before the first forward pass) */

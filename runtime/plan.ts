@@ -50,6 +50,7 @@ export interface PlanOp {
  * xStride]: x `[B, S_local, H*D]` (row stride xStride) -> xg `[B, S_global, hReal*D]` (contiguous), heads
  * scattered, sequence gathered. `comm.all_to_all_o`: t = [og, o], i = [B, H, D, oStride]: the inverse.
  * `comm.wait`: awaits every comm op issued with `wait: false` and writes their results.
+ * `comm.all_gather_mask`: t = [mask, maskg], i = [B]: key mask `[B, S_local]` -> `[B, S_global]` (rank order).
  * `comm.ring_attention` / `comm.usp_attention`: t = [q, k, v, o], i = [B, H, D, qS, kS, vS, oS], f = [scale]:
  * the whole attention over the sequence-sharded q/k/v (ring: K/V passed around with LSE merge).
  */
@@ -83,8 +84,11 @@ export interface PlanParallel {
   float8: boolean;
   async: boolean;
   headPadPolicy: 'cache-dit' | 'any';
-  /** full inputs split on `axis` into per-rank `sizes` before the forward (this plan's input has sizes[rank]) */
-  split: Record<string, { axis: number; sizes: number[] }>;
+  /**
+   * full inputs split on `axis` into per-rank `sizes` before the forward (this plan's input has sizes[rank]);
+   * `parts`: the axis concatenates several streams, each split per rank (rank r gets part0_r | part1_r | ...)
+   */
+  split: Record<string, { axis: number; sizes: number[]; parts?: number[][] }>;
   /** outputs all-gathered on `axis` from per-rank `sizes` after the forward */
   gather: Record<string, { axis: number; sizes: number[] }>;
 }

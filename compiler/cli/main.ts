@@ -78,6 +78,69 @@ interface GenerateFlags {
   ulyssesAsync?: boolean;
   parallelText?: boolean;
   parallelVae?: boolean;
+  // caching (Cache-DiT generate flags, runtime/cache; see cacheFromFlags)
+  cache?: boolean;
+  Fn?: number;
+  Bn?: number;
+  rdt?: number;
+  ws?: number;
+  wi?: number;
+  mc?: number;
+  mcc?: number;
+  taylorseer?: boolean;
+  order?: number;
+  foca?: boolean;
+  dmd?: boolean;
+  scm?: string;
+  scmPolicy?: 'dynamic' | 'static';
+  stepsMask?: boolean;
+  dbprune?: boolean;
+  config?: string;
+  summary?: boolean;
+  negativePrompt?: string;
+  guidanceScale?: number;
+}
+
+function floatOption(flag: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${flag} must be a number, got "${v}"`);
+    return n;
+  };
+}
+
+/** cache options from the Cache-DiT flags (null without --cache/--dbprune/--config); errors name the option */
+async function cacheFromFlags(flags: GenerateFlags): Promise<import('../../runtime/pipeline-cache.ts').PipelineCacheOptions | null> {
+  const { cacheConfigFromCli } = await import('../../runtime/cache/config.ts');
+  if (flags.config && !fs.existsSync(flags.config)) throw new CliError(`--config: ${flags.config} does not exist`);
+  const scmAlias: Record<string, string> = { s: 'slow', m: 'medium', f: 'fast', u: 'ultra' };
+  let r;
+  try {
+    r = cacheConfigFromCli({
+      cache: flags.cache,
+      Fn: flags.Fn,
+      Bn: flags.Bn,
+      rdt: flags.rdt,
+      ws: flags.ws,
+      wi: flags.wi,
+      mc: flags.mc,
+      mcc: flags.mcc,
+      taylorseer: flags.taylorseer,
+      order: flags.order,
+      foca: flags.foca,
+      dmd: flags.dmd,
+      scm: flags.scm ? ((scmAlias[flags.scm] ?? flags.scm) as 'slow' | 'medium' | 'fast' | 'ultra') : undefined,
+      stepsMask: flags.stepsMask,
+      scmPolicy: flags.scmPolicy,
+      dbprune: flags.dbprune,
+      steps: flags.steps,
+      config: flags.config,
+    });
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+  if (!r.cache_config) return null;
+  return { cache: r.cache_config, calibrator: r.calibrator_config };
 }
 
 function mb(bytes: number): number {
@@ -166,6 +229,10 @@ async function generate(flags: GenerateFlags): Promise<void> {
     );
     bar.start(flags.steps, 0, { ms: '-' });
   }
+  const cache = await cacheFromFlags(flags);
+  if (flags.guidanceScale !== undefined && flags.guidanceScale > 1 && flags.negativePrompt === undefined) {
+    throw new CliError('--guidance-scale > 1 needs --negative-prompt (true CFG)');
+  }
   let result: GenerateResult;
   let parallelInfo: Record<string, unknown> | null = null;
   try {
@@ -188,6 +255,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
         parallelText: flags.parallelText,
         parallelVae: flags.parallelVae,
         ...(flags.threads ? { threads: flags.threads } : {}),
+        ...(cache ? { cache } : {}),
+        ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
         planProvider,
         parallelPlanProvider: async (component, dims, parallel) => {
           if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
@@ -208,15 +277,21 @@ async function generate(flags: GenerateFlags): Promise<void> {
       height: flags.height,
       width: flags.width,
       onStep: bar ? (s) => bar!.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
+      ...(cache ? { cache } : {}),
+      ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
+      ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
     });
   } finally {
     bar?.stop();
   }
 
   const outputs: string[] = [];
-  const ext = path.extname(flags.out);
+  // with caching the file name carries the run tag (Cache-DiT's generate names its images by strify()):
+  // out.png -> out_DBCache_F1B0_W8I1M0MC3_R0.12_CFG0_T0O0_S11.png
+  const outBase = result.cache ? `${flags.out.slice(0, flags.out.length - path.extname(flags.out).length)}_${result.cache.tag}${path.extname(flags.out) || '.png'}` : flags.out;
+  const ext = path.extname(outBase);
   result.images.forEach((img, b) => {
-    const file = b === 0 ? flags.out : `${flags.out.slice(0, flags.out.length - ext.length)}_${b}${ext || '.png'}`;
+    const file = b === 0 ? outBase : `${outBase.slice(0, outBase.length - ext.length)}_${b}${ext || '.png'}`;
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     writePng(file, img, result.width, result.height);
     outputs.push(file);
@@ -238,6 +313,10 @@ async function generate(flags: GenerateFlags): Promise<void> {
   }
   if (result.unknownWords.length) {
     process.stderr.write(`warning: words not in the tiny-flux vocabulary (encoded as <unk>): ${result.unknownWords.join(', ')}\n`);
+  }
+  if (result.cache && flags.summary) {
+    const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
+    for (const s of result.cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
   }
   const round = (x: number) => Math.round(x * 100) / 100;
   const timings = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, round(v)]));
@@ -263,6 +342,17 @@ async function generate(flags: GenerateFlags): Promise<void> {
       peakRssMB: peakRssMB(),
       arenaMB: mb(pipe.arenaBytes()),
       ...(parallelInfo ? { parallel: parallelInfo } : {}),
+      ...(result.cache
+        ? {
+            cache: await (async () => {
+              const { summaryJson } = await import('../../runtime/pipeline-cache.ts');
+              const lists = result.cache!.summary.map(summaryJson);
+              // Cache-DiT's field names of the first (here: only) block list at the top level, all lists under `lists`
+              return { tag: result.cache!.tag, ...(lists[0] ?? {}), lists, probes: result.cache!.probes };
+            })(),
+          }
+        : {}),
+      ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt, guidanceScale: flags.guidanceScale ?? 1 } : {}),
     };
     process.stdout.write(JSON.stringify(out) + '\n');
   } else {
@@ -306,6 +396,26 @@ function buildProgram(): Command {
     .option('--ulysses-async', 'async Ulysses: each of V, Q, K all-to-all issued right after its projection')
     .option('--parallel-text', 'text encoder parallel (replicated today)')
     .option('--parallel-vae', 'VAE parallel decode (rank 0 decodes today)')
+    .option('--negative-prompt <text>', 'negative prompt (true CFG with --guidance-scale > 1, FluxPipeline true_cfg_scale)')
+    .option('--guidance-scale <x>', 'true_cfg_scale: noise = neg + scale * (pos - neg), two transformer calls per step', floatOption('--guidance-scale'))
+    .option('--cache', 'enable DBCache (Cache-DiT flags below; CLI defaults --Fn 1 --Bn 0 --rdt 0.12 --ws 8 --wi 1 --mc -1 --mcc 3)')
+    .option('--Fn <n>', 'Fn_compute_blocks', intOption('--Fn', 1))
+    .option('--Bn <n>', 'Bn_compute_blocks', intOption('--Bn', 0))
+    .option('--rdt <x>', 'residual_diff_threshold', floatOption('--rdt'))
+    .option('--ws <n>', 'max_warmup_steps', intOption('--ws', 0))
+    .option('--wi <n>', 'warmup_interval', intOption('--wi', 1))
+    .option('--mc <n>', 'max_cached_steps (-1: unlimited)', intOption('--mc', -1, 'an integer >= -1'))
+    .option('--mcc <n>', 'max_continuous_cached_steps (-1: unlimited)', intOption('--mcc', -1, 'an integer >= -1'))
+    .option('--taylorseer', 'TaylorSeer calibrator')
+    .addOption(new Option('--order <n>', 'TaylorSeer order').argParser(intOption('--order', 1)))
+    .option('--foca', 'FoCa calibrator')
+    .option('--dmd', 'DMD calibrator')
+    .addOption(new Option('--scm <policy>', 'steps computation mask policy (implies --steps-mask)').choices(['slow', 's', 'medium', 'm', 'fast', 'f', 'ultra', 'u']))
+    .addOption(new Option('--scm-policy <p>', 'steps_computation_policy').choices(['dynamic', 'static']))
+    .option('--steps-mask', 'use a steps computation mask (policy medium unless --scm)')
+    .option('--dbprune', 'DBPrune (dynamic block prune) instead of DBCache')
+    .option('--config <file>', 'Cache-DiT YAML config (cache_config / calibrator_config keys; overrides the flags)')
+    .option('--summary', 'print the cache summary table on stderr')
     .action(async (opts: GenerateFlags) => {
       await generate(opts);
     });

@@ -41,7 +41,13 @@ export interface ParallelPlan {
    * context-parallel plan: which inputs split on which axis, which output gathers; `dims` names the plan
    * dim each split input's axis is (FLUX: hidden_states -> imageTokens), else it is inferred by size
    */
-  cp?: { split: Record<string, number>; gather: Record<string, number>; dims?: Record<string, string> };
+  cp?: {
+    split: Record<string, number>;
+    gather: Record<string, number>;
+    dims?: Record<string, string>;
+    /** inputs whose axis concatenates several split dims in order (Qwen-Image's joint key mask: [text | image]) */
+    joint?: Record<string, { axis: number; dims: string[] }>;
+  };
   /** attention modules that Ulysses / ring wrap (DSL attention calls in these blocks) */
   attention?: 'all' | string[];
 }

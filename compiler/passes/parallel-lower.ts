@@ -40,7 +40,10 @@ interface SplitInfo {
 }
 
 /** Input splits of the model's CP plan for the traced full-size component. */
-function cpSplits(model: string, req: UlyssesRequest): { splits: SplitInfo[]; gather: Record<string, number>; dims: Record<string, number> } {
+function cpSplits(
+  model: string,
+  req: UlyssesRequest,
+): { splits: SplitInfo[]; joints: { name: string; axis: number; dims: string[] }[]; gather: Record<string, number>; dims: Record<string, number> } {
   const def = getModel(model);
   const cp = req.parallel.cp ?? def.parallel?.cp;
   if (!cp || Object.keys(cp.split).length === 0) {
@@ -66,7 +69,16 @@ function cpSplits(model: string, req: UlyssesRequest): { splits: SplitInfo[]; ga
     if (traced.dims[dim] !== full) throw new CompileError(`${model} ${req.component}: CP plan says '${name}' axis ${axis} is dim '${dim}' (${traced.dims[dim]}), but it has ${full}`);
     splits.push({ name, axis, dim, full });
   }
-  return { splits, gather: cp.gather, dims: traced.dims };
+  const joints: { name: string; axis: number; dims: string[] }[] = [];
+  for (const [name, j] of Object.entries(cp.joint ?? {})) {
+    const inp = g.inputs.find((i) => i.name === name);
+    if (!inp) throw new CompileError(`${model} ${req.component}: CP plan splits joint input '${name}', which the component does not have`);
+    const ext = g.node(inp.node).shape[j.axis];
+    const sum = j.dims.reduce((a, d) => a + (traced.dims[d] ?? NaN), 0);
+    if (ext !== sum) throw new CompileError(`${model} ${req.component}: joint input '${name}' axis ${j.axis} has ${ext}, dims ${j.dims.join(' + ')} sum to ${sum}`);
+    joints.push({ name, axis: j.axis, dims: j.dims });
+  }
+  return { splits, joints, gather: cp.gather, dims: traced.dims };
 }
 
 /** module (block) an attention op belongs to, for messages */
@@ -131,7 +143,7 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
   const float8 = !!p.ulysses_float8 && U > 1;
   const async = !!p.ulysses_async && kind === 'ulysses';
   const policy: HeadPadPolicy = anything ? 'any' : 'cache-dit';
-  const { splits, gather, dims } = cpSplits(model, req);
+  const { splits, joints, gather, dims } = cpSplits(model, req);
 
   // per-rank local dims
   const dimSizes = new Map<string, number[]>();
@@ -158,7 +170,7 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
   // checks on rank 0's ops (the same modules on every rank)
   for (const s of sites[0]!) {
     const [, Sq, Sk, H] = s.op.i as [number, number, number, number];
-    if (s.op.t[3] !== -1) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} has a key mask, which the Ulysses lowering does not gather yet`);
+    if (s.op.t[3] !== -1 && kind !== 'ulysses') throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} has a key mask, which the ${kind} lowering does not gather yet (Ulysses does)`);
     if (Sq !== Sk) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} is cross attention (${Sq} queries, ${Sk} keys), which the Ulysses lowering does not split yet`);
     try {
       headPadding(H, U, policy);
@@ -171,6 +183,14 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
 
   const splitRec: PlanParallel['split'] = {};
   for (const s of splits) splitRec[s.name] = { axis: s.axis, sizes: dimSizes.get(s.dim)! };
+  for (const j of joints) {
+    const parts = j.dims.map((d) => {
+      const sz = dimSizes.get(d);
+      if (!sz) throw new CompileError(`${model} ${req.component}: joint input '${j.name}' uses dim '${d}', which no split input has`);
+      return sz;
+    });
+    splitRec[j.name] = { axis: j.axis, sizes: parts[0]!.map((_, r) => parts.reduce((a, p) => a + p[r]!, 0)), parts };
+  }
   const gatherRec: PlanParallel['gather'] = {};
   for (const [name, axis] of Object.entries(gather)) {
     const o0 = plans[0]!.outputs.find((o) => o.name === name);
@@ -228,7 +248,7 @@ function rewriteRank(
     if (id === undefined) {
       id = nextId++;
       scratchViews.set(key, id);
-      const t: PlanTensor = { id, base: 'arena', offset: -1 - slot, numel: Math.max(1, numel), shape, name: `ulysses.${'qkvo'[slot]}g` };
+      const t: PlanTensor = { id, base: 'arena', offset: -1 - slot, numel: Math.max(1, numel), shape, name: `ulysses.${['q', 'k', 'v', 'o', 'mask'][slot]}g` };
       out.tensors.push(t);
       tensors.set(id, t);
     }
@@ -283,8 +303,11 @@ function rewriteRank(
       const numel = B! * sG * hReal * D!;
       maxScratch = Math.max(maxScratch, B! * sG * Math.max(hReal, 1) * D!);
       const shape = [B!, sG, hReal * D!];
-      const [q, kk, v, , oo] = op.t as number[];
+      const [q, kk, v, mask, oo] = op.t as number[];
       const [qg, kg, vg, og] = [0, 1, 2, 3].map((slot) => view(slot, numel, shape)) as [number, number, number, number];
+      // a key mask [B, S_local] is all-gathered into [B, S_global] (slot 4; every rank joins the collective)
+      const maskg = mask! >= 0 ? view(4, B! * sG, [B!, sG]) : -1;
+      if (mask! >= 0) maxScratch = Math.max(maxScratch, B! * sG);
       const module = s.where.block ?? s.where.seg;
       const info = (stream: PlanCommInfo['stream'], wait: boolean): PlanCommInfo => ({
         group: 'ulysses',
@@ -305,15 +328,17 @@ function rewriteRank(
         ...(op.src ? { src: op.src } : {}),
         comm: info(stream, wait),
       });
+      const gatherMask: PlanOp[] =
+        mask! >= 0 ? [{ k: 'comm.all_gather_mask', t: [mask!, maskg], i: [B!], f: [], ...(op.src ? { src: op.src } : {}), comm: info('k', true) }] : [];
       const attn: PlanOp[] =
-        hReal > 0 ? [{ k: 'attention', t: [qg, kg, vg, -1, og], i: [B!, sG, sG, hReal, D!, hReal * D!, hReal * D!, hReal * D!, hReal * D!], f: [...op.f], ...(op.src ? { src: op.src } : {}) }] : [];
+        hReal > 0 ? [{ k: 'attention', t: [qg, kg, vg, maskg, og], i: [B!, sG, sG, hReal, D!, hReal * D!, hReal * D!, hReal * D!, hReal * D!], f: [...op.f], ...(op.src ? { src: op.src } : {}) }] : [];
       const oOp: PlanOp = { k: 'comm.all_to_all_o', t: [og, oo], i: [B!, H!, D!, oS!], f: [], ...(op.src ? { src: op.src } : {}), comm: info('o', true) };
       if (!o.async) {
-        ops.splice(s.index, 1, a2a('q', q, qg, qS!, true), a2a('k', kk, kg, kS!, true), a2a('v', v, vg, vS!, true), ...attn, oOp);
+        ops.splice(s.index, 1, ...gatherMask, a2a('q', q, qg, qS!, true), a2a('k', kk, kg, kS!, true), a2a('v', v, vg, vS!, true), ...attn, oOp);
         continue;
       }
       // async: each of V, Q, K right after its last producer (Cache-DiT order V, Q, K when tied)
-      ops.splice(s.index, 1, { k: 'comm.wait', t: [], i: [], f: [] }, ...attn, oOp);
+      ops.splice(s.index, 1, { k: 'comm.wait', t: [], i: [], f: [] }, ...gatherMask, ...attn, oOp);
       const lastTouch = (id: number): number => {
         const r = range(id)!;
         for (let j = s.index - 1; j >= 0; j--) if (!ops[j]!.k.startsWith('comm.') && touches(ops[j]!, r)) return j;
@@ -332,6 +357,7 @@ function rewriteRank(
   }
   // place the scratch regions
   for (const t of out.tensors) if (t.base === 'arena' && t.offset < 0) t.offset = base + (-1 - t.offset) * maxScratch;
-  if (maxScratch > 0) out.arenaFloats = base + 4 * maxScratch;
+  const slots = [...scratchViews.keys()].some((k) => k.startsWith('4:')) ? 5 : 4;
+  if (maxScratch > 0) out.arenaFloats = base + slots * maxScratch;
   return out;
 }

@@ -434,6 +434,12 @@ export class TaylorSeerCalibrator implements Calibrator {
     const n = s.dYCurrent[0]?.length ?? 0;
     return evalTerms(taylorTerms(s), n);
   }
+  /** the forecast as terms (for the native `forecast` kernel; evaluates to `approximate(name)`) */
+  terms(name: string): ForecastTerms {
+    const s = this.states.get(name);
+    if (!s) throw new Error(`TaylorSeer: state '${name}' not found`);
+    return taylorTerms(s);
+  }
   has(name: string): boolean {
     return this.states.has(name);
   }

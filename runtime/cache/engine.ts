@@ -16,7 +16,7 @@ import {
 } from './config.ts';
 import { CachedContext, type CacheSummary, type ProbeSums } from './context.ts';
 import { PrunedContext } from './dbprune.ts';
-import type { Calibrator } from './calibrators.ts';
+import { TaylorSeerCalibrator, type Calibrator, type ForecastTerms } from './calibrators.ts';
 import { stepsMask, type MaskPolicy } from './steps-mask.ts';
 
 export type ForwardPattern = 0 | 1 | 2 | 3 | 4 | 5;
@@ -53,6 +53,8 @@ export interface BlockListRunner {
   read(name: string): Float32Array;
   /** upload a buffer (calibrator forecast) */
   write(name: string, stream: Stream, data: Float32Array): void;
+  /** optional: buf[dst] := weighted sum of the terms on the device (native `forecast` kernel) */
+  forecast?(dst: string, stream: Stream, terms: ForecastTerms): void;
   has(name: string): boolean;
   /** release every buffer (context refresh) */
   clear(): void;
@@ -221,7 +223,8 @@ export class CacheEngine {
         return;
       }
       src = `${buf}_forecast`;
-      r.write(src, stream, cal.approximate(calName));
+      if (r.forecast && cal instanceof TaylorSeerCalibrator) r.forecast(src, stream, cal.terms(calName));
+      else r.write(src, stream, cal.approximate(calName));
     } else if (r.has(buf)) {
       src = buf;
     } else if (required) {

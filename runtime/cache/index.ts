@@ -9,3 +9,4 @@ export * from './engine.ts';
 export * from './toy-runner.ts';
 export { pyFloatRepr, pyRound, npPercentile } from './pyfmt.ts';
 export * from './executor-runner.ts';
+export * from './native-runner.ts';

@@ -130,10 +130,24 @@ export class ParallelExecutor {
     if (data.length !== product(full)) throw new Error(`${this.plan.component} input "${name}": ${data.length} values, expected [${full.join(', ')}] (full) or [${io.shape.join(', ')}] (this rank)`);
     const outer = product(full.slice(0, sp.axis));
     const inner = product(full.slice(sp.axis + 1));
-    const start = sp.sizes.slice(0, this.plan.parallel!.rank).reduce((a, b) => a + b, 0);
-    const n = sp.sizes[this.plan.parallel!.rank]!;
+    const rank = this.plan.parallel!.rank;
+    const n = sp.sizes[rank]!;
+    const F = full[sp.axis]!;
+    // (source offset, length) runs along the axis: one per stream when the axis joins several
+    const runs: [number, number][] = [];
+    let partBase = 0;
+    for (const part of sp.parts ?? [sp.sizes]) {
+      runs.push([partBase + part.slice(0, rank).reduce((a, b) => a + b, 0), part[rank]!]);
+      partBase += part.reduce((a, b) => a + b, 0);
+    }
     const out = new Float32Array(local);
-    for (let o = 0; o < outer; o++) out.set(data.subarray((o * full[sp.axis]! + start) * inner, (o * full[sp.axis]! + start + n) * inner), o * n * inner);
+    for (let o = 0; o < outer; o++) {
+      let dst = o * n * inner;
+      for (const [start, len] of runs) {
+        out.set(data.subarray((o * F + start) * inner, (o * F + start + len) * inner), dst);
+        dst += len * inner;
+      }
+    }
     this.exec.setInput(name, out);
   }
 
@@ -273,6 +287,25 @@ export class ParallelExecutor {
       if (op.k === 'comm.ring_attention' || op.k === 'comm.usp_attention') {
         await this.drain();
         await this.ringOrUsp(op);
+        return;
+      }
+      if (op.k === 'comm.all_gather_mask') {
+        const B = op.i[0]!;
+        const sizes = op.comm.sizes;
+        const sL = sizes[this.comm.rank]!;
+        const local = this.readRows(op.t[0]!, B, sL, sL);
+        const all = new Float32Array(B * sizes.reduce((a, b) => a + b, 0));
+        await this.comm.allGather(local, all, sizes.map((x) => x * B));
+        const S = all.length / B;
+        const out = new Float32Array(all.length);
+        let off = 0;
+        let start = 0;
+        for (const n of sizes) {
+          for (let b = 0; b < B; b++) out.set(all.subarray(off + b * n, off + (b + 1) * n), b * S + start);
+          off += n * B;
+          start += n;
+        }
+        this.exec.writeTensor(op.t[1]!, out);
         return;
       }
       const L = this.layout(op);

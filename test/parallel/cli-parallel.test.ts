@@ -36,6 +36,15 @@ describe.skipIf(!nativeAvailable())('ditforge generate --world N', () => {
     expect(fs.readFileSync(path.join(tmp, 'w3.png')).equals(fs.readFileSync(path.join(tmp, 'w1.png')))).toBe(true);
   });
 
+  it('--world 2 --cache: the 1-rank cached steps and run tag (probe sums all-reduced)', () => {
+    const args = ['generate', '--model', 'tiny-flux', '--prompt', 'a red circle', '--steps', '12', '--threads', '1', '--json', '--cache'];
+    const one = JSON.parse(cli([...args, '--out', 'c1.png']).stdout) as { cache: { tag: string; cached_steps: number[] } };
+    const two = JSON.parse(cli([...args, '--world', '2', '--out', 'c2.png']).stdout) as { cache: { tag: string; cached_steps: number[] }; parallel: { world: number } };
+    expect(two.parallel.world).toBe(2);
+    expect(two.cache.tag).toBe(one.cache.tag);
+    expect(two.cache.cached_steps).toEqual(one.cache.cached_steps);
+  });
+
   it('impossible / unsupported plans: one clear error line', () => {
     const r = cli([...base, '--world', '3', '--parallel', 'ulysses', '--out', 'x.png']);
     expect(r.code).toBe(1);

@@ -7,6 +7,7 @@ import { psnr, relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, parallelRequest, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
 import { componentDims, loadPipeline } from '../../runtime/pipeline.ts';
+import { dbCacheConfig } from '../../runtime/cache/config.ts';
 
 const provider: ParallelPlanProvider = (component, dims, parallel) => compileParallelPlans('tiny-flux', { component, dims: componentDims(component, dims), parallel });
 const PROMPT = 'a large red circle at the center on a black background';
@@ -62,6 +63,19 @@ describe.skipIf(!nativeAvailable())('generate on N ranks == 1 rank (tiny-flux)',
       expect(r.parallel.kind).toBe(parallel);
       expect(e).toBeLessThan(1e-5);
     }
+  });
+
+  it('cache (DBCache F1B0) on 3 ranks: probe sums all-reduced, the 1-rank cached steps, latents within 1e-5', async () => {
+    const cache = { cache: dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.2, max_warmup_steps: 2 }) };
+    const steps = 12;
+    const one = await (await loadPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps, seed: 3, cache });
+    const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps, seed: 3, world: 3, threads: 1, parallelPlanProvider: provider, cache });
+    const e = relL2(r.latents, one.latents);
+    console.log(`cached shm world 3: cached steps ${JSON.stringify(r.cache!.summary[0]!.cached_steps)} (1 rank ${JSON.stringify(one.cache!.summary[0]!.cached_steps)}), latents relL2 ${e.toExponential(2)}, tag ${r.cache!.tag}`);
+    expect(one.cache!.summary[0]!.cached_steps.length).toBeGreaterThan(0);
+    expect(r.cache!.summary[0]!.cached_steps).toEqual(one.cache!.summary[0]!.cached_steps);
+    expect(r.cache!.tag).toBe(one.cache!.tag);
+    expect(e).toBeLessThan(1e-5);
   });
 
   it('shm, world 2, FP8 all-to-all: decoded image PSNR >= 35 dB, about half the bytes', async () => {

@@ -2,6 +2,7 @@
 #include "ditforge/registry.h"
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_attention[];
+extern "C" const ditforge::KernelEntry ditforge_cpu_cache[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_conv[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[];
 extern "C" const ditforge::KernelEntry ditforge_cpu_embed[];
@@ -14,6 +15,7 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_rope[];
 
 extern "C" const ditforge::KernelEntry* const ditforge_cpu_tables[] = {
     ditforge_cpu_attention,
+    ditforge_cpu_cache,
     ditforge_cpu_conv,
     ditforge_cpu_elementwise,
     ditforge_cpu_embed,
@@ -28,6 +30,7 @@ extern "C" const ditforge::KernelEntry* const ditforge_cpu_tables[] = {
 
 extern "C" const char* const ditforge_cpu_table_names[] = {
     "attention",
+    "cache",
     "conv",
     "elementwise",
     "embed",

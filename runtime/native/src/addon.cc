@@ -238,6 +238,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
                            InstanceMethod("getOutput", &Executor::GetOutput),
                            InstanceMethod("readTensor", &Executor::ReadTensor),
                            InstanceMethod("writeTensor", &Executor::WriteTensor),
+                           InstanceMethod("tensorView", &Executor::TensorView),
                            InstanceMethod("run", &Executor::Run),
                            InstanceMethod("runSync", &Executor::RunSync),
                            InstanceMethod("arenaBytes", &Executor::ArenaBytes),
@@ -368,6 +369,25 @@ class Executor : public Napi::ObjectWrap<Executor> {
       throw_js(env, e.what());
     }
     return env.Undefined();
+  }
+
+  // A Float32Array aliasing an arena tensor (no copy; the cache engine's kernels run on it with
+  // runKernel). The view keeps the executor alive; it must not be touched while a run() is in flight.
+  Napi::Value TensorView(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    not_busy(env, "tensorView");
+    int64_t id = id_arg(info, "tensorView");
+    float* p = nullptr;
+    int64_t n = 0;
+    try {
+      p = exec_->tensor_ptr(id, &n, true);
+    } catch (const std::exception& e) {
+      throw_js(env, e.what());
+    }
+    auto* keep = new Napi::ObjectReference(Napi::Persistent(Value()));
+    auto buf = Napi::ArrayBuffer::New(
+        env, p, sizeof(float) * static_cast<size_t>(n), [](Napi::Env, void*, Napi::ObjectReference* ref) { delete ref; }, keep);
+    return Napi::Float32Array::New(env, static_cast<size_t>(n), buf, 0);
   }
 
   df::PlanExecutor::RunRange range_args(const Napi::CallbackInfo& info, const char* what) {

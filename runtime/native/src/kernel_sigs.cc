@@ -37,6 +37,10 @@ const Sig kSigs[] = {
     {"fp8_qkv_permute_dequant", 2, 4, 0, "rr", {"q", "y"}},
     {"fp8_per_token_quant", 2, 2, 0, "rr", {"x", "y"}},
     {"fp8_per_token_dequant", 2, 2, 0, "rr", {"q", "y"}},
+    {"cache_probe", 5, 1, 0, "ooroo", {"prev", "x0", "h", "cur", "sums"}},
+    {"residual_store", 3, 1, 0, "rrr", {"a", "b", "y"}},
+    {"residual_apply", 3, 1, 0, "rrr", {"x", "r", "y"}},
+    {"forecast", 7, 2, 6, "roooooo", {"y", "s0", "s1", "s2", "s3", "s4", "s5"}},
 };
 
 const Sig* find_sig(const std::string& name) {
@@ -188,6 +192,20 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       if (D % 4) return "D must be a multiple of 4, got " + std::to_string(D);
       need[0] = (S * B * N * (D + 4) + 3) / 4;
       need[1] = S * B * N * D;
+    } else if (name == "cache_probe") {
+      // sums: 2 float64 in 4 floats; cur written only when given
+      need[0] = need[1] = need[2] = need[3] = M;
+      need[4] = 4;
+    } else if (name == "residual_store" || name == "residual_apply") {
+      need[0] = need[1] = need[2] = M;
+    } else if (name == "forecast") {
+      int64_t K = I[1];
+      if (K < 1 || K > 6) return "k (number of terms) must be 1..6, got " + std::to_string(K);
+      need[0] = M;
+      for (int64_t j = 0; j < K; ++j) {
+        if (!present(1 + static_cast<int>(j)) && M > 0) return "tensor t[" + std::to_string(1 + j) + "] (s" + std::to_string(j) + ") is required (k = " + std::to_string(K) + ")";
+        need[1 + j] = M;
+      }
     } else if (name == "fp8_per_token_quant" || name == "fp8_per_token_dequant") {
       int64_t rows = I[0], H = I[1];
       int64_t bytes = (rows * (H + 2) + 3) / 4;

@@ -105,11 +105,13 @@ export const singleBlock = block<FluxConfig, FluxCtx>('single_transformer_blocks
   const x = concat([s.encoder!, s.hidden], 1);
   const [shift, scale, gate] = m.linear('norm.linear', temb, 3 * C).chunk(3);
   const nx = m.layerNorm(null, x, { eps: EPS }).modulate(shift!, scale!);
-  const mlp = m.linear('proj_mlp', nx, 4 * C, { act: 'gelu_tanh' });
   const a = m.scope('attn');
   const q = qk(a, 'to_q', 'norm_q', nx, rope, 0, c.num_attention_heads, c.attention_head_dim);
   const k = qk(a, 'to_k', 'norm_k', nx, rope, 0, c.num_attention_heads, c.attention_head_dim);
   const o = attention(q, k, a.linear('to_v', nx, C), { heads: H });
+  // proj_mlp after the attention (same math as diffusers' order): under ulysses_async it runs while the
+  // output all-to-all is in flight (Cache-DiT's async single blocks)
+  const mlp = m.linear('proj_mlp', nx, 4 * C, { act: 'gelu_tanh' });
   const y = x.addGated(gate!, m.linear('proj_out', concat([o, mlp], -1), C));
   const [encoder, hidden] = y.split([T, s.hidden.dim(1)], 1);
   return { hidden: hidden!, encoder: encoder! };

@@ -104,7 +104,7 @@ function copy3dDims(src: Layout, dst: Layout): { dims: number[]; xs: number[]; y
   return { dims, xs, ys };
 }
 
-const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
+export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   linear: { outs: [3], alias: [5] },
   layer_norm: { outs: [3], alias: [0] },
   ln_modulate: { outs: [3], alias: [] },

@@ -19,6 +19,7 @@ import { tensorSplitSizes } from '../../runtime/parallel/attention-ref.ts';
 import type { ParallelPlan } from '../dsl/plans.ts';
 import { CompileError } from '../ir/graph.ts';
 import { traceComponent } from '../frontend.ts';
+import { KERNEL_IO } from './lower.ts';
 import { getModel } from '../registry.ts';
 
 export interface UlyssesRequest {
@@ -359,5 +360,76 @@ function rewriteRank(
   for (const t of out.tensors) if (t.base === 'arena' && t.offset < 0) t.offset = base + (-1 - t.offset) * maxScratch;
   const slots = [...scratchViews.keys()].some((k) => k.startsWith('4:')) ? 5 : 4;
   if (maxScratch > 0) out.arenaFloats = base + slots * maxScratch;
+  if (o.async) for (const { ops } of lists.values()) overlapOutputAllToAll(ops, range);
   return out;
+}
+
+type Range = [number, number];
+
+/** arena ranges an op reads and writes (kernel catalogue slots; comm ops: t[0] read, t[1] written) */
+function opIO(op: PlanOp, range: (id: number) => Range | null): { reads: Range[]; writes: Range[] } | null {
+  let outs: number[];
+  if (op.k === 'comm.wait') return { reads: [], writes: [] };
+  if (op.k === 'comm.all_to_all_qkv' || op.k === 'comm.all_to_all_o' || op.k === 'comm.all_gather_mask') outs = [1];
+  else if (op.k.startsWith('comm.')) return null;
+  else outs = KERNEL_IO[op.k]?.outs ?? (op.k.startsWith('ew_') ? [op.t.length - 1] : []);
+  if (!outs.length) return null; // unknown kernel: never moved across
+  const reads: Range[] = [];
+  const writes: Range[] = [];
+  op.t.forEach((id, slot) => {
+    if (id < 0) return;
+    const r = range(id);
+    if (!r) return; // weights
+    (outs.includes(slot) ? writes : reads).push(r);
+  });
+  return { reads, writes };
+}
+
+const meets = (a: Range[], b: Range[]): boolean => a.some((x) => b.some((y) => x[0] < y[1] && y[0] < x[1]));
+
+/**
+ * ulysses_async: the output all-to-all is issued without waiting (a `comm.wait` goes right before the first
+ * op that touches o), and ops before the attention that nothing up to there depends on (FLUX single block:
+ * proj_mlp) move behind the issue, so they compute while O is in flight (Cache-DiT's async single blocks).
+ * A move is made only when no op it jumps over reads what it writes or writes what it reads or writes
+ * (arena ranges after memory planning), and it does not touch o.
+ */
+function overlapOutputAllToAll(ops: PlanOp[], range: (id: number) => Range | null): void {
+  for (let io = 0; io < ops.length; io++) {
+    const oOp = ops[io]!;
+    if (oOp.k !== 'comm.all_to_all_o' || !oOp.comm || !oOp.comm.wait) continue;
+    const oRange = range(oOp.t[1]!);
+    if (!oRange) continue;
+    oOp.comm = { ...oOp.comm, wait: false };
+    // the region of this attention: back to the previous O all-to-all (or the list start)
+    let start = io - 1;
+    while (start >= 0 && ops[start]!.k !== 'comm.all_to_all_o') start--;
+    start++;
+    let dest = io; // moved ops go right after index `dest`
+    for (let i = io - 1; i >= start; i--) {
+      const x = ops[i]!;
+      const xio = opIO(x, range);
+      if (!xio || x.k.startsWith('comm.')) continue;
+      if (meets(xio.reads, [oRange]) || meets(xio.writes, [oRange])) continue;
+      let ok = true;
+      for (let j = i + 1; j <= io && ok; j++) {
+        const y = opIO(ops[j]!, range);
+        if (!y || meets(y.reads, xio.writes) || meets(y.writes, xio.reads) || meets(y.writes, xio.writes)) ok = false;
+      }
+      if (!ok) continue;
+      ops.splice(i, 1);
+      io--;
+      dest--;
+      ops.splice(dest + 1, 0, x);
+    }
+    // wait before the first later op that touches o (or at the end of the list)
+    let w = dest + 1;
+    while (w < ops.length) {
+      const y = opIO(ops[w]!, range);
+      if (!y || meets(y.reads, [oRange]) || meets(y.writes, [oRange]) || ops[w]!.k.startsWith('comm.')) break;
+      w++;
+    }
+    ops.splice(w, 0, { k: 'comm.wait', t: [], i: [], f: [] });
+    io = w;
+  }
 }

@@ -89,7 +89,7 @@ export class ParallelExecutor {
   readonly programs: Map<string, SegProgram>;
   readonly stats: ParallelExecStats = { commMs: 0, commOps: 0 };
   private readonly tensors: Map<number, PlanTensor>;
-  private pending: { op: PlanOp; p: Promise<Float32Array> }[] = [];
+  private pending: { p: Promise<Float32Array>; finish: (data: Float32Array) => void }[] = [];
   /** FP8 kernels in use (undefined: the host reference) */
   readonly fp8: Fp8Kernels | undefined;
 
@@ -316,15 +316,20 @@ export class ParallelExecutor {
         if (op.comm.wait) this.finishQKV(op, await p);
         else {
           p.catch(() => undefined); // awaited in drain()
-          this.pending.push({ op, p });
+          this.pending.push({ p, finish: (d) => this.finishQKV(op, d) });
         }
         return;
       }
       if (op.k === 'comm.all_to_all_o') {
         await this.drain();
         const og = L.hReal > 0 ? this.readRows(op.t[0]!, B * L.sGlobal, L.hReal * D, L.hReal * D) : new Float32Array(0);
-        const o = await allToAllO(this.comm, L, og, op.comm.float8, this.fp8);
-        this.writeRows(op.t[1]!, o, B * L.sLocal, H * D, stride);
+        const p = allToAllO(this.comm, L, og, op.comm.float8, this.fp8);
+        const finish = (o: Float32Array) => this.writeRows(op.t[1]!, o, B * L.sLocal, H * D, stride);
+        if (op.comm.wait) finish(await p);
+        else {
+          p.catch(() => undefined); // awaited in drain()
+          this.pending.push({ p, finish });
+        }
         return;
       }
       throw new Error(`${this.plan.tag}: unknown comm op '${op.k}'`);
@@ -354,8 +359,8 @@ export class ParallelExecutor {
 
   private async drain(): Promise<void> {
     while (this.pending.length) {
-      const { op, p } = this.pending.shift()!;
-      this.finishQKV(op, await p);
+      const { p, finish } = this.pending.shift()!;
+      finish(await p);
     }
   }
 }

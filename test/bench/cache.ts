@@ -1,6 +1,6 @@
 // Cache benchmark: tiny-flux (32x32) at 28 and 50 steps, DBCache / TaylorSeer / SCM / DBPrune at several
-// thresholds: wall-clock speed-up of the denoising loop over uncached (median of BENCH_CACHE_REPS runs,
-// same process, same threads) and image quality against the uncached image (PSNR and SSIM on the uint8
+// thresholds: wall-clock speed-up of the denoising loop over uncached (median over BENCH_CACHE_REPS paired
+// uncached/cached runs, same process, BENCH_CACHE_THREADS threads, default 1) and image quality against the uncached image (PSNR and SSIM on the uint8
 // RGB images). Writes bench/cache.svg (speed-up vs PSNR, one curve per method) and bench/cache.json.
 // `npx tsx test/bench/cache.ts` runs it standalone; `benchCache()` returns the rows for `npm run bench`.
 import fs from 'node:fs';
@@ -90,38 +90,41 @@ async function timed(pipe: Pipeline, steps: number, reps: number, cache?: Return
 }
 
 export async function benchCache(opts: { threads?: number; reps?: number; stepsList?: number[]; log?: (s: string) => void; svg?: string } = {}): Promise<CacheBenchRow[]> {
-  const reps = opts.reps ?? Number(process.env.BENCH_CACHE_REPS ?? 7);
-  const pipe = await loadPipeline('tiny-flux', { threads: opts.threads ?? Number(process.env.BENCH_THREADS ?? 2) });
+  const reps = opts.reps ?? Number(process.env.BENCH_CACHE_REPS ?? 5);
+  // 1 thread by default: a 32x32 tiny-flux step is ~3 ms, where thread wake-ups on a shared machine are noise
+  const pipe = await loadPipeline('tiny-flux', { threads: opts.threads ?? Number(process.env.BENCH_CACHE_THREADS ?? 1) });
   const rows: CacheBenchRow[] = [];
   for (const steps of opts.stepsList ?? [28, 50]) {
     await timed(pipe, steps, 2); // warm up
-    // interleave uncached timings with the cached ones so slow drifts of the machine cancel out
-    const baseRuns: number[] = [];
-    const baseTotals: number[] = [];
-    const b0 = await timed(pipe, steps, reps);
-    baseRuns.push(b0.denoise);
-    baseTotals.push(b0.total);
-    const base = b0.r;
+    const base = (await timed(pipe, steps, 1)).r;
     for (const m of METHODS) {
       for (const rdt of m.points) {
-        const c = await timed(pipe, steps, reps, m.make(rdt, steps));
-        const b = await timed(pipe, steps, Math.max(3, reps >> 1));
-        baseRuns.push(b.denoise);
-        baseTotals.push(b.total);
-        const bd = median(baseRuns);
-        const bt = median(baseTotals);
-        const s = c.r.cache!.summary[0]!;
+        // paired runs: uncached then cached, `reps` times; speed-up = median of the per-pair ratios
+        // (load drifts of a shared machine cancel within a pair)
+        const ratio: number[] = [];
+        const ratioTotal: number[] = [];
+        const den: number[] = [];
+        let c: GenerateResult | undefined;
+        const cache = m.make(rdt, steps);
+        for (let k = 0; k < reps; k++) {
+          const b = await pipe.generate({ prompt: PROMPT, steps, seed: 0 });
+          c = await pipe.generate({ prompt: PROMPT, steps, seed: 0, cache });
+          ratio.push(b.timings.denoise / c.timings.denoise);
+          ratioTotal.push(b.timings.total / c.timings.total);
+          den.push(c.timings.denoise);
+        }
+        const s = c!.cache!.summary[0]!;
         const row: CacheBenchRow = {
           steps,
           method: m.name,
           rdt,
-          tag: c.r.cache!.tag,
+          tag: c!.cache!.tag,
           cachedSteps: s.cached_steps.length,
-          denoiseMs: c.denoise,
-          speedup: bd / c.denoise,
-          speedupTotal: bt / c.total,
-          psnr: psnr(c.r.image, base.image, 255),
-          ssim: ssimRgb(c.r.image, base.image, base.width, base.height),
+          denoiseMs: median(den),
+          speedup: median(ratio),
+          speedupTotal: median(ratioTotal),
+          psnr: psnr(c!.image, base.image, 255),
+          ssim: ssimRgb(c!.image, base.image, base.width, base.height),
           headline: rdt === m.headline,
         };
         rows.push(row);

@@ -3,7 +3,7 @@
 // Writes bench/results.json and prints a table. Never run by the tests.
 //
 // env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 20 tiny / 5 mid),
-//      BENCH_SKIP=tiny,mid,gemm,rss,comm,parallel (comma list of sections to skip)
+//      BENCH_SKIP=tiny,mid,gemm,rss,comm,parallel,cache (comma list of sections to skip)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -288,6 +288,12 @@ async function main(): Promise<void> {
     );
   }
 
+  if (!SKIP.has('cache')) {
+    log('cache engine: tiny-flux 28 / 50 steps, DBCache / TaylorSeer / SCM / DBPrune speed-up vs PSNR, SSIM (bench/cache.svg) ...');
+    const { benchCache } = await import('./cache.ts');
+    results.cache = await benchCache({ log }).catch((e: Error) => ({ error: e.message }));
+  }
+
   fs.mkdirSync(path.join(ROOT, 'bench'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
 
@@ -306,6 +312,11 @@ async function main(): Promise<void> {
       console.log(`  world ${r.world}${r.float8 ? ' fp8' : ''}: ${r.error ?? `${r.secPerStep.toFixed(3)} s/step, ${(r.bytesPerStepRank0 / 2 ** 20).toFixed(2)} MiB sent/step (rank 0)`}`);
     }
   }
+  if (Array.isArray(results.cache)) {
+    const { cacheTable } = await import('./cache.ts');
+    console.log('\nCache engine (tiny-flux 32x32; speed-up = paired median of the denoising loop; PSNR/SSIM vs the uncached image), chart bench/cache.svg:');
+    console.log(cacheTable(results.cache as import('./cache.ts').CacheBenchRow[]));
+  } else if (results.cache) console.log(`\ncache: ${JSON.stringify(results.cache)}`);
   console.log(`\nwrote bench/results.json`);
 }
 

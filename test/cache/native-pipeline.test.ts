@@ -3,7 +3,7 @@
 // deterministic, TaylorSeer / FoCa / DBPrune / SCM runs work, true CFG keeps separate stats per branch.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadPipeline, type GenerateResult, type Pipeline } from '../../runtime/pipeline.ts';
-import { dbCacheConfig, dbPruneConfig, focaConfig, taylorSeerConfig } from '../../runtime/cache/config.ts';
+import { dbCacheConfig, dbPruneConfig, focaConfig, taylorSeerConfig, type DBCacheConfig } from '../../runtime/cache/config.ts';
 import { stepsMask } from '../../runtime/cache/steps-mask.ts';
 import { psnr, ssimRgb } from '../../runtime/metrics.ts';
 
@@ -86,6 +86,20 @@ describe('tiny-flux with the cache engine', () => {
     expect(psnr(r.image, base.image, 255)).toBeGreaterThan(25);
     const z = await pipe.generate({ prompt: PROMPT, steps: 28, seed: 0, cache: { cache: dbPruneConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0 }) } });
     expect(bitEqual(z.latents, base.latents)).toBe(true);
+  });
+
+  it("reference decision schedules on the real plan (rdt >= 1: always similar): W4 MC3 / MC2, max cached 5, W4 I2, SCM static", async () => {
+    const cached = async (o: Partial<DBCacheConfig>, steps = 20) =>
+      (await pipe.generate({ prompt: PROMPT, steps, seed: 0, cache: { cache: dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 1.0, ...o }) } })).cache!.summary[0]!.cached_steps;
+    expect(await cached({ max_warmup_steps: 4, max_continuous_cached_steps: 3 })).toEqual([4, 5, 6, 8, 9, 10, 12, 13, 14, 16, 17, 18]);
+    expect(await cached({ max_warmup_steps: 4, max_continuous_cached_steps: 2 })).toEqual([4, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19]);
+    expect(await cached({ max_warmup_steps: 4, max_cached_steps: 5 })).toEqual([4, 5, 6, 7, 8]);
+    expect((await cached({ max_warmup_steps: 4, warmup_interval: 2 })).slice(0, 4)).toEqual([1, 3, 4, 5]);
+    // SCM fast T=20, W8 truncated to the 6 leading ones; static caches every 0-step without a diff
+    const mask = stepsMask({ totalSteps: 20, policy: 'fast' });
+    const st = await pipe.generate({ prompt: PROMPT, steps: 20, seed: 0, cache: { cache: dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 8, steps_computation_mask: mask, steps_computation_policy: 'static' }) } });
+    expect(st.cache!.summary[0]!.cached_steps).toEqual([6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]);
+    expect(st.cache!.summary[0]!.residual_diffs).toEqual({});
   });
 
   it('Fn + Bn larger than the block list is a clear error naming the options', async () => {

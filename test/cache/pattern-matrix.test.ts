@@ -84,3 +84,50 @@ describe.each(PATTERNS.map((p) => [p]))('forward pattern %i (DSL model, native, 
     }
   });
 });
+
+describe('NativeBlockListRunner (cache kernels, arena views) == ExecutorBlockListRunner (host bridge)', () => {
+  it.each(PATTERNS.map((p) => [p]))('pattern %i: same decisions, same outputs bit for bit, diffs within 1e-12', async (p) => {
+    const { CacheEngine, ExecutorBlockListRunner, NativeBlockListRunner } = await import('../../runtime/cache/index.ts');
+    const plan = plans.get(p)!;
+    const seg = plan.segments.find((s) => s.blocks)!;
+    const run = async (kind: 'native' | 'host', cache: CacheConfig, cal: CalibratorConfig | null) => {
+      const w = randomWeights(plan, 1);
+      const ins = randomInputs(plan, 2);
+      const exec = new native.Executor(JSON.stringify(plan), { threads: 2 });
+      for (const wt of plan.weights) exec.bindWeight(wt.name, w.get(wt.name)!);
+      const runner = kind === 'native' ? new NativeBlockListRunner(exec, native, plan, seg) : new ExecutorBlockListRunner(exec, plan, seg);
+      const engine = new CacheEngine({ lists: [{ name: seg.name, runner }], cache, calibrator: cal });
+      const outs: number[] = [];
+      for (let s = 0; s < 12; s++) {
+        for (const i of plan.inputs) exec.setInput(i.name, ins[i.name]!.map((v) => Math.fround(v * (1 + 0.01 * s))));
+        for (const sg of plan.segments) {
+          if (sg === seg) await engine.runList(seg.name);
+          else await exec.run(sg.name);
+        }
+        for (const o of plan.outputs) {
+          const y = new Float32Array(o.shape.reduce((a, b) => a * b, 1));
+          exec.getOutput(o.name, y);
+          outs.push(...y);
+        }
+      }
+      return { out: Float32Array.from(outs), summary: engine.summary()[0]! };
+    };
+    for (const [cache, cal] of [
+      [dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }), null],
+      [dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }), taylorSeerConfig({ taylorseer_order: 2 })],
+      [dbPruneConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }), null],
+    ] as const) {
+      const a = await run('native', cache, cal);
+      const b = await run('host', cache, cal);
+      expect(a.summary.cached_steps).toEqual(b.summary.cached_steps);
+      expect(a.summary.pruned_blocks).toEqual(b.summary.pruned_blocks);
+      expect(Buffer.from(a.out.buffer).equals(Buffer.from(b.out.buffer))).toBe(true);
+      for (const [k, v] of Object.entries(a.summary.residual_diffs)) {
+        const u = (b.summary.residual_diffs as Record<string, number | number[]>)[k]!;
+        const xs = Array.isArray(v) ? v : [v];
+        const ys = Array.isArray(u) ? u : [u];
+        xs.forEach((x, j) => expect(Math.abs(x - ys[j]!)).toBeLessThanOrEqual(1e-12 * Math.abs(ys[j]!) + 1e-15));
+      }
+    }
+  });
+});

@@ -53,6 +53,12 @@ describe('Ulysses lowering: plan format and compile-time errors', () => {
     for (const o of issued) expect(ops[ops.indexOf(o) - 1]!.t).toContain(o.t[0]);
     expect(ks[iWait + 1]).toBe('attention');
     expect(issued.map((o) => [o.comm!.stream, o.comm!.float8])).toEqual([['q', true], ['k', false], ['v', true]]);
+    // output all-to-all in flight while proj_mlp computes; waited before the concat copy reads o
+    const iO = ks.indexOf('comm.all_to_all_o');
+    expect(ops[iO]!.comm!.wait).toBe(false);
+    expect(ks.slice(iO + 1, iO + 4)).toEqual(['linear', 'comm.wait', 'copy3d']);
+    expect(p!.segments.find((s) => s.name === 'blocks')!.blocks![4]!.name).toBe('single_transformer_blocks.2');
+    expect(ops[iO + 1]!.t).toContain(p!.weights.find((w) => w.name === 'single_transformer_blocks.2.proj_mlp.weight')!.tensor);
   });
 
   it('impossible plans are compile-time errors naming the module / input', () => {

@@ -3,7 +3,7 @@
 // drifts slowly from step to step): threshold 0 == uncached bit for bit; a positive threshold caches steps,
 // and the cached run is deterministic.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { patternModel } from './fixtures/pattern-models.ts';
+import { patternModel, twoListModel } from './fixtures/pattern-models.ts';
 import { compileDetailed, registerModel } from '../../compiler/index.ts';
 import { native } from '../../runtime/native.ts';
 import type { Plan } from '../../runtime/plan.ts';
@@ -129,5 +129,43 @@ describe('NativeBlockListRunner (cache kernels, arena views) == ExecutorBlockLis
         xs.forEach((x, j) => expect(Math.abs(x - ys[j]!)).toBeLessThanOrEqual(1e-12 * Math.abs(ys[j]!) + 1e-15));
       }
     }
+  });
+});
+
+describe('two block lists in one plan (P1 list, a mid segment, P3 list): one context per list, ParamsModifier', () => {
+  it('threshold 0 == uncached bit for bit; per-list Fn/threshold overrides show in each list\'s tag and decisions', async () => {
+    const m = twoListModel();
+    registerModel(m.name, m);
+    const plan = compileDetailed(m.name, { component: 'transformer', dims: { batch: 1 } }).plan;
+    expect(plan.segments.filter((s) => s.blocks).map((s) => [s.name, s.pattern])).toEqual([['blocks:double', 1], ['blocks:single', 3]]);
+    const ref = await loop(plan, null);
+    const z = await loop(plan, dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0, max_warmup_steps: 0 }));
+    expect(Buffer.from(z.out.buffer).equals(Buffer.from(ref.out.buffer))).toBe(true);
+    expect(z.result!.summary.map((s) => s.name)).toEqual(['blocks:double', 'blocks:single']);
+
+    const w = randomWeights(plan, 1);
+    const ins = randomInputs(plan, 2);
+    const exec = new native.Executor(JSON.stringify(plan), { threads: 2 });
+    for (const wt of plan.weights) exec.bindWeight(wt.name, w.get(wt.name)!);
+    const session = new TransformerCacheSession(
+      native,
+      {
+        cache: dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }),
+        modifiers: { 'blocks:single': { cache_config: { Fn_compute_blocks: 2, Bn_compute_blocks: 1, residual_diff_threshold: 0 } } },
+      },
+      { steps: 12, separateCfg: false },
+    );
+    for (let s = 0; s < 12; s++) {
+      for (const i of plan.inputs) exec.setInput(i.name, ins[i.name]!.map((v) => Math.fround(v * (1 + 0.01 * s))));
+      await session.forward(plan, exec);
+    }
+    const [d, sg] = session.result().summary;
+    expect(d!.tag).toMatch(/^DBCache_F1B0_W2I1M0MC0_R0\.5_CFG0_T0O0_S\d+$/);
+    expect(d!.cached_steps.length).toBeGreaterThan(0);
+    expect(sg!.tag).toBe('DBCache_F2B1_W2I1M0MC0_R0.0_CFG0_T0O0');
+    expect(sg!.cached_steps).toEqual([]);
+    // Fn + Bn of one list larger than that list: the error names the list
+    const bad = new TransformerCacheSession(native, { cache: dbCacheConfig({ Fn_compute_blocks: 3, Bn_compute_blocks: 1 }) }, { steps: 4, separateCfg: false });
+    expect(() => bad.prepare(plan, exec)).toThrow(/3 blocks.*blocks:double/);
   });
 });

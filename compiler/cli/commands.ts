@@ -6,6 +6,7 @@ import type { Component, Plan } from '../../runtime/plan.ts';
 import { compilePlan, exportOnnx, inspectModel, listModels, registerModel } from '../index.ts';
 import type { ModelDefinition } from '../dsl/index.ts';
 import { getModel } from '../registry.ts';
+import { compileCudaSources, DEFAULT_CUDA_ARCHS } from '../toolchain/nvcc.ts';
 import { REPO_ROOT } from '../dsl/trace.ts';
 
 export const COMPONENTS: Component[] = ['text_encoder', 'transformer', 'vae'];
@@ -51,6 +52,8 @@ export interface CompileCommandOptions {
   /** render the kernel library into <out>/kernels (default: when out is the default generated/) */
   kernels?: boolean;
   quiet?: boolean;
+  /** with target 'cuda': build the CUDA kernels with nvcc (default true) */
+  build?: boolean;
 }
 
 export function writeIfChanged(file: string, data: string | Uint8Array): void {
@@ -113,9 +116,20 @@ export async function runCompile(model: string, opts: CompileCommandOptions = {}
     }
     if (!opts.quiet) process.stdout.write(`${name}/${component} ${plan.tag}: ${plan.kernels.length} kernels, arena ${(plan.arenaFloats * 4 / 2 ** 20).toFixed(2)} MiB -> ${path.relative(process.cwd(), dir) || '.'}\n`);
   }
-  if (opts.kernels ?? outRoot === generated) {
+  const cuda = opts.target === 'cuda' && opts.build !== false;
+  if (cuda || (opts.kernels ?? outRoot === generated)) {
     const all = [...collectShippedPlans(outRoot).filter((p) => !plans.some((q) => q.model === p.model && q.component === p.component)), ...plans];
     written.push(...(await renderKernels(all, path.join(outRoot, 'kernels', 'cpu'))));
+  }
+  if (cuda) {
+    // build the CUDA kernels the plans need with nvcc (sm_80 + sm_90a); objects go to a build folder,
+    // never into generated/
+    const cuDir = path.join(outRoot, 'kernels', 'cuda');
+    const sources = fs.readdirSync(cuDir).filter((f) => f.endsWith('.cu')).sort().map((f) => path.join(cuDir, f));
+    const objDir = outRoot === generated ? path.join(REPO_ROOT, 'build', 'cuda') : path.join(outRoot, 'build', 'cuda');
+    const objects = await compileCudaSources(sources, { outDir: objDir });
+    if (!opts.quiet) process.stdout.write(`nvcc: ${objects.length} CUDA kernel objects for ${DEFAULT_CUDA_ARCHS.map((a) => `sm_${a}`).join(', ')} -> ${path.relative(process.cwd(), objDir)}\n`);
+    written.push(...objects);
   }
   return written;
 }

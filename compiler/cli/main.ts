@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Component, Plan } from '../../runtime/plan.ts';
 import type { PlanDims, GenerateResult } from '../../runtime/pipeline.ts';
+import type { CacheCliFlags } from '../../runtime/cache/config.ts';
 
 const DEBUG = process.env.DITFORGE_DEBUG === '1';
 
@@ -57,7 +58,7 @@ function sizeOption(flag: string) {
   };
 }
 
-interface GenerateFlags {
+interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   model: string;
   prompt: string;
   steps: number;
@@ -78,24 +79,8 @@ interface GenerateFlags {
   ulyssesAsync?: boolean;
   parallelText?: boolean;
   parallelVae?: boolean;
-  // caching (Cache-DiT generate flags, runtime/cache; see cacheFromFlags)
-  cache?: boolean;
-  Fn?: number;
-  Bn?: number;
-  rdt?: number;
-  ws?: number;
-  wi?: number;
-  mc?: number;
-  mcc?: number;
-  taylorseer?: boolean;
-  order?: number;
-  foca?: boolean;
-  dmd?: boolean;
+  // caching: the Cache-DiT generate flags of runtime/cache (CacheCliFlags), `--scm` as typed on the command line
   scm?: string;
-  scmPolicy?: 'dynamic' | 'static';
-  stepsMask?: boolean;
-  dbprune?: boolean;
-  config?: string;
   summary?: boolean;
   negativePrompt?: string;
   guidanceScale?: number;

@@ -1,7 +1,7 @@
 // Frontend: resolves a component's config and dims, then traces its forward into an IR Graph.
-import type { Component } from '../runtime/plan.ts';
+import type { PlanComponent } from '../runtime/plan.ts';
 import { Builder, Module, PATTERN_INFO, Tensor, type BlockListSpec, type ComponentInstance, type ModelDefinition, type Streams } from './dsl/index.ts';
-import { DslError, Tracer, withTracer } from './dsl/trace.ts';
+import { DslError, Tracer, withTracer, type TpTraceHook } from './dsl/trace.ts';
 import { CompileError, type BlockListInfo, type Graph } from './ir/graph.ts';
 
 export interface TraceOptions {
@@ -9,6 +9,8 @@ export interface TraceOptions {
   config?: Record<string, unknown>;
   /** plan dims replaced after `resolve` (context-parallel lowering: a rank's local token counts) */
   dimsOverride?: Record<string, number>;
+  /** tensor-parallel rank trace: makes the hook for the trace's graph (compiler/passes/tp-lower.ts) */
+  tp?: (g: Graph) => TpTraceHook;
 }
 
 export interface Traced {
@@ -17,11 +19,11 @@ export interface Traced {
   dims: Record<string, number>;
   userDims: Record<string, number>;
   tag: string;
-  component: Component;
+  component: PlanComponent;
   className: string;
 }
 
-export function componentOf(def: ModelDefinition, component: Component): ComponentInstance {
+export function componentOf(def: ModelDefinition, component: PlanComponent): ComponentInstance {
   const inst = def.components[component];
   if (!inst) {
     const have = Object.keys(def.components).join(', ');
@@ -30,7 +32,7 @@ export function componentOf(def: ModelDefinition, component: Component): Compone
   return inst;
 }
 
-export function resolveConfig(def: ModelDefinition, component: Component, overrides?: Record<string, unknown>): Record<string, unknown> {
+export function resolveConfig(def: ModelDefinition, component: PlanComponent, overrides?: Record<string, unknown>): Record<string, unknown> {
   const inst = componentOf(def, component);
   const cfg: Record<string, unknown> = { ...(inst.def.config as Record<string, unknown>), ...inst.config };
   for (const [k, v] of Object.entries(overrides ?? {})) {
@@ -40,7 +42,7 @@ export function resolveConfig(def: ModelDefinition, component: Component, overri
   return cfg;
 }
 
-export function traceComponent(def: ModelDefinition, component: Component, opts: TraceOptions = {}): Traced {
+export function traceComponent(def: ModelDefinition, component: PlanComponent, opts: TraceOptions = {}): Traced {
   const inst = componentOf(def, component);
   const cdef = inst.def;
   const cfg = resolveConfig(def, component, opts.config);
@@ -60,6 +62,7 @@ export function traceComponent(def: ModelDefinition, component: Component, opts:
   if (opts.dimsOverride) resolved = { ...resolved, dims: { ...resolved.dims, ...opts.dimsOverride } };
   const tracer = new Tracer();
   const g = tracer.graph;
+  if (opts.tp) tracer.tp = opts.tp(g);
   const plainSegs: string[] = [];
   const segOrder: string[] = [];
   const noteSeg = (s: string): void => {

@@ -1,11 +1,13 @@
 // Public compiler API (other parts code against exactly this).
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Plan } from '../runtime/plan.ts';
+import type { Plan, PlanComponent } from '../runtime/plan.ts';
 import { REPO_ROOT } from './dsl/trace.ts';
 import type { ModelDefinition, ParallelPlan } from './dsl/index.ts';
 import { validateParallel } from './passes/parallel-check.ts';
 import { lowerContextParallel, ulyssesNeedsAnything } from './passes/parallel-lower.ts';
+import { lowerTensorParallel } from './passes/tp-lower.ts';
+import type { TpTraceHook } from './dsl/trace.ts';
 import { checkModelFile } from './dsl/check.ts';
 import { traceComponent, type Traced } from './frontend.ts';
 import { CompileError, type Graph } from './ir/graph.ts';
@@ -22,7 +24,7 @@ export type { ModelDefinition } from './dsl/index.ts';
 export { CompileError } from './ir/graph.ts';
 
 export interface CompileOptions {
-  component: 'transformer' | 'text_encoder' | 'vae';
+  component: PlanComponent;
   dims?: Record<string, number>;
   config?: Record<string, unknown>;
   target?: 'cpu' | 'cuda';
@@ -64,15 +66,31 @@ export interface CompileResult {
 }
 
 /** Full pipeline with the intermediate results (tests, inspect). */
-export function compileDetailed(model: string, opts: CompileOptions, internal: { memoryReuse?: boolean; dimsOverride?: Record<string, number> } = {}): CompileResult {
+export function compileDetailed(
+  model: string,
+  opts: CompileOptions,
+  internal: {
+    memoryReuse?: boolean;
+    dimsOverride?: Record<string, number>;
+    tp?: (g: Graph) => TpTraceHook;
+    /** applied to each traced graph before fusion (context parallel internal points, compiler/passes/cp-points.ts) */
+    graphPass?: (g: Graph) => Graph;
+  } = {},
+): CompileResult {
   const def = getModel(model);
   checkModel(def);
-  const traceOpts = { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}), ...(internal.dimsOverride ? { dimsOverride: internal.dimsOverride } : {}) };
-  const traced = traceComponent(def, opts.component, traceOpts);
+  const traceOpts = {
+    ...(opts.dims ? { dims: opts.dims } : {}),
+    ...(opts.config ? { config: opts.config } : {}),
+    ...(internal.dimsOverride ? { dimsOverride: internal.dimsOverride } : {}),
+    ...(internal.tp ? { tp: internal.tp } : {}),
+  };
+  const pass = (t: Traced): Traced => (internal.graphPass ? { ...t, graph: internal.graphPass(t.graph) } : t);
+  const traced = pass(traceComponent(def, opts.component, traceOpts));
   checkModel(def, traced.graph);
   if (opts.parallel) validateParallel(traced.graph, opts.parallel);
   const flops = graphFlops(traced.graph);
-  const fused = traceComponent(def, opts.component, traceOpts).graph;
+  const fused = pass(traceComponent(def, opts.component, traceOpts)).graph;
   const fusion = runFusion(fused);
   const lw = lower(fused);
   const { plan, memory } = emitPlan(fused, lw, { model, component: opts.component, tag: traced.tag, dims: traced.dims, config: traced.config, flops }, { reuse: internal.memoryReuse ?? true });
@@ -86,18 +104,38 @@ export function compilePlan(model: string, opts: CompileOptions): Plan {
 /**
  * Per-rank plans of a parallel lowering (index = rank; docs/architecture.md §3c): Ulysses
  * (`ulysses_size`, `ulysses_anything`, `ulysses_float8`, `ulysses_async`), ring (`ring_size`) and USP
- * (both) over the model's CP plan.
+ * (both) over the model's CP plan; tensor parallelism (`tp_size`, compiler/passes/tp-lower.ts) over the
+ * model's / component's TP plan.
  * `ulysses_anything: 'auto'` switches UAA on only where the sizes need it.
  */
 export function compileParallelPlans(model: string, opts: Omit<CompileOptions, 'parallel'> & { parallel: Omit<ParallelPlan, 'ulysses_anything'> & { ulysses_anything?: boolean | 'auto' } }): Plan[] {
   const W = opts.parallel.ulysses_size ?? 1;
   const ring = opts.parallel.ring_size ?? 1;
   const base = { component: opts.component, ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) };
+  if ((opts.parallel.tp_size ?? 1) > 1) {
+    // tensor parallel (compiler/passes/tp-lower.ts): one plan per TP rank
+    const { parallel: tpPar, ...plainTp } = opts;
+    const parallel: ParallelPlan = { ...tpPar, ulysses_anything: tpPar.ulysses_anything === true };
+    const lowerTp = (par: ParallelPlan): Plan[] =>
+      lowerTensorParallel(model, { ...base, parallel: par }, (tp, over, graphPass) =>
+        compileDetailed(model, plainTp, { tp, ...(over ? { dimsOverride: over } : {}), ...(graphPass ? { graphPass } : {}) }).plan,
+      );
+    // Ulysses x TP with 'auto' UAA: UAA only when the split or the per-TP-rank heads need it
+    if (W > 1 && tpPar.ulysses_anything === 'auto') {
+      try {
+        return lowerTp(parallel);
+      } catch (e) {
+        if (!(e instanceof CompileError)) throw e;
+        return lowerTp({ ...parallel, ulysses_anything: true });
+      }
+    }
+    return lowerTp(parallel);
+  }
   const anything = opts.parallel.ulysses_anything === 'auto' ? ring === 1 && ulyssesNeedsAnything(model, base, W) : !!opts.parallel.ulysses_anything;
   const parallel: ParallelPlan = { ...opts.parallel, ulysses_anything: anything };
   const { parallel: _p, ...plain } = opts;
   void _p;
-  return lowerContextParallel(model, { ...base, parallel }, (dimsOverride) => compileDetailed(model, plain, { dimsOverride }).plan);
+  return lowerContextParallel(model, { ...base, parallel }, (dimsOverride, graphPass) => compileDetailed(model, plain, { dimsOverride, ...(graphPass ? { graphPass } : {}) }).plan);
 }
 
 /** ONNX (opset 21) of the uncached one-rank component, from the unfused IR. */

@@ -48,4 +48,15 @@ export const tinyTextEncoder = component<TinyTextEncoderConfig>({
     const out = b.layerNorm('final_layer_norm', h, { eps });
     return { encoder_hidden_states: out, pooled_projections: maskedMean(out, x.attention_mask!) };
   },
+  // TE-P (--parallel-text, Cache-DiT §4.9, like its T5 / Llama planners): q/k/v and fc1 colwise (heads
+  // and the MLP hidden split over the ranks), out_proj and fc2 rowwise (all-reduced); embeddings and
+  // layer norms replicated. 4 heads: 1, 2 or 4 ranks.
+  tp: {
+    'layers.*.self_attn.q_proj': 'colwise',
+    'layers.*.self_attn.k_proj': 'colwise',
+    'layers.*.self_attn.v_proj': 'colwise',
+    'layers.*.self_attn.out_proj': 'rowwise',
+    'layers.*.mlp.fc1': 'colwise',
+    'layers.*.mlp.fc2': 'rowwise',
+  },
 });

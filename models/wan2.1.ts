@@ -288,12 +288,22 @@ export const WAN_CACHE = {
 };
 
 /**
- * Cache-DiT's Wan TP plan (cache-dit.md §4.7). Its CP plan splits inside the model (`rope` outputs and
- * `blocks.0` hidden states on the token axis, gather after `proj_out`), which the input/output-level
- * `cp` type cannot say yet: left out until the parallel lowering defines split points.
+ * Cache-DiT's Wan TP plan (cache-dit.md §4.7) and CP plan (§4.8, distributed/transformers/wan.py): the
+ * tokens are split inside the model, so the patch embedding and the unpatchify run on full tensors on every
+ * rank. `blocks.0.hidden` = Cache-DiT's `blocks.0` hidden_states split; Cache-DiT splits the `rope` module's
+ * outputs, here the table is computed row by row from `rope_ids`, so splitting the id rows gives every rank
+ * exactly its rows of the table (without building the full one); `proj_out` is gathered before the
+ * unpatchify. The text (`encoder_hidden_states`) stays whole: the cross attention attends the rank's queries
+ * to all text keys locally, as Cache-DiT's patched WanAttnProcessor (cp_config=None for attn2) does.
  */
 export const WAN_PARALLEL = {
   attention: 'all' as const,
+  cp: {
+    split: {},
+    gather: {},
+    dims: { rope_ids: 'imageTokens', 'blocks.0.hidden': 'imageTokens' },
+    internal: { split: { rope_ids: 0, 'blocks.0.hidden': 1 }, gather: { proj_out: 1 } },
+  },
   tp: {
     'blocks.*.attn1.to_q': 'colwise',
     'blocks.*.attn1.to_k': 'colwise',

@@ -10,6 +10,10 @@ export { packLatents, unpackLatents, imageIds, textIds, latentGeometry, latentsT
 export type { LatentGeometry } from './latents.ts';
 export { toUint8HWC, quantizeHWC, denormalize, roundHalfEven, encodePng, writePng, readPng } from './image.ts';
 export { torchRandn, MT19937 } from './rng.ts';
+export { vaeTilingConfig, needsTiling, tileGrid, tileShapes, extractTile, blendV, blendH, stitchTiles, tiledDecode, tiledDecodeParallel } from './vae-tiling.ts';
+export type { VaeTilingConfig, VaeTile, VaeTileGrid } from './vae-tiling.ts';
+export { denoiseLoop, combineCfg } from './denoise.ts';
+export type { DenoiseOptions, TextEmbeds } from './denoise.ts';
 export type { Plan, Component } from './plan.ts';
 export { generateParallel, parallelRequest, PARALLEL_KINDS } from './pipeline-parallel.ts';
 export type { ParallelGenerateRequest, ParallelGenerateResult, ParallelKind, ParallelOptions, ParallelPlanProvider, ParallelRequest } from './pipeline-parallel.ts';

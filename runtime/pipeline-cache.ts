@@ -2,12 +2,15 @@
 // the plan's block-list segments, each driven by a NativeBlockListRunner (cache kernels on the arena in
 // place). `Pipeline.generate({ cache })` creates a session per request (contexts start over, as
 // Cache-DiT re-creates them per pipe call) and calls `refreshContext({ numInferenceSteps })` before the
-// first step (expands an SCM policy name, validates Fn + Bn against each list).
+// first step (expands an SCM policy name, validates Fn + Bn against each list). The multi-rank pipeline
+// (runtime/pipeline-parallel.ts) runs the same session on every rank over its ParallelExecutor, with
+// runners whose probe sums are all-reduced, so true CFG's separate contexts behave alike everywhere.
 
-import type { Plan } from './plan.ts';
+import type { Plan, PlanSegment } from './plan.ts';
 import type { Native, NativeExecutor } from './native.ts';
-import { CacheEngine, type BlockListSpec } from './cache/engine.ts';
+import { CacheEngine, type BlockListRunner, type BlockListSpec } from './cache/engine.ts';
 import { NativeBlockListRunner } from './cache/native-runner.ts';
+import type { NativeOpsStats } from './cache/native-ops.ts';
 import { cloneCacheConfig, type CacheConfig, type CalibratorConfig, type ParamsModifier } from './cache/config.ts';
 import { formatSummaryTable, type CacheSummary } from './cache/context.ts';
 
@@ -28,6 +31,11 @@ export interface PipelineCacheResult {
   probes: number;
   kernels: number;
   blocksRun: number;
+  /** calibrator kernel launches (NativeTensorOps) */
+  calibratorKernels: number;
+  /** every host read of the cache engine: the probes' 2 float64 sums and DMD's Gram rows; `hostReadValues`: float64s read */
+  hostReads: number;
+  hostReadValues: number;
 }
 
 const runnersByExec = new WeakMap<NativeExecutor, Map<string, NativeBlockListRunner>>();
@@ -40,25 +48,41 @@ function runnerFor(native: Native, plan: Plan, exec: NativeExecutor, seg: Plan['
   return r;
 }
 
-export class TransformerCacheSession {
-  private engine: CacheEngine | null = null;
-  private exec: NativeExecutor | null = null;
-  private runners: NativeBlockListRunner[] = [];
-  private base = { probes: 0, kernels: 0, blocks: 0 };
+/** What a session drives: the native executor, or a rank's ParallelExecutor (runtime/parallel/executor.ts). */
+export interface CacheSessionExecutor {
+  run(segment: string, blockBegin?: number, blockEnd?: number): Promise<void>;
+}
 
+/** A block-list runner and the counters the session reports (native: `stats`; multi-rank: `probes`). */
+export type SessionRunner = BlockListRunner & { stats?: { probes: number; kernels: number; blocks: number }; probes?: number };
+
+/** Makes the runner of one block-list segment (the multi-rank pipeline passes all-reducing runners). */
+export type SessionRunnerFactory<E> = (plan: Plan, exec: E, seg: PlanSegment) => SessionRunner;
+
+export class TransformerCacheSession<E extends CacheSessionExecutor = NativeExecutor> {
+  private engine: CacheEngine | null = null;
+  private exec: E | null = null;
+  private runners: SessionRunner[] = [];
+  private base = { probes: 0, kernels: 0, blocks: 0, calKernels: 0, reads: 0, readValues: 0 };
+  private readonly makeRunner: SessionRunnerFactory<E>;
+
+  /** `runners`: the native addon (NativeBlockListRunner on the executor's arena) or a runner factory. */
   constructor(
-    private readonly native: Native,
+    runners: Native | SessionRunnerFactory<E>,
     private readonly opts: PipelineCacheOptions,
     private readonly request: { steps: number; separateCfg: boolean },
-  ) {}
+  ) {
+    this.makeRunner =
+      typeof runners === 'function' ? runners : (plan, exec, seg) => runnerFor(runners, plan, exec as unknown as NativeExecutor, seg);
+  }
 
-  private bind(plan: Plan, exec: NativeExecutor): CacheEngine {
+  private bind(plan: Plan, exec: E): CacheEngine {
     if (this.engine && this.exec === exec) return this.engine;
     const lists: BlockListSpec[] = [];
     this.runners = [];
     for (const seg of plan.segments) {
       if (!seg.blocks || !seg.io || seg.pattern === undefined) continue;
-      const runner = runnerFor(this.native, plan, exec, seg);
+      const runner = this.makeRunner(plan, exec, seg);
       this.runners.push(runner);
       lists.push({ name: seg.name, runner, modifier: this.opts.modifiers?.[seg.name] });
     }
@@ -76,23 +100,29 @@ export class TransformerCacheSession {
     return this.engine;
   }
 
-  private counters(): { probes: number; kernels: number; blocks: number } {
-    const c = { probes: 0, kernels: 0, blocks: 0 };
+  private counters(): TransformerCacheSession['base'] {
+    const c = { probes: 0, kernels: 0, blocks: 0, calKernels: 0, reads: 0, readValues: 0 };
     for (const r of this.runners) {
-      c.probes += r.stats.probes;
-      c.kernels += r.stats.kernels;
-      c.blocks += r.stats.blocks;
+      const s = r.stats ?? { probes: r.probes ?? 0, kernels: 0, blocks: 0 };
+      c.probes += s.probes;
+      c.kernels += s.kernels;
+      c.blocks += s.blocks;
+      // calibrator ops on the cache kernels count their launches and small host reads (DMD Gram rows)
+      const os = (r.ops as { stats?: NativeOpsStats }).stats ?? { kernels: 0, hostReads: 0, hostReadValues: 0 };
+      c.calKernels += os.kernels;
+      c.reads += s.probes + os.hostReads;
+      c.readValues += 2 * s.probes + os.hostReadValues;
     }
     return c;
   }
 
   /** Validate the config against the plan before any step runs (errors name the option). */
-  prepare(plan: Plan, exec: NativeExecutor): void {
+  prepare(plan: Plan, exec: E): void {
     this.bind(plan, exec);
   }
 
   /** One transformer forward: plain segments run whole, block lists through the cache engine. */
-  async forward(plan: Plan, exec: NativeExecutor): Promise<void> {
+  async forward(plan: Plan, exec: E): Promise<void> {
     const engine = this.bind(plan, exec);
     for (const seg of plan.segments) {
       if (seg.blocks && seg.io && seg.pattern !== undefined) await engine.runList(seg.name);
@@ -109,6 +139,9 @@ export class TransformerCacheSession {
       probes: c.probes - this.base.probes,
       kernels: c.kernels - this.base.kernels,
       blocksRun: c.blocks - this.base.blocks,
+      calibratorKernels: c.calKernels - this.base.calKernels,
+      hostReads: c.reads - this.base.reads,
+      hostReadValues: c.readValues - this.base.readValues,
     };
   }
 }

@@ -2,10 +2,19 @@
 // or mpirun processes) each run their own executors; the transformer runs one per-rank plan of a
 // parallel lowering (plan.parallel, docs/architecture.md §3c) through ParallelExecutor: inputs split at
 // entry, Ulysses all-to-alls around every attention, output all-gathered, so every rank holds the full
-// velocity and steps the same latents. Text encoder: replicated on every rank (--parallel-text: TE-P is
-// not implemented yet, replicated). VAE: rank 0 decodes (--parallel-vae: tile-parallel decode is not
-// implemented yet, rank 0). Rank 0 writes the result; a rank that dies makes the others fail within
-// the communicator's bounded wait with an error naming it.
+// velocity and steps the same latents. `--parallel tp` runs the tensor-parallel lowering instead
+// (compiler/passes/tp-lower.ts: sharded linears + all-reduces; every rank loads only its weight slices),
+// `ulysses_tp` / `tp_ulysses` the Ulysses x TP mesh (rank = u * tp + t).
+// Text encoder: replicated on every rank; --parallel-text is TE-P: the text encoder tensor-parallel over
+// all ranks (its component TP plan; heads must divide the world size).
+// The denoising loop is the 1-rank one (runtime/denoise.ts), so true CFG (negative prompt, guidance > 1)
+// runs cond then uncond on every rank, and caching uses the 1-rank TransformerCacheSession (separate
+// CFG contexts) over all-reducing block-list runners. VAE: rank 0 decodes (tiled with --vae-tiling);
+// --parallel-vae is VAE-P (runtime/vae-tiling.ts): tiling on, tile #c decoded by rank c % W, rank 0
+// blends and stitches, the image is passed down the rank chain so every rank has it (bit-identical to
+// the 1-rank tiled decode). Rank 0 writes the result; a rank that dies makes the others fail within the
+// communicator's bounded wait with an error naming it.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,12 +27,13 @@ import { imageIds, textIds } from './latents.ts';
 import { loadNative } from './native.ts';
 import { ParallelExecutor } from './parallel/executor.ts';
 import { ParallelBlockListRunner } from './parallel/cache.ts';
-import { CacheEngine, type BlockListSpec } from './cache/engine.ts';
-import { cloneCacheConfig } from './cache/config.ts';
-import type { PipelineCacheOptions, PipelineCacheResult } from './pipeline-cache.ts';
+import { planWeightData } from './parallel/tp.ts';
+import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 import type { Component, Plan } from './plan.ts';
-import { eulerStep, fluxSchedule, transformerTimestep } from './scheduler.ts';
-import { loadPipeline, resolveModelDir, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider } from './pipeline.ts';
+import { fluxSchedule } from './scheduler.ts';
+import { denoiseLoop, type TextEmbeds } from './denoise.ts';
+import { tiledDecodeParallel } from './vae-tiling.ts';
+import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type TextEncoderRun, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider } from './pipeline.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
 export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
@@ -105,8 +115,16 @@ export function parallelRequest(o: ParallelOptions): ParallelRequest {
   if (o.parallelText) extra.push('text_encoder');
   if (o.parallelVae) extra.push('vae');
   if (extra.length) req.extra_parallel_modules = extra;
-  if ((req.tp_size ?? 1) > 1) {
-    throw new UserError(`--parallel ${kind}: tensor parallelism has a host reference (runtime/parallel/tp.ts) but no plan lowering yet; ulysses, ring and usp run on multiple ranks`);
+  // Ulysses x TP runs (mesh [ulysses, tp], rank = u * tp + t); ring / USP x TP are not lowered
+  if ((req.tp_size ?? 1) > 1 && (req.ring_size ?? 1) > 1) {
+    throw new UserError(`--parallel ${kind}: ring / USP x tensor parallelism is not lowered yet; tp, ulysses_tp, tp_ulysses, ulysses, ring and usp run on multiple ranks`);
+  }
+  if ((req.tp_size ?? 1) > 1 && (req.ulysses_size ?? 1) > 1 && o.ulyssesAsync) {
+    throw new UserError(`--ulysses-async cannot be combined with --parallel ${kind} yet (async Ulysses x TP is not lowered)`);
+  }
+  if (kind === 'tp') {
+    if (o.ulyssesAnything || o.ulyssesFloat8 || o.ulyssesAsync) throw new UserError('--ulysses-anything / --ulysses-float8 / --ulysses-async apply to Ulysses; they cannot be combined with --parallel tp');
+    req.ulysses_anything = false;
   }
   if ((req.ring_size ?? 1) > 1) {
     if (o.ulyssesAnything) throw new UserError(`--ulysses-anything cannot be combined with --parallel ${kind} (Cache-DiT UAA is Ulysses-only)`);
@@ -135,8 +153,26 @@ export interface ParallelGenerateResult extends GenerateResult {
   backend: CommBackend;
   /** the lowering every rank ran */
   parallel: NonNullable<Plan['parallel']>;
-  /** per rank: bytes sent per denoising step, ms in comm ops per step, ms per step */
-  ranks: { rank: number; bytesPerStep: number; commMsPerStep: number; perStep: number }[];
+  /**
+   * per rank: bytes sent per denoising step, ms in comm ops per step, ms per step; `decodedSha256` of the
+   * image the rank holds (null where it has none: without --parallel-vae only rank 0 decodes); with caching
+   * the rank's cached steps per branch (first block list)
+   */
+  ranks: RankStats[];
+}
+
+export interface RankStats {
+  rank: number;
+  bytesPerStep: number;
+  commMsPerStep: number;
+  perStep: number;
+  decodedSha256: string | null;
+  /** VAE tiles this rank decoded (VAE-P: tile #c on rank c % W; an untiled decode counts 1) */
+  vaeTiles: number;
+  /** ms of this rank's VAE stage (VAE-P: its tiles, the exchange and, on rank 0, the blend) */
+  vaeMs: number;
+  cachedSteps?: number[];
+  cfgCachedSteps?: number[];
 }
 
 interface RankArgs {
@@ -147,6 +183,9 @@ interface RankArgs {
   threads: number;
   generatedDir: string | null;
   prompt: string;
+  /** true CFG: the negative prompt and true_cfg_scale (null: no CFG) */
+  negativePrompt: string | null;
+  cfgScale: number | null;
   steps: number;
   seed: number;
   batch: number;
@@ -154,13 +193,13 @@ interface RankArgs {
   width: number;
   die: { rank: number; step: number } | null;
   cache: PipelineCacheOptions | null;
+  /** tiled decode (--vae-tiling, implied by --parallel-vae) */
+  vaeTiling: boolean;
+  /** VAE-P: tiles over the ranks, every rank gets the image */
+  parallelVae: boolean;
 }
 
-interface RankResult {
-  rank: number;
-  bytesPerStep: number;
-  commMsPerStep: number;
-  perStep: number;
+interface RankResult extends RankStats {
   cache: PipelineCacheResult | null;
   timings: GenerateResult['timings'];
   inputIds: number[];
@@ -186,7 +225,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   const g = pipe.geometry(height, width);
   const batch = req.batch ?? 1;
   const seed = req.seed ?? 0;
-  if (req.guidanceScale !== undefined && req.guidanceScale > 1) throw new UserError('--guidance-scale > 1 (true CFG) is not supported with --world > 1 yet');
+  const cfgScale = trueCfgScale(req);
   const dims: PlanDims = { batch, height, width, textTokens: pipe.textTokens };
 
   let tPlans = req.transformerPlans;
@@ -195,21 +234,37 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
     tPlans = await req.parallelPlanProvider('transformer', dims, preq);
   }
   if (tPlans.length !== world) throw new Error(`got ${tPlans.length} transformer plans for ${world} ranks`);
-  // text encoder / VAE plans the ranks cannot find shipped
-  const plans: Partial<Record<Component, Plan>> = {};
-  for (const c of ['text_encoder', 'vae'] as const) {
+  // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
+  let teTp: Plan[] | undefined;
+  if (preq.extra_parallel_modules?.includes('text_encoder') && world > 1) {
+    if (!req.parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
+    teTp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false });
+    if (teTp.length !== world) throw new Error(`got ${teTp.length} text encoder plans for ${world} ranks`);
+  }
+  // text encoder / VAE plans the ranks cannot find shipped (a tiled decode: one VAE plan per tile size)
+  const vaeTiling = req.vaeTiling === true || req.parallelVae === true; // parallelize_vae enables tiling
+  const grid = vaeTiling ? pipe.vaeTileGrid(height, width) : null;
+  const plans: { text_encoder?: Plan; vae?: Plan[] } = {};
+  const missing = async (c: Component, d: PlanDims): Promise<Plan | null> => {
     try {
-      await pipe.plan(c, dims);
+      await pipe.plan(c, d);
+      return null;
     } catch (e) {
       if (!(e instanceof UserError) || !req.planProvider) throw e;
-      plans[c] = await req.planProvider(c, dims);
+      return req.planProvider(c, d);
     }
+  };
+  const te = await missing('text_encoder', dims);
+  if (te) plans.text_encoder = te;
+  for (const d of grid ? pipe.vaeTileDims(batch, grid) : [dims]) {
+    const p = await missing('vae', d);
+    if (p) (plans.vae ??= []).push(p);
   }
 
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-par-'));
   try {
     const planFile = path.join(tmp, 'plans.json');
-    fs.writeFileSync(planFile, JSON.stringify({ transformer: tPlans, ...plans }));
+    fs.writeFileSync(planFile, JSON.stringify({ transformer: tPlans, ...plans, ...(teTp ? { text_encoder_tp: teTp } : {}) }));
     let latentsFile: string | null = null;
     if (req.latents) {
       if (req.latents.length !== batch * g.tokens * g.packedChannels) throw new UserError(`latents must have ${batch * g.tokens * g.packedChannels} values`);
@@ -224,6 +279,8 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       threads: req.threads ?? Math.max(1, Math.floor(os.availableParallelism() / world)),
       generatedDir: req.generatedDir ?? null,
       prompt: req.prompt,
+      negativePrompt: cfgScale !== null ? req.negativePrompt! : null,
+      cfgScale,
       steps,
       seed,
       batch,
@@ -231,6 +288,8 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       width,
       die: req.faultInjection ?? null,
       cache: req.cache?.cache ? req.cache : null,
+      vaeTiling,
+      parallelVae: req.parallelVae === true,
     };
     const results = await launchRanks<RankResult>(world, {
       backend,
@@ -243,7 +302,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
     const latents = Float32Array.from(f.tensor('latents').data);
     const decoded = Float32Array.from(f.tensor('decoded').data);
     const images: Uint8Array[] = [];
-    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, 3, height, width, b));
+    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, pipe.vaeOutChannels, height, width, b));
     const r0 = results[0]!;
     return {
       image: images[0]!,
@@ -263,17 +322,33 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       world,
       backend,
       parallel: tPlans[0]!.parallel!,
-      ranks: results.map((r) => ({ rank: r.rank, bytesPerStep: r.bytesPerStep, commMsPerStep: r.commMsPerStep, perStep: r.perStep })),
+      ranks: results.map(({ cache: _c, timings: _t, inputIds: _i, unknownWords: _u, ...stats }) => stats),
     };
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 
+/** TE-P: this rank's tensor-parallel text encoder plan as the pipeline's text encoder (collective on every rank). */
+async function textEncoderTp(comm: Communicator, plan: Plan, a: RankArgs): Promise<TextEncoderRun> {
+  const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
+  const wf = await openSafetensors(path.join(a.modelDir, 'text_encoder', 'model.safetensors'));
+  for (const w of plan.weights) {
+    if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
+    pe.bindWeight(w.name, planWeightData(w, wf.tensor(w.name), wf.path));
+  }
+  return async (inputIds, attentionMask) => {
+    pe.setInput('input_ids', inputIds);
+    pe.setInput('attention_mask', attentionMask);
+    await pe.forward();
+    return { encoderHiddenStates: await pe.output('encoder_hidden_states'), pooledProjections: await pe.output('pooled_projections') };
+  };
+}
+
 /** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process). */
 export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Promise<RankResult> {
   const t0 = performance.now();
-  const all = JSON.parse(fs.readFileSync(a.planFile, 'utf8')) as { transformer: Plan[]; text_encoder?: Plan; vae?: Plan };
+  const all = JSON.parse(fs.readFileSync(a.planFile, 'utf8')) as { transformer: Plan[]; text_encoder?: Plan; vae?: Plan[]; text_encoder_tp?: Plan[] };
   const plan = all.transformer[comm.rank]!;
   const pipe = await loadPipeline(a.modelDir, {
     threads: a.threads,
@@ -285,85 +360,98 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
   const wf = await openSafetensors(path.join(a.modelDir, 'transformer', 'diffusion_pytorch_model.safetensors'));
   for (const w of plan.weights) {
     if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
-    pe.bindWeight(w.name, wf.tensor(w.name).data);
+    pe.bindWeight(w.name, planWeightData(w, wf.tensor(w.name), wf.path)); // TP: the rank's slice
   }
-  // cache: the engine over the block lists, probe sums all-reduced so every rank decides alike
-  let engine: CacheEngine | null = null;
-  const runners: ParallelBlockListRunner[] = [];
-  if (a.cache?.cache) {
-    const lists: BlockListSpec[] = [];
-    for (const seg of plan.segments) {
-      if (!seg.blocks || !seg.io || seg.pattern === undefined) continue;
-      const runner = new ParallelBlockListRunner(comm, pe, plan, seg);
-      runners.push(runner);
-      lists.push({ name: seg.name, runner, ...(a.cache.modifiers?.[seg.name] ? { modifier: a.cache.modifiers[seg.name] } : {}) });
-    }
-    let cache = cloneCacheConfig(a.cache.cache);
-    if (cache.enable_separate_cfg === null) cache = { ...cache, enable_separate_cfg: false };
-    engine = new CacheEngine({ lists, cache, calibrator: a.cache.calibrator ?? null });
-    engine.refreshContext(cache.num_inference_steps != null ? { numInferenceSteps: a.steps } : {});
-  }
-  const forward = async () => {
-    if (!engine) return pe.forward();
-    for (const seg of plan.segments) {
-      if (seg.blocks && seg.io && seg.pattern !== undefined) await engine.runList(seg.name);
-      else await pe.run(seg.name);
-    }
-  };
+  // cache: the 1-rank session (separate CFG contexts under true CFG) over runners whose probe sums are
+  // all-reduced, so every rank decides alike
+  const session = a.cache?.cache
+    ? new TransformerCacheSession<ParallelExecutor>((p, exec, seg) => new ParallelBlockListRunner(comm, exec, p, seg), a.cache, {
+        steps: a.steps,
+        separateCfg: a.cfgScale !== null,
+      })
+    : null;
+  session?.prepare(plan, pe);
   const setup = performance.now() - t0;
 
   const prompts = new Array<string>(a.batch).fill(a.prompt);
   const tTe = performance.now();
-  const text = await pipe.encodePrompt(prompts, a.height, a.width);
+  const teRun = all.text_encoder_tp ? await textEncoderTp(comm, all.text_encoder_tp[comm.rank]!, a) : undefined;
+  const text = await pipe.encodePrompt(prompts, a.height, a.width, teRun);
   const textEncoder = performance.now() - tTe - text.tokenizeMs;
+  const negText = a.negativePrompt !== null ? await pipe.encodePrompt(new Array<string>(a.batch).fill(a.negativePrompt), a.height, a.width, teRun) : null;
   let x: Float32Array;
   if (a.latentsFile) x = Float32Array.from((await openSafetensors(a.latentsFile)).tensor('latents').data);
   else x = pipe.noise(a.seed, a.batch, a.height, a.width);
   const schedule = fluxSchedule(a.steps, g.tokens, pipe.scheduler);
-  const timestep = new Float32Array(a.batch);
   const ids = { img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2), txt_ids: textIds(pipe.textTokens) };
   comm.resetStats();
   const tDen = performance.now();
-  for (let i = 0; i < a.steps; i++) {
-    if (a.die && a.die.rank === comm.rank && a.die.step === i) process.exit(3);
-    timestep.fill(transformerTimestep(schedule, i));
-    const inputs: Record<string, Float32Array> = {
-      hidden_states: x,
-      encoder_hidden_states: text.encoderHiddenStates,
-      pooled_projections: text.pooledProjections,
-      timestep,
-      ...ids,
-    };
-    for (const io of plan.inputs) {
-      const v = inputs[io.name];
-      if (!v) throw new Error(`${plan.model}/${plan.component} plan input "${io.name}" was not provided`);
-      pe.setInput(io.name, v);
-    }
-    await forward();
-    const v = await pe.output('output');
-    eulerStep(x, v, schedule, i);
-  }
+  await denoiseLoop({
+    x,
+    schedule,
+    steps: a.steps,
+    batch: a.batch,
+    pos: text,
+    neg: negText,
+    cfgScale: a.cfgScale ?? 1,
+    beforeStep: (i) => {
+      if (a.die && a.die.rank === comm.rank && a.die.step === i) process.exit(3);
+    },
+    velocity: async (t: TextEmbeds, timestep: Float32Array) => {
+      const inputs: Record<string, Float32Array> = {
+        hidden_states: x,
+        encoder_hidden_states: t.encoderHiddenStates,
+        pooled_projections: t.pooledProjections,
+        timestep,
+        ...ids,
+      };
+      for (const io of plan.inputs) {
+        const v = inputs[io.name];
+        if (!v) throw new Error(`${plan.model}/${plan.component} plan input "${io.name}" was not provided`);
+        pe.setInput(io.name, v);
+      }
+      if (session) await session.forward(plan, pe);
+      else await pe.forward();
+      return pe.output('output');
+    },
+  });
   const denoise = performance.now() - tDen;
   const bytesPerStep = comm.stats.bytesSent / a.steps;
-  let vae = 0;
+  // VAE: rank 0 alone (tiled with --vae-tiling); VAE-P: the tiles over every rank (vae-tiling.ts), and
+  // without tiling (latents within one tile) every rank decodes the whole image, as Cache-DiT's ranks do
+  const tV = performance.now();
+  const grid = a.vaeTiling ? pipe.vaeTileGrid(a.height, a.width) : null;
+  let decoded: Float32Array | null = null;
+  let vaeTiles = 0;
+  if (a.parallelVae && grid) {
+    const z = pipe.toVaeSpace(x, a.batch, a.height, a.width);
+    decoded = await tiledDecodeParallel(comm, z, a.batch, pipe.latentChannels, pipe.vaeOutChannels, grid, (tile, t) => {
+      vaeTiles++;
+      return pipe.decodeVaeTile(tile, a.batch, t, grid);
+    });
+  } else if (a.parallelVae || comm.rank === 0) {
+    decoded = await pipe.decodeVaeSpace(pipe.toVaeSpace(x, a.batch, a.height, a.width), a.batch, a.height, a.width, { tiling: a.vaeTiling });
+    vaeTiles = grid ? grid.tiles.length : 1;
+  }
+  const vae = performance.now() - tV;
   if (comm.rank === 0) {
-    const tV = performance.now();
-    const decoded = await pipe.decodeVaeSpace(pipe.toVaeSpace(x, a.batch, a.height, a.width), a.batch, a.height, a.width);
-    vae = performance.now() - tV;
     writeSafetensors(a.outFile, {
       latents: { dtype: 'F32', shape: [a.batch, g.tokens, g.packedChannels], data: x },
-      decoded: { dtype: 'F32', shape: [a.batch, 3, a.height, a.width], data: decoded },
+      decoded: { dtype: 'F32', shape: [a.batch, pipe.vaeOutChannels, a.height, a.width], data: decoded! },
     });
   }
   await comm.barrier();
+  const cache = session ? session.result() : null;
   return {
     rank: comm.rank,
     bytesPerStep,
     commMsPerStep: pe.stats.commMs / a.steps,
     perStep: denoise / a.steps,
-    cache: engine
-      ? { tag: engine.strify(), summary: engine.summary(), probes: runners.reduce((n, r) => n + r.probes, 0), kernels: 0, blocksRun: 0 }
-      : null,
+    vaeTiles,
+    vaeMs: vae,
+    decodedSha256: decoded ? createHash('sha256').update(new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength)).digest('hex') : null,
+    ...(cache ? { cachedSteps: cache.summary[0]?.cached_steps ?? [], cfgCachedSteps: cache.summary[0]?.cfg_cached_steps ?? [] } : {}),
+    cache,
     timings: { tokenize: text.tokenizeMs, textEncoder, denoise, perStep: denoise / a.steps, vae, setup, total: performance.now() - t0 },
     inputIds: text.inputIds[0]!,
     unknownWords: text.unknownWords,

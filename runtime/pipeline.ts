@@ -9,13 +9,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openSafetensors, type SafetensorsFile } from './io/safetensors.ts';
 import { WordTokenizer } from './tokenizer.ts';
-import { fluxSchedule, loadSchedulerConfig, eulerStep, transformerTimestep, type FlowMatchSchedulerConfig, type Schedule } from './scheduler.ts';
+import { fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from './scheduler.ts';
 import { packLatents, latentsToVaeSpace, imageIds, textIds, latentGeometry, type LatentGeometry } from './latents.ts';
 import { toUint8HWC } from './image.ts';
 import { torchRandn } from './rng.ts';
 import type { Component, Plan } from './plan.ts';
 import { loadNative, type Native, type NativeExecutor } from './native.ts';
 import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
+import { needsTiling, tileGrid, tileShapes, tiledDecode, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from './vae-tiling.ts';
+import { denoiseLoop, type TextEmbeds } from './denoise.ts';
+import { planWeightData } from './parallel/tp.ts';
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -28,6 +31,16 @@ export class UserError extends Error {
     super(message);
     this.name = 'UserError';
   }
+}
+
+/**
+ * FluxPipeline's true CFG switch (`do_true_cfg = true_cfg_scale > 1 and a negative prompt`): the scale, or
+ * null when CFG is off.
+ */
+export function trueCfgScale(opts: Pick<GenerateOptions, 'negativePrompt' | 'guidanceScale'>): number | null {
+  const g = opts.guidanceScale ?? 1;
+  if (typeof g !== 'number' || !Number.isFinite(g)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
+  return opts.negativePrompt !== undefined && g > 1 ? g : null;
 }
 
 /** Shapes a plan is built for (the compiler's `dims`). */
@@ -50,13 +63,19 @@ export function componentDims(component: Component, d: PlanDims): Record<string,
   }
 }
 
+/**
+ * Runs the text encoder on token ids / attention mask `[B, T]` (float32) in place of the pipeline's own
+ * executor (TE-P: the tensor-parallel ranks of runtime/pipeline-parallel.ts).
+ */
+export type TextEncoderRun = (inputIds: Float32Array, attentionMask: Float32Array) => Promise<{ encoderHiddenStates: Float32Array; pooledProjections: Float32Array }>;
+
 export type PlanProvider = (component: Component, dims: PlanDims) => Plan | Promise<Plan>;
 
 export interface PipelineOptions {
   /** worker threads of the native executor (default: the executor's default) */
   threads?: number;
-  /** plans to use instead of the shipped ones (must match the requested shapes) */
-  plans?: Partial<Record<Component, Plan>>;
+  /** plans to use instead of the shipped ones (must match the requested shapes; a list: the one that fits, e.g. VAE tiles) */
+  plans?: Partial<Record<Component, Plan | Plan[]>>;
   /** called for shapes with no shipped/given plan (the CLI passes the compiler's compilePlan) */
   planProvider?: PlanProvider;
   /** directory holding <model>/<component>/plan.json (default: <package>/generated) */
@@ -82,6 +101,8 @@ export interface GenerateOptions {
   negativePrompt?: string;
   /** FluxPipeline `true_cfg_scale` (default 1: no CFG); CFG runs when > 1 and a negative prompt is given */
   guidanceScale?: number;
+  /** diffusers `vae.enable_tiling()`: decode in overlapping tiles when the latents exceed one tile (runtime/vae-tiling.ts) */
+  vaeTiling?: boolean;
 }
 
 export interface StageTimings {
@@ -187,6 +208,10 @@ export class Pipeline {
   readonly scalingFactor: number;
   readonly shiftFactor: number;
   readonly textTokens: number;
+  /** diffusers' tiling sizes of this VAE (used with `vaeTiling`) */
+  readonly vaeTiling: VaeTilingConfig;
+  /** channels of the decoded image (VAE config out_channels) */
+  readonly vaeOutChannels: number;
   private readonly runners = new Map<string, Runner>();
   private readonly weights = new Map<Component, SafetensorsFile>();
   private readonly shippedPlans = new Map<Component, Plan | null>();
@@ -204,6 +229,8 @@ export class Pipeline {
     this.scalingFactor = (vae.scaling_factor as number) ?? 1;
     this.shiftFactor = (vae.shift_factor as number | null) ?? 0;
     this.textTokens = this.tokenizer.maxLength;
+    this.vaeTiling = vaeTilingConfig(vae, path.join(dir, 'vae', 'config.json'));
+    this.vaeOutChannels = (vae.out_channels as number) ?? 3;
   }
 
   /** Validates height/width (positive multiples of vaeScale * 2) and returns the latent geometry. */
@@ -245,7 +272,8 @@ export class Pipeline {
       case 'transformer':
         return [d.batch, g.tokens, g.packedChannels];
       case 'vae':
-        return [d.batch, g.latentChannels, g.latentHeight, g.latentWidth];
+        // exact division (not the packing geometry): VAE tiles may have any latent size
+        return [d.batch, this.latentChannels, d.height / this.vaeScale, d.width / this.vaeScale];
     }
   }
 
@@ -253,8 +281,7 @@ export class Pipeline {
     const want = this.expectedKeyShape(component, dims);
     const fits = (p: Plan | null | undefined): p is Plan =>
       !!p && p.component === component && shapeKey(p.inputs.find((i) => i.name === KEY_INPUT[component])?.shape ?? []) === shapeKey(want);
-    const given = this.options.plans?.[component];
-    if (fits(given)) return given;
+    for (const given of [this.options.plans?.[component]].flat()) if (fits(given)) return given;
     const shipped = this.shippedPlan(component);
     if (fits(shipped)) return shipped;
     if (this.options.planProvider) {
@@ -286,11 +313,8 @@ export class Pipeline {
       if (!file.has(w.name)) {
         throw new Error(`${file.path}: missing weight "${w.name}" (the ${component} plan expects shape [${w.shape.join(', ')}])`);
       }
-      const t = file.tensor(w.name);
-      if (shapeKey(t.shape) !== shapeKey(w.shape)) {
-        throw new Error(`${file.path}: weight "${w.name}" has shape [${t.shape.join(', ')}], the ${component} plan expects [${w.shape.join(', ')}]`);
-      }
-      exec.bindWeight(w.name, t.data);
+      // a tensor-parallel shard (w.slice) is cut from the full checkpoint tensor
+      exec.bindWeight(w.name, planWeightData(w, file.tensor(w.name), `${file.path} (${component} plan)`));
     }
     r = { plan, exec };
     this.runners.set(key, r);
@@ -325,7 +349,7 @@ export class Pipeline {
   }
 
   /** Text encoder: prompts -> encoder_hidden_states [B, T, D] and pooled_projections [B, Dp]. */
-  async encodePrompt(prompts: string[], height = 32, width = 32): Promise<{
+  async encodePrompt(prompts: string[], height = 32, width = 32, encoder?: TextEncoderRun): Promise<{
     encoderHiddenStates: Float32Array;
     pooledProjections: Float32Array;
     inputIds: number[][];
@@ -343,12 +367,16 @@ export class Pipeline {
       ids.set(e.inputIds, b * T);
       mask.set(e.attentionMask, b * T);
     });
-    const r = await this.runner('text_encoder', this.dims(B, height, width));
-    Pipeline.setInputs(r, { input_ids: ids, attention_mask: mask });
-    await Pipeline.forward(r);
+    let out: { encoderHiddenStates: Float32Array; pooledProjections: Float32Array };
+    if (encoder) out = await encoder(ids, mask);
+    else {
+      const r = await this.runner('text_encoder', this.dims(B, height, width));
+      Pipeline.setInputs(r, { input_ids: ids, attention_mask: mask });
+      await Pipeline.forward(r);
+      out = { encoderHiddenStates: Pipeline.output(r, 'encoder_hidden_states'), pooledProjections: Pipeline.output(r, 'pooled_projections') };
+    }
     return {
-      encoderHiddenStates: Pipeline.output(r, 'encoder_hidden_states'),
-      pooledProjections: Pipeline.output(r, 'pooled_projections'),
+      ...out,
       inputIds: enc.map((e) => e.inputIds),
       unknownWords: [...new Set(enc.flatMap((e) => e.unknown))],
       tokenizeMs,
@@ -380,13 +408,38 @@ export class Pipeline {
     return Pipeline.output(r, 'output');
   }
 
-  /** VAE decoder: VAE-space latents [B, C, h, w] -> raw decoder output [B, 3, H, W]. */
-  async decodeVaeSpace(z: Float32Array, batch: number, height: number, width: number): Promise<Float32Array> {
+  /**
+   * VAE decoder: VAE-space latents [B, C, h, w] -> raw decoder output [B, 3, H, W]. `tiling`: diffusers'
+   * tiled_decode when the latents exceed one tile (each tile through the plan compiled for its size).
+   */
+  async decodeVaeSpace(z: Float32Array, batch: number, height: number, width: number, opts: { tiling?: boolean } = {}): Promise<Float32Array> {
+    const grid = opts.tiling ? this.vaeTileGrid(height, width) : null;
+    if (grid) return tiledDecode(z, batch, this.latentChannels, this.vaeOutChannels, grid, (tile, t) => this.decodeVaeTile(tile, batch, t, grid));
     const r = await this.runner('vae', this.dims(batch, height, width));
     Pipeline.setInputs(r, { latents: z });
     await Pipeline.forward(r);
     return Pipeline.output(r, 'sample');
   }
+
+  /** The tile grid of a tiled decode at this image size, or null when the latents fit one tile (no tiling). */
+  vaeTileGrid(height: number, width: number): VaeTileGrid | null {
+    const g = this.geometry(height, width);
+    return needsTiling(g.latentHeight, g.latentWidth, this.vaeTiling) ? tileGrid(g.latentHeight, g.latentWidth, this.vaeScale, this.vaeTiling) : null;
+  }
+
+  /** Image dims of each distinct tile size of a grid (the VAE plans a tiled decode needs). */
+  vaeTileDims(batch: number, grid: VaeTileGrid): PlanDims[] {
+    return tileShapes(grid).map(([h, w]) => this.dims(batch, h * grid.scale, w * grid.scale));
+  }
+
+  /** Decodes one latent tile [B, C, t.h, t.w] with the VAE plan of its size -> [B, 3, t.h*scale, t.w*scale]. */
+  async decodeVaeTile(tile: Float32Array, batch: number, t: VaeTile, grid: VaeTileGrid): Promise<Float32Array> {
+    const r = await this.runner('vae', this.dims(batch, t.h * grid.scale, t.w * grid.scale));
+    Pipeline.setInputs(r, { latents: tile });
+    await Pipeline.forward(r);
+    return Pipeline.output(r, 'sample');
+  }
+
 
   /** packed latents -> VAE space: unpack(x) / scaling_factor + shift_factor (float32) */
   toVaeSpace(packed: Float32Array, batch: number, height: number, width: number): Float32Array {
@@ -442,7 +495,9 @@ export class Pipeline {
     const dims = this.dims(batch, height, width);
     await this.runner('text_encoder', dims);
     await this.runner('transformer', dims);
-    await this.runner('vae', dims);
+    // a tiled decode never runs the full-size VAE plan (diffusers' tiled_decode): one executor per tile size
+    const grid = opts.vaeTiling ? this.vaeTileGrid(height, width) : null;
+    for (const d of grid ? this.vaeTileDims(batch, grid) : [dims]) await this.runner('vae', d);
     const setup = performance.now() - ts;
 
     const prompts = new Array<string>(batch).fill(opts.prompt);
@@ -451,9 +506,8 @@ export class Pipeline {
     const tokenize = text.tokenizeMs;
     const textEncoder = performance.now() - tTe - tokenize;
 
-    const guidance = opts.guidanceScale ?? 1;
-    if (!Number.isFinite(guidance)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
-    const doCfg = opts.negativePrompt !== undefined && guidance > 1;
+    const cfgScale = trueCfgScale(opts);
+    const doCfg = cfgScale !== null;
     const negText = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt!), height, width) : null;
     this.cacheSession = opts.cache ? new TransformerCacheSession(getNative(), opts.cache, { steps, separateCfg: doCfg }) : null;
     if (this.cacheSession) {
@@ -470,42 +524,24 @@ export class Pipeline {
     const x = opts.latents ? Float32Array.from(opts.latents) : this.noise(seed, batch, height, width);
     const schedule = fluxSchedule(steps, g.tokens, this.scheduler);
     const tDen = performance.now();
-    const timestep = new Float32Array(batch);
-    for (let i = 0; i < steps; i++) {
-      const tStep = performance.now();
-      timestep.fill(transformerTimestep(schedule, i));
-      const v = await this.transformer({
-        hiddenStates: x,
-        encoderHiddenStates: text.encoderHiddenStates,
-        pooledProjections: text.pooledProjections,
-        timestep,
-        batch,
-        height,
-        width,
-      });
-      if (negText) {
-        // FluxPipeline true CFG: cond call, then uncond; noise_pred = neg + scale * (pos - neg) in float32
-        const vn = await this.transformer({
-          hiddenStates: x,
-          encoderHiddenStates: negText.encoderHiddenStates,
-          pooledProjections: negText.pooledProjections,
-          timestep,
-          batch,
-          height,
-          width,
-        });
-        const sc = Math.fround(guidance);
-        for (let k = 0; k < v.length; k++) v[k] = Math.fround(vn[k]! + Math.fround(sc * Math.fround(v[k]! - vn[k]!)));
-      }
-      eulerStep(x, v, schedule, i);
-      opts.onStep?.({ step: i + 1, steps, timestep: schedule.timesteps[i]!, sigma: schedule.sigmas[i]!, ms: performance.now() - tStep });
-    }
+    await denoiseLoop({
+      x,
+      schedule,
+      steps,
+      batch,
+      pos: text,
+      neg: negText,
+      cfgScale: cfgScale ?? 1,
+      velocity: (t: TextEmbeds, timestep: Float32Array) =>
+        this.transformer({ hiddenStates: x, encoderHiddenStates: t.encoderHiddenStates, pooledProjections: t.pooledProjections, timestep, batch, height, width }),
+      ...(opts.onStep ? { onStep: opts.onStep } : {}),
+    });
     const denoise = performance.now() - tDen;
 
     const tVae = performance.now();
-    const decoded = await this.decodeVaeSpace(this.toVaeSpace(x, batch, height, width), batch, height, width);
+    const decoded = await this.decodeVaeSpace(this.toVaeSpace(x, batch, height, width), batch, height, width, { tiling: opts.vaeTiling === true });
     const images: Uint8Array[] = [];
-    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, 3, height, width, b));
+    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, this.vaeOutChannels, height, width, b));
     const vae = performance.now() - tVae;
 
     return {

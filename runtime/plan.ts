@@ -4,6 +4,8 @@
 export const PLAN_FORMAT = 'ditforge-plan/1';
 
 export type Component = 'transformer' | 'text_encoder' | 'vae';
+/** what a plan can be compiled for: a pipeline component, or a controlnet (CN-P, docs/architecture.md §3c) */
+export type PlanComponent = Component | 'controlnet';
 
 export interface PlanIO {
   name: string;
@@ -16,6 +18,18 @@ export interface PlanWeight {
   name: string;
   shape: number[];
   tensor: number;
+  /**
+   * Tensor-parallel shard (docs/architecture.md §3c): this plan's tensor is the concatenation of `ranges`
+   * ([start, len)) along `axis` of the checkpoint tensor `name`, whose shape is `full`. The runtime cuts
+   * it from the unchanged safetensors file (runtime/parallel/tp.ts `sliceWeight`); `shape` is the slice's.
+   */
+  slice?: PlanWeightSlice;
+}
+
+export interface PlanWeightSlice {
+  full: number[];
+  axis: number;
+  ranges: [number, number][];
 }
 
 export interface PlanTensor {
@@ -53,9 +67,16 @@ export interface PlanOp {
  * `comm.all_gather_mask`: t = [mask, maskg], i = [B]: key mask `[B, S_local]` -> `[B, S_global]` (rank order).
  * `comm.ring_attention` / `comm.usp_attention`: t = [q, k, v, o], i = [B, H, D, qS, kS, vS, oS], f = [scale]:
  * the whole attention over the sequence-sharded q/k/v (ring: K/V passed around with LSE merge).
+ * `comm.all_gather` (CP internal gather point): t = [x, y], i = [outer, n_local, inner]: x `[outer, n_local, inner]`
+ * -> y `[outer, sum(sizes), inner]`, rank shards in rank order; `comm` holds group 'cp', `sizes` (per-rank n_local)
+ * and `module` (the gather point); the head fields are 0.
+ * `comm.all_reduce` (tensor parallel): t = [x, y], i = [n]: y = sum of x over the TP group (y may alias x);
+ * `comm` holds group 'tp', `module` (the block) and sizes [] (no per-rank sizes). `comm.rms_norm` (tensor
+ * parallel distributed RMSNorm): t = [x, w?, y], i = [M, C, Cfull], f = [eps]: x `[M, C]` holds C of the
+ * Cfull channels; y = x / sqrt(allreduce(sum x^2) / Cfull + eps) * w.
  */
 export interface PlanCommInfo {
-  group: 'ulysses' | 'ring' | 'usp';
+  group: 'ulysses' | 'ring' | 'usp' | 'tp' | 'cp';
   /** per-rank sequence lengths of this attention (rank order) */
   sizes: number[];
   /** heads per rank after padding, zero heads appended, real heads on this rank */
@@ -74,12 +95,14 @@ export interface PlanCommInfo {
 
 /** Per-rank context-parallel lowering (Ulysses) of a plan (docs/architecture.md §3c). */
 export interface PlanParallel {
-  kind: 'ulysses' | 'ring' | 'usp';
+  kind: 'ulysses' | 'ring' | 'usp' | 'tp';
   world: number;
   rank: number;
   /** degrees: world = ulysses * ring (USP mesh [ring, ulysses]: rank = ringIdx * ulysses + ulyssesIdx) */
   ulysses: number;
   ring: number;
+  /** tensor-parallel degree (kind 'tp'; absent = 1): every rank holds the full activations between blocks */
+  tp?: number;
   anything: boolean;
   float8: boolean;
   async: boolean;
@@ -88,9 +111,16 @@ export interface PlanParallel {
    * full inputs split on `axis` into per-rank `sizes` before the forward (this plan's input has sizes[rank]);
    * `parts`: the axis concatenates several streams, each split per rank (rank r gets part0_r | part1_r | ...)
    */
-  split: Record<string, { axis: number; sizes: number[]; parts?: number[][] }>;
+  split: Record<string, { axis: number; sizes: number[]; parts?: number[][]; residual?: boolean }>;
   /** outputs all-gathered on `axis` from per-rank `sizes` after the forward */
   gather: Record<string, { axis: number; sizes: number[] }>;
+  /**
+   * outputs left token-sharded on `axis` (CN-P: a controlnet's per-block residuals, fed to the transformer's
+   * `residual: true` split inputs of the same sizes without a gather)
+   */
+  sharded?: Record<string, { axis: number; sizes: number[] }>;
+  /** internal split points (docs/architecture.md §3c): sliced inside the plan, for messages and tests */
+  internal?: { split: Record<string, { axis: number; sizes: number[] }>; gather: Record<string, { axis: number; sizes: number[] }> };
 }
 
 export interface PlanBlock {
@@ -119,7 +149,7 @@ export interface ElementwiseSpec {
 export interface Plan {
   format: typeof PLAN_FORMAT;
   model: string;
-  component: Component;
+  component: PlanComponent;
   tag: string;
   dims: Record<string, number>;
   /** the resolved model config the plan was built from */

@@ -79,6 +79,7 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   ulyssesAsync?: boolean;
   parallelText?: boolean;
   parallelVae?: boolean;
+  vaeTiling?: boolean;
   // caching: the Cache-DiT generate flags of runtime/cache (CacheCliFlags), `--scm` as typed on the command line
   scm?: string;
   summary?: boolean;
@@ -239,6 +240,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
         ulyssesAsync: flags.ulyssesAsync,
         parallelText: flags.parallelText,
         parallelVae: flags.parallelVae,
+        ...(flags.vaeTiling ? { vaeTiling: true } : {}),
+        ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
         ...(flags.threads ? { threads: flags.threads } : {}),
         ...(cache ? { cache } : {}),
         ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
@@ -265,6 +268,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
       ...(cache ? { cache } : {}),
       ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
       ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
+      // VAE-P on one rank is the tiled decode (Cache-DiT's parallelize_vae enables tiling)
+      ...(flags.vaeTiling || flags.parallelVae ? { vaeTiling: true } : {}),
     });
   } finally {
     bar?.stop();
@@ -379,8 +384,9 @@ function buildProgram(): Command {
     .option('--ulysses-anything', 'UAA: any token count (uneven splits) and any head count')
     .option('--ulysses-float8', 'FP8 e4m3 all-to-all for Q, V and O')
     .option('--ulysses-async', 'async Ulysses: each of V, Q, K all-to-all issued right after its projection')
-    .option('--parallel-text', 'text encoder parallel (replicated today)')
-    .option('--parallel-vae', 'VAE parallel decode (rank 0 decodes today)')
+    .option('--parallel-text', 'TE-P: the text encoder tensor-parallel over all ranks (its heads must divide --world)')
+    .option('--parallel-vae', 'VAE-P: tiled decode with tile #c on rank c % world, rank 0 blends, every rank gets the image (implies --vae-tiling)')
+    .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG with --guidance-scale > 1, FluxPipeline true_cfg_scale)')
     .option('--guidance-scale <x>', 'true_cfg_scale: noise = neg + scale * (pos - neg), two transformer calls per step', floatOption('--guidance-scale'))
     .option('--cache', 'enable DBCache (Cache-DiT flags below; CLI defaults --Fn 1 --Bn 0 --rdt 0.12 --ws 8 --wi 1 --mc -1 --mcc 3)')

@@ -3,11 +3,11 @@
 // See compiler/dsl/README.md.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Component } from '../../runtime/plan.ts';
+import type { Component, PlanComponent } from '../../runtime/plan.ts';
 import { callerFile, callerLocation, currentTracer, DslError, REPO_ROOT } from './trace.ts';
-import type { CachePlan, ParallelPlan } from './plans.ts';
+import type { CachePlan, ParallelPlan, TpStyle } from './plans.ts';
 
-export type { Component } from '../../runtime/plan.ts';
+export type { Component, PlanComponent } from '../../runtime/plan.ts';
 export * from './plans.ts';
 export { DslError } from './trace.ts';
 
@@ -154,6 +154,12 @@ export function concat(xs: Tensor[], axis: number): Tensor {
   return rec('concat', xs, { axis });
 }
 
+/** heads of a multi-head op on `x` in this trace: heads / tp on a tensor-parallel rank when x is sharded */
+function localHeads(x: Tensor, heads: number, what: string): number {
+  const tp = currentTracer().tp;
+  return tp ? tp.heads(x.id, heads, what, callerLocation()) : heads;
+}
+
 export interface AttentionOptions {
   heads: number;
   /** softmax scale, default 1/sqrt(head dim) */
@@ -165,9 +171,10 @@ export interface AttentionOptions {
 /** Multi-head scaled dot-product attention on token-major `[B, S, H*D]` tensors. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Tensor {
   const C = q.dim(-1);
-  if (C % o.heads !== 0) throw new DslError(`attention: ${C} channels cannot be split into ${o.heads} heads`, callerLocation());
-  const D = C / o.heads;
-  return rec('attention', [q, k, v, o.keyMask ?? null], { heads: o.heads, scale: o.scale ?? 1 / Math.sqrt(D) });
+  const heads = localHeads(q, o.heads, 'attention');
+  if (C % heads !== 0) throw new DslError(`attention: ${C} channels cannot be split into ${heads} heads`, callerLocation());
+  const D = C / heads;
+  return rec('attention', [q, k, v, o.keyMask ?? null], { heads, scale: o.scale ?? 1 / Math.sqrt(D) });
 }
 
 /** RoPE cos/sin table (diffusers FluxPosEmbed): `ids [S, A]` -> `[2, S, sum(axes)]` (cos, sin). */
@@ -180,7 +187,7 @@ export function ropeTable(ids: Tensor, o: { axes: number[]; theta: number }): Te
  * of a joint sequence can be rotated separately).
  */
 export function applyRope(x: Tensor, table: Tensor, o: { heads: number; row0?: number }): Tensor {
-  return rec('rope', [x, table], { heads: o.heads, row0: o.row0 ?? 0 });
+  return rec('rope', [x, table], { heads: localHeads(x, o.heads, 'rope'), row0: o.row0 ?? 0 });
 }
 
 export interface TimestepEmbeddingOptions {
@@ -261,12 +268,16 @@ export class Module {
   /** `y = x W^T + b` with `W [out, in]` = `<name>.weight`, `b` = `<name>.bias` */
   linear(name: string, x: Tensor, out: number, o: LinearOptions = {}): Tensor {
     const K = x.dim(-1);
-    if (o.in !== undefined && o.in !== K) {
+    // tensor-parallel rank trace: column-parallel -> local outputs; row-parallel -> all-reduce after the GEMM
+    const tp = currentTracer().tp?.linear(`${this.prefix}${name}`, x.id, out, o.bias !== false, callerLocation());
+    if (o.in !== undefined && o.in !== (tp?.inFull ?? K)) {
       throw new DslError(`linear '${this.prefix}${name}' expects ${o.in} input channels, got ${K} (input shape [${x.shape.join(', ')}])`, callerLocation());
     }
-    const W = this.param(`${name}.weight`, [out, K]);
-    const b = o.bias === false ? null : this.param(`${name}.bias`, [out]);
+    const n = tp?.out ?? out;
+    const W = this.param(`${name}.weight`, [n, K]);
+    const b = o.bias === false || (tp && !tp.bias) ? null : this.param(`${name}.bias`, [n]);
     let y = rec('linear', [x, W, b], { name: `${this.prefix}${name}`, epilogue: 0 });
+    if (tp?.reduce) y = rec('all_reduce', [y], { group: 'tp', module: `${this.prefix}${name}` });
     if (o.act === 'gelu_tanh') y = y.gelu();
     else if (o.act === 'silu') y = y.silu();
     return y;
@@ -283,16 +294,20 @@ export class Module {
   /** RMSNorm over the last axis; `name` null = no weight */
   rmsNorm(name: string | null, x: Tensor, o: { eps: number }): Tensor {
     const C = x.dim(-1);
+    // tensor-parallel rank trace on channel-sharded x (Wan's norm_q over all heads): distributed RMSNorm
+    const tp = currentTracer().tp?.norm(name === null ? null : `${this.prefix}${name}`, x.id, callerLocation());
     const w = name === null ? null : this.param(`${name}.weight`, [C]);
+    if (tp) return rec('dist_rms_norm', [x, w], { eps: o.eps, full: tp.full });
     return rec('rms_norm', [x, w], { eps: o.eps });
   }
 
   /** per-head RMSNorm of `[B, S, H*D]` with weight `<name>.weight [D]` (FLUX norm_q / norm_k) */
   headRmsNorm(name: string, x: Tensor, o: { heads: number; eps: number }): Tensor {
     const C = x.dim(-1);
-    if (C % o.heads !== 0) throw new DslError(`per-head RMSNorm '${this.prefix}${name}': ${C} channels cannot be split into ${o.heads} heads`, callerLocation());
-    const w = this.param(`${name}.weight`, [C / o.heads]);
-    return rec('head_rms_norm', [x, w], { heads: o.heads, eps: o.eps });
+    const heads = localHeads(x, o.heads, `per-head RMSNorm '${this.prefix}${name}'`);
+    if (C % heads !== 0) throw new DslError(`per-head RMSNorm '${this.prefix}${name}': ${C} channels cannot be split into ${heads} heads`, callerLocation());
+    const w = this.param(`${name}.weight`, [C / heads]);
+    return rec('head_rms_norm', [x, w], { heads, eps: o.eps });
   }
 
   /** `table[ids]` with `<name>.weight [num, dim]`; ids are float32 */
@@ -420,7 +435,7 @@ export interface DimsSpec<Cfg> {
 
 export interface ComponentDef<Cfg = any> {
   kind: 'component';
-  component: Component;
+  component: PlanComponent;
   /** diffusers class name (for inspect) */
   className: string;
   /** config defaults (diffusers config.json keys) */
@@ -430,6 +445,11 @@ export interface ComponentDef<Cfg = any> {
   inputs(cfg: Cfg, d: Record<string, number>): Record<string, number[]>;
   /** the forward pass; returns the named outputs in order */
   forward(b: Builder<Cfg>, x: Record<string, Tensor>, cfg: Cfg, d: Record<string, number>): Record<string, Tensor>;
+  /**
+   * tensor-parallel plan of this component class (module pattern -> style), like Cache-DiT's per-class
+   * planners; used for components other than the transformer (TE-P) when the request names none
+   */
+  tp?: Record<string, TpStyle>;
   /** block lists the cache engine may cache, by Cache-DiT name (informational; from `b.blocks` calls) */
   src: string;
   file: string | undefined;
@@ -451,13 +471,13 @@ export function withConfig<Cfg>(def: ComponentDef<Cfg>, config: Partial<Cfg> | R
 
 export interface ModelDefinition {
   name: string;
-  components: Partial<Record<Component, ComponentInstance>>;
+  components: Partial<Record<PlanComponent, ComponentInstance>>;
   /** default cache plan for the transformer */
   cache?: CachePlan;
   /** parallel plan (lowered by later issues) */
   parallel?: ParallelPlan;
   /** default user dims per component, overriding the component's defaults */
-  dims?: Partial<Record<Component, Record<string, number>>>;
+  dims?: Partial<Record<PlanComponent, Record<string, number>>>;
   src: string;
   file: string | undefined;
 }

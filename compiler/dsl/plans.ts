@@ -37,19 +37,43 @@ export interface ParallelPlan {
   extra_parallel_modules?: ('text_encoder' | 'vae' | 'controlnet')[];
   /** module-name patterns (`transformer_blocks.*.attn.to_q`) -> TP style; heads divide by tp */
   tp?: Record<string, TpStyle>;
+  /** the transformer's context-parallel plan (Cache-DiT CP plan, cache-dit.md §4.8) */
+  cp?: CpPlan;
   /**
-   * context-parallel plan: which inputs split on which axis, which output gathers; `dims` names the plan
-   * dim each split input's axis is (FLUX: hidden_states -> imageTokens), else it is inferred by size
+   * the controlnet component's CP plan (Cache-DiT CN-P, `extra_parallel_modules: ['controlnet']`): the
+   * controlnet runs with the transformer's token split; its per-block residuals are `sharded` outputs
+   * that feed the transformer's `residuals` inputs without a gather
    */
-  cp?: {
-    split: Record<string, number>;
-    gather: Record<string, number>;
-    dims?: Record<string, string>;
-    /** inputs whose axis concatenates several split dims in order (Qwen-Image's joint key mask: [text | image]) */
-    joint?: Record<string, { axis: number; dims: string[] }>;
-  };
+  controlnet_cp?: CpPlan;
   /** attention modules that Ulysses / ring wrap (DSL attention calls in these blocks) */
   attention?: 'all' | string[];
+}
+
+/**
+ * A component's context-parallel plan (docs/architecture.md §3c). Entry splits (`split`) trace the rank
+ * with local token counts; internal points split / gather tensors inside the forward (everything before
+ * an internal split runs on full tensors on every rank, like Cache-DiT's `blocks.0` / `rope` hooks).
+ */
+export interface CpPlan {
+  /** component inputs split on an axis at entry (the runtime splits full inputs in setInput) */
+  split: Record<string, number>;
+  /** outputs all-gathered on an axis after the forward */
+  gather: Record<string, number>;
+  /** plan dim of each split axis (entry, internal or residual split; FLUX: hidden_states -> imageTokens), else inferred by size */
+  dims?: Record<string, string>;
+  /** inputs whose axis concatenates several split dims in order (Qwen-Image's joint key mask: [text | image]) */
+  joint?: Record<string, { axis: number; dims: string[] }>;
+  /**
+   * Internal split / gather points, by name: `<block>.hidden` / `<block>.encoder` (the stream entering the
+   * first block of a block list, Cache-DiT `blocks.0` hidden_states), a component input (arrives full on
+   * every rank, sliced inside the plan), a module (`proj_out`: the output of that linear / conv) or an IR
+   * value name. Split: a plain local slice (UAA sizes: first ranks +1); gather: a `comm.all_gather`.
+   */
+  internal?: { split?: Record<string, number>; gather?: Record<string, number> };
+  /** outputs that stay token-sharded on an axis (CN-P: a controlnet's per-block residuals, no gather) */
+  sharded?: Record<string, number>;
+  /** inputs fed from a context-parallel controlnet's `sharded` outputs: split on an axis like `split` */
+  residuals?: Record<string, number>;
 }
 
 export type Target =

@@ -1,7 +1,7 @@
 // Tracing machinery behind the DSL: symbolic tensors record IR nodes into the active Tracer.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CompileError, Graph, type Attrs } from '../ir/graph.ts';
+import { CompileError, Graph, type Attrs, type Node } from '../ir/graph.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const COMPILER_DIR = path.join(REPO_ROOT, 'compiler') + path.sep;
@@ -35,17 +35,58 @@ export function callerFile(): string | undefined {
 
 export class DslError extends CompileError {}
 
+/** How one linear runs on a tensor-parallel rank (decided by the hook from the model's TP plan). */
+export interface TpLinear {
+  /** local output features */
+  out: number;
+  /** this rank adds the bias (row-parallel: rank 0 only, so the all-reduce adds it once) */
+  bias: boolean;
+  /** row-parallel: an all-reduce over the TP group follows the GEMM */
+  reduce: boolean;
+  /** full input features (row-parallel: the sharded input's global width) */
+  inFull: number;
+}
+
+/**
+ * Per-rank tensor-parallel tracing (compiler/passes/tp-lower.ts installs one on a rank's trace): column-
+ * parallel linears produce N/tp outputs from a weight slice, ops with `heads` on a sharded tensor use
+ * heads/tp, row-parallel linears take the sharded input and are followed by an `all_reduce` node.
+ */
+export interface TpTraceHook {
+  linear(module: string, x: number, out: number, hasBias: boolean, src: string): TpLinear | undefined;
+  /**
+   * an RMSNorm over the channels of node x (`module`: its weight prefix, '' = no weight): on a sharded x
+   * the full channel width (a distributed RMSNorm: sum of squares all-reduced), else undefined
+   */
+  norm(module: string | null, x: number, src: string): { full: number } | undefined;
+  /** heads of a multi-head op whose input is node x (`what` names it in errors) */
+  heads(x: number, heads: number, what: string, src: string): number;
+  /** every recorded node: propagates and checks the channel sharding */
+  recorded(n: Node): void;
+  /** a shape error while recording `op`: the error to throw (explains sharded inputs) */
+  failed(op: string, inputs: number[], e: Error): Error;
+}
+
 export class Tracer {
   graph = new Graph();
   segment = 'seg0';
   block: string | undefined;
+  /** tensor-parallel rank trace (absent: the plain one-device trace) */
+  tp: TpTraceHook | undefined;
   private segCounter = 0;
 
   record(op: string, inputs: number[], attrs: Attrs, name?: string, src?: string): number {
     const ctx: { src: string; segment: string; block?: string; name?: string } = { src: src ?? callerLocation(), segment: this.segment };
     if (this.block !== undefined) ctx.block = this.block;
     if (name !== undefined) ctx.name = name;
-    return this.graph.add(op, inputs, attrs, ctx).id;
+    let n: Node;
+    try {
+      n = this.graph.add(op, inputs, attrs, ctx);
+    } catch (e) {
+      throw this.tp && e instanceof Error ? this.tp.failed(op, inputs, e) : e;
+    }
+    this.tp?.recorded(n);
+    return n.id;
   }
 
   nextPlainSegment(): void {

@@ -48,7 +48,16 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       return [...(A.shape as number[])];
     case 'block_in':
     case 'block_out':
+    case 'all_reduce': // tensor parallel: sum over the TP group (compiler/passes/tp-lower.ts)
+    case 'dist_rms_norm': // tensor parallel: RMSNorm over channels sharded across the TP group
       return [...x];
+    case 'all_gather': {
+      // context parallel internal gather point (compiler/passes/cp-points.ts): the token axis grows to `full`
+      const ax = normAxis(A.axis as number, x.length, 'all_gather');
+      const out = [...x];
+      out[ax] = A.full as number;
+      return out;
+    }
     case 'linear': {
       const w = ins[1]!;
       need(w.length === 2, `linear: weight must be 2-D, got ${fmt(w)}`);

@@ -126,6 +126,11 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   mul: { outs: [2], alias: [0, 1] },
   silu: { outs: [1], alias: [0] },
   gelu_tanh: { outs: [1], alias: [0] },
+  // tensor parallel (docs/architecture.md §3c): run by the TS runtime between native stages
+  'comm.all_reduce': { outs: [1], alias: [0] },
+  'comm.rms_norm': { outs: [2], alias: [0] },
+  // context parallel internal gather point (compiler/passes/cp-points.ts), run by the TS runtime
+  'comm.all_gather': { outs: [1], alias: [] },
 };
 
 export function lower(g: Graph): Lowered {
@@ -526,6 +531,22 @@ export function lower(g: Graph): Lowered {
       case 'gelu_tanh':
         emit(n.op, [ref(contig(I[0]!)), ref(out())], [numel(n.shape)], []);
         break;
+      case 'all_gather': {
+        // [outer, n_local, inner] -> [outer, full, inner]; parallel-lower attaches the per-rank sizes
+        const x = contig(I[0]!);
+        const ax = (A.axis as number) < 0 ? (A.axis as number) + x.shape.length : (A.axis as number);
+        emit('comm.all_gather', [ref(x), ref(out())], [numel(x.shape.slice(0, ax)), x.shape[ax]!, numel(x.shape.slice(ax + 1))], []);
+        break;
+      }
+      case 'all_reduce':
+        emit('comm.all_reduce', [ref(contig(I[0]!)), ref(out())], [numel(n.shape)], []);
+        break;
+      case 'dist_rms_norm': {
+        const x = contig(I[0]!);
+        const C = x.shape[x.shape.length - 1]!;
+        emit('comm.rms_norm', [ref(x), opt(I[1], lay), ref(out())], [numel(x.shape) / C, C, A.full as number], [A.eps as number]);
+        break;
+      }
       case 'ew': {
         const ins = I.map((i) => expandTo(i, n.shape));
         ewOp(A.expr as string, ins, A.consts as number[], out());

@@ -10,27 +10,36 @@
 //    ulysses_async: V, Q, K comm ops move right after their last producer, issued without waiting; a
 //    `comm.wait` precedes the attention.
 // 3. Exit gather (`output` on axis 1 for FLUX): recorded in `plan.parallel.gather`.
+// Internal points (`cp.internal`, Wan: `rope_ids` rows and the stream entering `blocks.0` split, `proj_out`
+// gathered): the rank's trace is replayed by cp-points.ts with a slice / an all-gather at those values, so the
+// ops before a split run on full tensors. Attention whose keys are whole on every rank (Wan's cross attention
+// to the unsplit text) stays local. CN-P: `controlnet_cp` outputs stay sharded, the transformer's
+// `cp.residuals` inputs take those shards.
 // The gathered q/k/v/o live in four scratch tensors at the end of the arena shared by all attentions
 // (each is live only between its attention's comm ops).
 // Format: docs/architecture.md §3c.
-import type { Plan, PlanCommInfo, PlanOp, PlanParallel, PlanTensor } from '../../runtime/plan.ts';
+import type { PlanComponent, Plan, PlanCommInfo, PlanOp, PlanParallel, PlanTensor } from '../../runtime/plan.ts';
 import { headPadding, realHeads, type HeadPadPolicy } from '../../runtime/parallel/ulysses.ts';
 import { tensorSplitSizes } from '../../runtime/parallel/attention-ref.ts';
-import type { ParallelPlan } from '../dsl/plans.ts';
-import { CompileError } from '../ir/graph.ts';
+import type { CpPlan, ParallelPlan } from '../dsl/plans.ts';
+import { CompileError, type Graph } from '../ir/graph.ts';
+import { applyCpPoints, findPoint, pointValue } from './cp-points.ts';
 import { traceComponent } from '../frontend.ts';
 import { KERNEL_IO } from './lower.ts';
 import { getModel } from '../registry.ts';
 
 export interface UlyssesRequest {
-  component: 'transformer' | 'text_encoder' | 'vae';
+  component: PlanComponent;
   dims?: Record<string, number>;
   config?: Record<string, unknown>;
   parallel: ParallelPlan;
 }
 
-/** compiles one (unlowered) plan for a rank's local dims; injected so this file does not import index.ts */
-export type RankCompiler = (dimsOverride: Record<string, number>) => Plan;
+/**
+ * compiles one (unlowered) plan for a rank's local dims, with an optional pass over each traced graph
+ * (internal CP points); injected so this file does not import index.ts
+ */
+export type RankCompiler = (dimsOverride: Record<string, number>, graphPass?: (g: Graph) => Graph) => Plan;
 
 interface SplitInfo {
   name: string;
@@ -38,48 +47,99 @@ interface SplitInfo {
   /** plan dim of the axis */
   dim: string;
   full: number;
+  /** entry split of an input fed from a context-parallel controlnet's sharded output (CN-P) */
+  residual?: boolean;
 }
 
-/** Input splits of the model's CP plan for the traced full-size component. */
-function cpSplits(
-  model: string,
-  req: UlyssesRequest,
-): { splits: SplitInfo[]; joints: { name: string; axis: number; dims: string[] }[]; gather: Record<string, number>; dims: Record<string, number> } {
+interface CpInfo {
+  /** entry splits (inputs; the rank is traced with local dims) */
+  splits: SplitInfo[];
+  /** internal split points (sliced inside the plan, cp-points.ts) */
+  internal: SplitInfo[];
+  /** internal gather points: name -> axis, full extent */
+  internalGather: { name: string; axis: number; full: number }[];
+  joints: { name: string; axis: number; dims: string[] }[];
+  gather: Record<string, number>;
+  sharded: Record<string, number>;
+  dims: Record<string, number>;
+  /** full-size trace: every attention's heads and key count (trace order), output shapes */
+  attn: { heads: number; keys: number }[];
+  outputShapes: Map<string, number[]>;
+}
+
+/** the CP plan of a component: the request's, else the model's (`cp` / `controlnet_cp`) */
+function cpPlanOf(model: string, req: UlyssesRequest): CpPlan | undefined {
   const def = getModel(model);
-  const cp = req.parallel.cp ?? def.parallel?.cp;
-  if (!cp || Object.keys(cp.split).length === 0) {
-    throw new CompileError(`${model} ${req.component}: no context-parallel plan (parallel.cp.split) in the model definition; Ulysses needs one`);
+  if (req.component === 'controlnet') return req.parallel.controlnet_cp ?? def.parallel?.controlnet_cp;
+  return req.parallel.cp ?? def.parallel?.cp;
+}
+
+/** Entry splits, internal points and gathers of the model's CP plan for the traced full-size component. */
+function cpSplits(model: string, req: UlyssesRequest): CpInfo {
+  const def = getModel(model);
+  const cp = cpPlanOf(model, req);
+  const where = `${model} ${req.component}`;
+  const field = req.component === 'controlnet' ? 'parallel.controlnet_cp' : 'parallel.cp';
+  if (!cp || Object.keys(cp.split).length + Object.keys(cp.residuals ?? {}).length + Object.keys(cp.internal?.split ?? {}).length === 0) {
+    throw new CompileError(`${where}: no context-parallel plan (${field}.split or ${field}.internal.split) in the model definition; Ulysses needs one`);
   }
   const traced = traceComponent(def, req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) });
   const g = traced.graph;
-  const splits: SplitInfo[] = [];
-  for (const [name, axis] of Object.entries(cp.split)) {
-    const inp = g.inputs.find((i) => i.name === name);
-    if (!inp) throw new CompileError(`${model} ${req.component}: CP plan splits input '${name}', which the component does not have (inputs: ${g.inputs.map((i) => i.name).join(', ')})`);
-    const shape = g.node(inp.node).shape;
-    const full = shape[axis];
-    if (full === undefined) throw new CompileError(`${model} ${req.component}: CP plan splits '${name}' on axis ${axis}, but it has shape [${shape.join(', ')}]`);
+  /** the plan dim of `name`'s axis of extent `full` (cp.dims, else the one *tokens dim of that size) */
+  const dimOf = (name: string, axis: number, full: number): string => {
     let dim = cp.dims?.[name];
     if (!dim) {
       const cands = Object.entries(traced.dims).filter(([k, v]) => v === full && /tokens$/i.test(k));
       if (cands.length !== 1) {
-        throw new CompileError(`${model} ${req.component}: cannot tell which plan dim input '${name}' axis ${axis} (${full}) is; name it in parallel.cp.dims`);
+        throw new CompileError(`${where}: cannot tell which plan dim '${name}' axis ${axis} (${full}) is; name it in ${field}.dims`);
       }
       dim = cands[0]![0];
     }
-    if (traced.dims[dim] !== full) throw new CompileError(`${model} ${req.component}: CP plan says '${name}' axis ${axis} is dim '${dim}' (${traced.dims[dim]}), but it has ${full}`);
-    splits.push({ name, axis, dim, full });
+    if (traced.dims[dim] !== full) throw new CompileError(`${where}: CP plan says '${name}' axis ${axis} is dim '${dim}' (${traced.dims[dim]}), but it has ${full}`);
+    return dim;
+  };
+  const extent = (name: string, shape: number[], axis: number): number => {
+    const full = shape[axis < 0 ? axis + shape.length : axis];
+    if (full === undefined) throw new CompileError(`${where}: CP plan splits '${name}' on axis ${axis}, but it has shape [${shape.join(', ')}]`);
+    return full;
+  };
+  const splits: SplitInfo[] = [];
+  for (const [entries, residual] of [
+    [cp.split, false],
+    [cp.residuals ?? {}, true],
+  ] as const) {
+    for (const [name, axis] of Object.entries(entries)) {
+      const inp = g.inputs.find((i) => i.name === name);
+      if (!inp) throw new CompileError(`${where}: CP plan splits input '${name}', which the component does not have (inputs: ${g.inputs.map((i) => i.name).join(', ')})`);
+      const full = extent(name, g.node(inp.node).shape, axis);
+      splits.push({ name, axis, dim: dimOf(name, axis, full), full, ...(residual ? { residual } : {}) });
+    }
   }
-  const joints: { name: string; axis: number; dims: string[] }[] = [];
+  const internal: SplitInfo[] = [];
+  for (const [name, axis] of Object.entries(cp.internal?.split ?? {})) {
+    const v = pointValue(g, findPoint(g, name, 'split', where));
+    const full = extent(name, v.shape, axis);
+    internal.push({ name, axis, dim: dimOf(name, axis, full), full });
+  }
+  const internalGather = Object.entries(cp.internal?.gather ?? {}).map(([name, axis]) => {
+    const v = pointValue(g, findPoint(g, name, 'gather', where));
+    return { name, axis, full: extent(name, v.shape, axis) };
+  });
+  const joints: CpInfo['joints'] = [];
   for (const [name, j] of Object.entries(cp.joint ?? {})) {
     const inp = g.inputs.find((i) => i.name === name);
-    if (!inp) throw new CompileError(`${model} ${req.component}: CP plan splits joint input '${name}', which the component does not have`);
+    if (!inp) throw new CompileError(`${where}: CP plan splits joint input '${name}', which the component does not have`);
     const ext = g.node(inp.node).shape[j.axis];
     const sum = j.dims.reduce((a, d) => a + (traced.dims[d] ?? NaN), 0);
-    if (ext !== sum) throw new CompileError(`${model} ${req.component}: joint input '${name}' axis ${j.axis} has ${ext}, dims ${j.dims.join(' + ')} sum to ${sum}`);
+    if (ext !== sum) throw new CompileError(`${where}: joint input '${name}' axis ${j.axis} has ${ext}, dims ${j.dims.join(' + ')} sum to ${sum}`);
     joints.push({ name, axis: j.axis, dims: j.dims });
   }
-  return { splits, joints, gather: cp.gather, dims: traced.dims };
+  const attn = g
+    .live()
+    .filter((n) => n.op === 'attention')
+    .map((n) => ({ heads: n.attrs.heads as number, keys: g.node(n.inputs[1]!).shape[1]! }));
+  const outputShapes = new Map(g.outputs.map((o) => [o.name, g.node(o.node).shape]));
+  return { splits, internal, internalGather, joints, gather: cp.gather, sharded: cp.sharded ?? {}, dims: traced.dims, attn, outputShapes };
 }
 
 /** module (block) an attention op belongs to, for messages */
@@ -106,14 +166,11 @@ function attentionSites(plan: Plan): AttnSite[] {
 
 /** Whether the sizes need UAA (uneven token splits or a head count Cache-DiT's padding rule rejects). */
 export function ulyssesNeedsAnything(model: string, req: Omit<UlyssesRequest, 'parallel'>, world: number): boolean {
-  const { splits } = cpSplits(model, { ...req, parallel: {} });
-  if (splits.some((s) => s.full % world !== 0)) return true;
-  const def = getModel(model);
-  const g = traceComponent(def, req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) }).graph;
-  for (const n of g.live()) {
-    if (n.op !== 'attention') continue;
+  const { splits, internal, attn } = cpSplits(model, { ...req, parallel: {} });
+  if ([...splits, ...internal].some((s) => s.full % world !== 0)) return true;
+  for (const a of attn) {
     try {
-      headPadding(n.attrs.heads as number, world, 'cache-dit');
+      headPadding(a.heads, world, 'cache-dit');
     } catch {
       return true;
     }
@@ -121,11 +178,23 @@ export function ulyssesNeedsAnything(model: string, req: Omit<UlyssesRequest, 'p
   return false;
 }
 
+/** every `comm.all_gather` op of a plan (internal gather points) in plan order, with its point's name */
+function allGatherOps(plan: Plan): { op: PlanOp; point: string }[] {
+  const names = new Map(plan.tensors.map((t) => [t.id, t.name ?? '']));
+  return plan.segments
+    .flatMap((s) => [...(s.ops ?? []), ...(s.blocks ?? []).flatMap((b) => b.ops)])
+    .filter((o) => o.k === 'comm.all_gather')
+    .map((op) => ({ op, point: /^cp\.gather\.(.+)$/.exec(names.get(op.t[1]!) ?? '')?.[1] ?? '' }));
+}
+
 /**
  * Per-rank context-parallel plans (index = rank): Ulysses (`ulysses_size`), ring (`ring_size`) or USP
  * (both; mesh [ring, ulysses]). Errors (CompileError): no CP plan, a split that is not divisible without
  * `ulysses_anything` (Ulysses only), a head count that cannot be padded (Cache-DiT's rule without UAA),
- * masked or cross attention (not lowered yet), tp_size > 1 (not lowered yet).
+ * attention whose keys are split but queries are not, an output split but neither gathered nor sharded,
+ * tp_size > 1 (compiler/passes/tp-lower.ts lowers TP alone).
+ * Attention whose keys / values are whole on every rank (Wan's cross attention to the unsplit text) stays
+ * a local attention of the rank's queries: exact, no comm (Cache-DiT passes cp_config=None for it).
  */
 export function lowerContextParallel(model: string, req: UlyssesRequest, compileRank: RankCompiler): Plan[] {
   const p = req.parallel;
@@ -144,35 +213,47 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
   const float8 = !!p.ulysses_float8 && U > 1;
   const async = !!p.ulysses_async && kind === 'ulysses';
   const policy: HeadPadPolicy = anything ? 'any' : 'cache-dit';
-  const { splits, joints, gather, dims } = cpSplits(model, req);
+  const cp = cpSplits(model, req);
+  const { splits, internal, joints, gather } = cp;
+  const where = `${model} ${req.component}`;
 
-  // per-rank local dims
+  // per-rank local sizes of every split dim
   const dimSizes = new Map<string, number[]>();
-  for (const s of splits) {
+  for (const s of [...splits, ...internal]) {
     if (dimSizes.has(s.dim)) continue;
+    const what0 = internal.includes(s) ? `split point '${s.name}'` : `input '${s.name}'`;
     if (!anything && s.full % W !== 0) {
       const what = kind === 'ulysses' ? `ulysses=${W}` : `${W} context-parallel ranks (${kind}: ulysses ${U} x ring ${Rg})`;
       const fix = kind === 'ulysses' ? 'set ulysses_anything (UAA, uneven splits) or use a world size that divides it' : 'use a world size that divides it (UAA is Ulysses-only)';
-      throw new CompileError(`${model} ${req.component}: input '${s.name}' has ${s.full} tokens (${s.dim}), not divisible by ${what}: ${fix}`);
+      throw new CompileError(`${where}: ${what0} has ${s.full} tokens (${s.dim}), not divisible by ${what}: ${fix}`);
     }
-    if (s.full < W) throw new CompileError(`${model} ${req.component}: input '${s.name}' has ${s.full} tokens (${s.dim}), fewer than the ${W} ranks`);
+    if (s.full < W) throw new CompileError(`${where}: ${what0} has ${s.full} tokens (${s.dim}), fewer than the ${W} ranks`);
     dimSizes.set(s.dim, tensorSplitSizes(s.full, W));
+  }
+  for (const s of internal) {
+    if (splits.some((e) => e.dim === s.dim)) throw new CompileError(`${where}: dim '${s.dim}' is split both at entry ('${splits.find((e) => e.dim === s.dim)!.name}') and at internal point '${s.name}'; use one`);
   }
   const plans: Plan[] = [];
   for (let r = 0; r < W; r++) {
     const over: Record<string, number> = {};
-    for (const [d, sz] of dimSizes) over[d] = sz[r]!;
-    plans.push(W === 1 ? compileRank({}) : compileRank(over));
+    for (const s of splits) over[s.dim] = dimSizes.get(s.dim)![r]!;
+    const points = { split: internal.map((s) => ({ name: s.name, axis: s.axis, sizes: dimSizes.get(s.dim)! })), gather: cp.internalGather };
+    const pass = W > 1 && internal.length ? (g: Graph) => applyCpPoints(g, points, r, where) : undefined;
+    plans.push(W === 1 ? compileRank({}) : compileRank(over, pass));
   }
   const sites = plans.map(attentionSites);
   for (let r = 1; r < W; r++) {
-    if (sites[r]!.length !== sites[0]!.length) throw new CompileError(`${model} ${req.component}: rank plans disagree on the number of attentions (${sites[0]!.length} vs ${sites[r]!.length})`);
+    if (sites[r]!.length !== sites[0]!.length) throw new CompileError(`${where}: rank plans disagree on the number of attentions (${sites[0]!.length} vs ${sites[r]!.length})`);
   }
+  if (sites[0]!.length !== cp.attn.length) throw new Error(`internal: ${where}: ${sites[0]!.length} attention ops in the rank plans, ${cp.attn.length} in the trace`);
+  // keys whole on every rank (cross attention to unsplit states): a local attention, no comm
+  const local = sites[0]!.map((_, k) => sites.every((rs) => rs[k]!.op.i[2] === cp.attn[k]!.keys));
   // checks on rank 0's ops (the same modules on every rank)
-  for (const s of sites[0]!) {
+  sites[0]!.forEach((s, k) => {
+    if (local[k] || W === 1) return;
     const [, Sq, Sk, H] = s.op.i as [number, number, number, number];
     if (s.op.t[3] !== -1 && kind !== 'ulysses') throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} has a key mask, which the ${kind} lowering does not gather yet (Ulysses does)`);
-    if (Sq !== Sk) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} is cross attention (${Sq} queries, ${Sk} keys), which the Ulysses lowering does not split yet`);
+    if (Sq !== Sk) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} is cross attention (${Sq} queries, ${Sk} keys) with split keys, which the Ulysses lowering does not split yet`);
     try {
       headPadding(H, U, policy);
     } catch (e) {
@@ -180,27 +261,61 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
         `${model}: ${moduleOf(s.where, s.op)} with ${H} heads cannot be split over ulysses=${U}: ${(e as Error).message.replace(/^Ulysses: /, '')}${anything || Rg > 1 ? '' : '; set ulysses_anything (UAA) to allow it'}`,
       );
     }
-  }
+  });
 
   const splitRec: PlanParallel['split'] = {};
-  for (const s of splits) splitRec[s.name] = { axis: s.axis, sizes: dimSizes.get(s.dim)! };
+  for (const s of splits) splitRec[s.name] = { axis: s.axis, sizes: dimSizes.get(s.dim)!, ...(s.residual ? { residual: true } : {}) };
   for (const j of joints) {
     const parts = j.dims.map((d) => {
       const sz = dimSizes.get(d);
-      if (!sz) throw new CompileError(`${model} ${req.component}: joint input '${j.name}' uses dim '${d}', which no split input has`);
+      if (!sz) throw new CompileError(`${where}: joint input '${j.name}' uses dim '${d}', which no split input has`);
       return sz;
     });
     splitRec[j.name] = { axis: j.axis, sizes: parts[0]!.map((_, r) => parts.reduce((a, p) => a + p[r]!, 0)), parts };
   }
-  const gatherRec: PlanParallel['gather'] = {};
-  for (const [name, axis] of Object.entries(gather)) {
-    const o0 = plans[0]!.outputs.find((o) => o.name === name);
-    if (!o0) throw new CompileError(`${model} ${req.component}: CP plan gathers output '${name}', which the component does not have`);
-    gatherRec[name] = { axis, sizes: plans.map((pl) => pl.outputs.find((o) => o.name === name)!.shape[axis]!) };
+  const outRec = (what: string, entries: Record<string, number>): Record<string, { axis: number; sizes: number[] }> => {
+    const rec: Record<string, { axis: number; sizes: number[] }> = {};
+    for (const [name, axis] of Object.entries(entries)) {
+      if (!plans[0]!.outputs.some((o) => o.name === name)) throw new CompileError(`${where}: CP plan ${what} output '${name}', which the component does not have`);
+      rec[name] = { axis, sizes: plans.map((pl) => pl.outputs.find((o) => o.name === name)!.shape[axis]!) };
+    }
+    return rec;
+  };
+  const gatherRec = outRec('gathers', gather);
+  const shardedRec = outRec('shards', cp.sharded);
+  // an output that is token-split on a rank must be gathered or declared sharded (never silently local)
+  for (const o of plans[0]!.outputs) {
+    const full = cp.outputShapes.get(o.name)!;
+    if (W > 1 && full.join() !== o.shape.join() && !gatherRec[o.name] && !shardedRec[o.name]) {
+      throw new CompileError(`${where}: output '${o.name}' is token-split on a rank ([${o.shape.join(', ')}] of [${full.join(', ')}]); gather it (cp.gather / cp.internal.gather) or declare it sharded (cp.sharded)`);
+    }
   }
-  void dims;
+  // internal gather points: per-rank local sizes from the rank plans (same order on every rank)
+  const gOps = plans.map(allGatherOps);
+  const gatherSizes = gOps[0]!.map((_, k) => gOps.map((ops) => ops[k]!.op.i[1]!));
+  const internalRec: NonNullable<PlanParallel['internal']> = { split: {}, gather: {} };
+  for (const s of internal) internalRec.split[s.name] = { axis: s.axis, sizes: dimSizes.get(s.dim)! };
+  for (const g of cp.internalGather) {
+    const k = gOps[0]!.findIndex((x) => x.point === g.name);
+    if (k < 0) throw new Error(`internal: ${where}: no comm.all_gather for gather point '${g.name}'`);
+    internalRec.gather[g.name] = { axis: g.axis, sizes: gatherSizes[k]! };
+  }
 
-  return plans.map((plan, r) => rewriteRank(plan, r, W, sites, { kind, ulysses: U, ring: Rg, anything, float8, async, policy, split: splitRec, gather: gatherRec }));
+  return plans.map((plan, r) =>
+    rewriteRank(plan, r, W, sites, local, gatherSizes, {
+      kind,
+      ulysses: U,
+      ring: Rg,
+      anything,
+      float8,
+      async,
+      policy,
+      split: splitRec,
+      gather: gatherRec,
+      sharded: shardedRec,
+      internal: internalRec,
+    }),
+  );
 }
 
 function rewriteRank(
@@ -208,6 +323,10 @@ function rewriteRank(
   rank: number,
   W: number,
   sites: AttnSite[][],
+  /** per attention (index k): keys whole on every rank, left a local attention */
+  local: boolean[],
+  /** per `comm.all_gather` op (plan order): every rank's local size */
+  gatherSizes: number[][],
   o: {
     kind: PlanParallel['kind'];
     ulysses: number;
@@ -218,6 +337,8 @@ function rewriteRank(
     policy: HeadPadPolicy;
     split: PlanParallel['split'];
     gather: PlanParallel['gather'];
+    sharded: NonNullable<PlanParallel['sharded']>;
+    internal: NonNullable<PlanParallel['internal']>;
   },
 ): Plan {
   const out: Plan = structuredClone(plan);
@@ -234,7 +355,15 @@ function rewriteRank(
     headPadPolicy: o.policy,
     split: o.split,
     gather: o.gather,
+    ...(Object.keys(o.sharded).length ? { sharded: o.sharded } : {}),
+    ...(Object.keys(o.internal.split).length + Object.keys(o.internal.gather).length ? { internal: o.internal } : {}),
   };
+  // internal gather points: the comm info the runtime's all-gather needs
+  allGatherOps(out).forEach(({ op, point }, k) => {
+    op.comm = { group: 'cp', sizes: gatherSizes[k]!, hLocal: 0, hPad: 0, hReal: 0, float8: false, wait: true, stream: 'o', module: point };
+  });
+  // the native executor never sees comm ops (nativeStagePlan), so they are no kernels
+  out.kernels = out.kernels.filter((k) => !k.startsWith('comm.'));
   if (W === 1) return out;
   const tensors = new Map<number, PlanTensor>(out.tensors.map((t) => [t.id, t]));
   let nextId = Math.max(...out.tensors.map((t) => t.id)) + 1;
@@ -259,6 +388,7 @@ function rewriteRank(
   // group sites by op list, rewrite back to front so indices stay valid
   const lists = new Map<string, { ops: PlanOp[]; items: { s: AttnSite; k: number }[] }>();
   mySites.forEach((s, k) => {
+    if (local[k]) return;
     const seg = out.segments[s.seg]!;
     const ops = s.block < 0 ? seg.ops! : seg.blocks![s.block]!.ops;
     const key = `${s.seg}:${s.block}`;

@@ -1,14 +1,12 @@
-// Calibrators (reference §1.8): TaylorSeer, FoCa and DMD over Float32Array residuals.
-//
-// Every forecast is a pure function of the per-name state and is expressed as a weighted sum of
-// stored tensors (`ForecastTerms`): TaylorSeer = sum_i elapsed^i/i! * dY_i, FoCa = F_full + c*(dfull+dcurr),
-// DMD = sum_j c_j * snapshot_j per batch item. A fused native `weighted_sum` forecast kernel can replace
-// `evalTerms` without touching the state logic (the coefficients come from `*Terms()` below).
+// Calibrators (reference §1.8): TaylorSeer, FoCa and DMD. The state logic here only holds tensor handles
+// and calls `TensorOps` (tensor-ops.ts): `hostOps` on host arrays (default, the reference) or the native
+// cache kernels (NativeBlockListRunner.ops), so updates and forecasts never read a tensor back to the host.
+// What stays on the host: step counters, coefficients, and DMD's tiny fit (Gram-matrix eigen / solve on at
+// most history x history float64 values from `ops.gram`).
 
 import type { CalibratorConfig } from './config.ts';
-import { cdiv, cmul, cadd, cconj, cpow, csolve, eig, symEig, type Complex } from './linalg.ts';
-
-const f32 = Math.fround;
+import { cmul, cadd, cconj, cpow, csolve, eig, symEig, type Complex } from './linalg.ts';
+import { hostOps, type TensorOps } from './tensor-ops.ts';
 
 /** A forecast as a linear combination of tensors, per batch segment (segments split the flat tensor). */
 export interface ForecastTerms {
@@ -16,38 +14,18 @@ export interface ForecastTerms {
   batch: number;
   /** per segment: tensors and coefficients */
   terms: { tensors: Float32Array[]; coefs: number[] }[];
-  /** TaylorSeer/FoCa accumulate in float32 like torch; DMD accumulates in float64 then casts */
+  /** TaylorSeer accumulates in float32 like torch; DMD accumulates in float64 then casts */
   precision: 'f32' | 'f64';
 }
 
-/** Evaluate forecast terms (CPU reference of the fused forecast kernel). */
+/** Evaluate forecast terms on the host (hostOps.combine / combine64; every segment uses the same tensors). */
 export function evalTerms(t: ForecastTerms, numel: number): Float32Array {
-  const out = new Float32Array(numel);
-  const seg = numel / t.batch;
-  for (let b = 0; b < t.batch; b++) {
-    const { tensors, coefs } = t.terms[b];
-    const off = b * seg;
-    if (t.precision === 'f32') {
-      for (let j = 0; j < tensors.length; j++) {
-        const x = tensors[j];
-        const c = f32(coefs[j]);
-        if (j === 0 && c === 1) {
-          for (let i = off; i < off + seg; i++) out[i] = x[i];
-        } else {
-          for (let i = off; i < off + seg; i++) out[i] = f32(out[i] + f32(c * x[i]));
-        }
-      }
-    } else {
-      const acc = new Float64Array(seg);
-      for (let j = 0; j < tensors.length; j++) {
-        const x = tensors[j];
-        const c = coefs[j];
-        for (let i = 0; i < seg; i++) acc[i] += c * x[off + i];
-      }
-      for (let i = 0; i < seg; i++) out[off + i] = acc[i];
-    }
+  if (t.terms[0].tensors.length === 0) return new Float32Array(numel);
+  if (t.precision === 'f32') {
+    if (t.batch !== 1) throw new Error('evalTerms: float32 terms have batch 1');
+    return hostOps.combine(t.terms[0].tensors, t.terms[0].coefs);
   }
-  return out;
+  return hostOps.combine64(t.terms[0].tensors, t.terms.map((x) => x.coefs), t.batch);
 }
 
 function factorial(n: number): number {
@@ -91,11 +69,17 @@ function resetTaylor(s: TaylorState): void {
  * which lags the context by one (states are created lazily at -1), so the first slope appears at the
  * 4th compute step of a context; with fewer computes the forecast is plain reuse of the last value.
  *
+ * `y` becomes the state's d0 (callers pass a copy they own).
  * variant 'dmd' reproduces DMDState._update_taylor (the DMD warm-up fallback): it adds a `window > 0`
  * guard and - QUIRK - differences against `dY_prev` BEFORE shifting the ladder, i.e. against the ladder of
  * the compute step before the previous one, while still dividing by the last gap only.
  */
-export function taylorUpdate(s: TaylorState, y: Float32Array, variant: 'taylorseer' | 'dmd' = 'taylorseer'): void {
+export function taylorUpdate(
+  s: TaylorState,
+  y: Float32Array,
+  variant: 'taylorseer' | 'dmd' = 'taylorseer',
+  ops: TensorOps = hostOps,
+): void {
   const cur: (Float32Array | null)[] = new Array(s.nDerivatives + 1).fill(null);
   cur[0] = y;
   const window = s.currentStep - s.lastNonApproximatedStep;
@@ -106,10 +90,7 @@ export function taylorUpdate(s: TaylorState, y: Float32Array, variant: 'taylorse
   for (let i = 0; i < s.nDerivatives; i++) {
     const p = prev[i];
     if (p !== null && s.currentStep > 1 && (variant === 'taylorseer' || window > 0)) {
-      const a = cur[i]!;
-      const d = new Float32Array(a.length);
-      for (let k = 0; k < a.length; k++) d[k] = f32(f32(a[k] - p[k]) / window);
-      cur[i + 1] = d;
+      cur[i + 1] = ops.diff(cur[i]!, p, window);
     } else {
       break;
     }
@@ -132,6 +113,12 @@ export function taylorTerms(s: TaylorState): ForecastTerms {
     coefs.push((1 / factorial(i)) * Math.pow(elapsed, i));
   }
   return { batch: 1, terms: [{ tensors, coefs }], precision: 'f32' };
+}
+
+/** TaylorSeer forecast through `ops.combine` (terms beyond 6 are chained natively, same float32 order) */
+export function taylorApproximate(s: TaylorState, ops: TensorOps = hostOps): Float32Array {
+  const { tensors, coefs } = taylorTerms(s).terms[0];
+  return tensors.length ? ops.combine(tensors, coefs) : new Float32Array(0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,52 +145,17 @@ export function focaUpdate(s: FocaState, y: Float32Array): void {
   s.lastFullStep = s.currentStep;
 }
 
-/**
- * FoCa forecast: Heun/trapezoid `F_full + (e/2)(dfull + dcurr)` for elapsed e <= 3, damped
- * `w(F_full + 1.5(dfull+dcurr)) + (1-w)F_full` with w = 3/e beyond. QUIRK (Cache-DiT): dfull and dcurr
- * are NOT divided by the step gap between anchors. Single anchor -> copy of the anchor.
+/*
+ * FoCa forecast (tensor-ops.ts `foca`): Heun/trapezoid `F_full + (e/2)(dfull + dcurr)` for elapsed e <= 3,
+ * damped `w(F_full + 1.5(dfull+dcurr)) + (1-w)F_full` with w = 3/e beyond. QUIRK (Cache-DiT): dfull and
+ * dcurr are NOT divided by the step gap between anchors. Single anchor -> copy of the anchor.
  */
-export function focaTerms(s: FocaState): ForecastTerms {
-  if (s.Ffull === null) throw new Error('FoCa: approximate() before any update()');
-  if (s.Fkm1 === null || s.FfullPrev === null) {
-    return { batch: 1, terms: [{ tensors: [s.Ffull], coefs: [1] }], precision: 'f32' };
-  }
-  const e = s.currentStep - s.lastFullStep;
-  const c = e <= 3 ? e / 2 : (3 / e) * 1.5;
-  // F_full + c*(F_full - F_full_prev) + c*(F_k - F_km1)
-  return {
-    batch: 1,
-    terms: [{ tensors: [s.Ffull, s.Ffull, s.FfullPrev, s.Fk!, s.Fkm1], coefs: [1, c, -c, c, -c] }],
-    precision: 'f32',
-  };
-}
-
 /** FoCa approximate: evaluates and feeds the prediction back (F_km1 <- F_k, F_k <- F), recursive. */
-export function focaApproximate(s: FocaState): Float32Array {
+export function focaApproximate(s: FocaState, ops: TensorOps = hostOps): Float32Array {
   const full = s.Ffull;
   if (full === null) throw new Error('FoCa: approximate() before any update()');
-  if (s.Fkm1 === null || s.FfullPrev === null) return full.slice();
-  const e = s.currentStep - s.lastFullStep;
-  const F = new Float32Array(full.length);
-  const prev = s.FfullPrev;
-  const fk = s.Fk!;
-  const fkm1 = s.Fkm1;
-  if (e <= 3) {
-    const h = f32(e / 2);
-    for (let i = 0; i < F.length; i++) {
-      const df = f32(full[i] - prev[i]);
-      const dc = f32(fk[i] - fkm1[i]);
-      F[i] = f32(full[i] + f32(h * f32(df + dc)));
-    }
-  } else {
-    const w = f32(3 / e);
-    for (let i = 0; i < F.length; i++) {
-      const df = f32(full[i] - prev[i]);
-      const dc = f32(fk[i] - fkm1[i]);
-      const a = f32(full[i] + f32(1.5 * f32(df + dc)));
-      F[i] = f32(f32(w * a) + f32(f32(1 - w) * full[i]));
-    }
-  }
+  if (s.Fkm1 === null || s.FfullPrev === null) return ops.copy(full);
+  const F = ops.foca(full, s.FfullPrev, s.Fk!, s.Fkm1, s.currentStep - s.lastFullStep);
   s.Fkm1 = s.Fk;
   s.Fk = F;
   return F;
@@ -212,13 +164,18 @@ export function focaApproximate(s: FocaState): Float32Array {
 // ---------------------------------------------------------------------------------------------
 // DMD (Dynamic Mode Decomposition / Prony)
 
+export interface DmdSnapshot {
+  step: number;
+  y: Float32Array;
+}
+
 export interface DmdState {
   history: number;
   rank: number;
   ridge: number;
   currentStep: number;
   lastNonApproximatedStep: number;
-  snapshots: { step: number; y: Float32Array }[];
+  snapshots: DmdSnapshot[];
   batch: number;
   taylor: TaylorState;
   fitKey: string | null;
@@ -260,13 +217,15 @@ function resetDmd(s: DmdState): void {
   resetTaylor(s.taylor);
 }
 
-export function dmdUpdate(s: DmdState, y: Float32Array, batch: number): void {
+/** `y` is not kept: the state stores one copy (shared by the snapshot and the Taylor fallback ladder). */
+export function dmdUpdate(s: DmdState, y: Float32Array, batch: number, ops: TensorOps = hostOps): void {
   if (s.snapshots.length && s.snapshots[s.snapshots.length - 1].y.length !== y.length) resetDmd(s);
   s.batch = batch;
   s.taylor.currentStep = s.currentStep;
   s.taylor.lastNonApproximatedStep = s.lastNonApproximatedStep;
-  taylorUpdate(s.taylor, y.slice(), 'dmd');
-  s.snapshots.push({ step: s.currentStep, y: y.slice() });
+  const c = ops.copy(y); // never written in place, so one copy serves both
+  taylorUpdate(s.taylor, c, 'dmd', ops);
+  s.snapshots.push({ step: s.currentStep, y: c });
   if (s.snapshots.length > s.history) s.snapshots.splice(0, s.snapshots.length - s.history);
   s.lastNonApproximatedStep = s.currentStep;
   s.fitKey = null;
@@ -274,32 +233,40 @@ export function dmdUpdate(s: DmdState, y: Float32Array, batch: number): void {
 
 /** Longest uniformly spaced suffix of the snapshot history (OLDEST..NEWEST) and its spacing. */
 export function dmdUniformTail(s: DmdState): { tail: Float32Array[]; spacing: number } {
+  const { snaps, spacing } = uniformSnapshots(s);
+  return { tail: snaps.map((x) => x.y), spacing };
+}
+
+function uniformSnapshots(s: DmdState): { snaps: DmdSnapshot[]; spacing: number } {
   const n = s.snapshots.length;
-  if (n < 2) return { tail: [], spacing: 0 };
+  if (n < 2) return { snaps: [], spacing: 0 };
   const steps = s.snapshots.map((x) => x.step);
   const spacing = steps[n - 1] - steps[n - 2];
-  if (spacing <= 0) return { tail: [], spacing: 0 };
+  if (spacing <= 0) return { snaps: [], spacing: 0 };
   let j = n - 2;
   while (j - 1 >= 0 && steps[j] - steps[j - 1] === spacing) j--;
-  return { tail: s.snapshots.slice(j).map((x) => x.y), spacing };
+  return { snaps: s.snapshots.slice(j), spacing };
+}
+
+/**
+ * Gram matrices of the tail per batch item, G[b][i][j] = <Y_i, Y_j> over segment b: `ops.gram` (float64,
+ * fixed chunk order; natively one dmd_gram launch for up to 7 snapshots = the one small host read of a fit).
+ */
+function dmdGram(tail: Float32Array[], batch: number, ops: TensorOps): number[][][] {
+  const n = tail.length;
+  const g = ops.gram(tail, batch);
+  return Array.from({ length: batch }, (_, b) => Array.from({ length: n }, (_, i) => Array.from(g.subarray((b * n + i) * n, (b * n + i + 1) * n))));
 }
 
 /** Fit one batch item on rows [off, off+d) of the tail snapshots (float64, Gram-matrix economy SVD). */
 export function dmdFitItem(tail: Float32Array[], off: number, d: number, rank: number, ridge: number): DmdItemFit | null {
-  const n = tail.length;
+  return dmdFitGram(dmdGram(tail.map((y) => y.subarray(off, off + d)), 1, hostOps)[0], rank, ridge);
+}
+
+/** The DMD fit from the Gram matrix G[i][j] = <Y_i, Y_j> of n snapshots (host, float64, n <= history). */
+export function dmdFitGram(G: number[][], rank: number, ridge: number): DmdItemFit | null {
+  const n = G.length;
   const m = n - 1;
-  // Gram matrix of all snapshots: G[i][j] = <Y_i, Y_j>
-  const G: number[][] = Array.from({ length: n }, () => new Array<number>(n).fill(0));
-  for (let i = 0; i < n; i++) {
-    for (let j = i; j < n; j++) {
-      const a = tail[i];
-      const b = tail[j];
-      let s = 0;
-      for (let k = off; k < off + d; k++) s += a[k] * b[k];
-      G[i][j] = s;
-      G[j][i] = s;
-    }
-  }
   if (!G.every((r) => r.every(Number.isFinite))) return null;
   // X = [Y0..Y_{m-1}], Xp = [Y1..Ym]; X^T X = V S^2 V^T
   const XtX = Array.from({ length: m }, (_, i) => Array.from({ length: m }, (_, j) => G[i][j]));
@@ -371,32 +338,24 @@ export function dmdCoefs(f: DmdItemFit, k: number): number[] {
   return f.M.map((row) => row.reduce((acc, mij, i) => acc + (mij.re * z[i].re - mij.im * z[i].im), 0));
 }
 
-export function dmdApproximate(s: DmdState): Float32Array {
-  const { tail, spacing } = dmdUniformTail(s);
-  if (tail.length >= 4) {
+export function dmdApproximate(s: DmdState, ops: TensorOps = hostOps): Float32Array {
+  const { snaps, spacing } = uniformSnapshots(s);
+  if (snaps.length >= 4) {
     const last = s.snapshots[s.snapshots.length - 1];
     const k = (s.currentStep - last.step) / spacing;
-    const key = `${last.step}|${tail.length}|${spacing}`;
+    const key = `${last.step}|${snaps.length}|${spacing}`;
     if (s.fitKey !== key) {
-      const numel = last.y.length;
-      const d = numel / s.batch;
-      const items: (DmdItemFit | null)[] = [];
-      for (let b = 0; b < s.batch; b++) items.push(dmdFitItem(tail, b * d, d, s.rank, s.ridge));
-      s.fit = { items, tail };
+      const G = dmdGram(snaps.map((x) => x.y), s.batch, ops);
+      s.fit = { items: G.map((g) => dmdFitGram(g, s.rank, s.ridge)), tail: snaps.map((x) => x.y) };
       s.fitKey = key;
     }
     const fit = s.fit!;
-    if (fit.items.every((x) => x !== null)) {
-      const terms = fit.items.map((it) => ({ tensors: fit.tail.slice(1), coefs: dmdCoefs(it!, k) }));
-      const out = evalTerms({ batch: s.batch, terms, precision: 'f64' }, last.y.length);
-      let finite = true;
-      for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i])) { finite = false; break; }
-      if (finite) return out;
-    }
-    return last.y.slice(); // degenerate / non-finite: reuse newest snapshot
+    // non-finite output -> the newest snapshot (combine64 does it where the values are)
+    if (fit.items.every((x) => x !== null)) return ops.combine64(fit.tail.slice(1), fit.items.map((it) => dmdCoefs(it!, k)), s.batch);
+    return ops.copy(last.y); // degenerate: reuse newest snapshot
   }
   s.taylor.currentStep = s.currentStep;
-  return evalTerms(taylorTerms(s.taylor), s.snapshots.length ? s.snapshots[s.snapshots.length - 1].y.length : 0);
+  return taylorApproximate(s.taylor, ops);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,97 +367,101 @@ export interface Calibrator {
   resetCache(): void;
   /** advance every existing state's step counter */
   markStepBegin(): void;
-  update(y: Float32Array, name: string, batch?: number): void;
-  approximate(name: string): Float32Array;
+  /** feed a computed tensor (not kept: the state copies it with `ops`) */
+  update(y: Float32Array, name: string, batch?: number, ops?: TensorOps): void;
+  /** the forecast, a fresh tensor made by `ops` (FoCa also feeds it back into its state) */
+  approximate(name: string, ops?: TensorOps): Float32Array;
   has(name: string): boolean;
 }
 
-export class TaylorSeerCalibrator implements Calibrator {
+/** per-name states with Cache-DiT's lazy creation and the shared step counter */
+abstract class StateCalibrator<S extends { currentStep: number }> implements Calibrator {
+  abstract readonly type: Calibrator['type'];
+  readonly states = new Map<string, S>();
+  protected abstract fresh(): S;
+  protected abstract reset(s: S): void;
+  abstract update(y: Float32Array, name: string, batch?: number, ops?: TensorOps): void;
+  abstract approximate(name: string, ops?: TensorOps): Float32Array;
+  resetCache(): void {
+    for (const s of this.states.values()) this.reset(s);
+  }
+  markStepBegin(): void {
+    for (const s of this.states.values()) s.currentStep += 1;
+  }
+  has(name: string): boolean {
+    return this.states.has(name);
+  }
+  protected state(name: string, create: boolean): S {
+    let s = this.states.get(name);
+    if (!s && create) this.states.set(name, (s = this.fresh()));
+    if (!s) throw new Error(`${this.type}: state '${name}' not found (approximate() before any update())`);
+    return s;
+  }
+}
+
+export class TaylorSeerCalibrator extends StateCalibrator<TaylorState> {
   readonly type = 'taylorseer';
-  readonly states = new Map<string, TaylorState>();
-  constructor(readonly nDerivatives = 1) {}
-  resetCache(): void {
-    for (const s of this.states.values()) resetTaylor(s);
+  constructor(readonly nDerivatives = 1) {
+    super();
   }
-  markStepBegin(): void {
-    for (const s of this.states.values()) s.currentStep += 1;
+  protected fresh(): TaylorState {
+    return newTaylorState(this.nDerivatives);
   }
-  update(y: Float32Array, name: string): void {
-    let s = this.states.get(name);
-    if (!s) this.states.set(name, (s = newTaylorState(this.nDerivatives)));
-    taylorUpdate(s, y.slice());
+  protected reset(s: TaylorState): void {
+    resetTaylor(s);
   }
-  approximate(name: string): Float32Array {
-    const s = this.states.get(name);
-    if (!s) throw new Error(`TaylorSeer: state '${name}' not found`);
-    const n = s.dYCurrent[0]?.length ?? 0;
-    return evalTerms(taylorTerms(s), n);
+  update(y: Float32Array, name: string, _batch?: number, ops: TensorOps = hostOps): void {
+    taylorUpdate(this.state(name, true), ops.copy(y), 'taylorseer', ops);
   }
-  /** the forecast as terms (for the native `forecast` kernel; evaluates to `approximate(name)`) */
+  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
+    return taylorApproximate(this.state(name, false), ops);
+  }
+  /** the forecast as terms (evaluates to `approximate(name)`) */
   terms(name: string): ForecastTerms {
-    const s = this.states.get(name);
-    if (!s) throw new Error(`TaylorSeer: state '${name}' not found`);
-    return taylorTerms(s);
-  }
-  has(name: string): boolean {
-    return this.states.has(name);
+    return taylorTerms(this.state(name, false));
   }
 }
 
-export class FoCaCalibrator implements Calibrator {
+export class FoCaCalibrator extends StateCalibrator<FocaState> {
   readonly type = 'foca';
-  readonly states = new Map<string, FocaState>();
-  resetCache(): void {
-    for (const [k] of this.states) this.states.set(k, newFocaState());
+  protected fresh(): FocaState {
+    return newFocaState();
   }
-  markStepBegin(): void {
-    for (const s of this.states.values()) s.currentStep += 1;
+  protected reset(s: FocaState): void {
+    Object.assign(s, newFocaState());
   }
-  update(y: Float32Array, name: string): void {
-    let s = this.states.get(name);
-    if (!s) this.states.set(name, (s = newFocaState()));
-    focaUpdate(s, y.slice());
+  update(y: Float32Array, name: string, _batch?: number, ops: TensorOps = hostOps): void {
+    focaUpdate(this.state(name, true), ops.copy(y));
   }
-  approximate(name: string): Float32Array {
-    const s = this.states.get(name);
-    if (!s) throw new Error(`FoCa: state '${name}' not found`);
-    return focaApproximate(s);
-  }
-  has(name: string): boolean {
-    return this.states.has(name);
+  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
+    return focaApproximate(this.state(name, false), ops);
   }
 }
 
-export class DMDCalibrator implements Calibrator {
+export class DMDCalibrator extends StateCalibrator<DmdState> {
   readonly type = 'dmd';
-  readonly states = new Map<string, DmdState>();
   constructor(
     readonly history = 6,
     readonly rank = 0,
     readonly ridge = 1e-8,
     readonly nDerivatives = 1,
-  ) {}
-  resetCache(): void {
-    for (const s of this.states.values()) resetDmd(s);
+  ) {
+    super();
   }
-  markStepBegin(): void {
-    for (const s of this.states.values()) s.currentStep += 1;
+  protected fresh(): DmdState {
+    return newDmdState(this.history, this.rank, this.ridge, this.nDerivatives);
   }
-  update(y: Float32Array, name: string, batch = 1): void {
-    let s = this.states.get(name);
-    if (!s) this.states.set(name, (s = newDmdState(this.history, this.rank, this.ridge, this.nDerivatives)));
+  protected reset(s: DmdState): void {
+    resetDmd(s);
+  }
+  update(y: Float32Array, name: string, batch = 1, ops: TensorOps = hostOps): void {
     if (!Number.isInteger(batch) || batch < 1 || y.length % batch !== 0) {
       throw new Error(`DMD: batch ${batch} does not divide the tensor size ${y.length}`);
     }
-    dmdUpdate(s, y, batch);
+    dmdUpdate(this.state(name, true), y, batch, ops);
   }
-  approximate(name: string): Float32Array {
-    const s = this.states.get(name);
-    if (!s) throw new Error(`DMD: state '${name}' not found`);
-    return dmdApproximate(s);
-  }
-  has(name: string): boolean {
-    return this.states.has(name);
+  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
+    return dmdApproximate(this.state(name, false), ops);
   }
 }
 

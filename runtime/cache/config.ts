@@ -152,45 +152,25 @@ export interface DMDCalibratorConfig extends CalibratorConfigBase {
 
 export type CalibratorConfig = TaylorSeerCalibratorConfig | FoCaCalibratorConfig | DMDCalibratorConfig;
 
+/** A calibrator config: Cache-DiT's shared class defaults (both streams on, residual), the type's own defaults, overrides. */
+function calibratorConfig<T extends CalibratorConfig>(type: T['calibrator_type'], own: Omit<T, keyof CalibratorConfigBase>, o: Partial<T>): T {
+  const base = { enable_calibrator: true, enable_encoder_calibrator: true, calibrator_cache_type: 'residual', calibrator_kwargs: {} };
+  return { ...base, ...own, ...dropUndefined(o), calibrator_type: type } as T;
+}
+
 /** Cache-DiT `TaylorSeerCalibratorConfig()` defaults: both streams on, order 1. */
 export function taylorSeerConfig(o: Partial<TaylorSeerCalibratorConfig> = {}): TaylorSeerCalibratorConfig {
-  return {
-    enable_calibrator: true,
-    enable_encoder_calibrator: true,
-    calibrator_cache_type: 'residual',
-    calibrator_kwargs: {},
-    taylorseer_order: 1,
-    ...dropUndefined(o),
-    calibrator_type: 'taylorseer',
-  };
+  return calibratorConfig<TaylorSeerCalibratorConfig>('taylorseer', { taylorseer_order: 1 }, o);
 }
 
 /** Cache-DiT `FoCaCalibratorConfig()` code defaults (encoder on in code; the YAML loader turns it off). */
 export function focaConfig(o: Partial<FoCaCalibratorConfig> = {}): FoCaCalibratorConfig {
-  return {
-    enable_calibrator: true,
-    enable_encoder_calibrator: true,
-    calibrator_cache_type: 'residual',
-    calibrator_kwargs: {},
-    ...dropUndefined(o),
-    calibrator_type: 'foca',
-  };
+  return calibratorConfig<FoCaCalibratorConfig>('foca', {}, o);
 }
 
 /** Cache-DiT `DMDCalibratorConfig()` defaults. */
 export function dmdConfig(o: Partial<DMDCalibratorConfig> = {}): DMDCalibratorConfig {
-  return {
-    enable_calibrator: true,
-    enable_encoder_calibrator: true,
-    calibrator_cache_type: 'residual',
-    calibrator_kwargs: {},
-    dmd_history: 6,
-    dmd_rank: 0,
-    dmd_ridge: 1e-8,
-    dmd_svd_precision: 'medium',
-    ...dropUndefined(o),
-    calibrator_type: 'dmd',
-  };
+  return calibratorConfig<DMDCalibratorConfig>('dmd', { dmd_history: 6, dmd_rank: 0, dmd_ridge: 1e-8, dmd_svd_precision: 'medium' }, o);
 }
 
 /** Calibrator tag: TaylorSeer `T1O{order}` (order 0: `NONE`), FoCa `FoCa`, DMD `DMDH{h}[l|h]`, none `T0O0`. */
@@ -210,14 +190,9 @@ export function strifyCalibrator(cal: CalibratorConfig | null | undefined): stri
  * CLI-style calibrator selection (`--taylorseer --order N`, `--foca`, `--dmd --dmd-history H --dmd-svd P`).
  * The three are mutually exclusive, as in Cache-DiT.
  */
-export function calibratorFromFlags(f: {
-  taylorseer?: boolean;
-  order?: number;
-  foca?: boolean;
-  dmd?: boolean;
-  dmdHistory?: number;
-  dmdSvd?: 'low' | 'medium' | 'high';
-}): CalibratorConfig | null {
+export function calibratorFromFlags(
+  f: Pick<CacheCliFlags, 'taylorseer' | 'order' | 'foca' | 'dmd' | 'dmdHistory' | 'dmdSvd'>,
+): CalibratorConfig | null {
   const on = [f.taylorseer ? '--taylorseer' : '', f.foca ? '--foca' : '', f.dmd ? '--dmd' : ''].filter(Boolean);
   if (on.length > 1) throw new Error(`${on.join(' and ')} are mutually exclusive calibrators; choose one`);
   let cal: CalibratorConfig | null = null;
@@ -423,6 +398,24 @@ export function parseCacheType(v: unknown): CacheType {
 }
 
 /**
+ * The calibrators `load_cache_options_from_dict` knows: switch key, encoder switch and its LOADER default
+ * (QUIRK, Cache-DiT: TaylorSeer / FoCa default the encoder calibrator to False, the config classes to True),
+ * cache-type key, and the type's own keys.
+ */
+const LOADED_CALIBRATORS: {
+  on: string;
+  make: (o: Partial<CalibratorConfig>) => CalibratorConfig;
+  encoder: string;
+  encoderDefault: boolean;
+  cacheType: string;
+  keys: string[];
+}[] = [
+  { on: 'enable_taylorseer', make: taylorSeerConfig as never, encoder: 'enable_encoder_taylorseer', encoderDefault: false, cacheType: 'taylorseer_cache_type', keys: ['taylorseer_order'] },
+  { on: 'enable_dmd', make: dmdConfig as never, encoder: 'enable_encoder_dmd', encoderDefault: true, cacheType: 'calibrator_cache_type', keys: ['dmd_history', 'dmd_rank', 'dmd_ridge', 'dmd_svd_precision'] },
+  { on: 'enable_foca', make: focaConfig as never, encoder: 'enable_encoder_foca', encoderDefault: false, cacheType: 'calibrator_cache_type', keys: [] },
+];
+
+/**
  * `load_cache_options_from_dict`: one flat cache-options mapping -> (cache_config, calibrator_config).
  * Unknown keys are rejected with an error naming them (Cache-DiT silently ignores them, which hid
  * mistakes such as issue #370).
@@ -432,37 +425,21 @@ export function loadCacheOptions(kwargs: Record<string, unknown>): {
   calibrator_config: CalibratorConfig | null;
 } {
   const kw = { ...kwargs };
-  const ts = Boolean(kw.enable_taylorseer);
-  const dmd = Boolean(kw.enable_dmd);
-  const foca = Boolean(kw.enable_foca);
-  if (Number(ts) + Number(dmd) + Number(foca) > 1) {
+  const get = <T>(k: string, d: T): T => (kw[k] === undefined || kw[k] === null ? d : (kw[k] as T));
+  const on = LOADED_CALIBRATORS.filter((c) => Boolean(kw[c.on]));
+  if (on.length > 1) {
     throw new Error('`enable_taylorseer`, `enable_dmd`, and `enable_foca` are mutually exclusive. Please set only one of them to true.');
   }
   let calibrator: CalibratorConfig | null = null;
-  const get = <T>(k: string, d: T): T => (kw[k] === undefined || kw[k] === null ? d : (kw[k] as T));
-  if (ts) {
-    // NOTE (Cache-DiT quirk): the loader defaults the encoder calibrator to False, the config class to True.
-    calibrator = taylorSeerConfig({
+  if (on.length) {
+    const c = on[0];
+    // the type's own keys: absent / null -> the config class default
+    const own = Object.fromEntries(c.keys.map((k) => [k, get(k, undefined)]));
+    calibrator = c.make({
       enable_calibrator: true,
-      enable_encoder_calibrator: get('enable_encoder_taylorseer', false),
-      calibrator_cache_type: get('taylorseer_cache_type', 'residual'),
-      taylorseer_order: get('taylorseer_order', 1),
-    });
-  } else if (dmd) {
-    calibrator = dmdConfig({
-      enable_calibrator: true,
-      enable_encoder_calibrator: get('enable_encoder_dmd', true),
-      calibrator_cache_type: get('calibrator_cache_type', 'residual'),
-      dmd_history: get('dmd_history', 6),
-      dmd_rank: get('dmd_rank', 0),
-      dmd_ridge: get('dmd_ridge', 1e-8),
-      dmd_svd_precision: get('dmd_svd_precision', 'medium'),
-    });
-  } else if (foca) {
-    calibrator = focaConfig({
-      enable_calibrator: true,
-      enable_encoder_calibrator: get('enable_encoder_foca', false),
-      calibrator_cache_type: get('calibrator_cache_type', 'residual'),
+      enable_encoder_calibrator: get(c.encoder, c.encoderDefault),
+      calibrator_cache_type: get(c.cacheType, 'residual'),
+      ...own,
     });
   }
   if (calibrator) validateCalibratorConfig(calibrator);

@@ -251,26 +251,17 @@ export class CachedContext {
    */
   addCachedStep(): void {
     const cur = this.getCurrentStep();
-    if (!this.isSeparateCfgStep()) {
-      if (this.cachedSteps.length) {
-        if (cur - this.cachedSteps[this.cachedSteps.length - 1] === 1) {
-          this.continuousCachedSteps += this.continuousCachedSteps === 0 ? 2 : 1;
-        }
-      } else {
-        this.continuousCachedSteps += 1;
-      }
-      this.cachedSteps.push(cur);
-      this.accumulatedCachedSteps += 1;
-    } else {
-      if (this.cfgCachedSteps.length) {
-        if (cur - this.cfgCachedSteps[this.cfgCachedSteps.length - 1] === 1) {
-          this.cfgContinuousCachedSteps += this.cfgContinuousCachedSteps === 0 ? 2 : 1;
-        }
-      } else {
-        this.cfgContinuousCachedSteps += 1;
-      }
-      this.cfgCachedSteps.push(cur);
+    const cfg = this.isSeparateCfgStep();
+    const steps = cfg ? this.cfgCachedSteps : this.cachedSteps; // per-branch lists and counters
+    const c = cfg ? this.cfgContinuousCachedSteps : this.continuousCachedSteps;
+    const next = !steps.length ? c + 1 : cur - steps[steps.length - 1] === 1 ? c + (c === 0 ? 2 : 1) : c;
+    steps.push(cur);
+    if (cfg) {
+      this.cfgContinuousCachedSteps = next;
       this.cfgAccumulatedCachedSteps += 1;
+    } else {
+      this.continuousCachedSteps = next;
+      this.accumulatedCachedSteps += 1;
     }
   }
 

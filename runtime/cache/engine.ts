@@ -16,7 +16,8 @@ import {
 } from './config.ts';
 import { CachedContext, type CacheSummary, type ProbeSums } from './context.ts';
 import { PrunedContext } from './dbprune.ts';
-import { TaylorSeerCalibrator, type Calibrator, type ForecastTerms } from './calibrators.ts';
+import type { Calibrator } from './calibrators.ts';
+import type { TensorOps } from './tensor-ops.ts';
 import { stepsMask, type MaskPolicy } from './steps-mask.ts';
 
 export type ForwardPattern = 0 | 1 | 2 | 3 | 4 | 5;
@@ -25,8 +26,8 @@ export type Stream = 'hidden' | 'encoder';
 /**
  * The executor of one block list (a plan segment with `blocks` and `io`). Blocks read and write the
  * io tensors in place. Named buffers are device tensors of the size of their stream, owned by the runner.
- * Native mapping (see report): save/residual/addTo/load are copy / sub / add kernels, probe is the fused
- * relative-L1 reduction returning two sums (one small host read), read/write only feed calibrators.
+ * Native mapping: save/residual/addTo/load are copy / sub / add kernels, probe is the fused relative-L1
+ * reduction returning two sums (one small host read); calibrators work on `tensor()` handles through `ops`.
  */
 export interface BlockListRunner {
   readonly numBlocks: number;
@@ -49,12 +50,12 @@ export interface BlockListRunner {
   move(src: string, dst: string): void;
   /** {num: sum|buf[prev] - cur|, den: sum|buf[prev]|}; cur = a buffer or an io stream; null on size mismatch */
   probe(prev: string, cur: string | { io: Stream }): Promise<ProbeSums | null>;
-  /** host copy of a buffer (calibrator update) */
-  read(name: string): Float32Array;
-  /** upload a buffer (calibrator forecast) */
-  write(name: string, stream: Stream, data: Float32Array): void;
-  /** optional: buf[dst] := weighted sum of the terms on the device (native `forecast` kernel) */
-  forecast?(dst: string, stream: Stream, terms: ForecastTerms): void;
+  /** tensor ops the calibrators run with (hostOps, or the native cache kernels) */
+  readonly ops: TensorOps;
+  /** buffer `name` itself, no copy (fed to a calibrator update, which copies it with `ops`) */
+  tensor(name: string): Float32Array;
+  /** io[stream] += t (residual) or io[stream] := t, t made by `ops` (a calibrator forecast) */
+  apply(stream: Stream, t: Float32Array, residual: boolean): void;
   has(name: string): boolean;
   /** release every buffer (context refresh) */
   clear(): void;
@@ -216,24 +217,17 @@ export class CacheEngine {
     residual: boolean,
     required: boolean,
   ): void {
-    let src: string | null = null;
     if (cal) {
-      if (!cal.has(calName)) {
-        if (required) throw new Error(`cache hit before any compute step: calibrator state '${calName}' missing`);
-        return;
-      }
-      src = `${buf}_forecast`;
-      if (r.forecast && cal instanceof TaylorSeerCalibrator) r.forecast(src, stream, cal.terms(calName));
-      else r.write(src, stream, cal.approximate(calName));
-    } else if (r.has(buf)) {
-      src = buf;
-    } else if (required) {
-      throw new Error(`cache hit before any compute step: buffer '${buf}' is not set (static SCM with mask[0] = 0?)`);
-    } else {
+      if (cal.has(calName)) r.apply(stream, cal.approximate(calName, r.ops), residual);
+      else if (required) throw new Error(`cache hit before any compute step: calibrator state '${calName}' missing`);
       return;
     }
-    if (residual) r.addTo(stream, src);
-    else r.load(stream, src);
+    if (!r.has(buf)) {
+      if (required) throw new Error(`cache hit before any compute step: buffer '${buf}' is not set (static SCM with mask[0] = 0?)`);
+      return;
+    }
+    if (residual) r.addTo(stream, buf);
+    else r.load(stream, buf);
   }
 
   private async runDBCache(ctx: CachedContext, r: BlockListRunner): Promise<void> {
@@ -275,14 +269,14 @@ export class CacheEngine {
     if (hResidual) r.residual('hidden', hb, 'h_F'); // "Bn" buffer = residual of the MIDDLE blocks
     else r.save('hidden', hb);
     ctx.buffers.add(hb);
-    if (ctx.enableCalibrator() && cal) cal.update(r.read(hb), hName, r.batch);
+    if (ctx.enableCalibrator() && cal) cal.update(r.tensor(hb), hName, r.batch, r.ops);
     if (enc) {
       const eb = `Bn_encoder_buffer${sfx}`;
       // QUIRK (Cache-DiT): patterns 3/4/5 always store the encoder RESIDUAL, even in hidden_states mode
       if (eResidual || r.pattern >= 3) r.residual('encoder', eb, 'e_F');
       else r.save('encoder', eb);
       ctx.buffers.add(eb);
-      if (ctx.enableEncoderCalibrator() && encCal) encCal.update(r.read(eb), eName, r.batch);
+      if (ctx.enableEncoderCalibrator() && encCal) encCal.update(r.tensor(eb), eName, r.batch, r.ops);
     }
     await r.runBlocks(N - Bn, N);
   }
@@ -324,11 +318,11 @@ export class CacheEngine {
       const rb = `b${i}_R${sfx}`;
       if (hResidual) r.residual('hidden', rb, inBuf);
       else r.save('hidden', rb);
-      if (ctx.enableCalibrator() && cal) cal.update(r.read(rb), hName, r.batch);
+      if (ctx.enableCalibrator() && cal) cal.update(r.tensor(rb), hName, r.batch, r.ops);
       if (encIn) {
         const eb = `b${i}_E${sfx}`;
         r.residual('encoder', eb, 'blk_ein'); // QUIRK (Cache-DiT): the residual is stored in both modes
-        if (ctx.enableEncoderCalibrator() && encCal) encCal.update(r.read(eb), eName, r.batch);
+        if (ctx.enableEncoderCalibrator() && encCal) encCal.update(r.tensor(eb), eName, r.batch, r.ops);
       }
     }
     ctx.addPrunedBlock(pruned);

@@ -1,10 +1,10 @@
-// BlockListRunner over the plan executor (docs/architecture.md §4) with HOST-side cache buffers:
-// a working bridge for CPU plans until the fused device kernels exist (see README.md / report).
+// BlockListRunner over the plan executor (docs/architecture.md §4) with HOST-side cache buffers
+// (HostBufferRunner): the bridge for executors without tensor views (the multi-rank ParallelExecutor).
 // io tensors are moved with readTensor/writeTensor; blocks run with run(segment, begin, end).
 
 import type { Plan, PlanSegment } from '../plan.ts';
-import type { ProbeSums } from './context.ts';
-import type { BlockListRunner, ForwardPattern, Stream } from './engine.ts';
+import type { ForwardPattern, Stream } from './engine.ts';
+import { HostBufferRunner } from './host-runner.ts';
 
 /** The subset of NativeExecutor the cache engine needs (structural, so tests can fake it). */
 export interface ExecutorLike {
@@ -13,29 +13,29 @@ export interface ExecutorLike {
   run(segment: string, blockBegin?: number, blockEnd?: number): Promise<void>;
 }
 
-const f32 = Math.fround;
-
-export class ExecutorBlockListRunner implements BlockListRunner {
+export class ExecutorBlockListRunner extends HostBufferRunner {
   readonly numBlocks: number;
   readonly pattern: ForwardPattern;
   readonly hasEncoder: boolean;
   readonly batch: number;
+  protected readonly label: string;
   private readonly ids: { hidden: number; encoder?: number };
   private readonly numel: { hidden: number; encoder: number };
-  private readonly bufs = new Map<string, Float32Array>();
   private readonly scratch: { hidden: Float32Array; encoder: Float32Array | null };
 
   constructor(
     private readonly exec: ExecutorLike,
-    private readonly plan: Pick<Plan, 'tensors'>,
+    plan: Pick<Plan, 'tensors'>,
     private readonly segment: PlanSegment,
   ) {
+    super();
     if (!segment.blocks || !segment.io || segment.pattern === undefined) {
       throw new Error(`cache: segment '${segment.name}' is not a block-list segment (needs blocks, io, pattern)`);
     }
     if (![0, 1, 2, 3, 4, 5].includes(segment.pattern)) {
       throw new Error(`cache: segment '${segment.name}' has unsupported forward pattern ${segment.pattern}`);
     }
+    this.label = `cache (segment '${segment.name}')`;
     this.numBlocks = segment.blocks.length;
     this.pattern = segment.pattern as ForwardPattern;
     this.ids = segment.io;
@@ -60,88 +60,22 @@ export class ExecutorBlockListRunner implements BlockListRunner {
     return this.ids.hidden;
   }
 
-  /** read an io tensor into the stream's scratch array */
-  private readIo(stream: Stream): Float32Array {
-    const s = stream === 'hidden' ? this.scratch.hidden : this.scratch.encoder!;
+  protected ioNumel(stream: Stream): number {
+    return this.numel[stream];
+  }
+
+  protected readIo(stream: Stream, into?: Float32Array): Float32Array {
+    const s = into ?? (stream === 'hidden' ? this.scratch.hidden : this.scratch.encoder!);
     this.exec.readTensor(this.ioId(stream), s);
     return s;
   }
 
-  private buf(name: string): Float32Array {
-    const b = this.bufs.get(name);
-    if (!b) throw new Error(`cache: buffer '${name}' is not set (segment '${this.segment.name}')`);
-    return b;
-  }
-
-  private alloc(name: string, n: number): Float32Array {
-    let b = this.bufs.get(name);
-    if (!b || b.length !== n) {
-      b = new Float32Array(n);
-      this.bufs.set(name, b);
-    }
-    return b;
+  protected writeIo(stream: Stream, x: Float32Array): void {
+    this.exec.writeTensor(this.ioId(stream), x);
   }
 
   runBlocks(begin: number, end: number): Promise<void> {
     if (end <= begin) return Promise.resolve();
     return this.exec.run(this.segment.name, begin, end);
-  }
-
-  save(stream: Stream, dst: string): void {
-    const b = this.alloc(dst, this.numel[stream]);
-    this.exec.readTensor(this.ioId(stream), b);
-  }
-
-  residual(stream: Stream, dst: string, base: string): void {
-    const x = this.readIo(stream);
-    const b = this.buf(base);
-    const out = this.alloc(dst, x.length);
-    for (let i = 0; i < x.length; i++) out[i] = f32(x[i] - b[i]);
-  }
-
-  addTo(stream: Stream, src: string): void {
-    const x = this.readIo(stream);
-    const b = this.buf(src);
-    for (let i = 0; i < x.length; i++) x[i] = f32(x[i] + b[i]);
-    this.exec.writeTensor(this.ioId(stream), x);
-  }
-
-  load(stream: Stream, src: string): void {
-    this.exec.writeTensor(this.ioId(stream), this.buf(src));
-  }
-
-  move(src: string, dst: string): void {
-    const b = this.buf(src);
-    this.bufs.delete(src);
-    this.bufs.set(dst, b);
-  }
-
-  async probe(prev: string, cur: string | { io: Stream }): Promise<ProbeSums | null> {
-    const p = this.buf(prev);
-    const c = typeof cur === 'string' ? this.buf(cur) : this.readIo(cur.io);
-    if (p.length !== c.length) return null;
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < p.length; i++) {
-      num += Math.abs(p[i] - c[i]);
-      den += Math.abs(p[i]);
-    }
-    return { num, den };
-  }
-
-  read(name: string): Float32Array {
-    return this.buf(name).slice();
-  }
-
-  write(name: string, _stream: Stream, data: Float32Array): void {
-    this.alloc(name, data.length).set(data);
-  }
-
-  has(name: string): boolean {
-    return this.bufs.has(name);
-  }
-
-  clear(): void {
-    this.bufs.clear();
   }
 }

@@ -10,3 +10,6 @@ export * from './toy-runner.ts';
 export { pyFloatRepr, pyRound, npPercentile } from './pyfmt.ts';
 export * from './executor-runner.ts';
 export * from './native-runner.ts';
+export * from './native-ops.ts';
+export * from './tensor-ops.ts';
+export * from './host-runner.ts';

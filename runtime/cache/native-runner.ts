@@ -2,8 +2,10 @@
 // the io tensors are used IN PLACE through `Executor.tensorView` (Float32Arrays aliasing the arena), the
 // cache buffers are plain Float32Arrays in host memory (= device memory on CPU), and every tensor op is a
 // native kernel (`runKernel`): residual_store, residual_apply, cache_probe (fused Fn residual + relative-L1
-// sums), forecast (TaylorSeer terms). Per step the only value the host reads on the decision path is the
-// probe's 2 float64 sums. Blocks run with `run(segment, begin, end)`.
+// sums); calibrators update and forecast through `ops` (NativeTensorOps: taylor_diff, forecast,
+// foca_forecast, dmd_gram, forecast_f64) on `tensor()` handles. Per step the only value the host reads is the
+// probe's 2 float64 sums (plus, for DMD, one batch x k x k float64 Gram matrix per stream and fit: `ops.stats`).
+// Blocks run with `run(segment, begin, end)`.
 //
 // Fused probe: `residual('hidden', 'Fn_cur', base)` is deferred; the probe that follows computes
 // Fn_cur = h - x0 and the sums in one pass. A `move('Fn_cur', ...)` without a probe (warmup / masked
@@ -12,8 +14,8 @@
 
 import type { Plan, PlanSegment } from '../plan.ts';
 import type { ProbeSums } from './context.ts';
-import type { ForecastTerms } from './calibrators.ts';
 import type { BlockListRunner, ForwardPattern, Stream } from './engine.ts';
+import { NativeTensorOps, type KernelRunner } from './native-ops.ts';
 
 /** The subset of NativeExecutor this runner needs. */
 export interface ViewExecutor {
@@ -21,14 +23,10 @@ export interface ViewExecutor {
   run(segment: string, blockBegin?: number, blockEnd?: number): Promise<void>;
 }
 
-export interface KernelRunner {
-  runKernel(name: string, t: (Float32Array | null)[], i: number[], f: number[]): void;
-}
-
 export interface NativeRunnerStats {
   /** probe kernels run (= host reads of the 2 sums) */
   probes: number;
-  /** kernel launches other than probes */
+  /** kernel launches other than probes (buffer ops; calibrator kernels are in `ops.stats`) */
   kernels: number;
   /** blocks run */
   blocks: number;
@@ -40,6 +38,8 @@ export class NativeBlockListRunner implements BlockListRunner {
   readonly hasEncoder: boolean;
   readonly batch: number;
   readonly stats: NativeRunnerStats = { probes: 0, kernels: 0, blocks: 0 };
+  /** calibrator tensor ops on the cache kernels (their own launch / host-read counters) */
+  readonly ops: NativeTensorOps;
   private readonly views: { hidden: Float32Array; encoder: Float32Array | null };
   private readonly bufs = new Map<string, Float32Array>();
   /** spare arrays by length (moves and clears recycle, so steady state allocates nothing) */
@@ -62,6 +62,7 @@ export class NativeBlockListRunner implements BlockListRunner {
       throw new Error(`cache: segment '${segment.name}' has unsupported forward pattern ${segment.pattern}`);
     }
     this.exec = exec;
+    this.ops = new NativeTensorOps(k);
     this.numBlocks = segment.blocks.length;
     this.pattern = segment.pattern as ForwardPattern;
     const h = plan.tensors.find((x) => x.id === segment.io!.hidden);
@@ -191,23 +192,15 @@ export class NativeBlockListRunner implements BlockListRunner {
     return { num: this.sums64[0], den: this.sums64[1] };
   }
 
-  read(name: string): Float32Array {
-    return this.buf(name).slice();
+  tensor(name: string): Float32Array {
+    return this.buf(name);
   }
 
-  write(name: string, _stream: Stream, data: Float32Array): void {
-    this.alloc(name, data.length).set(data);
-  }
-
-  /** buf[dst] := the forecast kernel over the terms (float32, batch 1) */
-  forecast(dst: string, stream: Stream, t: ForecastTerms): void {
-    const n = this.view(stream).length;
-    const { tensors, coefs } = t.terms[0];
-    if (t.batch !== 1 || t.precision !== 'f32' || tensors.length < 1 || tensors.length > 6) {
-      throw new Error(`cache: forecast kernel takes 1..6 float32 terms of batch 1 (got ${tensors.length}, batch ${t.batch}, ${t.precision})`);
-    }
-    const ts: (Float32Array | null)[] = [this.alloc(dst, n), ...tensors];
-    this.kernel('forecast', ts, [n, tensors.length], coefs.map((c) => Math.fround(c)));
+  apply(stream: Stream, t: Float32Array, residual: boolean): void {
+    const v = this.view(stream);
+    this.touch(stream);
+    if (residual) this.kernel('residual_apply', [v, t, v], [v.length]);
+    else v.set(t);
   }
 
   has(name: string): boolean {

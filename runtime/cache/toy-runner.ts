@@ -1,8 +1,10 @@
 // Pure-TS reference BlockListRunner over toy blocks (Float32Array math), like Cache-DiT's
-// RandTransformerBlock fixtures. It defines the exact semantics the native runner must reproduce.
+// RandTransformerBlock fixtures. It defines the exact semantics the native runner must reproduce
+// (buffer ops: host-runner.ts).
 
 import type { ProbeSums } from './context.ts';
-import type { BlockListRunner, ForwardPattern, Stream } from './engine.ts';
+import type { ForwardPattern, Stream } from './engine.ts';
+import { HostBufferRunner } from './host-runner.ts';
 
 const f32 = Math.fround;
 
@@ -18,21 +20,22 @@ export interface ToyRunnerOptions {
   batch?: number;
 }
 
-export class ToyBlockListRunner implements BlockListRunner {
+export class ToyBlockListRunner extends HostBufferRunner {
   readonly numBlocks: number;
   readonly pattern: ForwardPattern;
   readonly hasEncoder: boolean;
   readonly batch: number;
+  protected readonly label = 'toy runner';
   hidden: Float32Array;
   encoder: Float32Array | null;
-  readonly bufs = new Map<string, Float32Array>();
-  /** counters for tests: blocks executed, probes issued (host reads), bytes written by forecasts */
+  /** counters for tests: blocks executed, probes issued (host reads) */
   blocksRun = 0;
   probes = 0;
   /** optional override of the probe (scripted decision tests) */
   probeOverride: ((prev: string, cur: string | { io: Stream }) => ProbeSums | null) | null = null;
 
   constructor(private readonly opts: ToyRunnerOptions) {
+    super();
     this.numBlocks = opts.blocks.length;
     this.pattern = opts.pattern;
     this.hasEncoder = opts.pattern !== 3 && (opts.encoderNumel ?? 0) > 0;
@@ -53,10 +56,19 @@ export class ToyBlockListRunner implements BlockListRunner {
     return this.encoder;
   }
 
-  private buf(name: string): Float32Array {
-    const b = this.bufs.get(name);
-    if (!b) throw new Error(`toy runner: buffer '${name}' is not set`);
-    return b;
+  protected ioNumel(stream: Stream): number {
+    return this.io(stream).length;
+  }
+
+  protected readIo(stream: Stream, into?: Float32Array): Float32Array {
+    if (!into) return this.io(stream);
+    into.set(this.io(stream));
+    return into;
+  }
+
+  protected writeIo(stream: Stream, x: Float32Array): void {
+    const io = this.io(stream);
+    if (x !== io) io.set(x);
   }
 
   async runBlocks(begin: number, end: number): Promise<void> {
@@ -69,62 +81,10 @@ export class ToyBlockListRunner implements BlockListRunner {
     }
   }
 
-  save(stream: Stream, dst: string): void {
-    this.bufs.set(dst, this.io(stream).slice());
-  }
-
-  residual(stream: Stream, dst: string, base: string): void {
-    const x = this.io(stream);
-    const b = this.buf(base);
-    const out = new Float32Array(x.length);
-    for (let i = 0; i < x.length; i++) out[i] = f32(x[i] - b[i]);
-    this.bufs.set(dst, out);
-  }
-
-  addTo(stream: Stream, src: string): void {
-    const x = this.io(stream);
-    const b = this.buf(src);
-    for (let i = 0; i < x.length; i++) x[i] = f32(x[i] + b[i]);
-  }
-
-  load(stream: Stream, src: string): void {
-    this.io(stream).set(this.buf(src));
-  }
-
-  move(src: string, dst: string): void {
-    this.bufs.set(dst, this.buf(src));
-    this.bufs.delete(src);
-  }
-
-  async probe(prev: string, cur: string | { io: Stream }): Promise<ProbeSums | null> {
+  override async probe(prev: string, cur: string | { io: Stream }): Promise<ProbeSums | null> {
     this.probes++;
     if (this.probeOverride) return this.probeOverride(prev, cur);
-    const p = this.buf(prev);
-    const c = typeof cur === 'string' ? this.buf(cur) : this.io(cur.io);
-    if (p.length !== c.length) return null;
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < p.length; i++) {
-      num += Math.abs(p[i] - c[i]);
-      den += Math.abs(p[i]);
-    }
-    return { num, den };
-  }
-
-  read(name: string): Float32Array {
-    return this.buf(name).slice();
-  }
-
-  write(name: string, _stream: Stream, data: Float32Array): void {
-    this.bufs.set(name, data.slice());
-  }
-
-  has(name: string): boolean {
-    return this.bufs.has(name);
-  }
-
-  clear(): void {
-    this.bufs.clear();
+    return super.probe(prev, cur);
   }
 
   /** reference: run every block without any cache logic */

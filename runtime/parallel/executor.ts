@@ -1,5 +1,6 @@
 // Runs one rank's plan of a parallel lowering (docs/architecture.md §3c): native kernel stages on the
-// plan executor, comm ops (`comm.all_to_all_qkv`, `comm.all_to_all_o`, `comm.wait`) in TS through the
+// plan executor, comm ops (`comm.all_to_all_qkv`, `comm.all_to_all_o`, `comm.wait`, tensor parallel's
+// `comm.all_reduce`) in TS through the
 // Communicator between them, the CP entry split of full inputs and the exit all-gather of outputs.
 //
 // The native executor never sees comm ops: every segment becomes a native block segment whose blocks
@@ -7,10 +8,12 @@
 // one `run()` call. Implements the cache engine's ExecutorLike (`run(segment, b0, b1)`,
 // readTensor/writeTensor on the plan's own tensor ids), so ExecutorBlockListRunner works unchanged.
 import type { Communicator } from '../comm/communicator.ts';
+import { subgroup } from '../comm/group.ts';
 import type { NativeExecutor } from '../native.ts';
 import type { Plan, PlanOp, PlanSegment, PlanTensor } from '../plan.ts';
 import { nativeFp8Kernels } from './fp8-native.ts';
-import { ringAttention, uspAttention } from './ring.ts';
+import { type KernelRunner, type Rows, type UspGroups, checkRingKernels, ringAttentionNative, uspAttention, uspGroups } from './ring.ts';
+import { planWeightData } from './tp.ts';
 import { allToAllO, allToAllQKV, type Fp8Kernels, type UlyssesLayout } from './ulysses.ts';
 
 type Item = { native: number } | { comm: PlanOp };
@@ -69,7 +72,8 @@ export function nativeStagePlan(plan: Plan): { native: Plan; programs: Map<strin
   });
   const { parallel: _p, ...base } = plan;
   void _p;
-  return { native: { ...base, segments }, programs };
+  // comm ops never reach the native executor, so they are no kernels of the native plan
+  return { native: { ...base, segments, kernels: base.kernels.filter((k) => !k.startsWith('comm.')) }, programs };
 }
 
 export interface ParallelExecutorOptions {
@@ -92,6 +96,13 @@ export class ParallelExecutor {
   private pending: { p: Promise<Float32Array>; finish: (data: Float32Array) => void }[] = [];
   /** FP8 kernels in use (undefined: the host reference) */
   readonly fp8: Fp8Kernels | undefined;
+  /** the addon's runKernel (ring/USP attention kernels), null for an addon-like without it */
+  private readonly kernels: KernelRunner | null;
+  /** zero-copy arena views of comm op tensors (the arena never moves) */
+  private readonly views = new Map<number, Float32Array>();
+  private usp: Promise<UspGroups> | undefined;
+  /** Ulysses x TP: the cp / tp subgroups (groups()) */
+  private meshGroups: Promise<{ cp: Communicator; tp: Communicator }> | undefined;
 
   constructor(
     readonly comm: Communicator,
@@ -109,9 +120,18 @@ export class ParallelExecutor {
     this.exec = new native.Executor(JSON.stringify(np), opts.threads ? { threads: opts.threads } : {});
     const nk = native.kernels && native.runKernel ? { kernels: native.kernels.bind(native), runKernel: native.runKernel.bind(native) } : null;
     this.fp8 = opts.fp8 !== 'host' && nk ? (nativeFp8Kernels(nk) ?? undefined) : undefined;
+    this.kernels = nk;
   }
 
+  /**
+   * Binds a weight: the plan's own data, or for a tensor-parallel shard (`slice`) also the full
+   * checkpoint tensor, which is cut here (runtime/parallel/tp.ts planWeightData).
+   */
   bindWeight(name: string, data: Float32Array): void {
+    const w = this.plan.weights.find((x) => x.name === name);
+    if (w?.slice && data.length === product(w.slice.full) && data.length !== product(w.shape)) {
+      data = planWeightData(w, { data, shape: w.slice.full }, `${this.plan.model}/${this.plan.component} (${this.plan.tag})`);
+    }
     this.exec.bindWeight(name, data);
   }
 
@@ -130,7 +150,7 @@ export class ParallelExecutor {
     if (data.length !== product(full)) throw new Error(`${this.plan.component} input "${name}": ${data.length} values, expected [${full.join(', ')}] (full) or [${io.shape.join(', ')}] (this rank)`);
     const outer = product(full.slice(0, sp.axis));
     const inner = product(full.slice(sp.axis + 1));
-    const rank = this.plan.parallel!.rank;
+    const rank = this.cpRank();
     const n = sp.sizes[rank]!;
     const F = full[sp.axis]!;
     // (source offset, length) runs along the axis: one per stream when the axis joins several
@@ -166,16 +186,43 @@ export class ParallelExecutor {
     const g = this.plan.parallel?.gather[name];
     if (!g) return local;
     const io = this.plan.outputs.find((o) => o.name === name)!;
-    const outer = product(io.shape.slice(0, g.axis));
-    const inner = product(io.shape.slice(g.axis + 1));
-    const counts = g.sizes.map((n) => outer * n * inner);
+    return this.gatherAxis(local, product(io.shape.slice(0, g.axis)), product(io.shape.slice(g.axis + 1)), g.sizes);
+  }
+
+  /**
+   * A token-sharded output (CN-P: a controlnet's per-block residual, `parallel.sharded`): this rank's shard
+   * and the split it follows, to be fed to the transformer's residual input with `setInputShard`.
+   */
+  shardedOutput(name: string): { data: Float32Array; axis: number; sizes: number[] } {
+    const sh = this.plan.parallel?.sharded?.[name];
+    if (!sh) throw new Error(`${this.plan.model}/${this.plan.component} (${this.plan.tag}): output "${name}" is not token-sharded (parallel.sharded has ${Object.keys(this.plan.parallel?.sharded ?? {}).join(', ') || 'nothing'})`);
+    return { data: this.localOutput(name), axis: sh.axis, sizes: sh.sizes };
+  }
+
+  /**
+   * Sets a residual input from a context-parallel controlnet's sharded output (no gather): the shard must
+   * follow this plan's split of the input (same axis, same per-rank sizes).
+   */
+  setInputShard(name: string, shard: { data: Float32Array; axis: number; sizes: number[] }): void {
+    const sp = this.plan.parallel?.split[name];
+    const what = `${this.plan.model}/${this.plan.component} (${this.plan.tag}) input "${name}"`;
+    if (!sp) throw new Error(`${what} is not split (parallel.split), so it cannot take a sharded controlnet output`);
+    if (sp.axis !== shard.axis || sp.sizes.join() !== shard.sizes.join()) {
+      throw new Error(`${what} is split on axis ${sp.axis} as [${sp.sizes.join(', ')}], the controlnet shard on axis ${shard.axis} as [${shard.sizes.join(', ')}]: compile both with the same world size and UAA setting`);
+    }
+    this.exec.setInput(name, shard.data);
+  }
+
+  /** All-gathers `[outer, n_r, inner]` shards (n_r = sizes[r]) into `[outer, sum(sizes), inner]`, rank order. */
+  private async gatherAxis(local: Float32Array, outer: number, inner: number, sizes: number[]): Promise<Float32Array> {
+    const counts = sizes.map((n) => outer * n * inner);
     const all = new Float32Array(counts.reduce((a, b) => a + b, 0));
-    await this.comm.allGather(local, all, counts);
-    const S = g.sizes.reduce((a, b) => a + b, 0);
+    await (await this.groups()).cp.allGather(local, all, counts);
+    const S = sizes.reduce((a, b) => a + b, 0);
     const out = new Float32Array(all.length);
     let off = 0;
     let start = 0;
-    g.sizes.forEach((n, r) => {
+    sizes.forEach((n, r) => {
       for (let o = 0; o < outer; o++) out.set(all.subarray(off + o * n * inner, off + (o + 1) * n * inner), (o * S + start) * inner);
       off += counts[r]!;
       start += n;
@@ -233,31 +280,66 @@ export class ParallelExecutor {
     return t;
   }
 
-  /** Reads `rows` rows of `C` floats with row stride `stride` from a view into a contiguous array. */
+  /** Zero-copy view of an arena tensor (cached); only touched between native runs. */
+  private arenaView(id: number): Float32Array {
+    let v = this.views.get(id);
+    if (!v) {
+      this.view(id); // a clear error for an id outside the plan
+      v = this.exec.tensorView(id);
+      this.views.set(id, v);
+    }
+    return v;
+  }
+
+  /**
+   * `rows` rows of `C` floats at row stride `stride` of a view, contiguous: the arena view itself when the
+   * rows are contiguous (no copy: consume it before the next native run), else a compact copy of the rows.
+   */
   private readRows(id: number, rows: number, C: number, stride: number): Float32Array {
-    const t = this.view(id);
-    const span = new Float32Array(t.numel);
-    this.exec.readTensor(id, span);
-    if (stride === C) return span.length === rows * C ? span : span.slice(0, rows * C);
+    const t = this.arenaView(id);
+    if (stride === C) return t.subarray(0, rows * C);
     const out = new Float32Array(rows * C);
-    for (let r = 0; r < rows; r++) out.set(span.subarray(r * stride, r * stride + C), r * C);
+    for (let r = 0; r < rows; r++) out.set(t.subarray(r * stride, r * stride + C), r * C);
     return out;
   }
 
-  /** Writes contiguous rows into a (possibly strided) view, keeping the floats between rows. */
+  /** Writes contiguous rows into a (possibly strided) view in place, leaving the floats between rows alone. */
   private writeRows(id: number, data: Float32Array, rows: number, C: number, stride: number): void {
-    const t = this.view(id);
-    if (stride === C && t.numel === data.length) {
-      this.exec.writeTensor(id, data);
-      return;
-    }
-    const span = new Float32Array(t.numel);
-    this.exec.readTensor(id, span);
-    for (let r = 0; r < rows; r++) span.set(data.subarray(r * C, (r + 1) * C), r * stride);
-    this.exec.writeTensor(id, span);
+    const t = this.arenaView(id);
+    if (data.length !== rows * C || (rows > 0 && (rows - 1) * stride + C > t.length))
+      throw new Error(`${this.plan.tag}: comm op result of ${data.length} floats does not fit tensor ${id} (${rows} rows of ${C} at stride ${stride}, ${t.length} floats)`);
+    if (stride === C) t.set(data);
+    else for (let r = 0; r < rows; r++) t.set(data.subarray(r * C, (r + 1) * C), r * stride);
   }
 
-  private layout(op: PlanOp): UlyssesLayout {
+  /**
+   * This rank's context-parallel and tensor-parallel groups. Ulysses x TP hybrid (plan.parallel.tp T <
+   * world): mesh [ulysses, tp], TP innermost (Cache-DiT's (ring, ulysses, tp) device mesh): rank = u*T + t,
+   * cp group {t, T + t, ...}, tp group {u*T, ..., u*T + T - 1}; otherwise both are the whole world. Every
+   * rank creates them at its first comm op (the same point of the same plan on every rank).
+   */
+  private groups(): Promise<{ cp: Communicator; tp: Communicator }> {
+    this.meshGroups ??= (async () => {
+      const par = this.plan.parallel;
+      const T = par?.tp ?? 1;
+      if (!par || T <= 1 || T === par.world) return { cp: this.comm, tp: this.comm };
+      const U = par.world / T;
+      const t = this.comm.rank % T;
+      const u = Math.floor(this.comm.rank / T);
+      const cp = await subgroup(this.comm, Array.from({ length: U }, (_, i) => i * T + t));
+      const tp = await subgroup(this.comm, Array.from({ length: T }, (_, j) => u * T + j));
+      return { cp, tp };
+    })();
+    return this.meshGroups;
+  }
+
+  /** index of this rank in its context-parallel group (entry split / exit gather sizes) */
+  private cpRank(): number {
+    const par = this.plan.parallel;
+    return par ? Math.floor(par.rank / (par.tp ?? 1)) : 0;
+  }
+
+  private layout(op: PlanOp, cp: Communicator): UlyssesLayout {
     const c = op.comm!;
     const [B, H, D] = op.i as [number, number, number];
     const offsets: number[] = [];
@@ -266,13 +348,14 @@ export class ParallelExecutor {
       offsets.push(s);
       s += n;
     }
-    const W = this.comm.worldSize;
+    const W = cp.worldSize;
     if (c.sizes.length !== W) throw new Error(`${this.plan.tag}: ${op.k} in ${c.module} is for ${c.sizes.length} ranks, the communicator has ${W}`);
-    return { world: W, rank: this.comm.rank, B, H, D, hPad: c.hPad, hLocal: c.hLocal, hReal: c.hReal, sizes: c.sizes, sLocal: c.sizes[this.comm.rank]!, sGlobal: s, offsets };
+    return { world: W, rank: cp.rank, B, H, D, hPad: c.hPad, hLocal: c.hLocal, hReal: c.hReal, sizes: c.sizes, sLocal: c.sizes[cp.rank]!, sGlobal: s, offsets };
   }
 
   private finishQKV(op: PlanOp, data: Float32Array): void {
-    if (data.length) this.exec.writeTensor(op.t[1]!, data);
+    const n = this.arenaView(op.t[1]!).length;
+    if (data.length) this.writeRows(op.t[1]!, data, 1, n, n);
   }
 
   private async commOp(op: PlanOp): Promise<void> {
@@ -283,7 +366,26 @@ export class ParallelExecutor {
         await this.drain();
         return;
       }
+      if (op.k === 'comm.rms_norm') {
+        await this.distRmsNorm(op);
+        return;
+      }
+      if (op.k === 'comm.all_reduce') {
+        // tensor parallel: sum over the TP group (rank order, identical bits on every rank)
+        const x = new Float32Array(this.view(op.t[0]!).numel);
+        this.exec.readTensor(op.t[0]!, x);
+        await (await this.groups()).tp.allReduceSum(x);
+        this.exec.writeTensor(op.t[1]!, x);
+        return;
+      }
       if (!op.comm) throw new Error(`${this.plan.tag}: ${op.k} has no comm info`);
+      if (op.k === 'comm.all_gather') {
+        // CP internal gather point: [outer, n_local, inner] -> [outer, sum(sizes), inner]
+        const [outer, n, inner] = op.i as [number, number, number];
+        const x = this.readRows(op.t[0]!, 1, outer * n * inner, outer * n * inner);
+        this.exec.writeTensor(op.t[1]!, await this.gatherAxis(x, outer, inner, op.comm.sizes));
+        return;
+      }
       if (op.k === 'comm.ring_attention' || op.k === 'comm.usp_attention') {
         await this.drain();
         await this.ringOrUsp(op);
@@ -292,12 +394,14 @@ export class ParallelExecutor {
       if (op.k === 'comm.all_gather_mask') {
         const B = op.i[0]!;
         const sizes = op.comm.sizes;
-        const sL = sizes[this.comm.rank]!;
+        const { cp } = await this.groups();
+        const sL = sizes[cp.rank]!;
         const local = this.readRows(op.t[0]!, B, sL, sL);
         const all = new Float32Array(B * sizes.reduce((a, b) => a + b, 0));
-        await this.comm.allGather(local, all, sizes.map((x) => x * B));
+        await cp.allGather(local, all, sizes.map((x) => x * B));
         const S = all.length / B;
-        const out = new Float32Array(all.length);
+        const out = this.arenaView(op.t[1]!);
+        if (out.length !== all.length) throw new Error(`${this.plan.tag}: comm.all_gather_mask output tensor ${op.t[1]} holds ${out.length} floats, the gathered mask ${all.length}`);
         let off = 0;
         let start = 0;
         for (const n of sizes) {
@@ -305,14 +409,14 @@ export class ParallelExecutor {
           off += n * B;
           start += n;
         }
-        this.exec.writeTensor(op.t[1]!, out);
         return;
       }
-      const L = this.layout(op);
+      const { cp } = await this.groups();
+      const L = this.layout(op, cp);
       const [B, H, D, stride] = op.i as [number, number, number, number];
       if (op.k === 'comm.all_to_all_qkv') {
         const x = this.readRows(op.t[0]!, B * L.sLocal, H * D, stride);
-        const p = allToAllQKV(this.comm, L, x, op.comm.float8, this.fp8);
+        const p = allToAllQKV(cp, L, x, op.comm.float8, this.fp8);
         if (op.comm.wait) this.finishQKV(op, await p);
         else {
           p.catch(() => undefined); // awaited in drain()
@@ -323,7 +427,7 @@ export class ParallelExecutor {
       if (op.k === 'comm.all_to_all_o') {
         await this.drain();
         const og = L.hReal > 0 ? this.readRows(op.t[0]!, B * L.sGlobal, L.hReal * D, L.hReal * D) : new Float32Array(0);
-        const p = allToAllO(this.comm, L, og, op.comm.float8, this.fp8);
+        const p = allToAllO(cp, L, og, op.comm.float8, this.fp8);
         const finish = (o: Float32Array) => this.writeRows(op.t[1]!, o, B * L.sLocal, H * D, stride);
         if (op.comm.wait) finish(await p);
         else {
@@ -338,23 +442,69 @@ export class ParallelExecutor {
     }
   }
 
-  /** ring attention (K/V around the ring, LSE merge) or USP, on the host (float64 attention reference) */
+  /**
+   * Tensor parallel distributed RMSNorm (Cache-DiT DistributedRMSNorm) on the host: t = [x, w?, y],
+   * i = [M, C, Cfull], f = [eps]: per-row sums of squares of the rank's C channels (float64) are
+   * all-reduced, y = x / sqrt(sum / Cfull + eps) * w (the rank's slice of the weight).
+   */
+  private async distRmsNorm(op: PlanOp): Promise<void> {
+    const [M, C, full] = op.i as [number, number, number];
+    const x = new Float32Array(M * C);
+    this.exec.readTensor(op.t[0]!, x);
+    const w = op.t[1]! >= 0 ? new Float32Array(C) : null;
+    if (w) this.exec.readTensor(op.t[1]!, w);
+    const ss = new Float64Array(M);
+    for (let m = 0; m < M; m++) {
+      let s = 0;
+      for (let c = 0; c < C; c++) s += x[m * C + c]! * x[m * C + c]!;
+      ss[m] = s;
+    }
+    await (await this.groups()).tp.allReduceSum(ss);
+    for (let m = 0; m < M; m++) {
+      const inv = 1 / Math.sqrt(ss[m]! / full + op.f[0]!);
+      for (let c = 0; c < C; c++) x[m * C + c] = x[m * C + c]! * inv * (w ? w[c]! : 1);
+    }
+    this.exec.writeTensor(op.t[2]!, x);
+  }
+
+  /**
+   * Ring attention (K/V around the ring, native attention_lse + attn_merge per step, runtime/parallel/ring.ts)
+   * on zero-copy arena views, o written in place; USP: Ulysses all-to-alls inside the ulysses group around
+   * the native ring over the ring group.
+   */
   private async ringOrUsp(op: PlanOp): Promise<void> {
     const c = op.comm!;
     const [B, H, D, qS, kS, vS, oS] = op.i as [number, number, number, number, number, number, number];
+    if (!this.kernels) throw new Error(`${this.plan.tag}: ${op.k} in ${c.module} needs the addon's runKernel (native attention_lse / attn_merge)`);
+    checkRingKernels(this.kernels);
     const sLocal = c.sizes[this.comm.rank]!;
     const rows = B * sLocal;
+    const dims = { B, sLocal, H, D, ...(op.f.length ? { scale: op.f[0]! } : {}) };
+    if (op.k === 'comm.ring_attention') {
+      const r = (id: number, stride: number): Rows => ({ data: this.arenaView(id), stride });
+      // o is written from the first ring step on while q, k, v are still read: go through a scratch
+      // buffer if the memory plan let o share floats with one of them
+      const direct = ![op.t[0]!, op.t[1]!, op.t[2]!].some((id) => this.overlap(id, op.t[3]!));
+      const o = direct ? r(op.t[3]!, oS) : { data: new Float32Array(rows * H * D), stride: H * D };
+      await ringAttentionNative(this.comm, this.kernels, r(op.t[0]!, qS), r(op.t[1]!, kS), r(op.t[2]!, vS), o, dims, c.sizes);
+      if (!direct) this.writeRows(op.t[3]!, o.data, rows, H * D, oS);
+      return;
+    }
+    const par = this.plan.parallel!;
+    this.usp ??= uspGroups(this.comm, par.ulysses, par.ring);
+    const groups = await this.usp;
     const q = this.readRows(op.t[0]!, rows, H * D, qS);
     const k = this.readRows(op.t[1]!, rows, H * D, kS);
     const v = this.readRows(op.t[2]!, rows, H * D, vS);
-    const dims = { B, sLocal, H, D, ...(op.f.length ? { scale: op.f[0]! } : {}) };
-    let o: Float32Array;
-    if (op.k === 'comm.ring_attention') o = (await ringAttention(this.comm, q, k, v, dims, { sizes: c.sizes })).o;
-    else {
-      const par = this.plan.parallel!;
-      o = await uspAttention(this.comm, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy });
-    }
+    const o = await uspAttention(this.comm, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups });
     this.writeRows(op.t[3]!, o, rows, H * D, oS);
+  }
+
+  /** whether two plan tensors share arena floats */
+  private overlap(a: number, b: number): boolean {
+    const x = this.view(a);
+    const y = this.view(b);
+    return x.base === 'arena' && y.base === 'arena' && x.offset < y.offset + y.numel && y.offset < x.offset + x.numel;
   }
 
   private async drain(): Promise<void> {

@@ -1,13 +1,98 @@
-// Ring attention (Cache-DiT `_templated_ring.py`, §4.6) and USP (ulysses x ring), host-side reference.
+// Ring attention (Cache-DiT `_templated_ring.py`, §4.6) and USP (ulysses x ring).
 // Each rank keeps its query shard; K/V shards travel around the ring (send to rank+1, receive from
 // rank-1, the transfer in flight while the current block is computed); partial results are merged with
 //   out = prev_out - sigmoid(lse - prev_lse) * (prev_out - out)
 //   lse = prev_lse - logsigmoid(prev_lse - lse)
-// in float64 (+inf LSE treated as -inf, as the fused Triton kernel does).
+// (+inf LSE treated as -inf, as the fused Triton kernel does).
+// - `ringAttentionNative` / `uspAttention(.., { kernels })`: what the ParallelExecutor runs: the native
+//   `attention_lse` per ring step and the native `attn_merge` (float32, Cache-DiT's fused kernel) on strided
+//   rows, in place in the output (docs/architecture.md §2).
+// - `ringAttention` / `uspAttention` without kernels: the float64 host reference, the tests' oracle.
 import type { Communicator } from '../comm/communicator.ts';
 import { subgroup } from '../comm/group.ts';
 import { attentionRef } from './attention-ref.ts';
 import { type UlyssesOptions, ulyssesAttention } from './ulysses.ts';
+
+/** The two native calls the ring needs (the addon's runKernel). */
+export interface KernelRunner {
+  kernels(): string[];
+  runKernel(name: string, t: (Float32Array | null)[], i: number[], f: number[]): void;
+}
+
+export const RING_KERNELS = ['attention_lse', 'attn_merge', 'copy3d'];
+
+/** Throws a clear error when the addon lacks the ring kernels (an addon built before they existed). */
+export function checkRingKernels(k: KernelRunner): void {
+  const have = new Set(k.kernels());
+  const missing = RING_KERNELS.filter((n) => !have.has(n));
+  if (missing.length) throw new Error(`ring/USP attention needs the native kernels ${missing.join(', ')}, which this addon lacks: rebuild it with \`npm run build:native\``);
+}
+
+/** `rows` rows of a strided tensor: row r starts at data[r * stride] (a zero-copy arena view or a plain array). */
+export interface Rows {
+  data: Float32Array;
+  stride: number;
+}
+
+/**
+ * Native ring attention on strided row views: q, k, v, o `[B, S_local, H*D]` (rows at their strides);
+ * o is written in place (the first block's attention goes straight into it, later blocks merge into it).
+ * K/V are packed once (`copy3d`) into a contiguous `[K | V]` block that travels around the ring with
+ * `sendRecv` while the current block is computed. `sizes`: every ring member's S_local.
+ */
+export async function ringAttentionNative(
+  comm: Communicator,
+  kernels: KernelRunner,
+  q: Rows,
+  k: Rows,
+  v: Rows,
+  o: Rows,
+  dims: { B: number; sLocal: number; H: number; D: number; scale?: number },
+  sizes: number[],
+): Promise<void> {
+  const { B, sLocal, H, D } = dims;
+  const W = comm.worldSize;
+  const me = comm.rank;
+  if (sizes.length !== W || sizes[me] !== sLocal) throw new Error(`ring attention: sizes [${sizes.join(', ')}] do not fit rank ${me} of ${W} with ${sLocal} local tokens`);
+  const HD = H * D;
+  const rows = B * sLocal;
+  if (rows === 0 || HD === 0) return;
+  const scale = dims.scale ?? 1 / Math.sqrt(D);
+  const lse = new Float32Array(rows * H);
+  const att = (kb: Float32Array, vb: Float32Array, sk: number, ks: number, vs: number, out: Rows, l: Float32Array) =>
+    kernels.runKernel('attention_lse', [q.data, kb, vb, null, out.data, l], [B, sLocal, sk, H, D, q.stride, ks, vs, out.stride], [scale]);
+  if (W === 1) {
+    att(k.data, v.data, sLocal, k.stride, v.stride, o, lse);
+    return;
+  }
+  const block = (n: number) => B * n * HD; // floats of one of K, V of an owner with n tokens
+  const maxS = Math.max(...sizes);
+  let cur = new Float32Array(2 * block(maxS));
+  let nxt = new Float32Array(2 * block(maxS));
+  // pack the local K, V rows (strided arena views) into [K | V], each [B, S_local, H*D]
+  kernels.runKernel('copy3d', [k.data, cur], [1, rows, HD, 0, k.stride, 0, HD], []);
+  kernels.runKernel('copy3d', [v.data, cur.subarray(block(sLocal))], [1, rows, HD, 0, v.stride, 0, HD], []);
+  const tmpO = new Float32Array(rows * HD);
+  const tmpL = new Float32Array(rows * H);
+  for (let t = 0; t < W; t++) {
+    const owner = (me - t + W) % W; // whose K/V block `cur` holds
+    const sk = sizes[owner]!;
+    let inflight: Promise<void> | null = null;
+    if (t + 1 < W) {
+      const nextOwner = (me - t - 1 + W) % W;
+      inflight = comm.sendRecv(cur.subarray(0, 2 * block(sk)), (me + 1) % W, nxt.subarray(0, 2 * block(sizes[nextOwner]!)), (me - 1 + W) % W);
+    }
+    if (t === 0) att(k.data, v.data, sk, k.stride, v.stride, o, lse); // the local block, straight from the views
+    else {
+      att(cur.subarray(0, block(sk)), cur.subarray(block(sk), 2 * block(sk)), sk, HD, HD, { data: tmpO, stride: HD }, tmpL);
+      kernels.runKernel('attn_merge', [o.data, lse, tmpO, tmpL, o.data, lse], [B, sLocal, H, D, o.stride, HD, o.stride], []);
+    }
+    if (inflight) {
+      await inflight;
+      [cur, nxt] = [nxt, cur];
+    }
+  }
+}
 
 function sigmoid(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
@@ -104,6 +189,25 @@ export async function ringAttention(
 export interface UspOptions extends UlyssesOptions {
   ulysses: number;
   ring: number;
+  /** native ring steps (attention_lse + attn_merge); without: the float64 host reference */
+  kernels?: KernelRunner;
+  /** the ulysses and ring sub-communicators, when the caller keeps them (else created per call) */
+  groups?: UspGroups;
+}
+
+export interface UspGroups {
+  ulysses: Communicator;
+  ring: Communicator;
+}
+
+/** USP mesh `[ring, ulysses]` (rank = ringIdx * ulysses + ulyssesIdx): this rank's two sub-communicators. */
+export async function uspGroups(comm: Communicator, U: number, R: number): Promise<UspGroups> {
+  if (U * R !== comm.worldSize) throw new Error(`USP: ulysses ${U} x ring ${R} != world ${comm.worldSize}`);
+  const ringIdx = Math.floor(comm.rank / U);
+  const uIdx = comm.rank % U;
+  const ulysses = await subgroup(comm, Array.from({ length: U }, (_, i) => ringIdx * U + i));
+  const ring = await subgroup(comm, Array.from({ length: R }, (_, j) => j * U + uIdx));
+  return { ulysses, ring };
 }
 
 /**
@@ -122,12 +226,16 @@ export async function uspAttention(
   const { ulysses: U, ring: R } = opts;
   if (U * R !== comm.worldSize) throw new Error(`USP: ulysses ${U} x ring ${R} != world ${comm.worldSize}`);
   if (opts.anything && R > 1) throw new Error('USP: ulysses_anything is not allowed with ring_degree > 1 (as in Cache-DiT)');
-  const ringIdx = Math.floor(comm.rank / U);
-  const uIdx = comm.rank % U;
-  const ug = await subgroup(comm, Array.from({ length: U }, (_, i) => ringIdx * U + i));
-  const rg = await subgroup(comm, Array.from({ length: R }, (_, j) => j * U + uIdx));
+  const { ulysses: ug, ring: rg } = opts.groups ?? (await uspGroups(comm, U, R));
+  const kernels = opts.kernels;
   return ulyssesAttention(ug, q, k, v, dims, opts, async (qg, kg, vg, B, S, H, D) => {
-    const r = await ringAttention(rg, qg, kg, vg, { B, sLocal: S, H, D, scale: dims.scale });
-    return r.o;
+    if (!kernels) return (await ringAttention(rg, qg, kg, vg, { B, sLocal: S, H, D, scale: dims.scale })).o;
+    // even splits (no UAA with a ring): every ring member holds the same S after its ulysses gather;
+    // ranks holding only padding heads (H = 0) skip the ring together (their ring group shares the heads)
+    const og = new Float32Array(B * S * H * D);
+    if (H === 0) return og;
+    const rows = (data: Float32Array): Rows => ({ data, stride: H * D });
+    await ringAttentionNative(rg, kernels, rows(qg), rows(kg), rows(vg), rows(og), { B, sLocal: S, H, D, scale: dims.scale }, new Array<number>(R).fill(S));
+    return og;
   });
 }

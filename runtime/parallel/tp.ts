@@ -3,7 +3,10 @@
 // all-reduced, bias added once after the reduction), and FLUX single-block `proj_out`, whose input
 // columns are re-ordered into per-rank `[attn_out shard | mlp shard]` groups so that it can be
 // row-parallel after column-parallel `to_q/k/v` and `proj_mlp`. Weights are `W[N, K]` (out, in).
+// `planWeightData` cuts a plan's TP weight slice (PlanWeight.slice, compiler/passes/tp-lower.ts) from the
+// checkpoint tensor; the test of the lowered plans checks it against these reference shards.
 import type { Communicator } from '../comm/communicator.ts';
+import type { PlanWeight } from '../plan.ts';
 
 /** Even split of `n` over `world` (asserts divisibility like Cache-DiT's shard_div_attr). */
 export function evenShard(n: number, world: number, what: string): number {
@@ -48,6 +51,38 @@ export function fluxSingleProjOutShard(w: Float32Array, N: number, C: number, M:
     [rank * c, c],
     [C + rank * m, m],
   ]);
+}
+
+/**
+ * The data a plan weight binds: the checkpoint tensor itself, or, for a tensor-parallel shard
+ * (`w.slice`, docs/architecture.md §3c), the concatenation of the slice's ranges along its axis.
+ * Throws (naming the weight and `source`) when the checkpoint shape is not the one the plan expects.
+ */
+export function planWeightData(w: PlanWeight, t: { data: Float32Array; shape: readonly number[] }, source: string): Float32Array {
+  const full = w.slice?.full ?? w.shape;
+  if (t.shape.join(',') !== full.join(',')) {
+    throw new Error(`${source}: weight "${w.name}" has shape [${t.shape.join(', ')}], the plan expects [${full.join(', ')}]${w.slice ? ' (full tensor of a tensor-parallel shard)' : ''}`);
+  }
+  if (!w.slice) return t.data;
+  const { axis, ranges } = w.slice;
+  const outer = full.slice(0, axis).reduce((a, b) => a * b, 1);
+  const along = full[axis]!;
+  const inner = full.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const n = ranges.reduce((a, [, l]) => a + l, 0);
+  for (const [s, l] of ranges) {
+    if (!(s >= 0 && l > 0 && s + l <= along)) throw new Error(`${source}: weight "${w.name}": slice range [${s}, ${s + l}) is outside axis ${axis} (${along})`);
+  }
+  if (outer * n * inner !== w.shape.reduce((a, b) => a * b, 1)) throw new Error(`${source}: weight "${w.name}": slice of ${outer * n * inner} values, plan shape [${w.shape.join(', ')}]`);
+  if (inner === 1 && outer > 1) return selectColumns(t.data, outer, along, ranges);
+  const out = new Float32Array(outer * n * inner);
+  let o = 0;
+  for (let b = 0; b < outer; b++) {
+    for (const [s, l] of ranges) {
+      out.set(t.data.subarray((b * along + s) * inner, (b * along + s + l) * inner), o);
+      o += l * inner;
+    }
+  }
+  return out;
 }
 
 /** y[M, N] = x[M, K] W[N, K]^T (+ bias), float64 accumulation. */

@@ -4,10 +4,11 @@
 // RGB images). Writes bench/cache.svg (speed-up vs PSNR, one curve per method) and bench/cache.json.
 // `npx tsx test/bench/cache.ts` runs it standalone; `benchCache()` returns the rows for `npm run bench`.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPipeline, type GenerateResult, type Pipeline } from '../../runtime/pipeline.ts';
-import { dbCacheConfig, dbPruneConfig, taylorSeerConfig, type CacheConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
+import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type CacheConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
 import { stepsMask } from '../../runtime/cache/steps-mask.ts';
 import { psnr, ssimRgb } from '../../runtime/metrics.ts';
 
@@ -47,6 +48,18 @@ const METHODS: Method[] = [
     points: [0.04, 0.08, 0.12, 0.2, 0.3, 0.5],
     headline: 0.12,
     make: (r) => ({ cache: dbCacheConfig({ ...W4MC3, residual_diff_threshold: r }), calibrator: taylorSeerConfig({ taylorseer_order: 1 }) }),
+  },
+  {
+    name: 'DBCache F1B0 W4 MC3 + FoCa',
+    points: [0.08, 0.12, 0.2, 0.3],
+    headline: 0.12,
+    make: (r) => ({ cache: dbCacheConfig({ ...W4MC3, residual_diff_threshold: r }), calibrator: focaConfig() }),
+  },
+  {
+    name: 'DBCache F1B0 W4 MC3 + DMD',
+    points: [0.08, 0.12, 0.2, 0.3],
+    headline: 0.12,
+    make: (r) => ({ cache: dbCacheConfig({ ...W4MC3, residual_diff_threshold: r }), calibrator: dmdConfig() }),
   },
   {
     name: 'DBCache F1B0 W4 MC-1 + TaylorSeer',
@@ -89,7 +102,9 @@ async function timed(pipe: Pipeline, steps: number, reps: number, cache?: Return
   return { r: r!, denoise: median(d), total: median(t) };
 }
 
-export async function benchCache(opts: { threads?: number; reps?: number; stepsList?: number[]; log?: (s: string) => void; svg?: string } = {}): Promise<CacheBenchRow[]> {
+export async function benchCache(
+  opts: { threads?: number; reps?: number; stepsList?: number[]; log?: (s: string) => void; svg?: string; methods?: string[] } = {},
+): Promise<CacheBenchRow[]> {
   const reps = opts.reps ?? Number(process.env.BENCH_CACHE_REPS ?? 5);
   // 1 thread by default: a 32x32 tiny-flux step is ~3 ms, where thread wake-ups on a shared machine are noise
   const pipe = await loadPipeline('tiny-flux', { threads: opts.threads ?? Number(process.env.BENCH_CACHE_THREADS ?? 1) });
@@ -97,7 +112,7 @@ export async function benchCache(opts: { threads?: number; reps?: number; stepsL
   for (const steps of opts.stepsList ?? [28, 50]) {
     await timed(pipe, steps, 2); // warm up
     const base = (await timed(pipe, steps, 1)).r;
-    for (const m of METHODS) {
+    for (const m of METHODS.filter((x) => !opts.methods || opts.methods.some((w) => x.name.includes(w)))) {
       for (const rdt of m.points) {
         // paired runs: uncached then cached, `reps` times; speed-up = median of the per-pair ratios
         // (load drifts of a shared machine cancel within a pair)
@@ -192,9 +207,14 @@ export function cacheTable(rows: CacheBenchRow[]): string {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const rows = await benchCache({ log: (s) => process.stderr.write(s + '\n') });
-  fs.writeFileSync(path.join(ROOT, 'bench/cache.json'), JSON.stringify(rows, null, 2) + '\n');
+  // BENCH_CACHE_METHODS=TaylorSeer,FoCa (substrings of method names) and BENCH_CACHE_STEPS=28 run a subset,
+  // printed only (bench/cache.json and .svg hold the full run)
+  const methods = process.env.BENCH_CACHE_METHODS?.split(',').filter(Boolean);
+  const stepsList = process.env.BENCH_CACHE_STEPS?.split(',').map(Number);
+  const subset = Boolean(methods || stepsList);
+  const rows = await benchCache({ log: (s) => process.stderr.write(s + '\n'), methods, stepsList, ...(subset ? { svg: path.join(os.tmpdir(), 'ditforge-cache-subset.svg') } : {}) });
+  if (!subset) fs.writeFileSync(path.join(ROOT, 'bench/cache.json'), JSON.stringify(rows, null, 2) + '\n');
   console.log(cacheTable(rows));
-  console.log('wrote bench/cache.svg, bench/cache.json');
+  console.log(subset ? 'subset: bench/cache.json not written' : 'wrote bench/cache.svg, bench/cache.json');
   process.stdout.write('', () => process.exit(0));
 }

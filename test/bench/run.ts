@@ -18,25 +18,12 @@ import { imageIds, textIds } from '../../runtime/latents.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import { rng as uniform } from '../helpers/random.ts';
+import { MID_CONFIG, MID_DIMS } from './mid-config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const THREADS = Number(process.env.BENCH_THREADS ?? os.availableParallelism());
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').filter(Boolean));
 const log = (s: string) => process.stderr.write(s + '\n');
-
-/** a mid-size FLUX.1 transformer with random weights (1024 image tokens + 128 text tokens) */
-const MID_CONFIG = {
-  num_layers: 2,
-  num_single_layers: 4,
-  num_attention_heads: 16,
-  attention_head_dim: 64,
-  in_channels: 64,
-  joint_attention_dim: 1024,
-  pooled_projection_dim: 768,
-  guidance_embeds: false,
-  axes_dims_rope: [16, 24, 24],
-};
-const MID_DIMS: PlanDims = { batch: 1, height: 512, width: 512, textTokens: 128 }; // (512/16)^2 = 1024 tokens
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -1,5 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type ForwardPattern } from '../../runtime/cache/index.ts';
+import {
+  NativeTensorOps,
+  ToyBlockListRunner,
+  dbCacheConfig,
+  dbPruneConfig,
+  dmdConfig,
+  focaConfig,
+  mixToyBlocks,
+  taylorSeerConfig,
+  type ForwardPattern,
+  type ToyRunnerOptions,
+} from '../../runtime/cache/index.ts';
+import { native } from '../../runtime/native.ts';
 import { runToy } from './helpers.ts';
 
 const cache = dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 1, residual_diff_threshold: 1, max_warmup_steps: 6, max_continuous_cached_steps: 3 });
@@ -55,4 +67,59 @@ describe('force refresh (MCC, reference §1.11)', () => {
     expect(s.cached_steps).toEqual([2, 3, 4, 5]);
     expect(s.accumulated_cached_steps).toBe(2 + 4);
   });
+});
+
+/** the toy reference runner with the calibrators on the native cache kernels instead of hostOps (launches logged) */
+class NativeOpsToyRunner extends ToyBlockListRunner {
+  override readonly ops: NativeTensorOps;
+  readonly launches: { name: string; i: number[] }[] = [];
+  constructor(o: ToyRunnerOptions) {
+    super(o);
+    this.ops = new NativeTensorOps({
+      runKernel: (name, t, i, f) => {
+        this.launches.push({ name, i });
+        native.runKernel(name, t, i, f);
+      },
+    });
+  }
+}
+
+describe('calibrators on the native cache kernels == host calibrators, bit for bit, through the engine', () => {
+  const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('hex');
+  const W4 = dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 1, residual_diff_threshold: 1, max_warmup_steps: 4, max_continuous_cached_steps: 3 });
+  // 10 uniform computes: DMD H9 fits 9 snapshots = 8 forecast terms (2 forecast_f64 launches) and 9-long Gram rows
+  const W10 = dbCacheConfig({ ...W4, max_warmup_steps: 10 });
+  for (const pattern of [0, 1, 2, 3, 4, 5] as ForwardPattern[]) {
+    for (const [cal, tag, cache, launch] of [
+      [taylorSeerConfig({ taylorseer_order: 2 }), 'TaylorSeer O2', W4, 'taylor_diff'],
+      [taylorSeerConfig({ taylorseer_order: 7 }), 'TaylorSeer O7 (8 terms: chained forecast launches)', W10, 'forecast'],
+      [focaConfig(), 'FoCa', W4, 'foca_forecast'],
+      [dmdConfig({ dmd_history: 5 }), 'DMD H5', W4, 'dmd_gram'],
+      [dmdConfig({ dmd_history: 9 }), 'DMD H9 (chained forecast_f64, Gram in tiles)', W10, 'forecast_f64'],
+    ] as const) {
+      it(`pattern ${pattern} + ${tag}, batch 2, 24 steps`, async () => {
+        const blocks = mixToyBlocks(6, pattern, 3);
+        // segments of 4100 (> the 4096 reduction chunk) on the hidden stream
+        const base = { pattern, blocks, hiddenNumel: 8200, encoderNumel: pattern === 3 ? 0 : pattern >= 4 ? 4100 : 1030, batch: 2 };
+        const nr = new NativeOpsToyRunner(base);
+        const [host, nat] = await Promise.all(
+          [new ToyBlockListRunner(base), nr].map((runner) => runToy({ cache, calibrator: cal, steps: 24, pattern, runner, eps: 0.03 })),
+        );
+        expect(nat.engine.summary()[0].cached_steps).toEqual(host.engine.summary()[0].cached_steps);
+        expect(host.engine.summary()[0].cached_steps.length).toBeGreaterThan(8);
+        for (let i = 0; i < host.outputs.length; i++) {
+          expect(bits(nat.outputs[i].h), `step ${i} hidden`).toBe(bits(host.outputs[i].h));
+          if (host.outputs[i].e) expect(bits(nat.outputs[i].e!), `step ${i} encoder`).toBe(bits(host.outputs[i].e!));
+        }
+        // the path under test really ran: chained launches where the tag says so
+        const mine = nr.launches.filter((l) => l.name === launch);
+        expect(mine.length, launch).toBeGreaterThan(0);
+        if (launch === 'forecast') expect(mine.some((l) => l.i[1] === 6) && mine.some((l) => l.i[1] === 3)).toBe(true); // 6 + (1 + 2)
+        if (launch === 'forecast_f64') {
+          expect(mine.some((l) => l.i[3] === 1) && mine.some((l) => l.i[3] === 2)).toBe(true); // start + finish launches
+          expect(nr.launches.some((l) => l.name === 'dmd_gram' && l.i[3] > 0)).toBe(true); // 9 snapshots: Gram in tiles
+        }
+      });
+    }
+  }
 });

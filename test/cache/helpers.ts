@@ -40,19 +40,24 @@ export async function runToy(opts: {
   callsPerStep?: number;
   encoderNumel?: number;
   batch?: number;
+  /** a ready runner (its pattern and sizes are used; blocks/encoderNumel/batch options are ignored) */
+  runner?: ToyBlockListRunner;
 }): Promise<ToyRun> {
   const pattern = opts.pattern ?? 1;
   const n = opts.nBlocks ?? 8;
-  const en = opts.encoderNumel ?? (pattern >= 4 ? HN / 2 : EN);
-  const runner = new ToyBlockListRunner({
-    pattern,
-    blocks: opts.blocks ?? linearToyBlocks(n, pattern),
-    hiddenNumel: HN,
-    encoderNumel: pattern === 3 ? 0 : en,
-    batch: opts.batch,
-  });
+  const runner =
+    opts.runner ??
+    new ToyBlockListRunner({
+      pattern,
+      blocks: opts.blocks ?? linearToyBlocks(n, pattern),
+      hiddenNumel: HN,
+      encoderNumel: pattern === 3 ? 0 : (opts.encoderNumel ?? (pattern >= 4 ? HN / 2 : EN)),
+      batch: opts.batch,
+    });
+  const hn = runner.hidden.length;
+  const en = runner.encoder?.length ?? 0;
   const engine = new CacheEngine({ lists: [{ name: 'transformer_blocks', runner }], cache: opts.cache, calibrator: opts.calibrator });
-  const base = baseInput(HN);
+  const base = baseInput(hn);
   const ebase = baseInput(en, 2);
   const outputs: { h: Float32Array; e: Float32Array | null }[] = [];
   const eps = opts.eps ?? 0.02;

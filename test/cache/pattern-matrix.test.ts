@@ -8,7 +8,7 @@ import { compileDetailed, registerModel } from '../../compiler/index.ts';
 import { native } from '../../runtime/native.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { TransformerCacheSession } from '../../runtime/pipeline-cache.ts';
-import { dbCacheConfig, dbPruneConfig, taylorSeerConfig, type CacheConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
+import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type CacheConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
 import { randomInputs, randomWeights } from '../helpers/random.ts';
 import { notRunnable } from '../helpers/run-plan.ts';
 
@@ -115,6 +115,9 @@ describe('NativeBlockListRunner (cache kernels, arena views) == ExecutorBlockLis
     for (const [cache, cal] of [
       [dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }), null],
       [dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }), taylorSeerConfig({ taylorseer_order: 2 })],
+      // calibrators on NativeTensorOps (native runner) vs hostOps (host bridge); W4 so DMD fits 4 snapshots
+      [dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 4 }), focaConfig()],
+      [dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 4 }), dmdConfig({ dmd_history: 5 })],
       [dbPruneConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.5, max_warmup_steps: 2 }), null],
     ] as const) {
       const a = await run('native', cache, cal);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { Rng, randn, relL2 } from '../../runtime/parallel/attention-ref.ts';
-import { colParallelReplicate, colShard, evenShard, fluxSingleProjOutShard, linearRef, rowParallelLinear, rowShard } from '../../runtime/parallel/tp.ts';
+import { colParallelReplicate, colShard, evenShard, fluxSingleProjOutShard, linearRef, planWeightData, rowParallelLinear, rowShard } from '../../runtime/parallel/tp.ts';
 
 const gelu = (a: Float32Array) => a.map((v) => 0.5 * v * (1 + Math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
 
@@ -54,6 +54,24 @@ describe('tensor parallel reference (shm)', () => {
       console.log(`TP W=${W}: mlp relL2 ${res[0].mlp.toExponential(2)}, single-block proj_out relL2 ${res[0].proj.toExponential(2)}`);
     });
   }
+
+  it('planWeightData: plan weight slices == the host reference shards; bad shapes name the weight', () => {
+    const rng = new Rng(7);
+    const [N, C, M] = [6, 8, 12];
+    const w = randn(rng, N * (C + M));
+    const full = { data: w, shape: [N, C + M] };
+    // row-parallel proj_out of rank 1 of 2: [attn shard | mlp shard]
+    const proj = planWeightData({ name: 'p.weight', shape: [N, (C + M) / 2], tensor: 0, slice: { full: [N, C + M], axis: 1, ranges: [[C / 2, C / 2], [C + M / 2, M / 2]] } }, full, 'ckpt');
+    expect(Array.from(proj)).toEqual(Array.from(fluxSingleProjOutShard(w, N, C, M, 2, 1)));
+    // column-parallel rows + bias of rank 2 of 3
+    const col = colShard(w, w.subarray(0, N), N, C + M, 3, 2);
+    expect(Array.from(planWeightData({ name: 'c.weight', shape: [2, C + M], tensor: 0, slice: { full: [N, C + M], axis: 0, ranges: [[4, 2]] } }, full, 'ckpt'))).toEqual(Array.from(col.w));
+    expect(Array.from(planWeightData({ name: 'c.bias', shape: [2], tensor: 0, slice: { full: [N], axis: 0, ranges: [[4, 2]] } }, { data: w.subarray(0, N), shape: [N] }, 'ckpt'))).toEqual(Array.from(col.b!));
+    // unsliced: the data itself; wrong checkpoint shapes / ranges name the weight
+    expect(planWeightData({ name: 'x', shape: [N, C + M], tensor: 0 }, full, 'ckpt')).toBe(w);
+    expect(() => planWeightData({ name: 'x', shape: [N, C], tensor: 0 }, full, 'ckpt')).toThrow(/ckpt: weight "x" has shape \[6, 20\], the plan expects \[6, 8\]/);
+    expect(() => planWeightData({ name: 'y', shape: [N, 4], tensor: 0, slice: { full: [N, C + M], axis: 1, ranges: [[18, 4]] } }, full, 'ckpt')).toThrow(/weight "y": slice range \[18, 22\) is outside axis 1 \(20\)/);
+  });
 
   it('rejects shards that do not divide (names the dimension)', () => {
     expect(() => evenShard(30, 4, 'heads')).toThrow(/heads = 30 is not divisible by tp degree 4/);

@@ -1,11 +1,15 @@
-// Cache kernels (cache_probe, residual_store, residual_apply, forecast) vs the float64 references of
-// reference-cache.ts on random odd sizes. residual_*: one float32 rounding (rtol 1.2e-7). cache_probe: cur is
-// exact (same float32 subtraction); the float64 sums of n terms differ from a sequential float64 sum by
-// summation order only (rtol 1e-12). forecast: float32 accumulation of k terms (atol 1e-6 at |s| ~ 1) and
-// bit-exact against the engine's float32 evalTerms.
+// Cache kernels (cache_probe, residual_store, residual_apply, forecast, and the calibrator kernels taylor_diff,
+// foca_forecast, dmd_gram, forecast_f64) vs the float64 references of reference-cache.ts on random odd sizes.
+// residual_*: one float32 rounding (rtol 1.2e-7). cache_probe: cur is exact (same float32 subtraction); the
+// float64 sums of n terms differ from a sequential float64 sum by summation order only (rtol 1e-12). forecast:
+// float32 accumulation of k terms (atol 1e-6 at |s| ~ 1) and bit-exact against the engine's float32 evalTerms.
+// The calibrator kernels are also checked bit for bit against `hostOps` (runtime/cache/tensor-ops.ts), the
+// host calibrators' arithmetic, through NativeTensorOps (which chains launches beyond the ABI's tensor slots).
 import { describe, expect, it } from 'vitest';
 import { native } from '../../runtime/native.ts';
 import { evalTerms } from '../../runtime/cache/calibrators.ts';
+import { hostOps } from '../../runtime/cache/tensor-ops.ts';
+import { NativeTensorOps } from '../../runtime/cache/native-ops.ts';
 import * as ref from './reference-cache.ts';
 import { expectClose, randn } from './harness.ts';
 
@@ -77,5 +81,110 @@ describe('forecast', () => {
     const y = new Float32Array(8);
     expect(() => native.runKernel('forecast', [y, y], [8, 0], [1])).toThrow(/k .*1\.\.6/);
     expect(() => native.runKernel('forecast', [y, y, null], [8, 2], [1, 1])).toThrow(/s1.*required/);
+  });
+});
+
+const bitEqual = (a: Float32Array | Float64Array, b: Float32Array | Float64Array) =>
+  a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+const nops = new NativeTensorOps(native);
+
+describe('taylor_diff', () => {
+  for (const n of SIZES)
+    it(`n=${n}: float64 reference, bit-exact vs hostOps.diff, in place`, () => {
+      const a = randn(n, 20), b = randn(n, 21);
+      for (const w of [1, 3, 7]) {
+        const y = new Float32Array(n);
+        native.runKernel('taylor_diff', [a, b, y], [n], [w]);
+        // (a - b) rounded, then / w rounded: two float32 roundings -> rtol 2 * 2^-24
+        expectClose(y, ref.taylorDiff(a, b, w), 0, 1.2e-7);
+        expect(bitEqual(y, hostOps.diff(a, b, w))).toBe(true);
+        expect(bitEqual(nops.diff(a, b, w), y)).toBe(true);
+      }
+      const a2 = a.slice();
+      native.runKernel('taylor_diff', [a2, b, a2], [n], [3]);
+      expect(bitEqual(a2, hostOps.diff(a, b, 3))).toBe(true);
+    });
+});
+
+describe('foca_forecast', () => {
+  for (const n of SIZES)
+    it(`n=${n}: Heun (e <= 3) and damped (e > 3) vs float64, bit-exact vs hostOps.foca`, () => {
+      const [full, prev, fk, fkm1] = [30, 31, 32, 33].map((sd) => randn(n, sd));
+      for (const e of [1, 2, 3, 4, 7]) {
+        const y = nops.foca(full, prev, fk, fkm1, e);
+        // <= 6 float32 roundings of values |x| <~ 5 * (1 + e): atol 4e-6 covers cancellation, rtol for the rest
+        expectClose(y, ref.focaForecast(full, prev, fk, fkm1, e), 4e-6, 1e-6);
+        expect(bitEqual(y, hostOps.foca(full, prev, fk, fkm1, e))).toBe(true);
+      }
+    });
+});
+
+describe('dmd_gram', () => {
+  for (const [batch, d] of [[1, 1], [1, 7], [1, 4097], [3, 4097], [2, 16384 * 3 + 37], [1, 100_003]] as const)
+    it(`batch ${batch} x ${d}: float64 Gram matrices vs a sequential sum, bit-exact vs hostOps.gram`, () => {
+      const n = batch * d;
+      // k <= 7: one symmetric launch; 9: 3 x 4 tiles (block launches, kb > 0)
+      for (const k of [1, 4, 7, 9]) {
+        const x = Array.from({ length: k }, (_, j) => randn(n, 41 + j));
+        const got = nops.gram(x, batch);
+        const want = ref.dmdGram(x, batch);
+        for (let q = 0; q < want.length; q++) {
+          // float64 sums of exact products: summation order only, 1e-12 of the sum of |products| (~ d)
+          expect(Math.abs(got[q] - want[q])).toBeLessThanOrEqual(1e-12 * d);
+        }
+        expect(bitEqual(got, hostOps.gram(x, batch))).toBe(true);
+      }
+    });
+  it('rejects a batch that does not divide n, too many tensors, a missing tensor, a short g', () => {
+    const a = randn(10, 1);
+    expect(() => native.runKernel('dmd_gram', [new Float32Array(2), a], [10, 3, 1, 0], [])).toThrow(/batch .*divide n = 10/);
+    expect(() => native.runKernel('dmd_gram', [new Float32Array(200), a], [10, 1, 5, 3], [])).toThrow(/ka \+ kb <= 7/);
+    expect(() => native.runKernel('dmd_gram', [new Float32Array(8), a, null], [10, 1, 2, 0], [])).toThrow(/x1.*required/);
+    expect(() => native.runKernel('dmd_gram', [new Float32Array(6), a, a], [10, 1, 2, 0], [])).toThrow(/g.*needs 8/);
+  });
+});
+
+describe('forecast_f64', () => {
+  for (const [batch, d] of [[1, 1], [1, 4097], [3, 4097], [2, 16384 * 3 + 37], [1, 100_003]] as const)
+    it(`batch ${batch} x ${d}: float64 accumulation, one or chained launches, bit-exact vs hostOps.combine64`, () => {
+      const n = batch * d;
+      for (const k of [1, 3, 5, 8, 11]) {
+        const s = Array.from({ length: k }, (_, j) => randn(n, 50 + j));
+        const coefs = Array.from({ length: batch }, (_, b) => Array.from({ length: k }, (_, j) => Math.sin(1 + b + 0.37 * j) * 1.7));
+        const y = nops.combine64(s, coefs, batch);
+        // one float32 rounding of a float64 sum of k terms (cancellation is in float64: ~1e-15)
+        expectClose(y, ref.forecastF64(s, coefs, batch), 1e-12, 6e-8);
+        expect(bitEqual(y, hostOps.combine64(s, coefs, batch))).toBe(true);
+      }
+    });
+  it('a non-finite output anywhere makes the whole result the last term (DMD: newest snapshot), on device', () => {
+    const n = 4097 * 2;
+    const s = [randn(n, 60), randn(n, 61), randn(n, 62)];
+    const coefs = [[1, 2, 3], [1e300, 1e300, 0]]; // batch 2: the second segment overflows float32
+    const y = nops.combine64(s, coefs, 2);
+    expect(bitEqual(y, s[2])).toBe(true);
+    expect(bitEqual(hostOps.combine64(s, coefs, 2), s[2])).toBe(true);
+    const big = Array.from({ length: 7 }, (_, j) => randn(n, 70 + j));
+    const c7 = [Array(7).fill(1), [1, 1, 1, 1, 1, 1e300, 1]];
+    expect(bitEqual(nops.combine64(big, c7, 2), big[6])).toBe(true); // the overflow is in the first launch
+  });
+  it('rejects k out of range, a missing acc for a partial launch, bad flags', () => {
+    const y = new Float32Array(8), c = new Float32Array(16);
+    expect(() => native.runKernel('forecast_f64', [y, c, null, y], [8, 1, 6, 3], [])).toThrow(/k .*1\.\.5/);
+    expect(() => native.runKernel('forecast_f64', [y, c, null, y], [8, 1, 1, 1], [])).toThrow(/acc.*required/);
+    expect(() => native.runKernel('forecast_f64', [y, c, null, y], [8, 1, 1, 4], [])).toThrow(/flags/);
+    expect(() => native.runKernel('forecast_f64', [y, new Float32Array(1), null, y], [8, 1, 1, 3], [])).toThrow(/coefs.*needs 2/);
+  });
+});
+
+describe('NativeTensorOps.combine (TaylorSeer forecast)', () => {
+  it('more than 6 terms chain launches in the same float32 order: bit-exact vs hostOps.combine', () => {
+    const n = 4097;
+    for (const k of [1, 6, 7, 12]) {
+      const s = Array.from({ length: k }, (_, j) => randn(n, 80 + j));
+      const c = Array.from({ length: k }, (_, j) => (j === 0 ? 1 : 1 / (j + 0.5)));
+      expect(bitEqual(nops.combine(s, c), hostOps.combine(s, c))).toBe(true);
+      expect(bitEqual(nops.copy(s[0]), s[0])).toBe(true);
+    }
   });
 });

@@ -92,11 +92,15 @@ export interface AttentionArgs {
  * (+ a few ulps of exp), so |do| <= (2 delta + 8 u) * sum_j p_j |v_j| + gamma_Sk * max|v| for the
  * float32 P V accumulation and normalization.
  * A row whose keys are all dropped is exactly 0 (tolerance 0).
+ * `lse` [B, Sq, H] (attention_lse): log sum_j exp(s_j) = mx + log(l), -inf when every key is dropped; bound
+ * `lseTol`: the score error delta moves it by at most delta, the float32 sum l of Sk exps (each a few ulps)
+ * by (Sk + 16) u relative -> that much absolute in log, plus the rounding of m + log(l) (2 u |lse|).
  */
-export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64Array } {
+export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64Array; lse: Float64Array; lseTol: Float64Array } {
   const { q, k, v, keyMask, B, Sq, Sk, H, D, qStride, kStride, vStride, scale } = a;
   const HD = H * D;
   const o = new Float64Array(B * Sq * HD), tol = new Float64Array(B * Sq * HD);
+  const lse = new Float64Array(B * Sq * H).fill(-Infinity), lseTol = new Float64Array(B * Sq * H);
   const gammaD = (D + 2) * U32, gammaS = (Sk + 4) * U32;
   const s = new Float64Array(Sk), p = new Float64Array(Sk);
   for (let b = 0; b < B; b++) {
@@ -126,6 +130,9 @@ export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64A
           p[j] = s[j] === -Infinity ? 0 : Math.exp(s[j] - mx);
           l += p[j];
         }
+        const li = (b * Sq + i) * H + h;
+        lse[li] = mx + Math.log(l);
+        lseTol[li] = delta + (Sk + 16) * U32 + 2 * U32 * Math.abs(lse[li]);
         for (let d = 0; d < D; d++) {
           let acc = 0, absAcc = 0, vmax = 0;
           for (let j = 0; j < Sk; j++) {
@@ -141,7 +148,7 @@ export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64A
       }
     }
   }
-  return { o, tol };
+  return { o, tol, lse, lseTol };
 }
 
 /** gathers the [B*Sq, H*D] part of a strided output buffer */

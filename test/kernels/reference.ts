@@ -235,3 +235,30 @@ export function elementwise(n: number, inputs: Arr[], fn: (...a: number[]) => nu
 /** ew_selftest (compiler/codegen/kernels.ts): a0 * (1 + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1 */
 export const ewSelftest = (f0: number, f1: number) => (a0: number, a1: number, a2: number): number =>
   a0 * (1 + a1) + silu(a2) * f0 - geluTanh(a0) * f1;
+
+/**
+ * `attn_merge` (Cache-DiT fused_merge_attn_states) in float64: per (row, head) with LSEs `[B*S, H]`,
+ * `y = prev - sigmoid(lse - prevLse) * (prev - out)`, `yLse = prevLse - logsigmoid(prevLse - lse)`;
+ * +inf LSE counts as -inf, and a -inf side contributes nothing (the kernel's documented limits).
+ * Outputs are compact `[B*S, H*D]`; inputs are read at their row strides.
+ */
+export function attnMerge(prevOut: Arr, prevLse: Arr, out: Arr, lse: Arr, rows: number, H: number, D: number, ps: number, ss: number): { y: Float64Array; yLse: Float64Array } {
+  const y = new Float64Array(rows * H * D), yLse = new Float64Array(rows * H);
+  for (let r = 0; r < rows; r++)
+    for (let h = 0; h < H; h++) {
+      let p = prevLse[r * H + h], s = lse[r * H + h];
+      if (p === Infinity) p = -Infinity;
+      if (s === Infinity) s = -Infinity;
+      const yo = (r * H + h) * D;
+      const pick = s === -Infinity ? 'prev' : p === -Infinity ? 'suffix' : 'merge';
+      const w = pick === 'merge' ? sigmoid(s - p) : 0;
+      for (let d = 0; d < D; d++) {
+        const a = prevOut[r * ps + h * D + d], b = out[r * ss + h * D + d];
+        y[yo + d] = pick === 'prev' ? a : pick === 'suffix' ? b : a - w * (a - b);
+      }
+      // logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+      const x = p - s;
+      yLse[r * H + h] = pick === 'prev' ? p : pick === 'suffix' ? s : p - (Math.min(x, 0) - Math.log1p(Math.exp(-Math.abs(x))));
+    }
+  return { y, yLse };
+}

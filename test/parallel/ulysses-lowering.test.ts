@@ -67,7 +67,7 @@ describe('Ulysses lowering: plan format and compile-time errors', () => {
       /tiny-flux: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) with 4 heads cannot be split over ulysses=3: .*set ulysses_anything/,
     );
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 3 } })).toThrow(/input 'hidden_states' has 16 tokens \(imageTokens\), not divisible by ulysses=3: set ulysses_anything/);
-    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2 } })).toThrow(/tp_size > 1 is not lowered to multi-rank plans yet/);
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 2, tp_size: 2 } })).toThrow(/ring_size 2: ring \/ USP x tensor parallelism is not lowered yet/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 3 } })).toThrow(/not divisible by 3 context-parallel ranks \(ring: ulysses 1 x ring 3\)/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 2, ulysses_anything: true } })).toThrow(/ulysses_anything cannot be combined with ring_size > 1/);
     // 'auto' switches UAA on only when needed
@@ -179,5 +179,16 @@ describe.skipIf(!nativeAvailable())('ring attention and USP lowering (shm) repro
       console.log(`tiny-flux ${JSON.stringify(par)}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
       for (const e of errs) expect(e).toBeLessThan(par.ulysses_float8 ? 5e-2 : 1e-5);
     }
+  });
+  it('scaled-down flux1-dev: ring 3 (15 image + 9 text tokens, 6 heads of 16; native attention_lse + attn_merge)', async () => {
+    const sc = { ...FLUX_SCALED, dims: { ...FLUX_SCALED.dims, textTokens: 9 } };
+    const ref = compilePlan('flux1-dev', { component: T, ...sc });
+    const w = randomW(ref, 21);
+    const inputs = inputsFor(ref, 22);
+    const want = runOneRank(ref, w, inputs);
+    const outs = await runRanks(compileParallelPlans('flux1-dev', { component: T, ...sc, parallel: { ring_size: 3 } }), w, inputs);
+    const errs = outs.map((o) => relL2(o.out, want));
+    console.log(`flux1-dev scaled ring=3: relL2 ${errs.map((x) => x.toExponential(2)).join(' ')}`);
+    for (const x of errs) expect(x).toBeLessThan(1e-5);
   });
 });

@@ -1,8 +1,12 @@
-// Generated from templates/cpu/attention.cpp.hbs. Kernel `attention` (docs/architecture.md §2):
-//   t = [q, k, v, keyMask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride], f = [scale]
+// Generated from templates/cpu/attention.cpp.hbs. Kernels (docs/architecture.md §2):
+// `attention`: t = [q, k, v, keyMask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride], f = [scale]
 //   o = softmax(q k^T * scale) v per (b, h). Row (b, s) of q starts at q + (b*Sq + s)*qStride, head h
 //   at +h*D (same for k, v, o). keyMask [B, Sk] float: 1 keep / 0 drop; dropped keys get probability
 //   exactly 0; a row whose keys are all dropped gets o = 0.
+// `attention_lse`: the same plus t[5] = lse [B, Sq, H] (float32, Cache-DiT's [B, N, H, 1] layout):
+//   lse = log(sum_j exp(q.k_j * scale)) over kept keys (running max + log of the running sum of the online
+//   softmax); -inf when no key is kept (Sk = 0 or all masked). Ring attention merges blocks with it.
+// `attn_merge`: Cache-DiT's fused_merge_attn_states (ring attention, §4.6) in float32, below.
 //
 // Flash-style on CPU: work items are (b, h, tile of BQ queries), split over parallel_for. Within an
 // item, blocks of 6 query rows run over key tiles of 64 keys with an online softmax (running max and
@@ -43,6 +47,7 @@ struct Params {
   const float* v;
   const float* mask;
   float* o;
+  float* lse;  // [B, Sq, H] or null (plain `attention`)
   int64_t B, Sq, Sk, H, D, qs, ks, vs, os;
   float scale;
 };
@@ -63,6 +68,11 @@ struct Scratch {
   }
   ~Scratch() { std::free(p); }
 };
+
+// log-sum-exp of a row from the online softmax state: max m and sum l of exp(s - m); no kept key -> -inf
+static inline float row_lse(float m, float l) {
+  return l > 0.0f ? m + std::log(l) : -std::numeric_limits<float>::infinity();
+}
 
 // ------------------------------------------------------------------ scalar path
 static void attn_scalar_item(const Params& P, int64_t b, int64_t h, int64_t s0, int64_t s1) {
@@ -93,6 +103,7 @@ static void attn_scalar_item(const Params& P, int64_t b, int64_t h, int64_t s0, 
     float* orow = P.o + (b * P.Sq + s) * P.os + h * P.D;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     for (int64_t d = 0; d < P.D; ++d) orow[d] = acc[d] * inv;
+    if (P.lse) P.lse[(b * P.Sq + s) * P.H + h] = row_lse(m, l);
   }
 }
 
@@ -236,6 +247,7 @@ static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t 
         const __mmask16 mk = c == nd - 1 ? tailMask : __mmask16(0xFFFF);
         _mm512_mask_storeu_ps(orow + 16 * c, mk, _mm512_mul_ps(inv, _mm512_load_ps(src + 16 * c)));
       }
+      if (P.lse) P.lse[(b * P.Sq + r0 + i) * P.H + h] = row_lse(m[i], l[i]);
     }
   }
 }
@@ -319,7 +331,7 @@ static void run_items(const Params& P, int64_t it0, int64_t it1) {
 
 }  // namespace attention_impl
 
-static void attention(const KernelArgs& a, KernelCtx& ctx) {
+static void attention_run(const KernelArgs& a, KernelCtx& ctx, float* lse) {
   using namespace attention_impl;
   Params P;
   P.q = a.t[0];
@@ -327,6 +339,7 @@ static void attention(const KernelArgs& a, KernelCtx& ctx) {
   P.v = a.t[2];
   P.mask = a.t[3];
   P.o = a.t[4];
+  P.lse = lse;
   P.B = a.i[0];
   P.Sq = a.i[1];
   P.Sk = a.i[2];
@@ -342,6 +355,7 @@ static void attention(const KernelArgs& a, KernelCtx& ctx) {
     for (int64_t b = 0; b < P.B; ++b)
       for (int64_t s = 0; s < P.Sq; ++s)
         std::memset(P.o + (b * P.Sq + s) * P.os, 0, sizeof(float) * P.H * P.D);
+    if (P.lse) std::fill(P.lse, P.lse + P.B * P.Sq * P.H, -std::numeric_limits<float>::infinity());
     return;
   }
   const int64_t nQT = (P.Sq + BQ - 1) / BQ;
@@ -354,9 +368,70 @@ static void attention(const KernelArgs& a, KernelCtx& ctx) {
   parallel_for(ctx, items, 1, [&](int64_t b, int64_t e) { run_items(P, b, e); });
 }
 
+static void attention(const KernelArgs& a, KernelCtx& ctx) { attention_run(a, ctx, nullptr); }
+static void attention_lse(const KernelArgs& a, KernelCtx& ctx) { attention_run(a, ctx, a.t[5]); }
+
+// attn_merge: t = [prevOut, prevLse, out, lse, yOut, yLse], i = [B, S, H, D, prevStride, outStride, yStride]
+//   Cache-DiT's fused_merge_attn_states (kernels/triton/merge_attn_states.py), float32 math per (row, head):
+//     yOut = prevOut - sigmoid(lse - prevLse) * (prevOut - out)
+//     yLse = prevLse - logsigmoid(prevLse - lse)
+//   Rows (b, s) of the outputs at +(b*S + s)*stride, head h at +h*D; LSEs are [B, S, H] contiguous.
+//   yOut may alias prevOut or out, yLse prevLse or lse (each (row, head) is read before it is written).
+//   QUIRK (kept from the Triton kernel): an LSE of +inf is treated as -inf (FA2 reports +inf for an empty
+//   key set, FA3 -inf). A -inf side holds no keys and contributes nothing: lse = -inf gives exactly
+//   (prevOut, prevLse); prevLse = -inf gives exactly (out, lse) -- where Cache-DiT's formula would give
+//   lse = -inf - log(0) = NaN (its ring never merges into an empty state, so it never hits that); both
+//   -inf give (prevOut, -inf). logsigmoid uses the overflow-free form min(x, 0) - log1p(exp(-|x|)) (torch's
+//   F.logsigmoid, the fallback path); the Triton kernel's log(sigmoid(x)) agrees to float32 rounding where
+//   sigmoid(x) does not underflow (x > -87).
+static void attn_merge(const KernelArgs& a, KernelCtx& ctx) {
+  const float* po = a.t[0];
+  const float* pl = a.t[1];
+  const float* so = a.t[2];
+  const float* sl = a.t[3];
+  float* yo = a.t[4];
+  float* yl = a.t[5];
+  const int64_t B = a.i[0], S = a.i[1], H = a.i[2], D = a.i[3];
+  const int64_t ps = a.i[4], ss = a.i[5], ys = a.i[6];
+  const int64_t rows = B * S;
+  if (rows <= 0 || H <= 0) return;
+  const float inf = std::numeric_limits<float>::infinity();
+  auto body = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t h = 0; h < H; ++h) {
+        float p = pl[r * H + h], s = sl[r * H + h];
+        if (p == inf) p = -inf;
+        if (s == inf) s = -inf;
+        const float* pr = po + r * ps + h * D;
+        const float* sr = so + r * ss + h * D;
+        float* yr = yo + r * ys + h * D;
+        if (s == -inf) {  // empty suffix (or both empty): keep the running state
+          if (yr != pr) std::memmove(yr, pr, sizeof(float) * D);
+          yl[r * H + h] = p;
+        } else if (p == -inf) {  // empty running state: take the suffix
+          if (yr != sr) std::memmove(yr, sr, sizeof(float) * D);
+          yl[r * H + h] = s;
+        } else {
+          const float w = 1.0f / (1.0f + std::exp(p - s));  // sigmoid(s - p)
+          for (int64_t d = 0; d < D; ++d) yr[d] = pr[d] - w * (pr[d] - sr[d]);
+          const float x = p - s;  // logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+          yl[r * H + h] = p - (std::min(x, 0.0f) - std::log1p(std::exp(-std::fabs(x))));
+        }
+      }
+    }
+  };
+  if (num_threads(ctx) <= 1 || rows * H * D < (1 << 15)) {
+    body(0, rows);
+    return;
+  }
+  parallel_for(ctx, rows, 16, body);
+}
+
 }  // namespace ditforge
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_attention[] = {
     {"attention", &ditforge::attention},
+    {"attention_lse", &ditforge::attention_lse},
+    {"attn_merge", &ditforge::attn_merge},
     {nullptr, nullptr},
 };

@@ -3,10 +3,15 @@
 //   cache_probe     fused Fn residual + relative-L1 sums (the one small host read per step)
 //   residual_store  y = a - b              (hidden / encoder residual of the middle blocks)
 //   residual_apply  y = x + r  (in place ok; cache hit)
-//   forecast        y = sum_k c_k * s_k, k < 6 (TaylorSeer / FoCa terms), float32 accumulation in term order
+//   forecast        y = sum_k c_k * s_k, k <= 6 (TaylorSeer terms), float32 accumulation in term order
+//   taylor_diff     y = (a - b) / w        (TaylorSeer divided difference, calibrator update)
+//   foca_forecast   FoCa Heun / damped forecast from the 4 anchors (float32, Cache-DiT's op order)
+//   dmd_gram        per batch item Gram matrix (or a tile of it) in float64 (DMD; the host solves the tiny fit)
+//   forecast_f64    y = sum_j c[b][j] * s_j per batch segment, float64 accumulation (DMD), non-finite -> s_last
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "ditforge/kernel_abi.h"
@@ -111,6 +116,146 @@ void kernel_forecast(const KernelArgs& args, KernelCtx& ctx) {
   parallel_for(ctx, n, kGrain, [&](int64_t i0, int64_t i1) { forecast_range(y, s, c, k, i0, i1); });
 }
 
+// t: a, b, y ; i: n ; f: w (in place ok). TaylorSeer `(d_cur - d_prev) / window`: two float32 roundings,
+// a true division (not a multiply by 1/w) so the ladder is bit-exact with the host calibrator.
+void kernel_taylor_diff(const KernelArgs& args, KernelCtx& ctx) {
+  const float* a = args.t[0];
+  const float* b = args.t[1];
+  float* y = args.t[2];
+  const float w = args.f[0];
+  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) y[i] = (a[i] - b[i]) / w;
+  });
+}
+
+// FoCa, Cache-DiT's op order (each line one float32 rounding, no FMA):
+//   d = (full - prev) + (fk - fkm1)
+//   heun  : y = full + h * d                      (h = e/2, elapsed e <= 3)
+//   damped: y = w * (full + 1.5 * d) + (1 - w) * full  (w = 3/e)
+__attribute__((noinline, optimize("fp-contract=off"))) void foca_range(const float* full, const float* prev, const float* fk,
+                                                                         const float* fkm1, float* y, bool damped, float c,
+                                                                         int64_t i0, int64_t i1) {
+  const float omw = 1.0f - c;
+  for (int64_t i = i0; i < i1; ++i) {
+    const float df = full[i] - prev[i];
+    const float dc = fk[i] - fkm1[i];
+    const float d = df + dc;
+    if (!damped) {
+      const float t = c * d;
+      y[i] = full[i] + t;
+    } else {
+      const float t = 1.5f * d;
+      const float a = full[i] + t;
+      const float u = c * a;
+      const float v = omw * full[i];
+      y[i] = u + v;
+    }
+  }
+}
+
+// t: full, prev, fk, fkm1, y ; i: n, damped (0 heun / 1 damped) ; f: c (h = e/2 or w = 3/e, float32 from the host)
+void kernel_foca_forecast(const KernelArgs& args, KernelCtx& ctx) {
+  const bool damped = args.i[1] != 0;
+  const float c = args.f[0];
+  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
+    foca_range(args.t[0], args.t[1], args.t[2], args.t[3], args.t[4], damped, c, i0, i1);
+  });
+}
+
+// t: g, x0..x6 ; i: n, batch, ka, kb (ka >= 1, ka + kb <= 7)
+//   kb == 0: g[b][i][j] = <x_i, x_j> over segment b, the full symmetric ka x ka Gram matrix (i <= j computed)
+//   kb  > 0: g[b][i][j] = <x_i, x_{ka+j}>, a ka x kb block (larger Gram matrices in tiles)
+//   g holds batch * rows * cols float64 (2 floats each), row-major per batch item
+// float64 products (exact) summed sequentially within fixed kChunk chunks of each segment, chunk partials added
+// in chunk order: bit-exact with runtime/cache/tensor-ops.ts dot64 and independent of the thread count.
+void kernel_dmd_gram(const KernelArgs& args, KernelCtx& ctx) {
+  const int64_t n = args.i[0], batch = args.i[1], ka = args.i[2], kb = args.i[3];
+  const bool sym = kb == 0;
+  const int64_t cols = sym ? ka : kb;
+  // the entries computed: (i, j) pairs, i <= j when symmetric
+  std::vector<std::pair<int, int>> pairs;
+  for (int64_t i = 0; i < ka; ++i)
+    for (int64_t j = sym ? i : 0; j < cols; ++j) pairs.emplace_back(static_cast<int>(i), static_cast<int>(sym ? j : ka + j));
+  const int64_t np = static_cast<int64_t>(pairs.size());
+  const int64_t seg = n / batch;
+  const int64_t cps = (seg + kChunk - 1) / kChunk;  // chunks per segment
+  const int64_t nc = batch * cps;
+  std::vector<double> part(static_cast<size_t>((nc > 0 ? nc : 1) * np), 0.0);
+  parallel_for(ctx, nc, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t b = c / cps;
+      const int64_t i0 = b * seg + (c % cps) * kChunk;
+      const int64_t i1 = i0 + kChunk < (b + 1) * seg ? i0 + kChunk : (b + 1) * seg;
+      for (int64_t p = 0; p < np; ++p) {
+        const float* x = args.t[1 + pairs[static_cast<size_t>(p)].first];
+        const float* y = args.t[1 + pairs[static_cast<size_t>(p)].second];
+        double acc = 0.0;
+        for (int64_t i = i0; i < i1; ++i) acc += static_cast<double>(x[i]) * static_cast<double>(y[i]);
+        part[static_cast<size_t>(c * np + p)] = acc;
+      }
+    }
+  });
+  double* g = reinterpret_cast<double*>(args.t[0]);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t p = 0; p < np; ++p) {
+      double acc = 0.0;
+      for (int64_t q = 0; q < cps; ++q) acc += part[static_cast<size_t>((b * cps + q) * np + p)];
+      const int64_t i = pairs[static_cast<size_t>(p)].first, j = pairs[static_cast<size_t>(p)].second - (sym ? 0 : ka);
+      std::memcpy(g + (b * ka + i) * cols + j, &acc, sizeof(double));
+      if (sym) std::memcpy(g + (b * ka + j) * cols + i, &acc, sizeof(double));
+    }
+}
+
+__attribute__((noinline, optimize("fp-contract=off"))) void forecast_f64_range(float* y, double* acc, const double* c,
+                                                                                 const float* const* s, int64_t k, int64_t seg,
+                                                                                 bool start, bool finish, int64_t i0,
+                                                                                 int64_t i1, bool* bad) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const double* cb = c + (i / seg) * k;
+    double v = start ? 0.0 : acc[i];
+    for (int64_t j = 0; j < k; ++j) v += cb[j] * static_cast<double>(s[j][i]);
+    if (finish) {
+      const float f = static_cast<float>(v);
+      y[i] = f;
+      if (!std::isfinite(f)) *bad = true;
+    } else {
+      acc[i] = v;
+    }
+  }
+}
+
+// t: y, coefs, acc, s0..s4 ; i: n, batch, k (1..5), flags (1 start: acc = 0 ; 2 finish: y = float(acc))
+//   coefs: batch*k float64 (2*batch*k floats), coefs[b*k + j] for segment b (n / batch elements each)
+//   acc:   n float64 carried between calls of one forecast with more than 5 terms (null when flags == 3)
+// Per element: acc += c[b][j] * s_j in term order, float64 (runtime/cache/calibrators.ts evalTerms 'f64').
+// On finish, when any y is non-finite the whole y becomes s_{k-1} (DMD: reuse the newest snapshot).
+void kernel_forecast_f64(const KernelArgs& args, KernelCtx& ctx) {
+  float* y = args.t[0];
+  const double* c = reinterpret_cast<const double*>(args.t[1]);
+  double* acc = reinterpret_cast<double*>(args.t[2]);
+  const int64_t n = args.i[0], batch = args.i[1], k = args.i[2], flags = args.i[3];
+  const float* s[5];
+  for (int j = 0; j < 5; ++j) s[j] = args.t[3 + j];
+  const bool start = flags & 1, finish = flags & 2;
+  const int64_t seg = n / batch;
+  const int64_t nb = (n + kGrain - 1) / kGrain;
+  std::vector<char> bad(static_cast<size_t>(nb > 0 ? nb : 1), 0);
+  parallel_for(ctx, nb, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      bool flag = false;
+      forecast_f64_range(y, acc, c, s, k, seg, start, finish, b * kGrain, b * kGrain + kGrain < n ? b * kGrain + kGrain : n, &flag);
+      bad[static_cast<size_t>(b)] = flag;
+    }
+  });
+  if (!finish) return;
+  for (char f : bad)
+    if (f) {
+      std::memcpy(y, s[k - 1], sizeof(float) * static_cast<size_t>(n));
+      return;
+    }
+}
+
 }  // namespace
 }  // namespace ditforge
 
@@ -119,5 +264,9 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_cache[] = {
     {"residual_store", ditforge::kernel_residual_store},
     {"residual_apply", ditforge::kernel_residual_apply},
     {"forecast", ditforge::kernel_forecast},
+    {"taylor_diff", ditforge::kernel_taylor_diff},
+    {"foca_forecast", ditforge::kernel_foca_forecast},
+    {"dmd_gram", ditforge::kernel_dmd_gram},
+    {"forecast_f64", ditforge::kernel_forecast_f64},
     {nullptr, nullptr},
 };

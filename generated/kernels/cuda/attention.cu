@@ -2,6 +2,9 @@
 // attention: o = softmax(q k^T * scale) v per (b, h); same arguments as the CPU kernel
 //   t = [q, k, v, keyMask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride], f = [scale]
 //   keyMask [B, Sk]: 1 keep / 0 drop (probability exactly 0); a fully masked row gives o = 0.
+// attention_lse: the same plus t[5] = lse [B, Sq, H] = m + log(l) of the online softmax (-inf: no key kept).
+// attn_merge: Cache-DiT's fused_merge_attn_states in float32 (semantics and the +inf quirk: the CPU
+//   template templates/cpu/attention.cpp.hbs); one warp per (row, head).
 // Flash-style: one block per (b, h, tile of 16 queries), 4 warps x 4 query rows. Key/value tiles of 32
 // are staged in shared memory; lane j scores key j (warp max / sum by shuffles), the online softmax
 // rescales the running output row (in shared memory, any D) and lanes own columns d = lane + 32c of
@@ -23,7 +26,7 @@ __device__ __forceinline__ float warp_max(float v) {
 
 __global__ void __launch_bounds__(ATT_WARPS * 32) attention_k(const float* __restrict__ q, const float* __restrict__ k,
                                                               const float* __restrict__ v, const float* __restrict__ mask,
-                                                              float* __restrict__ o, int64_t B, int64_t Sq, int64_t Sk,
+                                                              float* __restrict__ o, float* __restrict__ lse, int64_t B, int64_t Sq, int64_t Sk,
                                                               int64_t H, int64_t D, int64_t qs, int64_t ks, int64_t vs,
                                                               int64_t os, float scale) {
   extern __shared__ float smem[];
@@ -98,6 +101,42 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) attention_k(const float* __res
     const float inv = l[rr] > 0.0f ? 1.0f / l[rr] : 0.0f;
     float* dst = o + (b * Sq + s) * os + h * D;
     for (int64_t d = lane; d < D; d += 32) dst[d] = Os[r * D + d] * inv;
+    if (lse != nullptr && lane == 0) lse[(b * Sq + s) * H + h] = l[rr] > 0.0f ? m[rr] + logf(l[rr]) : -INFINITY;
+  }
+}
+
+__global__ void fill_k(float* __restrict__ y, int64_t n, float v) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) y[i] = v;
+}
+
+constexpr int MERGE_WARPS = 4;
+
+// one warp per (row, head): every lane reads both LSEs before lane 0 writes yLse (which may alias them)
+__global__ void __launch_bounds__(MERGE_WARPS * 32) attn_merge_k(const float* po, const float* pl, const float* so,
+                                                                 const float* sl, float* yo, float* yl, int64_t rows,
+                                                                 int64_t H, int64_t D, int64_t ps, int64_t ss, int64_t ys) {
+  const int lane = threadIdx.x & 31;
+  const int64_t item = blockIdx.x * static_cast<int64_t>(MERGE_WARPS) + (threadIdx.x >> 5);
+  if (item >= rows * H) return;
+  const int64_t r = item / H, h = item % H;
+  float p = pl[item], s = sl[item];
+  __syncwarp();
+  if (p == INFINITY) p = -INFINITY;  // +inf LSE (FA2's empty key set) counts as -inf, as in the Triton kernel
+  if (s == INFINITY) s = -INFINITY;
+  const float* pr = po + r * ps + h * D;
+  const float* sr = so + r * ss + h * D;
+  float* yr = yo + r * ys + h * D;
+  if (s == -INFINITY) {  // empty suffix: keep the running state
+    for (int64_t d = lane; d < D; d += 32) yr[d] = pr[d];
+    if (lane == 0) yl[item] = p;
+  } else if (p == -INFINITY) {  // empty running state: take the suffix
+    for (int64_t d = lane; d < D; d += 32) yr[d] = sr[d];
+    if (lane == 0) yl[item] = s;
+  } else {
+    const float w = 1.0f / (1.0f + expf(p - s));  // sigmoid(s - p)
+    for (int64_t d = lane; d < D; d += 32) yr[d] = pr[d] - w * (pr[d] - sr[d]);
+    const float x = p - s;  // logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+    if (lane == 0) yl[item] = p - (fminf(x, 0.0f) - log1pf(expf(-fabsf(x))));
   }
 }
 
@@ -106,15 +145,19 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) attention_k(const float* __res
 
 using namespace ditforge;
 
-extern "C" int ditforge_cuda_attention(const KernelArgs* a, void* stream) {
+static int attention_launch(const KernelArgs* a, void* stream, float* lse) {
   const int64_t B = a->i[0], Sq = a->i[1], Sk = a->i[2], H = a->i[3], D = a->i[4];
   const int64_t qs = a->i[5], ks = a->i[6], vs = a->i[7], os = a->i[8];
   if (B < 0 || Sq < 0 || Sk < 0 || H < 0 || D < 0) return static_cast<int>(cudaErrorInvalidValue);
   if (B == 0 || Sq == 0 || H == 0 || D == 0) return 0;
-  if (Sk == 0) {  // no keys: o = 0
+  if (Sk == 0) {  // no keys: o = 0, lse = -inf
     for (int64_t r = 0; r < B * Sq; ++r) {
       const cudaError_t e = cudaMemsetAsync(a->t[4] + r * os, 0, sizeof(float) * H * D, DF_STREAM(stream));
       if (e != cudaSuccess) return static_cast<int>(e);
+    }
+    if (lse != nullptr) {
+      cuda::fill_k<<<cuda::grid_for(B * Sq * H, 256), 256, 0, DF_STREAM(stream)>>>(lse, B * Sq * H, -INFINITY);
+      return DF_LAUNCH_RESULT();
     }
     return 0;
   }
@@ -127,11 +170,32 @@ extern "C" int ditforge_cuda_attention(const KernelArgs* a, void* stream) {
     if (e != cudaSuccess) return static_cast<int>(e);
   }
   cuda::attention_k<<<static_cast<unsigned>(blocks), cuda::ATT_WARPS * 32, smem, DF_STREAM(stream)>>>(
-      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], B, Sq, Sk, H, D, qs, ks, vs, os, a->f[0]);
+      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], lse, B, Sq, Sk, H, D, qs, ks, vs, os, a->f[0]);
+  return DF_LAUNCH_RESULT();
+}
+
+extern "C" int ditforge_cuda_attention(const KernelArgs* a, void* stream) { return attention_launch(a, stream, nullptr); }
+
+extern "C" int ditforge_cuda_attention_lse(const KernelArgs* a, void* stream) {
+  if (a->t[5] == nullptr) return static_cast<int>(cudaErrorInvalidValue);
+  return attention_launch(a, stream, a->t[5]);
+}
+
+extern "C" int ditforge_cuda_attn_merge(const KernelArgs* a, void* stream) {
+  const int64_t B = a->i[0], S = a->i[1], H = a->i[2], D = a->i[3];
+  if (B < 0 || S < 0 || H < 0 || D < 0) return static_cast<int>(cudaErrorInvalidValue);
+  const int64_t items = B * S * H;
+  if (items == 0) return 0;
+  const int64_t blocks = (items + cuda::MERGE_WARPS - 1) / cuda::MERGE_WARPS;
+  if (blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidConfiguration);
+  cuda::attn_merge_k<<<static_cast<unsigned>(blocks), cuda::MERGE_WARPS * 32, 0, DF_STREAM(stream)>>>(
+      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], a->t[5], B * S, H, D, a->i[4], a->i[5], a->i[6]);
   return DF_LAUNCH_RESULT();
 }
 
 extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_attention[] = {
     {"attention", ditforge_cuda_attention},
+    {"attention_lse", ditforge_cuda_attention_lse},
+    {"attn_merge", ditforge_cuda_attn_merge},
     {nullptr, nullptr},
 };

@@ -24,6 +24,8 @@ const Sig kSigs[] = {
     {"rope", 4, 6, 0, "rrrr", {"x", "cos", "sin", "y"}},
     {"qk_norm_rope", 5, 6, 1, "rroor", {"x", "w", "cos", "sin", "y"}},
     {"attention", 5, 9, 1, "rrror", {"q", "k", "v", "keyMask", "o"}},
+    {"attention_lse", 6, 9, 1, "rrrorr", {"q", "k", "v", "keyMask", "o", "lse"}},
+    {"attn_merge", 6, 7, 0, "rrrrrr", {"prevOut", "prevLse", "out", "lse", "yOut", "yLse"}},
     {"timestep_embedding", 2, 3, 3, "rr", {"t", "y"}},
     {"rope_table", 3, 6, 1, "rrr", {"ids", "cos", "sin"}},
     {"embedding", 3, 3, 0, "rrr", {"ids", "table", "y"}},
@@ -41,6 +43,10 @@ const Sig kSigs[] = {
     {"residual_store", 3, 1, 0, "rrr", {"a", "b", "y"}},
     {"residual_apply", 3, 1, 0, "rrr", {"x", "r", "y"}},
     {"forecast", 7, 2, 6, "roooooo", {"y", "s0", "s1", "s2", "s3", "s4", "s5"}},
+    {"taylor_diff", 3, 1, 1, "rrr", {"a", "b", "y"}},
+    {"foca_forecast", 5, 2, 1, "rrrrr", {"full", "prev", "fk", "fkm1", "y"}},
+    {"dmd_gram", 8, 4, 0, "rroooooo", {"g", "x0", "x1", "x2", "x3", "x4", "x5", "x6"}},
+    {"forecast_f64", 8, 4, 0, "rroooooo", {"y", "coefs", "acc", "s0", "s1", "s2", "s3", "s4"}},
 };
 
 const Sig* find_sig(const std::string& name) {
@@ -135,7 +141,7 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
         need[0] = strided(rows, xs, H * D); need[1] = D; need[2] = S * D; need[3] = S * D;
         need[4] = strided(rows, ys, H * D);
       }
-    } else if (name == "attention") {
+    } else if (name == "attention" || name == "attention_lse") {
       int64_t B = I[0], Sq = I[1], Sk = I[2], H = I[3], D = I[4];
       if (I[5] < H * D || I[6] < H * D || I[7] < H * D || I[8] < H * D) return "strides must be >= H*D";
       need[0] = strided(B * Sq, I[5], H * D);
@@ -143,6 +149,12 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       need[2] = strided(B * Sk, I[7], H * D);
       need[3] = B * Sk;
       need[4] = strided(B * Sq, I[8], H * D);
+      need[5] = B * Sq * H;  // attention_lse: lse [B, Sq, H]
+    } else if (name == "attn_merge") {
+      int64_t rows = I[0] * I[1], H = I[2], D = I[3];
+      if (I[4] < H * D || I[5] < H * D || I[6] < H * D) return "strides must be >= H*D";
+      need[0] = strided(rows, I[4], H * D); need[2] = strided(rows, I[5], H * D); need[4] = strided(rows, I[6], H * D);
+      need[1] = need[3] = need[5] = rows * H;
     } else if (name == "timestep_embedding") {
       need[0] = I[0]; need[1] = I[0] * I[1];
     } else if (name == "rope_table") {
@@ -205,6 +217,35 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       for (int64_t j = 0; j < K; ++j) {
         if (!present(1 + static_cast<int>(j)) && M > 0) return "tensor t[" + std::to_string(1 + j) + "] (s" + std::to_string(j) + ") is required (k = " + std::to_string(K) + ")";
         need[1 + j] = M;
+      }
+    } else if (name == "taylor_diff") {
+      need[0] = need[1] = need[2] = M;
+    } else if (name == "foca_forecast") {
+      need[0] = need[1] = need[2] = need[3] = need[4] = M;
+    } else if (name == "dmd_gram" || name == "forecast_f64") {
+      // cache calibrators (DMD): n elements in `batch` equal segments; float64 tensors take 2 floats each
+      const int64_t B = I[1];
+      if (B < 1 || (M % B) != 0) return "batch must be >= 1 and divide n = " + std::to_string(M) + ", got " + std::to_string(B);
+      const bool gram = name == "dmd_gram";
+      const int64_t K = gram ? I[2] + I[3] : I[2];
+      if (gram && (I[2] < 1 || K > 7)) return "ka must be >= 1 and ka + kb <= 7 (tensors x0..x6), got ka " + std::to_string(I[2]) + ", kb " + std::to_string(I[3]);
+      if (!gram && (K < 1 || K > 5)) return "k (number of terms) must be 1..5, got " + std::to_string(K);
+      const int first = gram ? 1 : 3;
+      const char* pre = gram ? "x" : "s";
+      for (int64_t j = 0; j < K; ++j) {
+        const int slot = first + static_cast<int>(j);
+        if (!present(slot) && M > 0) return "tensor t[" + std::to_string(slot) + "] (" + pre + std::to_string(j) + ") is required (" + (gram ? "ka + kb = " : "k = ") + std::to_string(K) + ")";
+        need[slot] = M;
+      }
+      if (gram) {
+        need[0] = 2 * B * I[2] * (I[3] == 0 ? I[2] : I[3]);
+      } else {
+        const int64_t flags = I[3];
+        if (flags > 3) return "flags must be 0..3 (1 start, 2 finish), got " + std::to_string(flags);
+        if (flags != 3 && !present(2) && M > 0) return "tensor t[2] (acc) is required unless flags == 3 (one call)";
+        need[0] = M;
+        need[1] = 2 * B * K;
+        need[2] = present(2) ? 2 * M : 0;
       }
     } else if (name == "fp8_per_token_quant" || name == "fp8_per_token_dequant") {
       int64_t rows = I[0], H = I[1];

@@ -1,0 +1,290 @@
+// Tensor-parallel lowering (Cache-DiT §4.7, TE-P §4.9) of a component into one plan per rank.
+//
+// Each rank is traced with a TpTraceHook (compiler/dsl/trace.ts) built from the TP plan (module pattern
+// -> colwise / rowwise / colwise_replicate):
+// * colwise `linear`: N/tp outputs, weight rows (and bias) [r*N/tp, (r+1)*N/tp) of the checkpoint tensor;
+//   the output is channel-sharded.
+// * ops with `heads` on a sharded tensor (per-head RMSNorm, RoPE, attention) run heads/tp heads: the
+//   rank's channels are whole heads, so attention needs no communication.
+// * an RMSNorm over a sharded tensor (Wan's norm_q / norm_k span all heads) becomes a distributed RMSNorm
+//   (plan op `comm.rms_norm`, Cache-DiT's DistributedRMSNorm): per-row sums of squares all-reduced over the
+//   group, the rank's slice of the weight.
+// * rowwise `linear`: takes the sharded input (K/tp columns of the weight: for each sharded channel group
+//   of the input, that group's rank slice; FLUX single blocks' `proj_out` gets `[attn shard | mlp shard]`
+//   this way), then an `all_reduce` IR node (plan op `comm.all_reduce`, sum over the TP group) *before*
+//   anything that consumes the result, so gated-residual epilogues apply to the reduced sum. The bias is
+//   added by rank 0's GEMM only, so the sum holds it once.
+// * colwise_replicate (adaLN `norm1.linear`, Colwise with output Replicate in Cache-DiT): computed
+//   replicated on every rank from the full weight, which gives the same values as Colwise + all-gather
+//   without the collective (the adaLN GEMMs are tiny next to the attention / MLP ones).
+// Everything else (embeddings, norms, the head) is replicated, as in Cache-DiT; every rank ends with the
+// full, bit-identical output (the all-reduce sums in rank order on every rank).
+// Weight shards are slice descriptors on PlanWeight (`slice`), cut by the runtime from the unchanged
+// checkpoint. Format: docs/architecture.md §3c.
+import type { Plan, PlanWeightSlice } from '../../runtime/plan.ts';
+import type { TpStyle } from '../dsl/plans.ts';
+import type { TpLinear, TpTraceHook } from '../dsl/trace.ts';
+import { traceComponent } from '../frontend.ts';
+import { CompileError, type Graph, type Node } from '../ir/graph.ts';
+import { BINARY_EW, UNARY_EW } from '../ir/shape.ts';
+import { getModel } from '../registry.ts';
+import { lowerContextParallel, type UlyssesRequest } from './parallel-lower.ts';
+
+/**
+ * compiles one rank's (unlowered) plan with a TP trace hook (and a CP rank's local dims for the hybrid);
+ * injected so this file does not import index.ts
+ */
+export type TpRankCompiler = (tp: (g: Graph) => TpTraceHook, dimsOverride?: Record<string, number>, graphPass?: (g: Graph) => Graph) => Plan;
+
+interface StyleRule {
+  pattern: string;
+  re: RegExp;
+  style: TpStyle;
+}
+
+const STYLES: readonly TpStyle[] = ['colwise', 'rowwise', 'colwise_replicate'];
+
+/** `transformer_blocks.*.attn.to_q`: `*` matches one dotted name segment */
+function compileRules(tp: Record<string, TpStyle>, where: string): StyleRule[] {
+  return Object.entries(tp).map(([pattern, style]) => {
+    if (!STYLES.includes(style)) throw new CompileError(`${where}: TP plan entry '${pattern}' has style '${String(style)}'; valid: ${STYLES.join(', ')}`);
+    const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^.]+')}$`);
+    return { pattern, re, style };
+  });
+}
+
+/** The TP plan of a component: the request's, else the model's (transformer) or the component's (TE-P). */
+export function tpRules(model: string, req: Pick<UlyssesRequest, 'component' | 'parallel'>): StyleRule[] {
+  const def = getModel(model);
+  const inst = def.components[req.component];
+  const plan = req.parallel.tp ?? (req.component === 'transformer' ? def.parallel?.tp : undefined) ?? inst?.def.tp;
+  if (!plan || Object.keys(plan).length === 0) {
+    throw new CompileError(`${model} ${req.component}: no tensor-parallel plan (the model's parallel.tp for the transformer, the component's tp for others); tp_size > 1 needs one`);
+  }
+  return compileRules(plan, `${model} ${req.component}`);
+}
+
+const key = (p: number[]): string => p.join(',');
+
+/** The trace hook of rank `rank` of `T` (see the file comment). */
+export class TpHook implements TpTraceHook {
+  /** node id -> full widths of the channel groups the node's last axis holds a rank shard of */
+  readonly parts = new Map<number, number[]>();
+  /** linear module -> the parts of its output (colwise) or null (rowwise: replicated after the reduce) */
+  private readonly outParts = new Map<string, number[] | null>();
+
+  constructor(
+    readonly g: Graph,
+    readonly T: number,
+    readonly rank: number,
+    readonly rules: StyleRule[],
+    /** checkpoint weight name -> this rank's slice (filled while tracing) */
+    readonly slices: Map<string, PlanWeightSlice>,
+    readonly what: string,
+  ) {}
+
+  private styleOf(module: string): TpStyle | undefined {
+    return this.rules.find((r) => r.re.test(module))?.style;
+  }
+
+  private fail(msg: string, src: string): never {
+    throw new CompileError(`${this.what}: tensor parallel (tp_size ${this.T}): ${msg}`, src || undefined);
+  }
+
+  linear(module: string, x: number, out: number, hasBias: boolean, src: string): TpLinear | undefined {
+    const style = this.styleOf(module);
+    const xp = this.parts.get(x);
+    const K = this.g.node(x).shape.at(-1)!;
+    const T = this.T;
+    const r = this.rank;
+    if (style === undefined || style === 'colwise_replicate') {
+      if (xp) this.fail(`linear '${module}' takes a channel-sharded input (the output of a colwise linear) but is ${style ?? 'not in the TP plan'}; make it 'rowwise'`, src);
+      return undefined; // replicated on every rank (colwise_replicate: see the file comment)
+    }
+    if (style === 'colwise') {
+      if (xp) this.fail(`colwise linear '${module}' takes a channel-sharded input; a colwise linear needs a replicated one`, src);
+      if (out % T !== 0) this.fail(`colwise linear '${module}' has ${out} output features, not divisible by ${T}`, src);
+      const n = out / T;
+      this.slices.set(`${module}.weight`, { full: [out, K], axis: 0, ranges: [[r * n, n]] });
+      if (hasBias) this.slices.set(`${module}.bias`, { full: [out], axis: 0, ranges: [[r * n, n]] });
+      this.outParts.set(module, [out]);
+      return { out: n, bias: hasBias, reduce: false, inFull: K };
+    }
+    // rowwise: the rank's columns of every sharded input group
+    if (!xp) this.fail(`rowwise linear '${module}' takes a replicated input; it must follow colwise linears (check the TP plan)`, src);
+    const ranges: [number, number][] = [];
+    let off = 0;
+    for (const F of xp) {
+      ranges.push([off + (r * F) / T, F / T]);
+      off += F;
+    }
+    this.slices.set(`${module}.weight`, { full: [out, off], axis: 1, ranges });
+    this.outParts.set(module, null);
+    return { out, bias: hasBias && r === 0, reduce: true, inFull: off };
+  }
+
+  norm(module: string | null, x: number, src: string): { full: number } | undefined {
+    const xp = this.parts.get(x);
+    if (!xp) return undefined;
+    if (xp.length !== 1) this.fail(`RMSNorm '${module ?? ''}' runs on a concatenation of sharded channel groups`, src);
+    const F = xp[0]!;
+    const n = F / this.T;
+    if (module !== null) this.slices.set(`${module}.weight`, { full: [F], axis: 0, ranges: [[this.rank * n, n]] });
+    return { full: F };
+  }
+
+  heads(x: number, heads: number, what: string, src: string): number {
+    const xp = this.parts.get(x);
+    if (!xp) return heads;
+    if (xp.length !== 1) this.fail(`${what} runs on a concatenation of sharded channel groups; per-head ops need one group`, src);
+    if (heads % this.T !== 0) this.fail(`${what} in ${this.g.nodes.at(-1)?.block ?? 'the component'} has ${heads} heads, not divisible by ${this.T}`, src);
+    return heads / this.T;
+  }
+
+  failed(op: string, inputs: number[], e: Error): Error {
+    const sh = inputs.filter((i) => i >= 0 && this.parts.has(i));
+    if (!sh.length) return e;
+    return new CompileError(
+      `${this.what}: tensor parallel (tp_size ${this.T}): ${op} on a rank trace where ${sh.length} of its inputs are channel-sharded (the TP plan must shard every branch that meets here alike): ${e.message}`,
+    );
+  }
+
+  recorded(n: Node): void {
+    const ins = n.inputs.map((i) => (i < 0 ? undefined : this.parts.get(i)));
+    const sharded = ins.filter((p): p is number[] => !!p);
+    const set = (p: number[] | undefined): void => {
+      if (p) this.parts.set(n.id, p);
+    };
+    const bad = (why: string): never =>
+      this.fail(`${n.op}${n.block ? ` in ${n.block}` : ''} ${why}; only linears, per-head ops, elementwise ops and token-axis concat/split may see sharded channels`, n.src);
+    const rank = n.shape.length;
+    const lastAxis = (a: unknown): boolean => ((a as number) < 0 ? (a as number) + rank : (a as number)) === rank - 1;
+    if (n.op === 'linear') {
+      const name = n.attrs.name as string | undefined;
+      if (name !== undefined && this.outParts.has(name)) set(this.outParts.get(name) ?? undefined);
+      else if (sharded.length) bad('(no TP style) takes a channel-sharded input');
+      return;
+    }
+    if (n.op === 'all_reduce' || sharded.length === 0) return;
+    if (UNARY_EW.has(n.op)) return set(ins[0]);
+    if (BINARY_EW.has(n.op)) {
+      if (sharded.some((p) => key(p) !== key(sharded[0]!))) bad('mixes tensors sharded differently');
+      n.inputs.forEach((id, j) => {
+        if (!ins[j] && id >= 0 && (this.g.node(id).shape.at(-1) ?? 1) !== 1) bad('mixes a channel-sharded tensor with a replicated one');
+      });
+      return set(sharded[0]);
+    }
+    switch (n.op) {
+      case 'head_rms_norm':
+      case 'dist_rms_norm':
+      case 'rope':
+        if (!ins[0]) bad('has a sharded weight or table');
+        return set(ins[0]);
+      case 'attention':
+        if (!ins[0] || !ins[1] || !ins[2] || key(ins[0]) !== key(ins[1]) || key(ins[0]) !== key(ins[2])) bad('needs q, k and v sharded alike');
+        if (ins[3]) bad('key mask is sharded');
+        return set(ins[0]);
+      case 'concat':
+        if (sharded.length !== n.inputs.length) bad('mixes channel-sharded and replicated inputs');
+        if (lastAxis(n.attrs.axis)) return set(sharded.flat());
+        if (sharded.some((p) => key(p) !== key(sharded[0]!))) bad('mixes tensors sharded differently');
+        return set(sharded[0]);
+      case 'slice':
+        if (lastAxis(n.attrs.axis)) bad('slices the sharded channel axis');
+        return set(ins[0]);
+      default:
+        bad('takes a channel-sharded input');
+    }
+  }
+}
+
+/** Checks every attention's head count divides T before tracing ranks (names the module). */
+function checkHeads(model: string, req: UlyssesRequest, T: number): void {
+  const g = traceComponent(getModel(model), req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) }).graph;
+  for (const n of g.live()) {
+    if (n.op !== 'attention') continue;
+    const H = n.attrs.heads as number;
+    if (H % T !== 0) {
+      throw new CompileError(
+        `${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src}) has ${H} heads, not divisible by tp_size ${T} (Cache-DiT shard_div_attr): use a tp_size that divides ${H}`,
+      );
+    }
+  }
+}
+
+/**
+ * Per-rank tensor-parallel plans (index = rank). With `ulysses_size` U > 1 too: the Ulysses x TP hybrid
+ * (Cache-DiT mesh (ring, ulysses, tp), TP innermost): rank = u * T + t runs TP rank t's trace at Ulysses
+ * rank u's local token counts, its attentions lowered to Ulysses all-to-alls over H/T heads within the
+ * ulysses group {t, T + t, ...}, its all-reduces within the tp group {u*T, ..., u*T + T - 1}.
+ * Errors (CompileError): no TP plan, ring_size > 1 with tp (not lowered), ulysses_async with tp (not
+ * lowered), heads or features not divisible by tp_size, an op the rank trace cannot run on sharded channels.
+ */
+export function lowerTensorParallel(model: string, req: UlyssesRequest, compileRank: TpRankCompiler): Plan[] {
+  const T = req.parallel.tp_size ?? 1;
+  const U = req.parallel.ulysses_size ?? 1;
+  if (!Number.isInteger(T) || T < 1) throw new CompileError(`parallel plan: tp_size must be a positive integer, got ${T}`);
+  if ((req.parallel.ring_size ?? 1) > 1) {
+    throw new CompileError(`parallel plan: tp_size ${T} with ring_size ${req.parallel.ring_size}: ring / USP x tensor parallelism is not lowered yet (TP, Ulysses x TP, ring and USP are)`);
+  }
+  if (U > 1 && req.parallel.ulysses_async) {
+    throw new CompileError(`parallel plan: ulysses_async with tp_size ${T}: async Ulysses x TP is not lowered yet (the async placement does not see the TP comm ops)`);
+  }
+  const rules = tpRules(model, req);
+  checkHeads(model, req, T);
+  const what = `${model} ${req.component}`;
+  const perT: Plan[][] = [];
+  const slicesOf: Map<string, PlanWeightSlice>[] = [];
+  for (let t = 0; t < T; t++) {
+    const slices = new Map<string, PlanWeightSlice>();
+    const hooks: TpHook[] = [];
+    const factory = (g: Graph): TpTraceHook => {
+      const h = new TpHook(g, T, t, rules, slices, what);
+      hooks.push(h);
+      return h;
+    };
+    const plans = U > 1 ? lowerContextParallel(model, { ...req, parallel: { ...req.parallel, tp_size: 1 } }, (over, graphPass) => compileRank(factory, over, graphPass)) : [compileRank(factory)];
+    for (const hook of hooks) {
+      for (const o of hook.g.outputs) {
+        if (hook.parts.has(o.node)) throw new CompileError(`${what}: tensor parallel: output '${o.name}' is channel-sharded (a colwise linear feeds it); end with a rowwise linear`);
+      }
+    }
+    perT.push(plans);
+    slicesOf.push(slices);
+  }
+  const out: Plan[] = [];
+  for (let u = 0; u < U; u++) {
+    for (let t = 0; t < T; t++) {
+      const plan = finishRank(perT[t]![u]!, slicesOf[t]!);
+      const rank = u * T + t;
+      const cp = plan.parallel;
+      plan.tag = U > 1 ? `${plan.tag.replace(/-u\d+r\d+$/, '')}-u${U}tp${T}r${rank}` : `${plan.tag}-tp${T}r${rank}`;
+      plan.parallel = cp
+        ? { ...cp, world: U * T, rank, tp: T }
+        : { kind: 'tp', world: T, rank, ulysses: 1, ring: 1, tp: T, anything: false, float8: false, async: false, headPadPolicy: 'cache-dit', split: {}, gather: {} };
+      out.push(plan);
+    }
+  }
+  return out;
+}
+
+/** The TP parts of a rank plan: weight slices, comm info of the TP ops, no comm ops in `kernels`. */
+function finishRank(plan: Plan, slices: Map<string, PlanWeightSlice>): Plan {
+  const out: Plan = structuredClone(plan);
+  out.kernels = out.kernels.filter((k) => !k.startsWith('comm.'));
+  for (const w of out.weights) {
+    const s = slices.get(w.name);
+    if (s) w.slice = s;
+  }
+  for (const seg of out.segments) {
+    const lists = seg.blocks ? seg.blocks.map((b) => ({ name: b.name, ops: b.ops })) : [{ name: seg.name, ops: seg.ops ?? [] }];
+    for (const l of lists) {
+      for (const op of l.ops) {
+        if (op.k !== 'comm.all_reduce' && op.k !== 'comm.rms_norm') continue;
+        // hLocal..stream are Ulysses fields, unused by the all-reduce
+        op.comm = { group: 'tp', sizes: [], hLocal: 0, hPad: 0, hReal: 0, float8: false, wait: true, stream: 'o', module: l.name };
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,75 @@
+// Native ring attention (runtime/parallel/ring.ts ringAttentionNative: attention_lse per ring step + attn_merge
+// into o in place) and native USP vs the float64 host oracle (ringAttention / uspAttention without kernels),
+// on shm coroutines. Odd head dims and sequence lengths, strided q/k/v/o rows (as the arena views are),
+// uneven ring sizes. Tolerance 1e-5 relative L2: float32 attention + float32 merges vs float64 (observed ~1e-7).
+import { describe, expect, it } from 'vitest';
+import { runShm } from '../../runtime/comm/shm.ts';
+import { native, nativeAvailable } from '../../runtime/native.ts';
+import { Rng, concatSeq, randn, relL2, sliceSeq } from '../../runtime/parallel/attention-ref.ts';
+import { checkRingKernels, ringAttention, ringAttentionNative, uspAttention } from '../../runtime/parallel/ring.ts';
+
+/** `[rows, C]` -> rows at `stride` (padding floats set to a sentinel that must survive) */
+function strided(x: Float32Array, rows: number, C: number, stride: number): Float32Array {
+  const out = new Float32Array(rows * stride).fill(-777);
+  for (let r = 0; r < rows; r++) out.set(x.subarray(r * C, (r + 1) * C), r * stride);
+  return out;
+}
+
+describe.skipIf(!nativeAvailable())('native ring attention vs the float64 host oracle', () => {
+  it('the addon has the ring kernels', () => {
+    expect(() => checkRingKernels(native)).not.toThrow();
+    expect(() => checkRingKernels({ kernels: () => ['attention'], runKernel: () => undefined })).toThrow(/attention_lse, attn_merge, copy3d.*npm run build:native/);
+  });
+
+  for (const [W, B, H, D, sizes] of [
+    [2, 1, 3, 16, [9, 9]],
+    [3, 2, 2, 5, [7, 4, 6]],
+    [4, 1, 2, 24, [5, 5, 5, 5]],
+  ] as const) {
+    it(`ring of ${W}: B ${B}, H ${H}, D ${D}, S_local [${sizes.join(', ')}], strided views`, async () => {
+      const rng = new Rng(W * 100 + D);
+      const S = sizes.reduce((a, b) => a + b, 0), C = H * D;
+      const q = randn(rng, B * S * C), k = randn(rng, B * S * C), v = randn(rng, B * S * C);
+      const starts = sizes.map((_, r) => sizes.slice(0, r).reduce((a, b) => a + b, 0));
+      const res = await runShm(W, async (comm) => {
+        const r = comm.rank, n = sizes[r]!;
+        const [ql, kl, vl] = [q, k, v].map((x) => sliceSeq(x, B, S, C, starts[r]!, n)) as [Float32Array, Float32Array, Float32Array];
+        const want = await ringAttention(comm, ql, kl, vl, { B, sLocal: n, H, D, scale: 0.2 }, { sizes: [...sizes] });
+        const rows = B * n, qs = C + 3, ks = 3 * C + 1, vs = C + 2, os = C + 5;
+        const o = new Float32Array(rows * os).fill(-777);
+        await ringAttentionNative(comm, native, { data: strided(ql, rows, C, qs), stride: qs }, { data: strided(kl, rows, C, ks), stride: ks }, { data: strided(vl, rows, C, vs), stride: vs }, { data: o, stride: os }, { B, sLocal: n, H, D, scale: 0.2 }, [...sizes]);
+        const compact = new Float32Array(rows * C);
+        for (let i = 0; i < rows; i++) {
+          compact.set(o.subarray(i * os, i * os + C), i * C);
+          for (let c = C; c < os; c++) expect(o[i * os + c]).toBe(-777); // padding between rows untouched
+        }
+        return { got: compact, want: want.o };
+      });
+      const got = concatSeq(res.map((x) => x.got), B, C), want = concatSeq(res.map((x) => x.want), B, C);
+      expect(relL2(got, want)).toBeLessThan(1e-5);
+    });
+  }
+
+  it('USP ulysses 2 x ring 2 (5 heads: padding head on the last ulysses rank) matches the host USP', async () => {
+    const W = 4, B = 1, H = 5, D = 12, sLocal = 6, S = W * sLocal, C = H * D;
+    const rng = new Rng(77);
+    const q = randn(rng, B * S * C), k = randn(rng, B * S * C), v = randn(rng, B * S * C);
+    const res = await runShm(W, async (comm) => {
+      const [ql, kl, vl] = [q, k, v].map((x) => sliceSeq(x, B, S, C, comm.rank * sLocal, sLocal)) as [Float32Array, Float32Array, Float32Array];
+      const dims = { B, sLocal, H, D };
+      const want = await uspAttention(comm, ql, kl, vl, dims, { ulysses: 2, ring: 2 });
+      const got = await uspAttention(comm, ql, kl, vl, dims, { ulysses: 2, ring: 2, kernels: native });
+      return { got, want };
+    });
+    for (const r of res) expect(relL2(r.got, r.want)).toBeLessThan(1e-5);
+  });
+
+  it('sizes that do not fit the rank are a clear error', async () => {
+    await expect(
+      runShm(2, async (comm) => {
+        const x = new Float32Array(4 * 8);
+        await ringAttentionNative(comm, native, { data: x, stride: 8 }, { data: x, stride: 8 }, { data: x, stride: 8 }, { data: x, stride: 8 }, { B: 1, sLocal: 4, H: 1, D: 8 }, [4]);
+      }),
+    ).rejects.toThrow(/sizes \[4\] do not fit rank . of 2 with 4 local tokens/);
+  });
+});

@@ -1,0 +1,213 @@
+// Tensor-parallel lowering (compiler/passes/tp-lower.ts) + per-rank execution (runtime/parallel/executor.ts
+// `comm.all_reduce`, weight slices): plan format, compile-time errors, and 2/3/4 ranks (shm coroutines)
+// == the 1-rank plan. Tolerance 1e-5 rel L2: TP changes only the summation order of the row-parallel
+// GEMMs (K split into tp partial sums, added in rank order) in float32; everything else is the same math.
+import { describe, expect, it } from 'vitest';
+import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
+import { nativeAvailable } from '../../runtime/native.ts';
+import { relL2 } from '../../runtime/metrics.ts';
+import { FLUX_SCALED, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
+
+const T = 'transformer' as const;
+
+describe('TP lowering: plan format and compile-time errors', () => {
+  it('per-rank plans: sliced weights, all-reduce after every rowwise linear, replicated adaLN', () => {
+    const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2 } });
+    expect(plans).toHaveLength(2);
+    const [p0, p1] = plans as [(typeof plans)[0], (typeof plans)[0]];
+    expect(p1.parallel).toMatchObject({ kind: 'tp', world: 2, rank: 1, tp: 2, ulysses: 1, ring: 1, split: {}, gather: {} });
+    expect(p1.tag).toMatch(/-tp2r1$/);
+    const w = (p: typeof p0, n: string) => p.weights.find((x) => x.name === n);
+    // colwise: rows of the rank
+    expect(w(p1, 'transformer_blocks.0.attn.to_q.weight')).toMatchObject({ shape: [64, 128], slice: { full: [128, 128], axis: 0, ranges: [[64, 64]] } });
+    expect(w(p1, 'transformer_blocks.0.attn.to_q.bias')).toMatchObject({ shape: [64], slice: { full: [128], axis: 0, ranges: [[64, 64]] } });
+    // rowwise: columns of the rank, bias on rank 0 only
+    expect(w(p1, 'transformer_blocks.0.ff.net.2.weight')).toMatchObject({ shape: [128, 256], slice: { full: [128, 512], axis: 1, ranges: [[256, 256]] } });
+    expect(w(p0, 'transformer_blocks.0.ff.net.2.bias')!.slice).toBeUndefined();
+    expect(w(p1, 'transformer_blocks.0.ff.net.2.bias')).toBeUndefined();
+    // FLUX single block proj_out: input columns [attn shard | mlp shard] of the rank
+    expect(w(p1, 'single_transformer_blocks.0.proj_out.weight')).toMatchObject({ shape: [128, 320], slice: { full: [128, 640], axis: 1, ranges: [[64, 64], [128 + 256, 256]] } });
+    // colwise_replicate (adaLN) and everything outside the plan: full weights
+    expect(w(p1, 'transformer_blocks.0.norm1.linear.weight')).toMatchObject({ shape: [768, 128] });
+    expect(w(p1, 'transformer_blocks.0.norm1.linear.weight')!.slice).toBeUndefined();
+    // dual block: 4 all-reduces (to_out, to_add_out, ff, ff_context); attention on the rank's 2 heads
+    const dual = p1.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
+    const ars = dual.filter((o) => o.k === 'comm.all_reduce');
+    expect(ars).toHaveLength(4);
+    expect(ars[0]!.comm).toMatchObject({ group: 'tp', module: 'transformer_blocks.0' });
+    expect(dual.find((o) => o.k === 'attention')!.i.slice(3, 5)).toEqual([2, 32]);
+    const single = p1.segments.find((s) => s.name === 'blocks')!.blocks![2]!.ops;
+    expect(single.filter((o) => o.k === 'comm.all_reduce')).toHaveLength(1);
+    // the gated residual applies after the reduce: no rowwise GEMM carries epilogue 3
+    for (const b of p1.segments.find((s) => s.name === 'blocks')!.blocks!) {
+      b.ops.forEach((o, j) => {
+        if (o.k === 'comm.all_reduce') expect(b.ops[j - 1]!.k === 'linear' && b.ops[j - 1]!.i[3]).toBe(0);
+      });
+    }
+    expect(p1.kernels.some((k) => k.startsWith('comm.'))).toBe(false);
+  });
+
+  it('Ulysses x TP plan format: Ulysses comm ops over H/tp heads, all-reduces, rank mapping', () => {
+    const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2 } });
+    expect(plans).toHaveLength(4);
+    expect(plans.map((p) => [p.parallel!.rank, p.parallel!.kind, p.parallel!.ulysses, p.parallel!.tp])).toEqual([[0, 'ulysses', 2, 2], [1, 'ulysses', 2, 2], [2, 'ulysses', 2, 2], [3, 'ulysses', 2, 2]]);
+    expect(plans[3]!.tag).toMatch(/-u2tp2r3$/);
+    // rank 3 = ulysses rank 1, tp rank 1: the second half of the tokens, the second half of q's rows
+    expect(plans[3]!.inputs.find((i) => i.name === 'hidden_states')!.shape).toEqual([1, 8, 16]);
+    expect(plans[3]!.weights.find((w) => w.name === 'transformer_blocks.0.attn.to_q.weight')!.slice!.ranges).toEqual([[64, 64]]);
+    const ops = plans[3]!.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
+    expect(ops.find((o) => o.k === 'comm.all_to_all_qkv')!.comm).toMatchObject({ group: 'ulysses', hLocal: 1, hReal: 1 });
+    expect(ops.find((o) => o.k === 'comm.all_to_all_qkv')!.i.slice(0, 3)).toEqual([1, 2, 32]); // B, H/tp heads, D
+    expect(ops.filter((o) => o.k === 'comm.all_reduce')).toHaveLength(4);
+  });
+
+  it('impossible plans are compile-time errors naming the module', () => {
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 3 } })).toThrow(
+      /tiny-flux transformer: tensor parallel: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) has 4 heads, not divisible by tp_size 3/,
+    );
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, ring_size: 2 } })).toThrow(/ring \/ USP x tensor parallelism is not lowered yet/);
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, ulysses_size: 2, ulysses_async: true } })).toThrow(/async Ulysses x TP is not lowered yet/);
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, tp: { 'transformer_blocks.*.attn.to_q': 'colwise' } } })).toThrow(
+      /tensor parallel \(tp_size 2\): concat on a rank trace where 1 of its inputs are channel-sharded .*models\/flux1\.ts:\d+:\d+: concat on axis 1/,
+    );
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, tp: { 'transformer_blocks.*.ff.net.2': 'rowwise' } } })).toThrow(
+      /rowwise linear 'transformer_blocks\.0\.ff\.net\.2' takes a replicated input/,
+    );
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, tp: { x: 'sideways' as never } } })).toThrow(/style 'sideways'; valid: colwise, rowwise, colwise_replicate/);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('TP ranks (shm) reproduce the 1-rank transformer', () => {
+  it('tiny-flux (trained weights): tp 2 and 4', async () => {
+    const ref = compilePlan('tiny-flux', { component: T });
+    const w = await tinyFluxWeights();
+    const inputs = inputsFor(ref, 5);
+    const want = runOneRank(ref, w, inputs);
+    for (const tp of [2, 4]) {
+      const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: tp } });
+      const outs = await runRanks(plans, w, inputs);
+      const errs = outs.map((o) => relL2(o.out, want));
+      console.log(`tiny-flux tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}, bytes/rank ${outs.map((o) => o.bytes).join(' ')}`);
+      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out)); // replicated, bit-identical
+    }
+  });
+
+  it('scaled-down flux1-dev (random weights, guidance, 6 heads): tp 2 and 3', async () => {
+    const ref = compilePlan('flux1-dev', { component: T, ...FLUX_SCALED });
+    const w = randomW(ref, 11);
+    const inputs = inputsFor(ref, 12);
+    const want = runOneRank(ref, w, inputs);
+    for (const tp of [2, 3]) {
+      const outs = await runRanks(compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { tp_size: tp } }), w, inputs);
+      const errs = outs.map((o) => relL2(o.out, want));
+      console.log(`flux1-dev scaled tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+      for (const e of errs) expect(e).toBeLessThan(1e-5);
+    }
+  });
+
+  it('scaled-down qwen-image (joint key mask, random weights): tp 2', async () => {
+    const QW = { config: { num_layers: 2, num_attention_heads: 4, attention_head_dim: 16, axes_dims_rope: [4, 6, 6], joint_attention_dim: 40, in_channels: 20, out_channels: 5 }, dims: { height: 80, width: 48, textTokens: 7 } };
+    const ref = compilePlan('qwen-image', { component: T, ...QW });
+    const w = randomW(ref, 3);
+    const inputs = inputsFor(ref, 4);
+    const m = inputs.joint_attention_mask!;
+    m.fill(1);
+    m[5] = 0;
+    m[6] = 0;
+    const want = runOneRank(ref, w, inputs);
+    const outs = await runRanks(compileParallelPlans('qwen-image', { component: T, ...QW, parallel: { tp_size: 2 } }), w, inputs);
+    const errs = outs.map((o) => relL2(o.out, want));
+    console.log(`qwen-image scaled tp=2: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+    for (const e of errs) expect(e).toBeLessThan(1e-5);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4 ranks == 1 rank', () => {
+  it('per-rank plans from the component TP plan; outputs within 1e-5; 3 ranks (4 heads) is an error', async () => {
+    const { openSafetensors } = await import('../../runtime/io/safetensors.ts');
+    const { runShm } = await import('../../runtime/comm/shm.ts');
+    const { ParallelExecutor } = await import('../../runtime/parallel/executor.ts');
+    const { native } = await import('../../runtime/native.ts');
+    const { runNative } = await import('../helpers/run-plan.ts');
+    const f = await openSafetensors('models/tiny-flux/text_encoder/model.safetensors');
+    const w = new Map(f.names().map((n) => [n, f.tensor(n).data]));
+    const TE = 'text_encoder' as const;
+    const ref = compilePlan('tiny-flux', { component: TE });
+    const inputs = inputsFor(ref, 9);
+    // token ids in the vocabulary, a padded tail (mask 0)
+    inputs.input_ids = Float32Array.from({ length: 12 }, (_, i) => (i < 9 ? 2 + ((i * 7) % 29) : 0));
+    inputs.attention_mask = Float32Array.from({ length: 12 }, (_, i) => (i < 9 ? 1 : 0));
+    const want = runNative(ref, w, inputs, 1);
+    for (const tp of [2, 4]) {
+      const plans = compileParallelPlans('tiny-flux', { component: TE, parallel: { tp_size: tp } });
+      expect(plans[1]!.weights.find((x) => x.name === 'layers.0.self_attn.q_proj.weight')!.slice).toEqual({ full: [64, 64], axis: 0, ranges: [[64 / tp, 64 / tp]] });
+      expect(plans[0]!.segments[0]!.ops!.filter((o) => o.k === 'comm.all_reduce')).toHaveLength(4); // out_proj + fc2, 2 layers
+      const outs = await runShm(tp, async (comm) => {
+        const pe = new ParallelExecutor(comm, plans[comm.rank]!, native, { threads: 1 });
+        for (const x of pe.plan.weights) pe.bindWeight(x.name, w.get(x.name)!);
+        for (const [k, v] of Object.entries(inputs)) pe.setInput(k, v);
+        await pe.forward();
+        return { h: await pe.output('encoder_hidden_states'), p: await pe.output('pooled_projections') };
+      });
+      const errs = outs.map((o) => [relL2(o.h, want.encoder_hidden_states!), relL2(o.p, want.pooled_projections!)]);
+      console.log(`TE-P tp=${tp}: relL2 ${errs.map((e) => e.map((x) => x.toExponential(2)).join('/')).join(' ')}`);
+      for (const e of errs.flat()) expect(e).toBeLessThan(1e-5);
+    }
+    expect(() => compileParallelPlans('tiny-flux', { component: TE, parallel: { tp_size: 3 } })).toThrow(/tiny-flux text_encoder: tensor parallel: forward attention \(models\/tiny-flux-text-encoder\.ts:\d+:\d+\) has 4 heads, not divisible by tp_size 3/);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all heads: distributed RMSNorm)', () => {
+  it('scaled-down wan2.1-t2v-1.3b (random weights, batch 2, self + cross attention): tp 2, tp 4, ulysses 2 x tp 2 == 1 rank', async () => {
+    const { wanRopeIds } = await import('../../models/wan2.1.ts');
+    const WAN = { config: { num_layers: 2, num_attention_heads: 4, attention_head_dim: 24, ffn_dim: 96, text_dim: 40, freq_dim: 32, in_channels: 5, out_channels: 3 }, dims: { batch: 2, frames: 9, height: 48, width: 80, textTokens: 7 } };
+    const ref = compilePlan('wan2.1-t2v-1.3b', { component: T, ...WAN });
+    const w = randomW(ref, 21);
+    const inputs = inputsFor(ref, 22);
+    const d = ref.dims;
+    inputs.rope_ids = wanRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
+    inputs.timestep = Float32Array.of(120, 870);
+    const want = runOneRank(ref, w, inputs);
+    for (const tp of [2, 4]) {
+      const plans = compileParallelPlans('wan2.1-t2v-1.3b', { component: T, ...WAN, parallel: { tp_size: tp } });
+      const blk = plans[1]!.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
+      expect(blk.filter((o) => o.k === 'comm.rms_norm')).toHaveLength(4); // norm_q / norm_k of attn1 and attn2
+      expect(plans[1]!.weights.find((x) => x.name === 'blocks.0.attn1.norm_q.weight')!.slice).toEqual({ full: [96], axis: 0, ranges: [[96 / tp, 96 / tp]] });
+      const outs = await runRanks(plans, w, inputs);
+      const errs = outs.map((o) => relL2(o.out, want));
+      console.log(`wan2.1 scaled tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+      for (const e of errs) expect(e).toBeLessThan(1e-5);
+    }
+    // Ulysses 2 x TP 2 (Wan's internal CP points: split at blocks.0, gather proj_out; 45 tokens: UAA)
+    const hy = await runRanks(compileParallelPlans('wan2.1-t2v-1.3b', { component: T, ...WAN, parallel: { ulysses_size: 2, tp_size: 2, ulysses_anything: 'auto' } }), w, inputs);
+    const herrs = hy.map((o) => relL2(o.out, want));
+    console.log(`wan2.1 scaled ulysses 2 x tp 2: relL2 ${herrs.map((e) => e.toExponential(2)).join(' ')}`);
+    for (const e of herrs) expect(e).toBeLessThan(1e-5);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('Ulysses x TP hybrid (mesh [ulysses, tp], rank = u * tp + t)', () => {
+  it('tiny-flux ulysses 2 x tp 2 and scaled flux1-dev ulysses 2 x tp 3 (UAA auto) == 1 rank', async () => {
+    const ref = compilePlan('tiny-flux', { component: T });
+    const w = await tinyFluxWeights();
+    const inputs = inputsFor(ref, 7);
+    const want = runOneRank(ref, w, inputs);
+    const outs = await runRanks(compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2 } }), w, inputs);
+    const errs = outs.map((o) => relL2(o.out, want));
+    console.log(`tiny-flux ulysses 2 x tp 2: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+    for (const e of errs) expect(e).toBeLessThan(1e-5);
+    for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out));
+
+    const sref = compilePlan('flux1-dev', { component: T, ...FLUX_SCALED });
+    const sw = randomW(sref, 13);
+    const sin = inputsFor(sref, 14);
+    const swant = runOneRank(sref, sw, sin);
+    const plans = compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { ulysses_size: 2, tp_size: 3, ulysses_anything: 'auto' } });
+    expect(plans[0]!.parallel!.anything).toBe(true); // 15 image + 7 text tokens over 2
+    const souts = await runRanks(plans, sw, sin);
+    const serrs = souts.map((o) => relL2(o.out, swant));
+    console.log(`flux1-dev scaled ulysses 2 x tp 3: relL2 ${serrs.map((e) => e.toExponential(2)).join(' ')}`);
+    for (const e of serrs) expect(e).toBeLessThan(1e-5);
+  });
+});

@@ -4,7 +4,7 @@
 // entry, Ulysses all-to-alls around every attention, output all-gathered, so every rank holds the full
 // velocity and steps the same latents. `--parallel tp` runs the tensor-parallel lowering instead
 // (compiler/passes/tp-lower.ts: sharded linears + all-reduces; every rank loads only its weight slices),
-// `ulysses_tp` / `tp_ulysses` the Ulysses x TP mesh (rank = u * tp + t).
+// the `*_tp` / `tp_*` hybrids Cache-DiT's (ring, ulysses, tp) mesh (rank = cpRank * tp + tpRank).
 // Text encoder: replicated on every rank; --parallel-text is TE-P: the text encoder tensor-parallel over
 // all ranks (its component TP plan; heads must divide the world size).
 // The denoising loop is the 1-rank one (runtime/denoise.ts), so true CFG (negative prompt, guidance > 1)
@@ -115,10 +115,7 @@ export function parallelRequest(o: ParallelOptions): ParallelRequest {
   if (o.parallelText) extra.push('text_encoder');
   if (o.parallelVae) extra.push('vae');
   if (extra.length) req.extra_parallel_modules = extra;
-  // Ulysses x TP runs (mesh [ulysses, tp], rank = u * tp + t); ring / USP x TP are not lowered
-  if ((req.tp_size ?? 1) > 1 && (req.ring_size ?? 1) > 1) {
-    throw new UserError(`--parallel ${kind}: ring / USP x tensor parallelism is not lowered yet; tp, ulysses_tp, tp_ulysses, ulysses, ring and usp run on multiple ranks`);
-  }
+  // CP x TP hybrids run on Cache-DiT's (ring, ulysses, tp) mesh: rank = cpRank * tp + tpRank
   if ((req.tp_size ?? 1) > 1 && (req.ulysses_size ?? 1) > 1 && o.ulyssesAsync) {
     throw new UserError(`--ulysses-async cannot be combined with --parallel ${kind} yet (async Ulysses x TP is not lowered)`);
   }

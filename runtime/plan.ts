@@ -74,6 +74,8 @@ export interface PlanOp {
  * `comm` holds group 'tp', `module` (the block) and sizes [] (no per-rank sizes). `comm.rms_norm` (tensor
  * parallel distributed RMSNorm): t = [x, w?, y], i = [M, C, Cfull], f = [eps]: x `[M, C]` holds C of the
  * Cfull channels; y = x / sqrt(allreduce(sum x^2) / Cfull + eps) * w.
+ * `comm.all_gather_tp` (tensor parallel colwise_replicate): t = [x, y], i = [rows, n, 1]: x `[rows, n]` ->
+ * y `[rows, T*n]` with rank r's channels at r*n (`comm.sizes` = every rank's n).
  */
 export interface PlanCommInfo {
   group: 'ulysses' | 'ring' | 'usp' | 'tp' | 'cp';

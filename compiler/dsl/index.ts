@@ -278,6 +278,7 @@ export class Module {
     const b = o.bias === false || (tp && !tp.bias) ? null : this.param(`${name}.bias`, [n]);
     let y = rec('linear', [x, W, b], { name: `${this.prefix}${name}`, epilogue: 0 });
     if (tp?.reduce) y = rec('all_reduce', [y], { group: 'tp', module: `${this.prefix}${name}` });
+    if (tp?.gather) y = rec('tp_all_gather', [y], { full: out, module: `${this.prefix}${name}` });
     if (o.act === 'gelu_tanh') y = y.gelu();
     else if (o.act === 'silu') y = y.silu();
     return y;

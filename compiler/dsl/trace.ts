@@ -43,6 +43,8 @@ export interface TpLinear {
   bias: boolean;
   /** row-parallel: an all-reduce over the TP group follows the GEMM */
   reduce: boolean;
+  /** colwise_replicate: the local outputs are all-gathered over the TP group (channels in rank order) */
+  gather: boolean;
   /** full input features (row-parallel: the sharded input's global width) */
   inFull: number;
 }

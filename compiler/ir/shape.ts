@@ -51,6 +51,12 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
     case 'all_reduce': // tensor parallel: sum over the TP group (compiler/passes/tp-lower.ts)
     case 'dist_rms_norm': // tensor parallel: RMSNorm over channels sharded across the TP group
       return [...x];
+    case 'tp_all_gather': {
+      // tensor parallel (compiler/passes/tp-lower.ts): channels gathered over the TP group
+      const out = [...x];
+      out[out.length - 1] = A.full as number;
+      return out;
+    }
     case 'all_gather': {
       // context parallel internal gather point (compiler/passes/cp-points.ts): the token axis grows to `full`
       const ax = normAxis(A.axis as number, x.length, 'all_gather');

@@ -129,6 +129,7 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   // tensor parallel (docs/architecture.md §3c): run by the TS runtime between native stages
   'comm.all_reduce': { outs: [1], alias: [0] },
   'comm.rms_norm': { outs: [2], alias: [0] },
+  'comm.all_gather_tp': { outs: [1], alias: [] },
   // context parallel internal gather point (compiler/passes/cp-points.ts), run by the TS runtime
   'comm.all_gather': { outs: [1], alias: [] },
 };
@@ -541,6 +542,13 @@ export function lower(g: Graph): Lowered {
       case 'all_reduce':
         emit('comm.all_reduce', [ref(contig(I[0]!)), ref(out())], [numel(n.shape)], []);
         break;
+      case 'tp_all_gather': {
+        // [rows, n] per rank -> [rows, T*n] (rank r's channels at r*n)
+        const x = contig(I[0]!);
+        const nl = x.shape[x.shape.length - 1]!;
+        emit('comm.all_gather_tp', [ref(x), ref(out())], [numel(x.shape) / nl, nl, 1], []);
+        break;
+      }
       case 'dist_rms_norm': {
         const x = contig(I[0]!);
         const C = x.shape[x.shape.length - 1]!;

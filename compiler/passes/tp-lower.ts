@@ -14,9 +14,10 @@
 //   this way), then an `all_reduce` IR node (plan op `comm.all_reduce`, sum over the TP group) *before*
 //   anything that consumes the result, so gated-residual epilogues apply to the reduced sum. The bias is
 //   added by rank 0's GEMM only, so the sum holds it once.
-// * colwise_replicate (adaLN `norm1.linear`, Colwise with output Replicate in Cache-DiT): computed
-//   replicated on every rank from the full weight, which gives the same values as Colwise + all-gather
-//   without the collective (the adaLN GEMMs are tiny next to the attention / MLP ones).
+// * colwise_replicate (adaLN `norm1.linear`, Colwise with output Replicate in Cache-DiT): a colwise GEMM
+//   on the rank's weight rows, then `tp_all_gather` (plan op `comm.all_gather_tp`) of the channels over the
+//   TP group, as Cache-DiT does. Computing it replicated from the full weight would skip a (tiny) collective
+//   but keep every adaLN weight whole on every rank (about a quarter of FLUX.1's parameters).
 // Everything else (embeddings, norms, the head) is replicated, as in Cache-DiT; every rank ends with the
 // full, bit-identical output (the all-reduce sums in rank order on every rank).
 // Weight shards are slice descriptors on PlanWeight (`slice`), cut by the runtime from the unchanged
@@ -70,7 +71,7 @@ const key = (p: number[]): string => p.join(',');
 export class TpHook implements TpTraceHook {
   /** node id -> full widths of the channel groups the node's last axis holds a rank shard of */
   readonly parts = new Map<number, number[]>();
-  /** linear module -> the parts of its output (colwise) or null (rowwise: replicated after the reduce) */
+  /** linear module -> the parts of its output (colwise) or null (rowwise / colwise_replicate: replicated after the reduce / gather) */
   private readonly outParts = new Map<string, number[] | null>();
 
   constructor(
@@ -97,18 +98,19 @@ export class TpHook implements TpTraceHook {
     const K = this.g.node(x).shape.at(-1)!;
     const T = this.T;
     const r = this.rank;
-    if (style === undefined || style === 'colwise_replicate') {
-      if (xp) this.fail(`linear '${module}' takes a channel-sharded input (the output of a colwise linear) but is ${style ?? 'not in the TP plan'}; make it 'rowwise'`, src);
-      return undefined; // replicated on every rank (colwise_replicate: see the file comment)
+    if (style === undefined) {
+      if (xp) this.fail(`linear '${module}' takes a channel-sharded input (the output of a colwise linear) but is not in the TP plan; make it 'rowwise'`, src);
+      return undefined; // replicated on every rank
     }
-    if (style === 'colwise') {
-      if (xp) this.fail(`colwise linear '${module}' takes a channel-sharded input; a colwise linear needs a replicated one`, src);
-      if (out % T !== 0) this.fail(`colwise linear '${module}' has ${out} output features, not divisible by ${T}`, src);
+    if (style === 'colwise' || style === 'colwise_replicate') {
+      if (xp) this.fail(`${style} linear '${module}' takes a channel-sharded input; it needs a replicated one`, src);
+      if (out % T !== 0) this.fail(`${style} linear '${module}' has ${out} output features, not divisible by ${T}`, src);
       const n = out / T;
       this.slices.set(`${module}.weight`, { full: [out, K], axis: 0, ranges: [[r * n, n]] });
       if (hasBias) this.slices.set(`${module}.bias`, { full: [out], axis: 0, ranges: [[r * n, n]] });
-      this.outParts.set(module, [out]);
-      return { out: n, bias: hasBias, reduce: false, inFull: K };
+      const gather = style === 'colwise_replicate'; // replicated again after the all-gather
+      this.outParts.set(module, gather ? null : [out]);
+      return { out: n, bias: hasBias, reduce: false, gather, inFull: K };
     }
     // rowwise: the rank's columns of every sharded input group
     if (!xp) this.fail(`rowwise linear '${module}' takes a replicated input; it must follow colwise linears (check the TP plan)`, src);
@@ -120,7 +122,7 @@ export class TpHook implements TpTraceHook {
     }
     this.slices.set(`${module}.weight`, { full: [out, off], axis: 1, ranges });
     this.outParts.set(module, null);
-    return { out, bias: hasBias && r === 0, reduce: true, inFull: off };
+    return { out, bias: hasBias && r === 0, reduce: true, gather: false, inFull: off };
   }
 
   norm(module: string | null, x: number, src: string): { full: number } | undefined {
@@ -165,7 +167,7 @@ export class TpHook implements TpTraceHook {
       else if (sharded.length) bad('(no TP style) takes a channel-sharded input');
       return;
     }
-    if (n.op === 'all_reduce' || sharded.length === 0) return;
+    if (n.op === 'all_reduce' || n.op === 'tp_all_gather' || sharded.length === 0) return;
     if (UNARY_EW.has(n.op)) return set(ins[0]);
     if (BINARY_EW.has(n.op)) {
       if (sharded.some((p) => key(p) !== key(sharded[0]!))) bad('mixes tensors sharded differently');
@@ -213,20 +215,20 @@ function checkHeads(model: string, req: UlyssesRequest, T: number): void {
 }
 
 /**
- * Per-rank tensor-parallel plans (index = rank). With `ulysses_size` U > 1 too: the Ulysses x TP hybrid
- * (Cache-DiT mesh (ring, ulysses, tp), TP innermost): rank = u * T + t runs TP rank t's trace at Ulysses
- * rank u's local token counts, its attentions lowered to Ulysses all-to-alls over H/T heads within the
- * ulysses group {t, T + t, ...}, its all-reduces within the tp group {u*T, ..., u*T + T - 1}.
- * Errors (CompileError): no TP plan, ring_size > 1 with tp (not lowered), ulysses_async with tp (not
- * lowered), heads or features not divisible by tp_size, an op the rank trace cannot run on sharded channels.
+ * Per-rank tensor-parallel plans (index = rank). With `ulysses_size` U and / or `ring_size` R > 1 too: the
+ * CP x TP hybrid (Cache-DiT mesh (ring, ulysses, tp), TP innermost): rank = c * T + t runs TP rank t's
+ * trace at CP rank c's local token counts (c = ringIdx * U + ulyssesIdx, parallel-lower.ts), its attentions
+ * lowered to Ulysses / ring / USP comm ops over H/T heads within the CP group {t, T + t, ...}, its
+ * all-reduces within the tp group {c*T, ..., c*T + T - 1}.
+ * Errors (CompileError): no TP plan, ulysses_async with tp (not lowered), heads or features not divisible
+ * by tp_size, an op the rank trace cannot run on sharded channels.
  */
 export function lowerTensorParallel(model: string, req: UlyssesRequest, compileRank: TpRankCompiler): Plan[] {
   const T = req.parallel.tp_size ?? 1;
   const U = req.parallel.ulysses_size ?? 1;
+  const R = req.parallel.ring_size ?? 1;
+  const C = U * R; // context-parallel ranks
   if (!Number.isInteger(T) || T < 1) throw new CompileError(`parallel plan: tp_size must be a positive integer, got ${T}`);
-  if ((req.parallel.ring_size ?? 1) > 1) {
-    throw new CompileError(`parallel plan: tp_size ${T} with ring_size ${req.parallel.ring_size}: ring / USP x tensor parallelism is not lowered yet (TP, Ulysses x TP, ring and USP are)`);
-  }
   if (U > 1 && req.parallel.ulysses_async) {
     throw new CompileError(`parallel plan: ulysses_async with tp_size ${T}: async Ulysses x TP is not lowered yet (the async placement does not see the TP comm ops)`);
   }
@@ -243,7 +245,7 @@ export function lowerTensorParallel(model: string, req: UlyssesRequest, compileR
       hooks.push(h);
       return h;
     };
-    const plans = U > 1 ? lowerContextParallel(model, { ...req, parallel: { ...req.parallel, tp_size: 1 } }, (over, graphPass) => compileRank(factory, over, graphPass)) : [compileRank(factory)];
+    const plans = C > 1 ? lowerContextParallel(model, { ...req, parallel: { ...req.parallel, tp_size: 1 } }, (over, graphPass) => compileRank(factory, over, graphPass)) : [compileRank(factory)];
     for (const hook of hooks) {
       for (const o of hook.g.outputs) {
         if (hook.parts.has(o.node)) throw new CompileError(`${what}: tensor parallel: output '${o.name}' is channel-sharded (a colwise linear feeds it); end with a rowwise linear`);
@@ -253,14 +255,16 @@ export function lowerTensorParallel(model: string, req: UlyssesRequest, compileR
     slicesOf.push(slices);
   }
   const out: Plan[] = [];
-  for (let u = 0; u < U; u++) {
+  for (let c = 0; c < C; c++) {
     for (let t = 0; t < T; t++) {
-      const plan = finishRank(perT[t]![u]!, slicesOf[t]!);
-      const rank = u * T + t;
+      const plan = finishRank(perT[t]![c]!, slicesOf[t]!, T);
+      const rank = c * T + t;
       const cp = plan.parallel;
-      plan.tag = U > 1 ? `${plan.tag.replace(/-u\d+r\d+$/, '')}-u${U}tp${T}r${rank}` : `${plan.tag}-tp${T}r${rank}`;
+      // parallel-lower's tag suffix (-u<U>r<rank>, -r<R>r<rank>, -u<U>r<W>r<rank>) -> the mesh's
+      const mesh = `${U > 1 ? `u${U}` : ''}${R > 1 ? `r${R}` : ''}`;
+      plan.tag = C > 1 ? `${plan.tag.replace(/-(?:u\d+r|u|r)\d+r\d+$/, '')}-${mesh}tp${T}r${rank}` : `${plan.tag}-tp${T}r${rank}`;
       plan.parallel = cp
-        ? { ...cp, world: U * T, rank, tp: T }
+        ? { ...cp, world: C * T, rank, tp: T }
         : { kind: 'tp', world: T, rank, ulysses: 1, ring: 1, tp: T, anything: false, float8: false, async: false, headPadPolicy: 'cache-dit', split: {}, gather: {} };
       out.push(plan);
     }
@@ -269,7 +273,7 @@ export function lowerTensorParallel(model: string, req: UlyssesRequest, compileR
 }
 
 /** The TP parts of a rank plan: weight slices, comm info of the TP ops, no comm ops in `kernels`. */
-function finishRank(plan: Plan, slices: Map<string, PlanWeightSlice>): Plan {
+function finishRank(plan: Plan, slices: Map<string, PlanWeightSlice>, T: number): Plan {
   const out: Plan = structuredClone(plan);
   out.kernels = out.kernels.filter((k) => !k.startsWith('comm.'));
   for (const w of out.weights) {
@@ -280,9 +284,10 @@ function finishRank(plan: Plan, slices: Map<string, PlanWeightSlice>): Plan {
     const lists = seg.blocks ? seg.blocks.map((b) => ({ name: b.name, ops: b.ops })) : [{ name: seg.name, ops: seg.ops ?? [] }];
     for (const l of lists) {
       for (const op of l.ops) {
-        if (op.k !== 'comm.all_reduce' && op.k !== 'comm.rms_norm') continue;
-        // hLocal..stream are Ulysses fields, unused by the all-reduce
-        op.comm = { group: 'tp', sizes: [], hLocal: 0, hPad: 0, hReal: 0, float8: false, wait: true, stream: 'o', module: l.name };
+        if (op.k !== 'comm.all_reduce' && op.k !== 'comm.rms_norm' && op.k !== 'comm.all_gather_tp') continue;
+        // sizes: the all-gather's per-rank channel counts; hLocal..stream are Ulysses fields, unused here
+        const sizes = op.k === 'comm.all_gather_tp' ? new Array<number>(T).fill(op.i[1]!) : [];
+        op.comm = { group: 'tp', sizes, hLocal: 0, hPad: 0, hReal: 0, float8: false, wait: true, stream: 'o', module: l.name };
       }
     }
   }

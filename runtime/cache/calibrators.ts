@@ -2,7 +2,7 @@
 // and calls `TensorOps` (tensor-ops.ts): `hostOps` on host arrays (default, the reference) or the native
 // cache kernels (NativeBlockListRunner.ops), so updates and forecasts never read a tensor back to the host.
 // What stays on the host: step counters, coefficients, and DMD's tiny fit (Gram-matrix eigen / solve on at
-// most history x history float64 values from `ops.gram`).
+// most history x history float64 values from `ops.gram`, launched by the update, read at the fit).
 
 import type { CalibratorConfig } from './config.ts';
 import { cmul, cadd, cconj, cpow, csolve, eig, symEig, type Complex } from './linalg.ts';
@@ -180,6 +180,8 @@ export interface DmdState {
   taylor: TaylorState;
   fitKey: string | null;
   fit: DmdFit | null;
+  /** Gram matrices of the tail launched by the last update (fit key + deferred read), see dmdUpdate */
+  gram: { key: string; read: () => Float64Array } | null;
 }
 
 /** Per batch item: forecast = sum_j Re(M (lambda^k . b))_j * Xp_j, Xp_j = snapshot j+1 of the tail. */
@@ -205,6 +207,7 @@ export function newDmdState(history: number, rank: number, ridge: number, nDeriv
     taylor: newTaylorState(nDerivatives),
     fitKey: null,
     fit: null,
+    gram: null,
   };
 }
 
@@ -214,6 +217,7 @@ function resetDmd(s: DmdState): void {
   s.snapshots = [];
   s.fit = null;
   s.fitKey = null;
+  s.gram = null;
   resetTaylor(s.taylor);
 }
 
@@ -229,6 +233,14 @@ export function dmdUpdate(s: DmdState, y: Float32Array, batch: number, ops: Tens
   if (s.snapshots.length > s.history) s.snapshots.splice(0, s.snapshots.length - s.history);
   s.lastNonApproximatedStep = s.currentStep;
   s.fitKey = null;
+  // the next fit's Gram matrices are launched now, at the compute step, so that they reach the host with the
+  // next step's probe sums instead of as a read of their own (the window key cannot change before the fit)
+  const { snaps, spacing } = uniformSnapshots(s);
+  s.gram = snaps.length >= 4 ? { key: dmdFitKey(s, snaps.length, spacing), read: ops.gram(snaps.map((x) => x.y), batch) } : null;
+}
+
+function dmdFitKey(s: DmdState, tailLength: number, spacing: number): string {
+  return `${s.snapshots[s.snapshots.length - 1].step}|${tailLength}|${spacing}`;
 }
 
 /** Longest uniformly spaced suffix of the snapshot history (OLDEST..NEWEST) and its spacing. */
@@ -249,18 +261,16 @@ function uniformSnapshots(s: DmdState): { snaps: DmdSnapshot[]; spacing: number 
 }
 
 /**
- * Gram matrices of the tail per batch item, G[b][i][j] = <Y_i, Y_j> over segment b: `ops.gram` (float64,
- * fixed chunk order; natively one dmd_gram launch for up to 7 snapshots = the one small host read of a fit).
+ * Per batch item G[b][i][j] = <Y_i, Y_j> over segment b from an `ops.gram` result of n snapshots (float64,
+ * fixed chunk order; natively one dmd_gram launch for up to 7 snapshots).
  */
-function dmdGram(tail: Float32Array[], batch: number, ops: TensorOps): number[][][] {
-  const n = tail.length;
-  const g = ops.gram(tail, batch);
+function gramMatrices(g: Float64Array, n: number, batch: number): number[][][] {
   return Array.from({ length: batch }, (_, b) => Array.from({ length: n }, (_, i) => Array.from(g.subarray((b * n + i) * n, (b * n + i + 1) * n))));
 }
 
 /** Fit one batch item on rows [off, off+d) of the tail snapshots (float64, Gram-matrix economy SVD). */
 export function dmdFitItem(tail: Float32Array[], off: number, d: number, rank: number, ridge: number): DmdItemFit | null {
-  return dmdFitGram(dmdGram(tail.map((y) => y.subarray(off, off + d)), 1, hostOps)[0], rank, ridge);
+  return dmdFitGram(gramMatrices(hostOps.gram(tail.map((y) => y.subarray(off, off + d)), 1)(), tail.length, 1)[0], rank, ridge);
 }
 
 /** The DMD fit from the Gram matrix G[i][j] = <Y_i, Y_j> of n snapshots (host, float64, n <= history). */
@@ -343,9 +353,12 @@ export function dmdApproximate(s: DmdState, ops: TensorOps = hostOps): Float32Ar
   if (snaps.length >= 4) {
     const last = s.snapshots[s.snapshots.length - 1];
     const k = (s.currentStep - last.step) / spacing;
-    const key = `${last.step}|${snaps.length}|${spacing}`;
+    const key = dmdFitKey(s, snaps.length, spacing);
     if (s.fitKey !== key) {
-      const G = dmdGram(snaps.map((x) => x.y), s.batch, ops);
+      const tail = snaps.map((x) => x.y);
+      // launched by the update (always, unless the state was edited by hand): the deferred read
+      const read = s.gram?.key === key ? s.gram.read : ops.gram(tail, s.batch);
+      const G = gramMatrices(read(), tail.length, s.batch);
       s.fit = { items: G.map((g) => dmdFitGram(g, s.rank, s.ridge)), tail: snaps.map((x) => x.y) };
       s.fitKey = key;
     }

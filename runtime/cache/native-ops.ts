@@ -1,7 +1,10 @@
 // TensorOps on the native cache kernels (templates/cpu/cache.cpp.hbs; the CUDA build has the same kernels):
 // calibrator updates and forecasts run where the tensors live. Bit-exact with `hostOps` (same float32 op
-// order, no FMA, the same float64 chunked sum order in dmd_gram). Nothing tensor-sized is read by the host;
-// `gram` is the one small read (batch x k x k float64 per DMD fit), counted in `stats`.
+// order, no FMA, the same float64 chunked sum order in dmd_gram). Nothing tensor-sized is read by the host.
+// `gram` results (batch x k x k float64 per DMD fit) are small device results the host needs: the runner
+// calls `readback()` when it reads a probe's sums, and every result launched before rides along in that same
+// transfer (device scratch next to the sums); only a result needed before any probe is a read of its own.
+// `stats` counts those separate reads and the values transferred.
 
 import { focaCoef, type TensorOps } from './tensor-ops.ts';
 
@@ -12,9 +15,15 @@ export interface KernelRunner {
 export interface NativeOpsStats {
   /** kernel launches */
   kernels: number;
-  /** small host reads (dmd_gram results) and the float64 values they carried */
+  /** small host reads of their own (dmd_gram results not delivered with a probe's sums) */
   hostReads: number;
+  /** float64 values of dmd_gram results that reached the host (with a probe or on their own) */
   hostReadValues: number;
+}
+
+interface PendingRead {
+  values: number;
+  delivered: boolean;
 }
 
 /** most tensors one launch takes (forecast: 6, dmd_gram: 7, forecast_f64: 5), from the kernel ABI's 8 slots */
@@ -23,6 +32,9 @@ const GRAM_TENSORS = 7;
 const F64_TERMS = 5;
 
 export class NativeTensorOps implements TensorOps {
+  /** small results launched and not yet on the host */
+  private readonly pending = new Set<PendingRead>();
+
   constructor(
     private readonly k: KernelRunner,
     readonly stats: NativeOpsStats = { kernels: 0, hostReads: 0, hostReadValues: 0 },
@@ -65,31 +77,52 @@ export class NativeTensorOps implements TensorOps {
     return y;
   }
 
-  gram(x: Float32Array[], batch: number): Float64Array {
+  gram(x: Float32Array[], batch: number): () => Float64Array {
     const k = x.length;
-    if (k <= GRAM_TENSORS) return this.gramLaunch(x, 0, batch); // the whole symmetric matrix in one launch
-    // larger (dmd_history > 7): 3 x 4 tiles of <x_i, x_j>, one launch each
-    const out = new Float64Array(batch * k * k);
-    for (let r0 = 0; r0 < k; r0 += 3)
-      for (let c0 = 0; c0 < k; c0 += 4) {
-        const rows = x.slice(r0, r0 + 3);
-        const cols = x.slice(c0, c0 + 4);
-        const t = this.gramLaunch([...rows, ...cols], cols.length, batch);
+    let out: Float64Array;
+    if (k <= GRAM_TENSORS) {
+      out = this.gramLaunch(x, 0, batch); // the whole symmetric matrix in one launch
+    } else {
+      // larger (dmd_history > 7): 3 x 4 tiles of <x_i, x_j>, one launch each, gathered (host side, after the read)
+      const tiles: { r0: number; c0: number; nr: number; nc: number; t: Float64Array }[] = [];
+      for (let r0 = 0; r0 < k; r0 += 3)
+        for (let c0 = 0; c0 < k; c0 += 4) {
+          const rows = x.slice(r0, r0 + 3);
+          const cols = x.slice(c0, c0 + 4);
+          tiles.push({ r0, c0, nr: rows.length, nc: cols.length, t: this.gramLaunch([...rows, ...cols], cols.length, batch) });
+        }
+      out = new Float64Array(batch * k * k);
+      for (const { r0, c0, nr, nc, t } of tiles)
         for (let b = 0; b < batch; b++)
-          for (let i = 0; i < rows.length; i++)
-            for (let j = 0; j < cols.length; j++) out[(b * k + r0 + i) * k + c0 + j] = t[(b * rows.length + i) * cols.length + j];
+          for (let i = 0; i < nr; i++) for (let j = 0; j < nc; j++) out[(b * k + r0 + i) * k + c0 + j] = t[(b * nr + i) * nc + j];
+    }
+    const p: PendingRead = { values: batch * k * k, delivered: false };
+    this.pending.add(p);
+    return () => {
+      if (!p.delivered) {
+        this.stats.hostReads++; // needed before a probe read brought it along
+        this.deliver(p);
       }
-    return out;
+      return out;
+    };
+  }
+
+  /** the runner read a probe's sums: every small result launched before comes back in the same transfer */
+  readback(): void {
+    for (const p of this.pending) this.deliver(p);
+  }
+
+  private deliver(p: PendingRead): void {
+    p.delivered = true;
+    this.stats.hostReadValues += p.values;
+    this.pending.delete(p);
   }
 
   /** dmd_gram over x = rows (+ kb cols): kb 0 -> the symmetric Gram of x, else the rows x cols block */
   private gramLaunch(x: Float32Array[], kb: number, batch: number): Float64Array {
     const ka = x.length - kb;
-    const values = batch * ka * (kb || ka);
-    const g = new Float32Array(2 * values);
+    const g = new Float32Array(2 * batch * ka * (kb || ka));
     this.run('dmd_gram', [g, ...x], [x[0].length, batch, ka, kb]);
-    this.stats.hostReads++;
-    this.stats.hostReadValues += values;
     return new Float64Array(g.buffer);
   }
 

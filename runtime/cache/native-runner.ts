@@ -4,7 +4,7 @@
 // native kernel (`runKernel`): residual_store, residual_apply, cache_probe (fused Fn residual + relative-L1
 // sums); calibrators update and forecast through `ops` (NativeTensorOps: taylor_diff, forecast,
 // foca_forecast, dmd_gram, forecast_f64) on `tensor()` handles. Per step the only value the host reads is the
-// probe's 2 float64 sums (plus, for DMD, one batch x k x k float64 Gram matrix per stream and fit: `ops.stats`).
+// probe's 2 float64 sums; DMD's small Gram matrices (launched at compute steps) come back with them (`ops.stats`).
 // Blocks run with `run(segment, begin, end)`.
 //
 // Fused probe: `residual('hidden', 'Fn_cur', base)` is deferred; the probe that follows computes
@@ -189,6 +189,7 @@ export class NativeBlockListRunner implements BlockListRunner {
       if (p.length !== c.length) return null;
       this.k.runKernel('cache_probe', [p, null, c, null, this.sums], [c.length], []);
     }
+    this.ops.readback(); // small calibrator results (DMD Gram) ride along with the sums
     return { num: this.sums64[0], den: this.sums64[1] };
   }
 

@@ -1,8 +1,9 @@
 // The tensor operations the calibrators run (reference §1.8). Calibrator state logic (calibrators.ts) only
 // holds tensor handles and calls these ops, so the same code runs on host arrays (`hostOps`, the reference,
-// pure TS) and on the native cache kernels (`NativeTensorOps` in native-runner.ts: taylor_diff, forecast,
+// pure TS) and on the native cache kernels (`NativeTensorOps` in native-ops.ts: taylor_diff, forecast,
 // foca_forecast, dmd_gram, forecast_f64), where nothing tensor-sized ever comes back to the host: the only
-// host read is the small float64 result of `gram` (DMD Gram matrices, batch x k x k values per fit).
+// host read is the small float64 result of `gram` (DMD Gram matrices, batch x k x k values per fit), which
+// is launched at the compute step and read later, natively together with the next probe's sums.
 //
 // Every op allocates a fresh output and never writes its inputs: calibrator states share handles freely
 // (e.g. FoCa's F_k and F_full after an update are the same tensor).
@@ -21,8 +22,11 @@ export interface TensorOps {
   combine(tensors: Float32Array[], coefs: number[]): Float32Array;
   /** FoCa forecast from the anchors for elapsed steps e (Heun e <= 3, damped beyond), Cache-DiT's op order */
   foca(full: Float32Array, prev: Float32Array, fk: Float32Array, fkm1: Float32Array, e: number): Float32Array;
-  /** per batch segment b, the Gram matrix <x_i, x_j> in float64 -> out[(b * k + i) * k + j] (a small host read) */
-  gram(x: Float32Array[], batch: number): Float64Array;
+  /**
+   * per batch segment b, the Gram matrix <x_i, x_j> in float64 -> out[(b * k + i) * k + j]: computed now, read
+   * when the returned function is called (a small host read; natively free when a probe read came in between)
+   */
+  gram(x: Float32Array[], batch: number): () => Float64Array;
   /**
    * per batch segment b: sum_j coefs[b][j] * s_j, float64 accumulation in term order, cast to float32;
    * when any output is non-finite the result is a copy of the last tensor (DMD: the newest snapshot)
@@ -84,7 +88,7 @@ export const hostOps: TensorOps = {
     for (let b = 0; b < batch; b++)
       for (let i = 0; i < k; i++)
         for (let j = i; j < k; j++) out[(b * k + i) * k + j] = out[(b * k + j) * k + i] = dot64(x[i], x[j], b * d, d);
-    return out;
+    return () => out;
   },
   combine64(tensors, coefs, batch) {
     const n = tensors[0].length;

@@ -214,10 +214,10 @@ export class ParallelExecutor {
   }
 
   /** All-gathers `[outer, n_r, inner]` shards (n_r = sizes[r]) into `[outer, sum(sizes), inner]`, rank order. */
-  private async gatherAxis(local: Float32Array, outer: number, inner: number, sizes: number[]): Promise<Float32Array> {
+  private async gatherAxis(local: Float32Array, outer: number, inner: number, sizes: number[], group: 'cp' | 'tp' = 'cp'): Promise<Float32Array> {
     const counts = sizes.map((n) => outer * n * inner);
     const all = new Float32Array(counts.reduce((a, b) => a + b, 0));
-    await (await this.groups()).cp.allGather(local, all, counts);
+    await (await this.groups())[group].allGather(local, all, counts);
     const S = sizes.reduce((a, b) => a + b, 0);
     const out = new Float32Array(all.length);
     let off = 0;
@@ -313,10 +313,10 @@ export class ParallelExecutor {
   }
 
   /**
-   * This rank's context-parallel and tensor-parallel groups. Ulysses x TP hybrid (plan.parallel.tp T <
-   * world): mesh [ulysses, tp], TP innermost (Cache-DiT's (ring, ulysses, tp) device mesh): rank = u*T + t,
-   * cp group {t, T + t, ...}, tp group {u*T, ..., u*T + T - 1}; otherwise both are the whole world. Every
-   * rank creates them at its first comm op (the same point of the same plan on every rank).
+   * This rank's context-parallel and tensor-parallel groups. CP x TP hybrid (plan.parallel.tp T < world):
+   * TP innermost (Cache-DiT's (ring, ulysses, tp) device mesh): rank = c*T + t with c the rank in the CP
+   * (ulysses / ring / USP) group {t, T + t, ...}, tp group {c*T, ..., c*T + T - 1}; otherwise both are the
+   * whole world. Every rank creates them at its first comm op (the same point of the same plan everywhere).
    */
   private groups(): Promise<{ cp: Communicator; tp: Communicator }> {
     this.meshGroups ??= (async () => {
@@ -379,6 +379,13 @@ export class ParallelExecutor {
         return;
       }
       if (!op.comm) throw new Error(`${this.plan.tag}: ${op.k} has no comm info`);
+      if (op.k === 'comm.all_gather_tp') {
+        // tensor parallel colwise_replicate: [rows, n] per rank -> [rows, T*n], channels in rank order
+        const [outer, n] = op.i as [number, number];
+        const x = this.readRows(op.t[0]!, 1, outer * n, outer * n);
+        this.exec.writeTensor(op.t[1]!, await this.gatherAxis(x, outer, 1, op.comm.sizes, 'tp'));
+        return;
+      }
       if (op.k === 'comm.all_gather') {
         // CP internal gather point: [outer, n_local, inner] -> [outer, sum(sizes), inner]
         const [outer, n, inner] = op.i as [number, number, number];
@@ -477,7 +484,8 @@ export class ParallelExecutor {
     const [B, H, D, qS, kS, vS, oS] = op.i as [number, number, number, number, number, number, number];
     if (!this.kernels) throw new Error(`${this.plan.tag}: ${op.k} in ${c.module} needs the addon's runKernel (native attention_lse / attn_merge)`);
     checkRingKernels(this.kernels);
-    const sLocal = c.sizes[this.comm.rank]!;
+    const { cp } = await this.groups(); // the whole world, or this rank's ring / USP group under TP
+    const sLocal = c.sizes[cp.rank]!;
     const rows = B * sLocal;
     const dims = { B, sLocal, H, D, ...(op.f.length ? { scale: op.f[0]! } : {}) };
     if (op.k === 'comm.ring_attention') {
@@ -486,17 +494,17 @@ export class ParallelExecutor {
       // buffer if the memory plan let o share floats with one of them
       const direct = ![op.t[0]!, op.t[1]!, op.t[2]!].some((id) => this.overlap(id, op.t[3]!));
       const o = direct ? r(op.t[3]!, oS) : { data: new Float32Array(rows * H * D), stride: H * D };
-      await ringAttentionNative(this.comm, this.kernels, r(op.t[0]!, qS), r(op.t[1]!, kS), r(op.t[2]!, vS), o, dims, c.sizes);
+      await ringAttentionNative(cp, this.kernels, r(op.t[0]!, qS), r(op.t[1]!, kS), r(op.t[2]!, vS), o, dims, c.sizes);
       if (!direct) this.writeRows(op.t[3]!, o.data, rows, H * D, oS);
       return;
     }
     const par = this.plan.parallel!;
-    this.usp ??= uspGroups(this.comm, par.ulysses, par.ring);
+    this.usp ??= uspGroups(cp, par.ulysses, par.ring);
     const groups = await this.usp;
     const q = this.readRows(op.t[0]!, rows, H * D, qS);
     const k = this.readRows(op.t[1]!, rows, H * D, kS);
     const v = this.readRows(op.t[2]!, rows, H * D, vS);
-    const o = await uspAttention(this.comm, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups });
+    const o = await uspAttention(cp, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups });
     this.writeRows(op.t[3]!, o, rows, H * D, oS);
   }
 

@@ -153,7 +153,7 @@ export async function benchCache(
   return rows;
 }
 
-const COLORS = ['#1f77b4', '#d62728', '#9467bd', '#2ca02c', '#ff7f0e', '#8c564b'];
+const COLORS = ['#1f77b4', '#d62728', '#9467bd', '#2ca02c', '#ff7f0e', '#8c564b', '#e377c2', '#17becf'];
 
 /** hand-written SVG: one panel per step count, x = speed-up, y = PSNR (dB, identical images drawn at the top) */
 export function cacheSvg(rows: CacheBenchRow[]): string {

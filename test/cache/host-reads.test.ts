@@ -3,7 +3,7 @@
 // every addon kernel launch (per denoising step), the executor's readTensor, and the host reference ops
 // (`hostOps`, the only TS code that touches tensor elements for the calibrators). The only kernels whose
 // outputs the host reads are `cache_probe` (2 float64 sums) and, for DMD's host-side fit, `dmd_gram`
-// (batch x history float64 Gram entries, only on the first cache hit after a compute step).
+// (batch x k x k float64 Gram matrices, launched at compute steps; they come back with the next probe's sums).
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadPipeline, type Pipeline } from '../../runtime/pipeline.ts';
 import { loadNative } from '../../runtime/native.ts';
@@ -55,8 +55,8 @@ describe('28-step tiny-flux cached run: the probe sums are the only per-step hos
       const grams = steps.map((xs) => count(xs, 'dmd_gram'));
       const calKernels = steps.map((xs) => xs.filter((x) => x !== 'cache_probe' && x !== 'residual_store' && x !== 'residual_apply').length);
       console.log(
-        `${label}: ${r.cache!.tag}; host reads per step (probe + gram) ${steps.map((_, i) => probes[i]! + grams[i]!).join('')}; ` +
-          `${r.cache!.hostReads} reads, ${r.cache!.hostReadValues} float64 in all; ${r.cache!.calibratorKernels} calibrator kernels`,
+        `${label}: ${r.cache!.tag}; probes per step ${probes.join('')}; dmd_gram launches per step ${grams.join('')}; ` +
+          `${r.cache!.hostReads} host reads, ${r.cache!.hostReadValues} float64 in all; ${r.cache!.calibratorKernels} calibrator kernels`,
       );
       // one probe (2 float64) per step at most; none in the 4 warmup steps
       expect(Math.max(...probes)).toBeLessThanOrEqual(1);
@@ -67,20 +67,22 @@ describe('28-step tiny-flux cached run: the probe sums are the only per-step hos
       // nothing tensor-sized came back: no host calibrator arithmetic (the native runner has no readTensor path:
       // io tensors are arena views, buffers never leave the kernels)
       for (const h of host) expect(h).not.toHaveBeenCalled();
+      // the probes are the only host reads: <= 1 per step
+      expect(r.cache!.hostReads).toBe(r.cache!.probes);
       if (cal.calibrator_type !== 'dmd') {
         expect(grams.every((g) => g === 0)).toBe(true);
-        expect(r.cache!.hostReads).toBe(r.cache!.probes);
         expect(r.cache!.hostReadValues).toBe(2 * r.cache!.probes);
       } else {
-        // DMD's host-side fit: one Gram matrix read per stream (hidden + encoder calibrators, <= 6 x 6 float64 at
-        // batch 1) on the first cache hit after a compute step, only when >= 4 uniformly spaced snapshots exist
+        // DMD's fit: Gram matrices (hidden + encoder streams, <= 6 x 6 float64 each at batch 1) launched at compute
+        // steps once >= 4 uniformly spaced snapshots exist, delivered with the next probe's sums
         expect(grams.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
         for (let i = 0; i < 28; i++) {
-          if (grams[i]! > 0) expect(s.cached_steps.includes(i) && !s.cached_steps.includes(i - 1), `gram read at step ${i}`).toBe(true);
+          if (grams[i]! > 0) expect(s.cached_steps.includes(i), `gram launch at compute step ${i}`).toBe(false);
           expect(grams[i]!).toBeLessThanOrEqual(2);
         }
-        expect(r.cache!.hostReadValues - 2 * r.cache!.probes).toBeLessThanOrEqual(36 * grams.reduce((a, b) => a + b, 0));
-        expect(r.cache!.hostReads).toBe(r.cache!.probes + grams.reduce((a, b) => a + b, 0));
+        const extra = r.cache!.hostReadValues - 2 * r.cache!.probes;
+        expect(extra).toBeGreaterThan(0);
+        expect(extra).toBeLessThanOrEqual(36 * grams.reduce((a, b) => a + b, 0));
       }
     }, 60_000);
   }

@@ -1,9 +1,9 @@
 // Caching on the real tiny-flux pipeline (compiled plan, native executor, cache kernels):
 // threshold 0 == uncached bit for bit, a cached run caches steps and stays close, decisions are
-// deterministic, TaylorSeer / FoCa / DBPrune / SCM runs work, true CFG keeps separate stats per branch.
+// deterministic, TaylorSeer / FoCa / DMD / DBPrune / SCM runs work, true CFG keeps separate stats per branch.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadPipeline, type GenerateResult, type Pipeline } from '../../runtime/pipeline.ts';
-import { dbCacheConfig, dbPruneConfig, focaConfig, taylorSeerConfig, type DBCacheConfig } from '../../runtime/cache/config.ts';
+import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type DBCacheConfig } from '../../runtime/cache/config.ts';
 import { stepsMask } from '../../runtime/cache/steps-mask.ts';
 import { psnr, ssimRgb } from '../../runtime/metrics.ts';
 
@@ -58,11 +58,12 @@ describe('tiny-flux with the cache engine', () => {
     expect(bitEqual(a.latents, b.latents)).toBe(true);
   });
 
-  it('TaylorSeer (forecast kernel), FoCa and SCM ultra + TaylorSeer run and stay close', async () => {
+  it('TaylorSeer, FoCa, DMD (calibrator kernels) and SCM ultra + TaylorSeer run and stay close', async () => {
     for (const [label, opts] of [
       ['taylorseer', { cache: F1B0_R012_W4_MC3(), calibrator: taylorSeerConfig({ taylorseer_order: 1 }) }],
       ['taylorseer o2', { cache: F1B0_R012_W4_MC3(), calibrator: taylorSeerConfig({ taylorseer_order: 2 }) }],
       ['foca', { cache: F1B0_R012_W4_MC3(), calibrator: focaConfig() }],
+      ['dmd', { cache: F1B0_R012_W4_MC3(), calibrator: dmdConfig() }],
       ['scm ultra + ts', {
         cache: dbCacheConfig({ Fn_compute_blocks: 1, residual_diff_threshold: 0.12, max_warmup_steps: 8, max_continuous_cached_steps: 3, steps_computation_mask: stepsMask({ totalSteps: 28, policy: 'ultra' }), steps_computation_policy: 'dynamic' }),
         calibrator: taylorSeerConfig(),

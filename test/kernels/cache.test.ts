@@ -126,13 +126,13 @@ describe('dmd_gram', () => {
       // k <= 7: one symmetric launch; 9: 3 x 4 tiles (block launches, kb > 0)
       for (const k of [1, 4, 7, 9]) {
         const x = Array.from({ length: k }, (_, j) => randn(n, 41 + j));
-        const got = nops.gram(x, batch);
+        const got = nops.gram(x, batch)();
         const want = ref.dmdGram(x, batch);
         for (let q = 0; q < want.length; q++) {
           // float64 sums of exact products: summation order only, 1e-12 of the sum of |products| (~ d)
           expect(Math.abs(got[q] - want[q])).toBeLessThanOrEqual(1e-12 * d);
         }
-        expect(bitEqual(got, hostOps.gram(x, batch))).toBe(true);
+        expect(bitEqual(got, hostOps.gram(x, batch)())).toBe(true);
       }
     });
   it('rejects a batch that does not divide n, too many tensors, a missing tensor, a short g', () => {

@@ -25,7 +25,7 @@ describe('parallelRequest: --parallel tp', () => {
     expect(parallelRequest({ world: 4, parallel: 'tp', parallelText: true })).toEqual({ tp_size: 4, ulysses_anything: false, extra_parallel_modules: ['text_encoder'] });
     expect(parallelRequest({ world: 4, parallel: 'ulysses_tp' })).toEqual({ ulysses_size: 2, tp_size: 2, ulysses_anything: false });
     expect(parallelRequest({ world: 6, parallel: 'tp_ulysses' })).toEqual({ tp_size: 3, ulysses_size: 2, ulysses_anything: false });
-    expect(() => parallelRequest({ world: 4, parallel: 'ring_tp' })).toThrow(/--parallel ring_tp: ring \/ USP x tensor parallelism is not lowered yet/);
+    expect(parallelRequest({ world: 8, parallel: 'usp_tp' })).toEqual({ ulysses_size: 2, ring_size: 2, tp_size: 2, ulysses_anything: false });
     expect(() => parallelRequest({ world: 4, parallel: 'ulysses_tp', ulyssesAsync: true })).toThrow(/--ulysses-async cannot be combined with --parallel ulysses_tp/);
     expect(() => parallelRequest({ world: 2, parallel: 'tp', ulyssesFloat8: true })).toThrow(/cannot be combined with --parallel tp/);
   });
@@ -59,13 +59,18 @@ describe.skipIf(!nativeAvailable())('generate --parallel tp == 1 rank (tiny-flux
     );
   });
 
-  it('shm, world 4, --parallel ulysses_tp (ulysses 2 x tp 2): latents within 1e-5', async () => {
+  it('shm, world 4, --parallel ulysses_tp (ulysses 2 x tp 2) and ring_tp (ring 2 x tp 2): latents within 1e-5', async () => {
     const want = await reference();
-    const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: STEPS, seed: 3, world: 4, parallel: 'ulysses_tp', threads: 1, parallelPlanProvider: provider });
-    const e = relL2(r.latents, want.latents);
-    console.log(`shm ulysses_tp world 4: latents relL2 ${e.toExponential(2)}`);
-    expect(r.parallel).toMatchObject({ kind: 'ulysses', world: 4, ulysses: 2, tp: 2 });
-    expect(e).toBeLessThan(1e-5);
+    for (const [parallel, kind] of [
+      ['ulysses_tp', 'ulysses'],
+      ['ring_tp', 'ring'],
+    ] as const) {
+      const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: STEPS, seed: 3, world: 4, parallel, threads: 1, parallelPlanProvider: provider });
+      const e = relL2(r.latents, want.latents);
+      console.log(`shm ${parallel} world 4: latents relL2 ${e.toExponential(2)}`);
+      expect(r.parallel).toMatchObject({ kind, world: 4, tp: 2 });
+      expect(e).toBeLessThan(1e-5);
+    }
   });
 
   it('shm, world 2, --parallel tp --cache (DBCache F1B0): the 1-rank cached steps and latents', async () => {

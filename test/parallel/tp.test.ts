@@ -11,7 +11,7 @@ import { FLUX_SCALED, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights 
 const T = 'transformer' as const;
 
 describe('TP lowering: plan format and compile-time errors', () => {
-  it('per-rank plans: sliced weights, all-reduce after every rowwise linear, replicated adaLN', () => {
+  it('per-rank plans: sliced weights, all-reduce after every rowwise linear, all-gathered adaLN', () => {
     const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2 } });
     expect(plans).toHaveLength(2);
     const [p0, p1] = plans as [(typeof plans)[0], (typeof plans)[0]];
@@ -27,9 +27,15 @@ describe('TP lowering: plan format and compile-time errors', () => {
     expect(w(p1, 'transformer_blocks.0.ff.net.2.bias')).toBeUndefined();
     // FLUX single block proj_out: input columns [attn shard | mlp shard] of the rank
     expect(w(p1, 'single_transformer_blocks.0.proj_out.weight')).toMatchObject({ shape: [128, 320], slice: { full: [128, 640], axis: 1, ranges: [[64, 64], [128 + 256, 256]] } });
-    // colwise_replicate (adaLN) and everything outside the plan: full weights
-    expect(w(p1, 'transformer_blocks.0.norm1.linear.weight')).toMatchObject({ shape: [768, 128] });
-    expect(w(p1, 'transformer_blocks.0.norm1.linear.weight')!.slice).toBeUndefined();
+    // colwise_replicate (adaLN): the rank's rows, then the channels all-gathered over the TP group
+    expect(w(p1, 'transformer_blocks.0.norm1.linear.weight')).toMatchObject({ shape: [384, 128], slice: { full: [768, 128], axis: 0, ranges: [[384, 384]] } });
+    const ag = p1.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops.filter((o) => o.k === 'comm.all_gather_tp');
+    expect(ag.map((o) => [o.i, o.comm!.sizes])).toEqual([
+      [[1, 384, 1], [384, 384]],
+      [[1, 384, 1], [384, 384]],
+    ]); // norm1 and norm1_context
+    // outside the plan (embedders, norm_out, proj_out): full weights
+    expect(w(p1, 'x_embedder.weight')!.slice).toBeUndefined();
     // dual block: 4 all-reduces (to_out, to_add_out, ff, ff_context); attention on the rank's 2 heads
     const dual = p1.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
     const ars = dual.filter((o) => o.k === 'comm.all_reduce');
@@ -65,7 +71,6 @@ describe('TP lowering: plan format and compile-time errors', () => {
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 3 } })).toThrow(
       /tiny-flux transformer: tensor parallel: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) has 4 heads, not divisible by tp_size 3/,
     );
-    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, ring_size: 2 } })).toThrow(/ring \/ USP x tensor parallelism is not lowered yet/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, ulysses_size: 2, ulysses_async: true } })).toThrow(/async Ulysses x TP is not lowered yet/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, tp: { 'transformer_blocks.*.attn.to_q': 'colwise' } } })).toThrow(
       /tensor parallel \(tp_size 2\): concat on a rank trace where 1 of its inputs are channel-sharded .*models\/flux1\.ts:\d+:\d+: concat on axis 1/,
@@ -187,7 +192,7 @@ describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all hea
   });
 });
 
-describe.skipIf(!nativeAvailable())('Ulysses x TP hybrid (mesh [ulysses, tp], rank = u * tp + t)', () => {
+describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), rank = cpRank * tp + tpRank)', () => {
   it('tiny-flux ulysses 2 x tp 2 and scaled flux1-dev ulysses 2 x tp 3 (UAA auto) == 1 rank', async () => {
     const ref = compilePlan('tiny-flux', { component: T });
     const w = await tinyFluxWeights();
@@ -209,5 +214,22 @@ describe.skipIf(!nativeAvailable())('Ulysses x TP hybrid (mesh [ulysses, tp], ra
     const serrs = souts.map((o) => relL2(o.out, swant));
     console.log(`flux1-dev scaled ulysses 2 x tp 3: relL2 ${serrs.map((e) => e.toExponential(2)).join(' ')}`);
     for (const e of serrs) expect(e).toBeLessThan(1e-5);
+  });
+
+  it('tiny-flux ring 2 x tp 2 and USP (ulysses 2 x ring 2) x tp 2 == 1 rank', async () => {
+    const ref = compilePlan('tiny-flux', { component: T });
+    const w = await tinyFluxWeights();
+    const inputs = inputsFor(ref, 8);
+    const want = runOneRank(ref, w, inputs);
+    for (const par of [{ ring_size: 2, tp_size: 2 }, { ulysses_size: 2, ring_size: 2, tp_size: 2 }]) {
+      const plans = compileParallelPlans('tiny-flux', { component: T, parallel: par });
+      expect(plans).toHaveLength(par.ring_size * (par.ulysses_size ?? 1) * 2);
+      expect(plans.at(-1)!.tag).toMatch(par.ulysses_size ? /-u2r2tp2r7$/ : /-r2tp2r3$/);
+      expect(plans[0]!.parallel).toMatchObject({ kind: par.ulysses_size ? 'usp' : 'ring', tp: 2 });
+      const outs = await runRanks(plans, w, inputs);
+      const errs = outs.map((o) => relL2(o.out, want));
+      console.log(`tiny-flux ${JSON.stringify(par)}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+      for (const e of errs) expect(e).toBeLessThan(1e-5);
+    }
   });
 });

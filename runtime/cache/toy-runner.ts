@@ -5,6 +5,7 @@
 import type { ProbeSums } from './context.ts';
 import type { ForwardPattern, Stream } from './engine.ts';
 import { HostBufferRunner } from './host-runner.ts';
+import { mulberry32 } from '../seeded-random.ts';
 
 const f32 = Math.fround;
 
@@ -122,17 +123,6 @@ export function linearToyBlocks(n: number, pattern: ForwardPattern): ToyBlock[] 
   });
 }
 
-/** mulberry32: deterministic PRNG for fixtures */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** standard normal samples (Box-Muller) from a PRNG */
 export function randn(n: number, rnd: () => number, mean = 0, std = 1): Float32Array {

@@ -1,33 +1,9 @@
 // Float64-accumulating reference attention with log-sum-exp, deterministic RNG and error metrics:
 // the host-side ground truth the distributed (Ulysses / ring / USP) paths are checked against.
 
-/** Deterministic PRNG (mulberry32) with Box-Muller normals. */
-export class Rng {
-  private s: number;
-  private spare: number | null = null;
-  constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  uniform(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  normal(): number {
-    if (this.spare !== null) {
-      const v = this.spare;
-      this.spare = null;
-      return v;
-    }
-    let u = 0;
-    while (u === 0) u = this.uniform();
-    const v = this.uniform();
-    const r = Math.sqrt(-2 * Math.log(u));
-    this.spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
-  }
-}
+import { Rng } from '../seeded-random.ts';
+
+export { Rng };
 
 export function randn(rng: Rng, n: number, scale = 1): Float32Array {
   const a = new Float32Array(n);

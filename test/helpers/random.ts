@@ -1,17 +1,9 @@
 // Deterministic random weights/inputs for plans (compiler tests).
 import type { Plan } from '../../runtime/plan.ts';
 
-export function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../../runtime/seeded-random.ts';
+
+export { rng };
 
 export function randn(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());

@@ -1,17 +1,9 @@
 // Shared helpers of the kernel tests: seeded random inputs and a tolerance check that reports the worst element.
 import { expect } from 'vitest';
 
-/** mulberry32: deterministic, seeded */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../../runtime/seeded-random.ts';
+
+export { rng };
 
 /** normal(mean, std) float32 values (Box-Muller), never all zeros */
 export function randn(n: number, seed: number, std = 1, mean = 0): Float32Array {

@@ -73,7 +73,7 @@ describe('pipeline', () => {
     w.shape = [w.shape[1]!, w.shape[0]!];
     const pipe = await loadPipeline('tiny-flux', { threads: 1, plans: { transformer: plan } });
     await expect(pipe.generate({ prompt: PROMPT, steps: 1 })).rejects.toThrow(
-      `${WEIGHTS}: weight "${w.name}" has shape [${real.join(', ')}], the transformer plan expects [${w.shape.join(', ')}]`,
+      `${WEIGHTS} (transformer plan): weight "${w.name}" has shape [${real.join(', ')}], the plan expects [${w.shape.join(', ')}]`,
     );
   });
 

@@ -21,6 +21,12 @@ export interface NativeExecutor {
    * run() is in flight. Used by the cache engine (runtime/cache/native-runner.ts) to run its kernels in place.
    */
   tensorView(id: number): Float32Array;
+  /**
+   * `runKernel` on this executor's own thread pool (not while a run() is in flight): multi-rank runs keep each
+   * rank's threads (the global pool serves one caller at a time; the others would run single-threaded).
+   * Optional so structural fakes need not provide it.
+   */
+  runKernel?(name: string, t: (Float32Array | null)[], i: number[], f: number[]): void;
   /** Runs a segment on a worker thread; a "blocks" segment runs blocks [blockBegin, blockEnd) (default all). */
   run(segment: string, blockBegin?: number, blockEnd?: number): Promise<void>;
   /** Same, on the calling thread. */

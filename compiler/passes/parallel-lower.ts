@@ -7,8 +7,8 @@
 //    full sequence: `comm.all_to_all_qkv` for q, k, v (scatter heads, gather sequence, head padding,
 //    FP8 for q and v), `attention` with hReal heads over S_global, `comm.all_to_all_o` (inverse, FP8).
 //    Per-rank sequence lengths come from the other ranks' plans (the same attention, by order).
-//    ulysses_async: V, Q, K comm ops move right after their last producer, issued without waiting; a
-//    `comm.wait` precedes the attention.
+//    ulysses_async: V, Q, K comm ops move right after their last producer (not before an earlier comm op,
+//    e.g. a TP all-reduce under CP x TP), issued without waiting; a `comm.wait` precedes the attention.
 // 3. Exit gather (`output` on axis 1 for FLUX): recorded in `plan.parallel.gather`.
 // Internal points (`cp.internal`, Wan: `rope_ids` rows and the stream entering `blocks.0` split, `proj_out`
 // gathered): the rank's trace is replayed by cp-points.ts with a slice / an all-gather at those values, so the
@@ -192,7 +192,7 @@ function allGatherOps(plan: Plan): { op: PlanOp; point: string }[] {
  * (both; mesh [ring, ulysses]). Errors (CompileError): no CP plan, a split that is not divisible without
  * `ulysses_anything` (Ulysses only), a head count that cannot be padded (Cache-DiT's rule without UAA),
  * attention whose keys are split but queries are not, an output split but neither gathered nor sharded,
- * tp_size > 1 (compiler/passes/tp-lower.ts lowers TP alone).
+ * tp_size > 1 (compiler/passes/tp-lower.ts lowers TP and calls this per TP rank with tp_size 1).
  * Attention whose keys / values are whole on every rank (Wan's cross attention to the unsplit text) stays
  * a local attention of the rank's queries: exact, no comm (Cache-DiT passes cp_config=None for it).
  */
@@ -468,12 +468,20 @@ function rewriteRank(
         ops.splice(s.index, 1, ...gatherMask, a2a('q', q, qg, qS!, true), a2a('k', kk, kg, kS!, true), a2a('v', v, vg, vS!, true), ...attn, oOp);
         continue;
       }
-      // async: each of V, Q, K right after its last producer (Cache-DiT order V, Q, K when tied)
+      // async: each of V, Q, K right after its last producer (Cache-DiT order V, Q, K when tied), but never
+      // before an earlier comm op or attention of the list (`floor`): a TP collective (`comm.all_reduce`,
+      // `comm.rms_norm`, `comm.all_gather_tp` on the tp group) is then never issued while an all-to-all of
+      // the cp group is in flight, so each group sees one collective at a time in plan order on every rank
+      // (no interleaving of the two groups inside a backend that serialises all calls, e.g. MPI without
+      // MPI_THREAD_MULTIPLE), and an earlier attention's all-to-alls (sharing the scratch slots) come first.
+      // Producers may be comm ops too (Wan under TP: q, k leave `comm.rms_norm`).
+      let floor = -1;
+      for (let j = s.index - 1; j >= 0 && floor < 0; j--) if (ops[j]!.k.startsWith('comm.') || ops[j]!.k === 'attention') floor = j;
       ops.splice(s.index, 1, { k: 'comm.wait', t: [], i: [], f: [] }, ...gatherMask, ...attn, oOp);
       const lastTouch = (id: number): number => {
         const r = range(id)!;
-        for (let j = s.index - 1; j >= 0; j--) if (!ops[j]!.k.startsWith('comm.') && touches(ops[j]!, r)) return j;
-        return -1;
+        for (let j = s.index - 1; j > floor; j--) if (touches(ops[j]!, r)) return j;
+        return floor;
       };
       const place = [
         { stream: 'v' as const, x: v, xg: vg, st: vS! },

@@ -120,7 +120,9 @@ export class ParallelExecutor {
     this.exec = new native.Executor(JSON.stringify(np), opts.threads ? { threads: opts.threads } : {});
     const nk = native.kernels && native.runKernel ? { kernels: native.kernels.bind(native), runKernel: native.runKernel.bind(native) } : null;
     this.fp8 = opts.fp8 !== 'host' && nk ? (nativeFp8Kernels(nk) ?? undefined) : undefined;
-    this.kernels = nk;
+    // ring/USP kernels on this rank's own executor threads when the addon offers it (else the global pool)
+    const ex = this.exec;
+    this.kernels = nk && ex.runKernel ? { kernels: nk.kernels, runKernel: ex.runKernel.bind(ex) } : nk;
   }
 
   /**

@@ -28,6 +28,20 @@ export function checkRingKernels(k: KernelRunner): void {
   if (missing.length) throw new Error(`ring/USP attention needs the native kernels ${missing.join(', ')}, which this addon lacks: rebuild it with \`npm run build:native\``);
 }
 
+/**
+ * Scratch of the native ring per communicator (calls on one communicator are sequential): the two K/V
+ * blocks, the block output and the two LSE vectors, grown on demand, so a step does not allocate (and zero)
+ * several MB per attention.
+ */
+const ringScratch = new WeakMap<Communicator, Float32Array[]>();
+
+function scratch(comm: Communicator, sizes: number[]): Float32Array[] {
+  const have = ringScratch.get(comm) ?? [];
+  const out = sizes.map((n, j) => (have[j] && have[j]!.length >= n ? have[j]! : new Float32Array(n)));
+  ringScratch.set(comm, out);
+  return out.map((a, j) => a.subarray(0, sizes[j]));
+}
+
 /** `rows` rows of a strided tensor: row r starts at data[r * stride] (a zero-copy arena view or a plain array). */
 export interface Rows {
   data: Float32Array;
@@ -58,22 +72,23 @@ export async function ringAttentionNative(
   const rows = B * sLocal;
   if (rows === 0 || HD === 0) return;
   const scale = dims.scale ?? 1 / Math.sqrt(D);
-  const lse = new Float32Array(rows * H);
+  const block = (n: number) => B * n * HD; // floats of one of K, V of an owner with n tokens
+  const maxS = Math.max(...sizes);
+  // every float of these is written before it is read (attention_lse fills o/lse, sendRecv the blocks)
+  const ring = W > 1 ? 1 : 0; // a world of 1 needs only lse
+  const buf = scratch(comm, [ring * 2 * block(maxS), ring * 2 * block(maxS), ring * rows * HD, rows * H, ring * rows * H]);
+  let cur = buf[0]!;
+  let nxt = buf[1]!;
+  const [tmpO, lse, tmpL] = [buf[2]!, buf[3]!, buf[4]!];
   const att = (kb: Float32Array, vb: Float32Array, sk: number, ks: number, vs: number, out: Rows, l: Float32Array) =>
     kernels.runKernel('attention_lse', [q.data, kb, vb, null, out.data, l], [B, sLocal, sk, H, D, q.stride, ks, vs, out.stride], [scale]);
   if (W === 1) {
     att(k.data, v.data, sLocal, k.stride, v.stride, o, lse);
     return;
   }
-  const block = (n: number) => B * n * HD; // floats of one of K, V of an owner with n tokens
-  const maxS = Math.max(...sizes);
-  let cur = new Float32Array(2 * block(maxS));
-  let nxt = new Float32Array(2 * block(maxS));
   // pack the local K, V rows (strided arena views) into [K | V], each [B, S_local, H*D]
   kernels.runKernel('copy3d', [k.data, cur], [1, rows, HD, 0, k.stride, 0, HD], []);
   kernels.runKernel('copy3d', [v.data, cur.subarray(block(sLocal))], [1, rows, HD, 0, v.stride, 0, HD], []);
-  const tmpO = new Float32Array(rows * HD);
-  const tmpL = new Float32Array(rows * H);
   for (let t = 0; t < W; t++) {
     const owner = (me - t + W) % W; // whose K/V block `cur` holds
     const sk = sizes[owner]!;

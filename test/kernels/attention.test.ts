@@ -4,8 +4,12 @@
 // probability, and P V / the final normalization add gamma_Sk * max|v|. Dropped keys must get probability
 // exactly 0 and a fully masked row must be exactly 0 (tolerance 0 there). The LSE bound (lseTol) is derived
 // in attentionRef; a row with no kept key must be exactly -inf.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { native } from '../../runtime/native.ts';
+import { NATIVE_ADDON_PATH, native } from '../../runtime/native.ts';
 import { expectClose, randn, sentinel, uniform } from './harness.ts';
 import { attnMerge } from './reference.ts';
 import { U32, attentionRef, compactRows } from './reference-gemm.ts';
@@ -215,5 +219,45 @@ describe('attn_merge (Cache-DiT fused_merge_attn_states)', () => {
     const a = new Float32Array(2 * 3 * 4), l = new Float32Array(2 * 3);
     expect(() => native.runKernel('attn_merge', [a, l, a, new Float32Array(5), a, l], [2, 1, 3, 4, 12, 12, 12], [])).toThrow(/lse.*holds 5 floats, needs 6/);
     expect(() => native.runKernel('attn_merge', [a, l, a, l, a, l], [2, 1, 3, 4, 11, 12, 12], [])).toThrow(/strides must be >= H\*D/);
+  });
+});
+
+describe('scalar path (DITFORGE_ATTENTION_SCALAR=1: what CPUs without AVX-512 run)', () => {
+  // the AVX-512 choice is made once per process, so a child process runs the kernels with the variable set
+  it('attention_lse with a mask and attn_merge in place match the float64 references', () => {
+    const B = 2, Sq = 11, Sk = 23, H = 3, D = 7, HD = H * D, qs = HD + 2, ks = HD + 5, vs = HD + 1;
+    const q = randn(B * Sq * qs, 41), k = randn(B * Sk * ks, 42), v = randn(B * Sk * vs, 43);
+    const mask = new Float32Array(B * Sk).fill(1);
+    for (let j = 0; j < Sk; j += 4) mask[Sk + j] = 0;
+    const pl = uniform(B * Sq * H, 44, 1, 6), so = randn(B * Sq * HD, 45), sl = uniform(B * Sq * H, 46, 1, 6);
+    pl[0] = Infinity; // the quirk on the scalar build too
+    const dir = mkdtempSync(join(tmpdir(), 'df-attn-scalar-'));
+    try {
+      const inputs = { q, k, v, mask, pl, so, sl };
+      for (const [n, a] of Object.entries(inputs)) writeFileSync(join(dir, n), a);
+      const script = `
+        const n = require(${JSON.stringify(NATIVE_ADDON_PATH)}), fs = require('fs'), path = require('path');
+        const rd = (f) => { const b = fs.readFileSync(path.join(${JSON.stringify(dir)}, f)); return new Float32Array(b.buffer, b.byteOffset, b.length / 4).slice(); };
+        const [q, k, v, mask, pl, so, sl] = ['q', 'k', 'v', 'mask', 'pl', 'so', 'sl'].map(rd);
+        const o = new Float32Array(${B * Sq * HD}), lse = new Float32Array(${B * Sq * H});
+        n.runKernel('attention_lse', [q, k, v, mask, o, lse], [${[B, Sq, Sk, H, D, qs, ks, vs, HD].join(', ')}], [0.4]);
+        const mo = o.slice(), ml = lse.slice();
+        n.runKernel('attn_merge', [mo, ml, so, sl, mo, ml], [${[B, Sq, H, D, HD, HD, HD].join(', ')}], []);
+        for (const [f, a] of [['o', o], ['lse', lse], ['mo', mo], ['ml', ml]]) fs.writeFileSync(path.join(${JSON.stringify(dir)}, f), a);`;
+      const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, DITFORGE_ATTENTION_SCALAR: '1' }, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      const out = (f: string) => { const b = readFileSync(join(dir, f)); return new Float32Array(b.buffer, b.byteOffset, b.length / 4); };
+      const want = attentionRef({ q, k, v, keyMask: mask, B, Sq, Sk, H, D, qStride: qs, kStride: ks, vStride: vs, scale: 0.4 });
+      expectClose(out('o'), want.o, 0, 0, want.tol, 'scalar attention_lse o');
+      expectLse(out('lse'), want.lse, want.lseTol, 'scalar attention_lse');
+      // merge vs float64 on the kernel's own attention output: |o| < 3 and |p - s| < 5 here, so mergeCase's bounds
+      // ((4 u + u |p - s|) |a - b| + 4 u (|a| + |a - b|) < 1e-6; LSE 4 u (|p| + |p - s| + |lse| + 1) < 1e-5) fit in
+      // 1e-6 + 1e-5 |y| and 1e-5 (1 + |lse|) with margin
+      const m = attnMerge(out('o'), out('lse'), so, sl, B * Sq, H, D, HD, HD);
+      expectClose(out('mo'), m.y, 1e-6, 1e-5, undefined, 'scalar attn_merge out');
+      expectLse(out('ml'), m.yLse, m.yLse.map((x) => 1e-5 * (1 + Math.abs(x))), 'scalar attn_merge');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

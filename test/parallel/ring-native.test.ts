@@ -3,6 +3,8 @@
 // on shm coroutines. Odd head dims and sequence lengths, strided q/k/v/o rows (as the arena views are),
 // uneven ring sizes. Tolerance 1e-5 relative L2: float32 attention + float32 merges vs float64 (observed ~1e-7).
 import { describe, expect, it } from 'vitest';
+import { compilePlan } from '../../compiler/index.ts';
+import { randomWeights } from '../helpers/random.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { native, nativeAvailable } from '../../runtime/native.ts';
 import { Rng, concatSeq, randn, relL2, sliceSeq } from '../../runtime/parallel/attention-ref.ts';
@@ -22,6 +24,7 @@ describe.skipIf(!nativeAvailable())('native ring attention vs the float64 host o
   });
 
   for (const [W, B, H, D, sizes] of [
+    [1, 2, 2, 8, [5]],
     [2, 1, 3, 16, [9, 9]],
     [3, 2, 2, 5, [7, 4, 6]],
     [4, 1, 2, 24, [5, 5, 5, 5]],
@@ -62,6 +65,29 @@ describe.skipIf(!nativeAvailable())('native ring attention vs the float64 host o
       return { got, want };
     });
     for (const r of res) expect(relL2(r.got, r.want)).toBeLessThan(1e-5);
+  });
+
+  it('Executor.runKernel (on the rank executor threads): same bits as runKernel, same validation, refused while run() is in flight', async () => {
+    const plan = compilePlan('tiny-flux', { component: 'transformer' });
+    const ex = new native.Executor(JSON.stringify(plan), { threads: 2 });
+    const rng = new Rng(5);
+    const B = 1, S = 37, H = 3, D = 24, HD = H * D;
+    const q = randn(rng, B * S * HD), k = randn(rng, B * S * HD), v = randn(rng, B * S * HD);
+    const run = (f: (n: string, t: (Float32Array | null)[], i: number[], fl: number[]) => void) => {
+      const o = new Float32Array(B * S * HD), l = new Float32Array(B * S * H);
+      f('attention_lse', [q, k, v, null, o, l], [B, S, S, H, D, HD, HD, HD, HD], [0.3]);
+      return [o, l];
+    };
+    const [o1, l1] = run((n, t, i, f) => ex.runKernel!(n, t, i, f));
+    const [o2, l2] = run((n, t, i, f) => native.runKernel(n, t, i, f));
+    expect(o1).toEqual(o2);
+    expect(l1).toEqual(l2);
+    expect(() => ex.runKernel!('attn_merge', [q, l1, q, l1, q, new Float32Array(3)], [B, S, H, D, HD, HD, HD], [])).toThrow(/runKernel\(attn_merge\): tensor t\[5\] \(yLse\) holds 3 floats, needs 111/);
+    for (const [name, data] of randomWeights(plan, 3)) ex.bindWeight(name, data);
+    for (const io of plan.inputs) ex.setInput(io.name, new Float32Array(io.shape.reduce((a, b) => a * b, 1)).fill(0.5));
+    const p = ex.run('blocks');
+    expect(() => ex.runKernel!('attention_lse', [q, k, v, null, o1, l1], [B, S, S, H, D, HD, HD, HD, HD], [0.3])).toThrow(/runKernel: .* is running a segment/);
+    await p;
   });
 
   it('sizes that do not fit the rank are a clear error', async () => {

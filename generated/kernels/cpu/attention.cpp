@@ -282,9 +282,11 @@ static void pack_kv(const Params& P, int64_t b, int64_t h, float* Kt, float* Vp,
     keep[j] = j < P.Sk ? ((!P.mask || P.mask[b * P.Sk + j] > 0.5f) ? 1.0f : 0.0f) : 0.0f;
 }
 
+// DITFORGE_ATTENTION_SCALAR=1 forces the scalar path (what CPUs without AVX-512 run), so the tests cover it
 static bool has_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  static const bool ok = std::getenv("DITFORGE_ATTENTION_SCALAR") == nullptr && __builtin_cpu_supports("avx512f") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl");
   return ok;
 }
 

@@ -74,7 +74,8 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
   return arr;
 }
 
-Napi::Value RunKernel(const Napi::CallbackInfo& info) {
+// runKernel(name, t[], i[], f[]) on `pool` (the global pool, or an executor's own: Executor.runKernel)
+Napi::Value run_kernel_on(const Napi::CallbackInfo& info, df::ThreadPool& pool) {
   Napi::Env env = info.Env();
   std::string name = str_arg(info, 0, "runKernel: name");
   const auto& reg = df::registry();
@@ -115,10 +116,12 @@ Napi::Value RunKernel(const Napi::CallbackInfo& info) {
   std::string bad = df::validate_kernel_args(name, reg.arity(name), static_cast<int>(ta.Length()), targs,
                                              static_cast<int>(ia.Length()), args.i, static_cast<int>(fa.Length()));
   if (!bad.empty()) throw_js(env, "runKernel(" + name + "): " + bad);
-  df::KernelCtx ctx{&global_pool()};
+  df::KernelCtx ctx{&pool};
   fn(args, ctx);
   return env.Undefined();
 }
+
+Napi::Value RunKernel(const Napi::CallbackInfo& info) { return run_kernel_on(info, global_pool()); }
 
 // ---------------------------------------------------------------------------------------------
 struct Mapping {
@@ -239,6 +242,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
                            InstanceMethod("readTensor", &Executor::ReadTensor),
                            InstanceMethod("writeTensor", &Executor::WriteTensor),
                            InstanceMethod("tensorView", &Executor::TensorView),
+                           InstanceMethod("runKernel", &Executor::RunKernelHere),
                            InstanceMethod("run", &Executor::Run),
                            InstanceMethod("runSync", &Executor::RunSync),
                            InstanceMethod("arenaBytes", &Executor::ArenaBytes),
@@ -472,6 +476,13 @@ class Executor : public Napi::ObjectWrap<Executor> {
     return Napi::Number::New(info.Env(), static_cast<double>(exec_->arena_floats()) * sizeof(float));
   }
   Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), exec_->threads()); }
+
+  // runKernel on this executor's thread pool (ranks of one process each keep their own threads, instead of
+  // queueing on the global pool); not while a run() is in flight (the pool is busy then)
+  Napi::Value RunKernelHere(const Napi::CallbackInfo& info) {
+    not_busy(info.Env(), "runKernel");
+    return run_kernel_on(info, exec_->pool());
+  }
   Napi::Value Segments(const Napi::CallbackInfo& info) {
     auto names = exec_->segment_names();
     auto arr = Napi::Array::New(info.Env(), names.size());

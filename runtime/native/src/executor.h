@@ -58,6 +58,7 @@ class PlanExecutor {
 
   int64_t arena_floats() const { return arena_floats_; }
   int threads() const { return pool_->size(); }
+  ThreadPool& pool() { return *pool_; }  // Executor.runKernel: kernels on this executor's threads
   const std::string& label() const { return label_; }
   std::vector<std::string> segment_names() const;
   int64_t segment_blocks(int seg) const;

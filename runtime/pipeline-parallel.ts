@@ -116,9 +116,6 @@ export function parallelRequest(o: ParallelOptions): ParallelRequest {
   if (o.parallelVae) extra.push('vae');
   if (extra.length) req.extra_parallel_modules = extra;
   // CP x TP hybrids run on Cache-DiT's (ring, ulysses, tp) mesh: rank = cpRank * tp + tpRank
-  if ((req.tp_size ?? 1) > 1 && (req.ulysses_size ?? 1) > 1 && o.ulyssesAsync) {
-    throw new UserError(`--ulysses-async cannot be combined with --parallel ${kind} yet (async Ulysses x TP is not lowered)`);
-  }
   if (kind === 'tp') {
     if (o.ulyssesAnything || o.ulyssesFloat8 || o.ulyssesAsync) throw new UserError('--ulysses-anything / --ulysses-float8 / --ulysses-async apply to Ulysses; they cannot be combined with --parallel tp');
     req.ulysses_anything = false;

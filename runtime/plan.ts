@@ -70,10 +70,10 @@ export interface PlanOp {
  * `comm.all_gather` (CP internal gather point): t = [x, y], i = [outer, n_local, inner]: x `[outer, n_local, inner]`
  * -> y `[outer, sum(sizes), inner]`, rank shards in rank order; `comm` holds group 'cp', `sizes` (per-rank n_local)
  * and `module` (the gather point); the head fields are 0.
- * `comm.all_reduce` (tensor parallel): t = [x, y], i = [n]: y = sum of x over the TP group (y may alias x);
- * `comm` holds group 'tp', `module` (the block) and sizes [] (no per-rank sizes). `comm.rms_norm` (tensor
- * parallel distributed RMSNorm): t = [x, w?, y], i = [M, C, Cfull], f = [eps]: x `[M, C]` holds C of the
- * Cfull channels; y = x / sqrt(allreduce(sum x^2) / Cfull + eps) * w.
+ * `comm.all_reduce` (tensor parallel): t = [x, y], i = [n, f64?]: y = sum of x over the TP group (y may alias x);
+ * i[1] = 1: the n floats hold n/2 float64 values, summed as float64 (the distributed RMSNorm's per-row sums of
+ * squares between the native `rms_sumsq` and `rms_norm_apply` kernels); `comm` holds group 'tp', `module` (the
+ * block) and sizes [] (no per-rank sizes).
  * `comm.all_gather_tp` (tensor parallel colwise_replicate): t = [x, y], i = [rows, n, 1]: x `[rows, n]` ->
  * y `[rows, T*n]` with rank r's channels at r*n (`comm.sizes` = every rank's n).
  */

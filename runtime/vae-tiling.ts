@@ -216,17 +216,27 @@ export function stitchTiles(decoded: Float32Array[], g: VaeTileGrid, batch: numb
  * The whole tiled decode on one process: every tile through `decodeTile` (latent tile [B, C, h, w] ->
  * decoded [B, outChannels, h*scale, w*scale]), in row-major order, then blend + stitch.
  */
-export async function tiledDecode(
+export async function tiledDecode(...args: TiledDecodeArgs): Promise<Float32Array> {
+  const [, batch, , outChannels, g] = args;
+  return stitchTiles((await decodeTiles(args, () => true)) as Float32Array[], g, batch, outChannels);
+}
+
+/** The positional arguments of `tiledDecode` (and of `tiledDecodeParallel` after its communicator). */
+type TiledDecodeArgs = [
   z: Float32Array,
   batch: number,
   channels: number,
   outChannels: number,
   g: VaeTileGrid,
   decodeTile: (tile: Float32Array, t: VaeTile) => Promise<Float32Array>,
-): Promise<Float32Array> {
-  const decoded: Float32Array[] = [];
-  for (const t of g.tiles) decoded.push(await decodeTile(extractTile(z, batch, channels, g, t), t));
-  return stitchTiles(decoded, g, batch, outChannels);
+];
+
+/** Decodes the tiles `mine` picks, one at a time in row-major order; null in the other tiles' places. */
+async function decodeTiles(args: TiledDecodeArgs, mine: (t: VaeTile) => boolean): Promise<(Float32Array | null)[]> {
+  const [z, batch, channels, , g, decodeTile] = args;
+  const decoded: (Float32Array | null)[] = [];
+  for (const t of g.tiles) decoded.push(mine(t) ? await decodeTile(extractTile(z, batch, channels, g, t), t) : null);
+  return decoded;
 }
 
 /**
@@ -238,17 +248,12 @@ export async function tiledDecode(
  */
 export async function tiledDecodeParallel(
   comm: Pick<Communicator, 'rank' | 'worldSize' | 'send' | 'recv'>,
-  z: Float32Array,
-  batch: number,
-  channels: number,
-  outChannels: number,
-  g: VaeTileGrid,
-  decodeTile: (tile: Float32Array, t: VaeTile) => Promise<Float32Array>,
+  ...args: TiledDecodeArgs
 ): Promise<Float32Array> {
+  const [, batch, , outChannels, g] = args;
   const { rank, worldSize: W } = comm;
   const planes = batch * outChannels;
-  const decoded: (Float32Array | null)[] = [];
-  for (const t of g.tiles) decoded.push(t.index % W === rank ? await decodeTile(extractTile(z, batch, channels, g, t), t) : null);
+  const decoded = await decodeTiles(args, (t) => t.index % W === rank);
   const out = new Float32Array(planes * g.latentHeight * g.scale * g.latentWidth * g.scale);
   if (rank === 0) {
     for (const t of g.tiles) {

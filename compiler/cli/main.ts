@@ -221,17 +221,24 @@ async function generate(flags: GenerateFlags): Promise<void> {
   }
   let result: GenerateResult;
   let parallelInfo: Record<string, unknown> | null = null;
+  // what the one-process and the parallel generate are both asked
+  const request = {
+    prompt: flags.prompt,
+    steps: flags.steps,
+    seed: flags.seed,
+    latents,
+    batch,
+    height: flags.height,
+    width: flags.width,
+    ...(cache ? { cache } : {}),
+    ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
+    ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
+  };
   try {
     if (flags.world > 1 || flags.parallel) {
       const { generateParallel } = await import('../../runtime/pipeline-parallel.ts');
       const r = await generateParallel(model.dir, {
-        prompt: flags.prompt,
-        steps: flags.steps,
-        seed: flags.seed,
-        latents,
-        batch,
-        height: flags.height,
-        width: flags.width,
+        ...request,
         world: flags.world,
         comm: flags.comm,
         ...(flags.parallel ? { parallel: flags.parallel } : {}),
@@ -241,10 +248,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
         parallelText: flags.parallelText,
         parallelVae: flags.parallelVae,
         ...(flags.vaeTiling ? { vaeTiling: true } : {}),
-        ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
         ...(flags.threads ? { threads: flags.threads } : {}),
-        ...(cache ? { cache } : {}),
-        ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
         planProvider,
         parallelPlanProvider: async (component, dims, parallel) => {
           if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
@@ -257,17 +261,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
       result = r;
     } else
     result = await pipe.generate({
-      prompt: flags.prompt,
-      steps: flags.steps,
-      seed: flags.seed,
-      latents,
-      batch,
-      height: flags.height,
-      width: flags.width,
+      ...request,
       onStep: bar ? (s) => bar!.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
-      ...(cache ? { cache } : {}),
-      ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
-      ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
       // VAE-P on one rank is the tiled decode (Cache-DiT's parallelize_vae enables tiling)
       ...(flags.vaeTiling || flags.parallelVae ? { vaeTiling: true } : {}),
     });

@@ -109,6 +109,8 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   layer_norm: { outs: [3], alias: [0] },
   ln_modulate: { outs: [3], alias: [] },
   rms_norm: { outs: [2], alias: [0] },
+  rms_sumsq: { outs: [1], alias: [] },
+  rms_norm_apply: { outs: [3], alias: [0] },
   gate_residual: { outs: [3], alias: [0] },
   rope: { outs: [3], alias: [] },
   qk_norm_rope: { outs: [4], alias: [] },
@@ -128,7 +130,6 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   gelu_tanh: { outs: [1], alias: [0] },
   // tensor parallel (docs/architecture.md §3c): run by the TS runtime between native stages
   'comm.all_reduce': { outs: [1], alias: [0] },
-  'comm.rms_norm': { outs: [2], alias: [0] },
   'comm.all_gather_tp': { outs: [1], alias: [] },
   // context parallel internal gather point (compiler/passes/cp-points.ts), run by the TS runtime
   'comm.all_gather': { outs: [1], alias: [] },
@@ -550,9 +551,16 @@ export function lower(g: Graph): Lowered {
         break;
       }
       case 'dist_rms_norm': {
+        // Cache-DiT DistributedRMSNorm: native float64 per-row sums of squares of the rank's C channels,
+        // all-reduced over the tp group (i[1] = 1: the floats hold float64; the only host work), then the
+        // native normalise-and-scale with the rank's weight slice
         const x = contig(I[0]!);
         const C = x.shape[x.shape.length - 1]!;
-        emit('comm.rms_norm', [ref(x), opt(I[1], lay), ref(out())], [numel(x.shape) / C, C, A.full as number], [A.eps as number]);
+        const M = numel(x.shape) / C;
+        const ss = ref(alloc([2 * M], `${nm}.sumsq`));
+        emit('rms_sumsq', [ref(x), ss], [M, C], []);
+        emit('comm.all_reduce', [ss, ss], [2 * M, 1], []);
+        emit('rms_norm_apply', [ref(x), ss, opt(I[1], lay), ref(out())], [M, C, A.full as number], [A.eps as number]);
         break;
       }
       case 'ew': {

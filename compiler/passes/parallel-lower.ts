@@ -470,11 +470,11 @@ function rewriteRank(
       }
       // async: each of V, Q, K right after its last producer (Cache-DiT order V, Q, K when tied), but never
       // before an earlier comm op or attention of the list (`floor`): a TP collective (`comm.all_reduce`,
-      // `comm.rms_norm`, `comm.all_gather_tp` on the tp group) is then never issued while an all-to-all of
+      // `comm.all_gather_tp` on the tp group) is then never issued while an all-to-all of
       // the cp group is in flight, so each group sees one collective at a time in plan order on every rank
       // (no interleaving of the two groups inside a backend that serialises all calls, e.g. MPI without
       // MPI_THREAD_MULTIPLE), and an earlier attention's all-to-alls (sharing the scratch slots) come first.
-      // Producers may be comm ops too (Wan under TP: q, k leave `comm.rms_norm`).
+      // Producers may be comm ops too (a TP all-reduce or all-gather writing q, k or v).
       let floor = -1;
       for (let j = s.index - 1; j >= 0 && floor < 0; j--) if (ops[j]!.k.startsWith('comm.') || ops[j]!.k === 'attention') floor = j;
       ops.splice(s.index, 1, { k: 'comm.wait', t: [], i: [], f: [] }, ...gatherMask, ...attn, oOp);

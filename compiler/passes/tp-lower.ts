@@ -7,8 +7,8 @@
 // * ops with `heads` on a sharded tensor (per-head RMSNorm, RoPE, attention) run heads/tp heads: the
 //   rank's channels are whole heads, so attention needs no communication.
 // * an RMSNorm over a sharded tensor (Wan's norm_q / norm_k span all heads) becomes a distributed RMSNorm
-//   (plan op `comm.rms_norm`, Cache-DiT's DistributedRMSNorm): per-row sums of squares all-reduced over the
-//   group, the rank's slice of the weight.
+//   (IR `dist_rms_norm`, Cache-DiT's DistributedRMSNorm; lower.ts emits native `rms_sumsq`, a float64
+//   `comm.all_reduce` of the [M] sums over the group, native `rms_norm_apply` with the rank's weight slice).
 // * rowwise `linear`: takes the sharded input (K/tp columns of the weight: for each sharded channel group
 //   of the input, that group's rank slice; FLUX single blocks' `proj_out` gets `[attn shard | mlp shard]`
 //   this way), then an `all_reduce` IR node (plan op `comm.all_reduce`, sum over the TP group) *before*
@@ -220,7 +220,9 @@ function checkHeads(model: string, req: UlyssesRequest, T: number): void {
  * trace at CP rank c's local token counts (c = ringIdx * U + ulyssesIdx, parallel-lower.ts), its attentions
  * lowered to Ulysses / ring / USP comm ops over H/T heads within the CP group {t, T + t, ...}, its
  * all-reduces within the tp group {c*T, ..., c*T + T - 1}.
- * Errors (CompileError): no TP plan, ulysses_async with tp (not lowered), heads or features not divisible
+ * ulysses_async works unchanged: parallel-lower's async placement never issues an all-to-all before an earlier
+ * comm op, so the TP collectives never overlap an in-flight all-to-all (one collective at a time per group).
+ * Errors (CompileError): no TP plan, heads or features not divisible
  * by tp_size, an op the rank trace cannot run on sharded channels.
  */
 export function lowerTensorParallel(model: string, req: UlyssesRequest, compileRank: TpRankCompiler): Plan[] {
@@ -229,9 +231,6 @@ export function lowerTensorParallel(model: string, req: UlyssesRequest, compileR
   const R = req.parallel.ring_size ?? 1;
   const C = U * R; // context-parallel ranks
   if (!Number.isInteger(T) || T < 1) throw new CompileError(`parallel plan: tp_size must be a positive integer, got ${T}`);
-  if (U > 1 && req.parallel.ulysses_async) {
-    throw new CompileError(`parallel plan: ulysses_async with tp_size ${T}: async Ulysses x TP is not lowered yet (the async placement does not see the TP comm ops)`);
-  }
   const rules = tpRules(model, req);
   checkHeads(model, req, T);
   const what = `${model} ${req.component}`;
@@ -284,7 +283,7 @@ function finishRank(plan: Plan, slices: Map<string, PlanWeightSlice>, T: number)
     const lists = seg.blocks ? seg.blocks.map((b) => ({ name: b.name, ops: b.ops })) : [{ name: seg.name, ops: seg.ops ?? [] }];
     for (const l of lists) {
       for (const op of l.ops) {
-        if (op.k !== 'comm.all_reduce' && op.k !== 'comm.rms_norm' && op.k !== 'comm.all_gather_tp') continue;
+        if (op.k !== 'comm.all_reduce' && op.k !== 'comm.all_gather_tp') continue;
         // sizes: the all-gather's per-rank channel counts; hLocal..stream are Ulysses fields, unused here
         const sizes = op.k === 'comm.all_gather_tp' ? new Array<number>(T).fill(op.i[1]!) : [];
         op.comm = { group: 'tp', sizes, hLocal: 0, hPad: 0, hReal: 0, float8: false, wait: true, stream: 'o', module: l.name };

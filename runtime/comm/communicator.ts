@@ -99,9 +99,11 @@ export function prefix(a: number[]): number[] {
   return out;
 }
 
-/** Validates alltoallv arguments (same on every backend), returns byte counts. */
+/** Validates alltoallv arguments (same on every backend) and counts the op in `stats`; returns byte counts. */
 export function checkAllToAll(
+  stats: CommStats,
   world: number,
+  rank: number,
   send: CommBuffer,
   sendCounts: number[],
   recv: CommBuffer,
@@ -116,7 +118,31 @@ export function checkAllToAll(
   if (sum(sendCounts) > send.length) throw new Error(`allToAll: sendCounts sum ${sum(sendCounts)} > send length ${send.length}`);
   if (sum(recvCounts) > recv.length) throw new Error(`allToAll: recvCounts sum ${sum(recvCounts)} > recv length ${recv.length}`);
   const es = send.BYTES_PER_ELEMENT;
-  return { es, sendBytes: sendCounts.map((c) => c * es), recvBytes: recvCounts.map((c) => c * es) };
+  const sendBytes = sendCounts.map((c) => c * es);
+  const recvBytes = recvCounts.map((c) => c * es);
+  countOp(stats, 'allToAll', sum(sendBytes) - sendBytes[rank]!, sum(recvBytes) - recvBytes[rank]!);
+  return { es, sendBytes, recvBytes };
+}
+
+/**
+ * Validates an allGather of `send` into `recv` (`counts`: elements per rank, default `send.length` each) and
+ * counts its bytes in `stats`; returns the per-rank element counts.
+ */
+export function checkAllGather(stats: CommStats, world: number, rank: number, send: CommBuffer, recv: CommBuffer, counts?: number[]): number[] {
+  const cnt = counts ?? new Array<number>(world).fill(send.length);
+  if (cnt.length !== world) throw new Error(`allGather: counts needs ${world} entries`);
+  if (cnt[rank] !== send.length) throw new Error(`allGather: rank ${rank} sends ${send.length} elements, counts says ${cnt[rank]}`);
+  if (recv.BYTES_PER_ELEMENT !== send.BYTES_PER_ELEMENT) throw new Error('allGather: send and recv element sizes differ');
+  if (sum(cnt) > recv.length) throw new Error(`allGather: recv holds ${recv.length} < ${sum(cnt)}`);
+  countOp(stats, 'allGather', send.byteLength * (world - 1), (sum(cnt) - send.length) * send.BYTES_PER_ELEMENT);
+  return cnt;
+}
+
+/** `Communicator.allGatherInt` over the backend's own allGather: one float64 per rank (exact for safe integers). */
+export async function allGatherIntVia(comm: Pick<Communicator, 'worldSize' | 'allGather'>, n: number): Promise<number[]> {
+  const out = new Float64Array(comm.worldSize);
+  await comm.allGather(Float64Array.of(n), out);
+  return Array.from(out);
 }
 
 /** FIFO of async operations: each starts when the previous settled (errors do not block the chain). */

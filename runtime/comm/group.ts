@@ -6,11 +6,12 @@ import {
   type CommStats,
   type Communicator,
   OpQueue,
+  allGatherIntVia,
+  checkAllGather,
   checkAllToAll,
   countOp,
   newStats,
   prefix,
-  sum,
 } from './communicator.ts';
 
 /** Communicator over `ranks` (parent ranks, in group-rank order); the caller must be a member. */
@@ -50,9 +51,8 @@ export class GroupCommunicator implements Communicator {
   }
 
   allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
-    const { sendBytes, recvBytes } = checkAllToAll(this.worldSize, send, sendCounts, recv, recvCounts);
     const me = this.rank;
-    countOp(this.stats, 'allToAll', sum(sendBytes) - sendBytes[me], sum(recvBytes) - recvBytes[me]);
+    checkAllToAll(this.stats, this.worldSize, me, send, sendCounts, recv, recvCounts);
     return this.q.run(async () => {
       const n = this.worldSize;
       const so = prefix(sendCounts);
@@ -68,11 +68,7 @@ export class GroupCommunicator implements Communicator {
   }
 
   allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
-    const n = this.worldSize;
-    const cnt = counts ?? new Array<number>(n).fill(send.length);
-    if (cnt.length !== n || cnt[this.rank] !== send.length) throw new Error('allGather: counts do not match the send buffer');
-    if (recv.BYTES_PER_ELEMENT !== send.BYTES_PER_ELEMENT || recv.length < sum(cnt)) throw new Error('allGather: bad recv buffer');
-    countOp(this.stats, 'allGather', send.byteLength * (n - 1), (sum(cnt) - send.length) * send.BYTES_PER_ELEMENT);
+    const cnt = checkAllGather(this.stats, this.worldSize, this.rank, send, recv, counts);
     return this.q.run(() => this.gatherRaw(send, recv, cnt));
   }
 
@@ -103,10 +99,8 @@ export class GroupCommunicator implements Communicator {
     });
   }
 
-  async allGatherInt(v: number): Promise<number[]> {
-    const out = new Float64Array(this.worldSize);
-    await this.allGather(Float64Array.of(v), out);
-    return Array.from(out);
+  allGatherInt(n: number): Promise<number[]> {
+    return allGatherIntVia(this, n);
   }
 
   send(buf: CommBuffer, dest: number): Promise<void> {

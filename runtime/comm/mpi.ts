@@ -14,12 +14,13 @@ import {
   type CommStats,
   type Communicator,
   OpQueue,
+  allGatherIntVia,
   asBytes,
+  checkAllGather,
   checkAllToAll,
   countOp,
   defaultTimeoutMs,
   newStats,
-  sum,
 } from './communicator.ts';
 
 interface MpiAddon {
@@ -176,9 +177,7 @@ export class MpiCommunicator implements Communicator {
   }
 
   allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
-    const { sendBytes, recvBytes } = checkAllToAll(this.worldSize, send, sendCounts, recv, recvCounts);
-    const me = this.rank;
-    countOp(this.stats, 'allToAll', sum(sendBytes) - sendBytes[me], sum(recvBytes) - recvBytes[me]);
+    const { sendBytes, recvBytes } = checkAllToAll(this.stats, this.worldSize, this.rank, send, sendCounts, recv, recvCounts);
     return this.watch(this.collQ, 'allToAll', null, () => this.mpi.alltoallv(asBytes(send), sendBytes, asBytes(recv), recvBytes));
   }
 
@@ -188,19 +187,13 @@ export class MpiCommunicator implements Communicator {
   }
 
   allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
-    const W = this.worldSize;
     const es = send.BYTES_PER_ELEMENT;
-    const cnt = counts ?? new Array<number>(W).fill(send.length);
-    if (cnt.length !== W || cnt[this.rank] !== send.length) throw new Error('allGather: counts do not match the send buffer');
-    if (recv.BYTES_PER_ELEMENT !== es || recv.length < sum(cnt)) throw new Error('allGather: bad recv buffer');
-    countOp(this.stats, 'allGather', send.byteLength * (W - 1), (sum(cnt) - send.length) * es);
+    const cnt = checkAllGather(this.stats, this.worldSize, this.rank, send, recv, counts);
     return this.watch(this.collQ, 'allGather', null, () => this.mpi.allgatherv(asBytes(send), asBytes(recv), cnt.map((c) => c * es)));
   }
 
-  async allGatherInt(n: number): Promise<number[]> {
-    const out = new Float64Array(this.worldSize);
-    await this.allGather(Float64Array.of(n), out);
-    return Array.from(out);
+  allGatherInt(n: number): Promise<number[]> {
+    return allGatherIntVia(this, n);
   }
 
   send(buf: CommBuffer, dest: number): Promise<void> {

@@ -14,13 +14,14 @@ import {
   type Communicator,
   CommError,
   OpQueue,
+  allGatherIntVia,
   asBytes,
+  checkAllGather,
   checkAllToAll,
   countOp,
   defaultTimeoutMs,
   newStats,
   prefix,
-  sum,
 } from './communicator.ts';
 
 const COUNT = 0;
@@ -201,9 +202,8 @@ export class ShmCommunicator implements Communicator {
 
   // ---------------------------------------------------------------- collectives
   allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
-    const { sendBytes, recvBytes } = checkAllToAll(this.worldSize, send, sendCounts, recv, recvCounts);
     const me = this.rank;
-    countOp(this.stats, 'allToAll', sum(sendBytes) - sendBytes[me], sum(recvBytes) - recvBytes[me]);
+    const { sendBytes, recvBytes } = checkAllToAll(this.stats, this.worldSize, me, send, sendCounts, recv, recvCounts);
     return this.collQ.run(() =>
       this.guard('allToAll', async () => {
         const W = this.worldSize;
@@ -257,14 +257,8 @@ export class ShmCommunicator implements Communicator {
   }
 
   allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
-    const W = this.worldSize;
     const es = send.BYTES_PER_ELEMENT;
-    const cnt = counts ?? new Array<number>(W).fill(send.length);
-    if (cnt.length !== W) throw new Error(`allGather: counts needs ${W} entries`);
-    if (cnt[this.rank] !== send.length) throw new Error(`allGather: rank ${this.rank} sends ${send.length} elements, counts says ${cnt[this.rank]}`);
-    if (recv.BYTES_PER_ELEMENT !== es) throw new Error('allGather: send and recv element sizes differ');
-    if (sum(cnt) > recv.length) throw new Error(`allGather: recv holds ${recv.length} < ${sum(cnt)}`);
-    countOp(this.stats, 'allGather', send.byteLength * (W - 1), (sum(cnt) - send.length) * es);
+    const cnt = checkAllGather(this.stats, this.worldSize, this.rank, send, recv, counts);
     return this.collQ.run(() => this.guard('allGather', () => this.gatherRaw(asBytes(send), asBytes(recv), cnt.map((c) => c * es))));
   }
 
@@ -317,10 +311,8 @@ export class ShmCommunicator implements Communicator {
     );
   }
 
-  async allGatherInt(n: number): Promise<number[]> {
-    const out = new Float64Array(this.worldSize);
-    await this.allGather(Float64Array.of(n), out);
-    return Array.from(out);
+  allGatherInt(n: number): Promise<number[]> {
+    return allGatherIntVia(this, n);
   }
 
   barrier(): Promise<void> {

@@ -1,6 +1,6 @@
 // Runs one rank's plan of a parallel lowering (docs/architecture.md §3c): native kernel stages on the
 // plan executor, comm ops (`comm.all_to_all_qkv`, `comm.all_to_all_o`, `comm.wait`, tensor parallel's
-// `comm.all_reduce`) in TS through the
+// `comm.all_reduce` / `comm.all_gather_tp`) in TS through the
 // Communicator between them, the CP entry split of full inputs and the exit all-gather of outputs.
 //
 // The native executor never sees comm ops: every segment becomes a native block segment whose blocks
@@ -368,15 +368,12 @@ export class ParallelExecutor {
         await this.drain();
         return;
       }
-      if (op.k === 'comm.rms_norm') {
-        await this.distRmsNorm(op);
-        return;
-      }
       if (op.k === 'comm.all_reduce') {
-        // tensor parallel: sum over the TP group (rank order, identical bits on every rank)
+        // tensor parallel: sum over the TP group (rank order, identical bits on every rank); i[1] = 1: the
+        // floats hold float64 values (the distributed RMSNorm's per-row sums of squares)
         const x = new Float32Array(this.view(op.t[0]!).numel);
         this.exec.readTensor(op.t[0]!, x);
-        await (await this.groups()).tp.allReduceSum(x);
+        await (await this.groups()).tp.allReduceSum(op.i[1] === 1 ? new Float64Array(x.buffer, 0, x.length >> 1) : x);
         this.exec.writeTensor(op.t[1]!, x);
         return;
       }
@@ -449,31 +446,6 @@ export class ParallelExecutor {
     } finally {
       this.stats.commMs += performance.now() - t0;
     }
-  }
-
-  /**
-   * Tensor parallel distributed RMSNorm (Cache-DiT DistributedRMSNorm) on the host: t = [x, w?, y],
-   * i = [M, C, Cfull], f = [eps]: per-row sums of squares of the rank's C channels (float64) are
-   * all-reduced, y = x / sqrt(sum / Cfull + eps) * w (the rank's slice of the weight).
-   */
-  private async distRmsNorm(op: PlanOp): Promise<void> {
-    const [M, C, full] = op.i as [number, number, number];
-    const x = new Float32Array(M * C);
-    this.exec.readTensor(op.t[0]!, x);
-    const w = op.t[1]! >= 0 ? new Float32Array(C) : null;
-    if (w) this.exec.readTensor(op.t[1]!, w);
-    const ss = new Float64Array(M);
-    for (let m = 0; m < M; m++) {
-      let s = 0;
-      for (let c = 0; c < C; c++) s += x[m * C + c]! * x[m * C + c]!;
-      ss[m] = s;
-    }
-    await (await this.groups()).tp.allReduceSum(ss);
-    for (let m = 0; m < M; m++) {
-      const inv = 1 / Math.sqrt(ss[m]! / full + op.f[0]!);
-      for (let c = 0; c < C; c++) x[m * C + c] = x[m * C + c]! * inv * (w ? w[c]! : 1);
-    }
-    this.exec.writeTensor(op.t[2]!, x);
   }
 
   /**

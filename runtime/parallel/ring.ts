@@ -11,7 +11,7 @@
 import type { Communicator } from '../comm/communicator.ts';
 import { subgroup } from '../comm/group.ts';
 import { attentionRef } from './attention-ref.ts';
-import { type UlyssesOptions, ulyssesAttention } from './ulysses.ts';
+import { type SeqShardDims, type UlyssesOptions, ulyssesAttention } from './ulysses.ts';
 
 /** The two native calls the ring needs (the addon's runKernel). */
 export interface KernelRunner {
@@ -61,7 +61,7 @@ export async function ringAttentionNative(
   k: Rows,
   v: Rows,
   o: Rows,
-  dims: { B: number; sLocal: number; H: number; D: number; scale?: number },
+  dims: SeqShardDims,
   sizes: number[],
 ): Promise<void> {
   const { B, sLocal, H, D } = dims;
@@ -166,7 +166,7 @@ export async function ringAttention(
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
-  dims: { B: number; sLocal: number; H: number; D: number; scale?: number },
+  dims: SeqShardDims,
   opts: RingOptions = {},
 ): Promise<{ o: Float32Array; lse: Float64Array }> {
   const { B, sLocal, H, D } = dims;
@@ -235,7 +235,7 @@ export async function uspAttention(
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
-  dims: { B: number; sLocal: number; H: number; D: number; scale?: number },
+  dims: SeqShardDims,
   opts: UspOptions,
 ): Promise<Float32Array> {
   const { ulysses: U, ring: R } = opts;

@@ -213,6 +213,15 @@ export async function allToAllO(comm: Communicator, L: UlyssesLayout, o: Float32
   return out;
 }
 
+/** Shape of sequence-sharded q/k/v `[B, S_local, H, D]` (and the softmax scale, default 1/sqrt(D)), as Ulysses and ring attention take it. */
+export interface SeqShardDims {
+  B: number;
+  sLocal: number;
+  H: number;
+  D: number;
+  scale?: number;
+}
+
 /** Attention over full-sequence, head-sharded tensors `[B, S, H_real, D]` -> o `[B, S, H_real, D]`. */
 export type HeadShardAttention = (q: Float32Array, k: Float32Array, v: Float32Array, B: number, S: number, H: number, D: number) => Promise<Float32Array> | Float32Array;
 
@@ -225,7 +234,7 @@ export async function ulyssesAttention(
   q: Float32Array,
   k: Float32Array,
   v: Float32Array,
-  dims: { B: number; sLocal: number; H: number; D: number; scale?: number },
+  dims: SeqShardDims,
   opts: UlyssesOptions = {},
   attention?: HeadShardAttention,
 ): Promise<Float32Array> {

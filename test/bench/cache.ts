@@ -11,6 +11,7 @@ import { loadPipeline, type GenerateResult, type Pipeline } from '../../runtime/
 import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type CacheConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
 import { stepsMask } from '../../runtime/cache/steps-mask.ts';
 import { psnr, ssimRgb } from '../../runtime/metrics.ts';
+import { median } from './plan-data.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PROMPT = 'a large red circle at the center on a black background';
@@ -84,11 +85,6 @@ const METHODS: Method[] = [
   },
   { name: 'DBPrune F1B0 W4 MC3', points: [0.04, 0.08, 0.12, 0.2, 0.3], headline: 0.12, make: (r) => ({ cache: dbPruneConfig({ ...W4MC3, residual_diff_threshold: r }) }) },
 ];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 async function timed(pipe: Pipeline, steps: number, reps: number, cache?: ReturnType<Method['make']>): Promise<{ r: GenerateResult; denoise: number; total: number }> {
   const d: number[] = [];

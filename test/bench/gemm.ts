@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { loadNative, type Native } from '../../runtime/native.ts';
+import { median } from './plan-data.ts';
 
 const { onnx } = onnxProto;
 const F = onnx.TensorProto.DataType;
@@ -58,11 +59,6 @@ export const GEMM_SHAPES: { name: string; M: number; N: number; K: number }[] = 
   { name: 'adaLN 1x6144x1024', M: 1, N: 6144, K: 1024 },
 ];
 export const ATTENTION_SHAPES = [{ name: 'B1 H16 S1152 D64', B: 1, H: 16, S: 1152, D: 64 }];
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[(s.length >> 1) - 1]! + s[s.length >> 1]!) / 2;
-};
 
 function rand(n: number, seed: number, amp = 1): Float32Array {
   let s = seed >>> 0 || 1;

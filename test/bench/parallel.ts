@@ -14,11 +14,10 @@ import { isMainThread } from 'node:worker_threads';
 import { compileParallelPlans } from '../../compiler/index.ts';
 import type { Communicator } from '../../runtime/comm/communicator.ts';
 import { launchShm } from '../../runtime/comm/shm.ts';
-import { imageIds, textIds } from '../../runtime/latents.ts';
 import { loadNative } from '../../runtime/native.ts';
 import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
 import type { Plan } from '../../runtime/plan.ts';
-import { rng as uniform } from '../helpers/random.ts';
+import { median, randomInputs, randomWeights } from './plan-data.ts';
 import { MID_CONFIG, MID_DIMS } from './mid-config.ts';
 
 const self = fileURLToPath(import.meta.url);
@@ -75,44 +74,6 @@ export async function parallelStepRank(comm: Communicator, a: RankArgs): Promise
   return { runs, bytes: comm.stats.bytesSent / a.iters, commMs: pe.stats.commMs / a.iters };
 }
 
-function sharedWeights(plan: Plan): Record<string, Float32Array> {
-  const u = uniform(1234);
-  const r = () => u() * 2 - 1;
-  const out: Record<string, Float32Array> = {};
-  for (const w of plan.weights) {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const a = new Float32Array(new SharedArrayBuffer(n * 4));
-    if (w.shape.length >= 2) {
-      const bound = 1 / Math.sqrt(w.shape.slice(1).reduce((x, y) => x * y, 1));
-      for (let i = 0; i < n; i++) a[i] = r() * bound;
-    } else if (/norm/.test(w.name) && w.name.endsWith('weight')) for (let i = 0; i < n; i++) a[i] = 1 + 0.1 * r();
-    else for (let i = 0; i < n; i++) a[i] = 0.02 * r();
-    out[w.name] = a;
-  }
-  return out;
-}
-
-function fullInputs(plan: Plan, dims: { height: number; width: number; textTokens: number }): Record<string, Float32Array> {
-  const u = uniform(99);
-  const ins: Record<string, Float32Array> = {};
-  for (const io of plan.inputs) {
-    const n = io.shape.reduce((a, b) => a * b, 1);
-    if (io.name === 'img_ids') {
-      const h2 = Math.round(Math.sqrt((io.shape[0]! * dims.height) / dims.width));
-      ins[io.name] = imageIds(h2, io.shape[0]! / h2);
-    } else if (io.name === 'txt_ids') ins[io.name] = textIds(dims.textTokens);
-    else if (io.name === 'timestep') ins[io.name] = new Float32Array(n).fill(0.7);
-    else ins[io.name] = Float32Array.from({ length: n }, () => u() * 2 - 1);
-  }
-  return ins;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 export async function benchParallelSteps(opts: {
   model: string;
   config: Record<string, unknown>;
@@ -149,8 +110,8 @@ export async function benchParallelSteps(opts: {
         row.uaa = plans[0]!.parallel!.anything;
         // full (1-rank) weights: TP ranks cut their slices in ParallelExecutor.bindWeight
         const one = compileParallelPlans(opts.model, { ...base, parallel: { ulysses_size: 1 } })[0]!;
-        weights ??= sharedWeights(one);
-        inputs ??= fullInputs(one, opts.dims);
+        weights ??= Object.fromEntries(randomWeights(one, (n) => new Float32Array(new SharedArrayBuffer(n * 4))));
+        inputs ??= randomInputs(one, opts.dims);
         const res = await launchShm<{ runs: number[]; bytes: number; commMs: number }>(world, {
           module: self,
           exportName: 'parallelStepRank',

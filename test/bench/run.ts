@@ -14,65 +14,15 @@ import * as ort from 'onnxruntime-node';
 import { compilePlan, exportOnnx } from '../../compiler/index.ts';
 import { getNative, componentDims, type PlanDims } from '../../runtime/pipeline.ts';
 import { openSafetensors } from '../../runtime/io/safetensors.ts';
-import { imageIds, textIds } from '../../runtime/latents.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { relL2 } from '../../runtime/metrics.ts';
-import { rng as uniform } from '../helpers/random.ts';
+import { median, randomInputs, randomWeights } from './plan-data.ts';
 import { MID_CONFIG, MID_DIMS } from './mid-config.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const THREADS = Number(process.env.BENCH_THREADS ?? os.availableParallelism());
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').filter(Boolean));
 const log = (s: string) => process.stderr.write(s + '\n');
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** deterministic uniform in [-1, 1) */
-function rng(seed: number): () => number {
-  const u = uniform(seed);
-  return () => u() * 2 - 1;
-}
-
-/** nn.Linear-like random weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)); norm weights ~1; biases small */
-function randomWeights(plan: Plan): Map<string, Float32Array> {
-  const r = rng(1234);
-  const out = new Map<string, Float32Array>();
-  for (const w of plan.weights) {
-    const n = w.shape.reduce((a, b) => a * b, 1);
-    const a = new Float32Array(n);
-    if (w.shape.length >= 2) {
-      const bound = 1 / Math.sqrt(w.shape.slice(1).reduce((x, y) => x * y, 1));
-      for (let i = 0; i < n; i++) a[i] = r() * bound;
-    } else if (/norm/.test(w.name) && w.name.endsWith('weight')) {
-      for (let i = 0; i < n; i++) a[i] = 1 + 0.1 * r();
-    } else {
-      for (let i = 0; i < n; i++) a[i] = 0.02 * r();
-    }
-    out.set(w.name, a);
-  }
-  return out;
-}
-
-function randomInputs(plan: Plan, dims: PlanDims): Record<string, Float32Array> {
-  const r = rng(99);
-  const ins: Record<string, Float32Array> = {};
-  for (const io of plan.inputs) {
-    const n = io.shape.reduce((a, b) => a * b, 1);
-    if (io.name === 'img_ids') {
-      // packed token grid h2 x w2 with h2 / w2 = height / width
-      const h2 = Math.round(Math.sqrt((io.shape[0]! * dims.height) / dims.width));
-      ins[io.name] = imageIds(h2, io.shape[0]! / h2);
-    }
-    else if (io.name === 'txt_ids') ins[io.name] = textIds(dims.textTokens);
-    else if (io.name === 'timestep') ins[io.name] = new Float32Array(n).fill(0.7);
-    else ins[io.name] = Float32Array.from({ length: n }, () => r());
-  }
-  return ins;
-}
 
 
 interface StepBench {

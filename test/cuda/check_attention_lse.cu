@@ -19,71 +19,21 @@
 #include <string>
 #include <vector>
 
-#include "ditforge/cuda_common.cuh"
-#include "ditforge/thread_pool.h"
+#include "check_common.cuh"
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_attention[];
 extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_attention[];
 
+namespace dfcheck {
+const std::vector<const ditforge::KernelEntry*> kCpuTables = {ditforge_cpu_attention};
+const std::vector<const ditforge::CudaKernelEntry*> kCudaTables = {ditforge_cuda_table_attention};
+}  // namespace dfcheck
+
 namespace {
 
-ditforge::KernelFn cpu_fn(const std::string& n) {
-  for (auto* t = ditforge_cpu_attention; t->name; ++t)
-    if (n == t->name) return t->fn;
-  return nullptr;
-}
-ditforge::CudaKernelFn cuda_fn(const std::string& n) {
-  for (auto* t = ditforge_cuda_table_attention; t->name; ++t)
-    if (n == t->name) return t->fn;
-  return nullptr;
-}
+using dfcheck::run_both;
 
-std::mt19937 rng(17);
-std::vector<float> rnd(size_t n, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-int cases = 0, failures = 0;
-
-// runs `name` on CPU and GPU with the same host inputs; empty slots are null. `alias[k] = j` makes the GPU
-// slot k the same device buffer as slot j (in-place merges).
-void run_both(const std::string& name, std::vector<std::vector<float>>& cpu, std::vector<std::vector<float>>& gpu,
-              const std::vector<int64_t>& ints, const std::vector<float>& floats, const std::vector<int>& alias = {}) {
-  ditforge::ThreadPool pool(2);
-  ditforge::KernelCtx ctx{&pool};
-  ditforge::KernelArgs a{};
-  for (size_t k = 0; k < ints.size(); ++k) a.i[k] = ints[k];
-  for (size_t k = 0; k < floats.size(); ++k) a.f[k] = floats[k];
-  ditforge::KernelArgs g = a;
-  std::vector<float*> dev(cpu.size(), nullptr);
-  for (size_t k = 0; k < cpu.size(); ++k) {
-    const int src = k < alias.size() && alias[k] >= 0 ? alias[k] : -1;
-    a.t[k] = src >= 0 ? a.t[src] : cpu[k].empty() ? nullptr : cpu[k].data();
-    if (src >= 0) {
-      g.t[k] = dev[src];
-      continue;
-    }
-    if (!cpu[k].empty()) {
-      cudaMalloc(&dev[k], cpu[k].size() * sizeof(float));
-      cudaMemcpy(dev[k], cpu[k].data(), cpu[k].size() * sizeof(float), cudaMemcpyHostToDevice);
-    }
-    g.t[k] = dev[k];
-  }
-  gpu = cpu;
-  cpu_fn(name)(a, ctx);
-  int rc = cuda_fn(name)(&g, nullptr);
-  cudaDeviceSynchronize();
-  if (rc) std::printf("%s: launch error %d\n", name.c_str(), rc);
-  for (size_t k = 0; k < cpu.size(); ++k) {
-    if (dev[k]) {
-      cudaMemcpy(gpu[k].data(), dev[k], cpu[k].size() * sizeof(float), cudaMemcpyDeviceToHost);
-      cudaFree(dev[k]);
-    }
-  }
-}
+std::vector<float> rnd(size_t n, float lo = -1.0f, float hi = 1.0f) { return dfcheck::uniform(n, lo, hi); }
 
 // |g - c| <= tol * (1 + |c|) elementwise; infinities must match exactly
 bool close(const std::vector<float>& c, const std::vector<float>& g, double tol, std::string& why) {
@@ -104,22 +54,16 @@ bool close(const std::vector<float>& c, const std::vector<float>& g, double tol,
 }
 
 void expect_close(const std::vector<float>& c, const std::vector<float>& g, double tol, const std::string& what) {
-  ++cases;
   std::string why;
-  if (!close(c, g, tol, why)) {
-    ++failures;
-    std::printf("FAIL %s: %s\n", what.c_str(), why.c_str());
-  }
+  const bool ok = close(c, g, tol, why);
+  dfcheck::expect(ok, ok ? what : what + ": " + why);
 }
 
 }  // namespace
 
 int main() {
-  int n_dev = 0;
-  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
-    std::printf("no CUDA device\n");
-    return 3;
-  }
+  if (dfcheck::no_cuda_device()) return 3;
+  dfcheck::rng.seed(17);
   struct Att { int64_t B, Sq, Sk, H, D; bool mask; };
   for (const Att& c : {Att{1, 1, 1, 1, 5, false}, Att{2, 7, 13, 3, 16, false}, Att{2, 37, 65, 3, 64, true},
                        Att{1, 97, 130, 2, 72, false}, Att{1, 576, 577, 4, 64, false}, Att{3, 5, 0, 2, 8, false}}) {
@@ -162,6 +106,5 @@ int main() {
     expect_close(cpu[yo], gpu[yo], 1e-6, "attn_merge out" + sz);
     expect_close(cpu[yl], gpu[yl], 1e-6, "attn_merge lse" + sz);
   }
-  std::printf("%d cases, %d failed\n", cases, failures);
-  return failures ? 1 : 0;
+  return dfcheck::summary();
 }

@@ -19,82 +19,28 @@
 #include <string>
 #include <vector>
 
-#include "ditforge/cuda_common.cuh"
-#include "ditforge/thread_pool.h"
+#include "check_common.cuh"
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_cache[];
 extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_cache[];
 
+namespace dfcheck {
+const std::vector<const ditforge::KernelEntry*> kCpuTables = {ditforge_cpu_cache};
+const std::vector<const ditforge::CudaKernelEntry*> kCudaTables = {ditforge_cuda_table_cache};
+}  // namespace dfcheck
+
 namespace {
 
-ditforge::KernelFn cpu_fn(const std::string& n) {
-  for (auto* t = ditforge_cpu_cache; t->name; ++t)
-    if (n == t->name) return t->fn;
-  return nullptr;
-}
-ditforge::CudaKernelFn cuda_fn(const std::string& n) {
-  for (auto* t = ditforge_cuda_table_cache; t->name; ++t)
-    if (n == t->name) return t->fn;
-  return nullptr;
-}
+using dfcheck::expect;
+using dfcheck::run_both;
 
-std::mt19937 rng(11);
-std::vector<float> rnd(size_t n) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-int cases = 0, failures = 0;
-
-// runs `name` on CPU and GPU with the same host inputs; slots with empty vectors are null
-void run_both(const std::string& name, std::vector<std::vector<float>>& cpu, std::vector<std::vector<float>>& gpu,
-              const std::vector<int64_t>& ints, const std::vector<float>& floats) {
-  ditforge::ThreadPool pool(2);
-  ditforge::KernelCtx ctx{&pool};
-  ditforge::KernelArgs a{};
-  for (size_t k = 0; k < ints.size(); ++k) a.i[k] = ints[k];
-  for (size_t k = 0; k < floats.size(); ++k) a.f[k] = floats[k];
-  ditforge::KernelArgs g = a;
-  std::vector<float*> dev(cpu.size(), nullptr);
-  for (size_t k = 0; k < cpu.size(); ++k) {
-    a.t[k] = cpu[k].empty() ? nullptr : cpu[k].data();
-    if (!cpu[k].empty()) {
-      cudaMalloc(&dev[k], cpu[k].size() * sizeof(float));
-      cudaMemcpy(dev[k], cpu[k].data(), cpu[k].size() * sizeof(float), cudaMemcpyHostToDevice);
-    }
-    g.t[k] = dev[k];
-  }
-  cpu_fn(name)(a, ctx);
-  int rc = cuda_fn(name)(&g, nullptr);
-  cudaDeviceSynchronize();
-  if (rc) std::printf("%s: launch error %d\n", name.c_str(), rc);
-  gpu = cpu;
-  for (size_t k = 0; k < cpu.size(); ++k) {
-    if (dev[k]) {
-      cudaMemcpy(gpu[k].data(), dev[k], cpu[k].size() * sizeof(float), cudaMemcpyDeviceToHost);
-      cudaFree(dev[k]);
-    }
-  }
-}
-
-void expect(bool ok, const std::string& what) {
-  ++cases;
-  if (!ok) {
-    ++failures;
-    std::printf("FAIL %s\n", what.c_str());
-  }
-}
+std::vector<float> rnd(size_t n) { return dfcheck::normal(n, 0.0f, 1.0f); }
 
 }  // namespace
 
 int main() {
-  int n_dev = 0;
-  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
-    std::printf("no CUDA device\n");
-    return 3;
-  }
+  if (dfcheck::no_cuda_device()) return 3;
+  dfcheck::rng.seed(11);
   for (int64_t n : {1, 7, 4095, 4097, 65536 + 37, 1000003}) {
     const std::string sz = " n=" + std::to_string(n);
     {  // probe: fused form and the DBPrune form
@@ -183,6 +129,5 @@ int main() {
       }
     }
   }
-  std::printf("%d cases, %d failed\n", cases, failures);
-  return failures ? 1 : 0;
+  return dfcheck::summary();
 }

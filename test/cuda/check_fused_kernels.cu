@@ -18,51 +18,36 @@
 #include <string>
 #include <vector>
 
-#include "ditforge/cuda_common.cuh"
-#include "ditforge/thread_pool.h"
+#include "check_common.cuh"
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_norm[], ditforge_cpu_modulate[], ditforge_cpu_rope[], ditforge_cpu_embed[],
     ditforge_cpu_layout[], ditforge_cpu_conv[], ditforge_cpu_elementwise[];
 extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_norm[], ditforge_cuda_table_modulate[], ditforge_cuda_table_rope[],
     ditforge_cuda_table_embed[], ditforge_cuda_table_layout[], ditforge_cuda_table_conv[], ditforge_cuda_table_elementwise[];
 
+namespace dfcheck {
+const std::vector<const ditforge::KernelEntry*> kCpuTables = {ditforge_cpu_norm,   ditforge_cpu_modulate, ditforge_cpu_rope,
+                                                              ditforge_cpu_embed,  ditforge_cpu_layout,   ditforge_cpu_conv,
+                                                              ditforge_cpu_elementwise};
+const std::vector<const ditforge::CudaKernelEntry*> kCudaTables = {
+    ditforge_cuda_table_norm,   ditforge_cuda_table_modulate, ditforge_cuda_table_rope,       ditforge_cuda_table_embed,
+    ditforge_cuda_table_layout, ditforge_cuda_table_conv,     ditforge_cuda_table_elementwise};
+}  // namespace dfcheck
+
 namespace {
 
-ditforge::KernelFn cpu_fn(const std::string& name) {
-  const ditforge::KernelEntry* tables[] = {ditforge_cpu_norm,   ditforge_cpu_modulate, ditforge_cpu_rope,       ditforge_cpu_embed,
-                                           ditforge_cpu_layout, ditforge_cpu_conv,     ditforge_cpu_elementwise};
-  for (auto* t : tables)
-    for (; t->name; ++t)
-      if (name == t->name) return t->fn;
-  return nullptr;
-}
-ditforge::CudaKernelFn cuda_fn(const std::string& name) {
-  const ditforge::CudaKernelEntry* tables[] = {ditforge_cuda_table_norm,   ditforge_cuda_table_modulate, ditforge_cuda_table_rope,
-                                               ditforge_cuda_table_embed,  ditforge_cuda_table_layout,   ditforge_cuda_table_conv,
-                                               ditforge_cuda_table_elementwise};
-  for (auto* t : tables)
-    for (; t->name; ++t)
-      if (name == t->name) return t->fn;
-  return nullptr;
-}
+using dfcheck::cases;
+using dfcheck::failures;
 
-std::mt19937 rng(7);
-std::vector<float> rnd(size_t n, float lo = -2.0f, float hi = 2.0f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+std::vector<float> rnd(size_t n, float lo = -2.0f, float hi = 2.0f) { return dfcheck::uniform(n, lo, hi); }
 std::vector<float> fill(size_t n, float v) { return std::vector<float>(n, v); }
-
-int cases = 0, failures = 0;
 
 // tensors: host data per slot (empty = null); outs: slots compared after the run
 void check(const std::string& name, std::vector<std::vector<float>> tensors, std::vector<int> outs, std::vector<int64_t> ints,
            std::vector<float> floats, float atol = 1e-4f, float rtol = 1e-4f) {
   ++cases;
-  auto cf = cpu_fn(name);
-  auto gf = cuda_fn(name);
+  auto cf = dfcheck::cpu_fn(name);
+  auto gf = dfcheck::cuda_fn(name);
   if (!cf || !gf) {
     std::printf("FAIL %s: kernel missing (cpu %p, cuda %p)\n", name.c_str(), (void*)cf, (void*)gf);
     ++failures;
@@ -109,11 +94,8 @@ void check(const std::string& name, std::vector<std::vector<float>> tensors, std
 }  // namespace
 
 int main() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    std::printf("no CUDA device\n");
-    return 3;
-  }
+  if (dfcheck::no_cuda_device()) return 3;
+  dfcheck::rng.seed(7);
   const int64_t M = 13, C = 37, B = 2, S = 7;
   check("layer_norm", {rnd(M * C), rnd(C), rnd(C), fill(M * C, 0)}, {3}, {M, C}, {1e-6f});
   check("layer_norm", {rnd(5 * 1029), {}, {}, fill(5 * 1029, 0)}, {3}, {5, 1029}, {1e-6f});
@@ -155,6 +137,5 @@ int main() {
   check("silu", {rnd(E, -10, 10), fill(E, 0)}, {1}, {E}, {}, 1e-5f, 1e-5f);
   check("gelu_tanh", {rnd(E, -10, 10), fill(E, 0)}, {1}, {E}, {}, 1e-5f, 1e-5f);
   check("ew_selftest", {rnd(E), rnd(E), rnd(E), fill(E, 0)}, {3}, {E}, {0.75f, -1.25f, 0, 0, 0, 0, 0, 0}, 1e-5f, 1e-5f);
-  std::printf("%d cases, %d failed\n", cases, failures);
-  return failures ? 1 : 0;
+  return dfcheck::summary();
 }

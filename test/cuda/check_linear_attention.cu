@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "ditforge/cuda_common.cuh"
+#include "check_common.cuh"
 
 extern "C" int ditforge_cuda_linear(const ditforge::KernelArgs* a, void* stream);
 extern "C" int ditforge_cuda_attention(const ditforge::KernelArgs* a, void* stream);
@@ -26,13 +26,10 @@ extern "C" int ditforge_cuda_attention(const ditforge::KernelArgs* a, void* stre
     }                                                                                     \
   } while (0)
 
-static std::mt19937 rng(42);
-static std::vector<float> rnd(size_t n, float amp = 1.0f) {
-  std::uniform_real_distribution<float> d(-amp, amp);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using dfcheck::cases;
+using dfcheck::failures;
+
+static std::vector<float> rnd(size_t n, float amp = 1.0f) { return dfcheck::uniform(n, -amp, amp); }
 static float* dev(const std::vector<float>& h) {
   float* p = nullptr;
   CK(cudaMalloc(&p, std::max<size_t>(1, h.size()) * sizeof(float)));
@@ -44,7 +41,6 @@ static std::vector<float> host(const float* d, size_t n) {
   CK(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
   return h;
 }
-static int failures = 0, cases = 0;
 
 static void check_linear(int64_t M, int64_t N, int64_t K, int epi, bool withBias, bool alias, int64_t S) {
   ++cases;
@@ -161,8 +157,8 @@ static void bench() {
 }
 
 int main() {
-  int ndev = 0;
-  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) { std::printf("no CUDA device\n"); return 3; }
+  if (dfcheck::no_cuda_device()) return 3;
+  dfcheck::rng.seed(42);
   for (int64_t M : {1, 13, 37, 129, 300})
     for (int64_t K : {1, 17, 33, 260})
       for (int64_t N : {1, 31, 65, 130})
@@ -171,7 +167,7 @@ int main() {
     for (int64_t Sq : {1, 7, 97})
       for (int64_t Sk : {1, 13, 64, 130})
         for (int mm : {0, 1, 2}) check_attention(2, Sq, Sk, 3, D, mm);
-  std::printf("%d cases, %d failed\n", cases, failures);
+  const int rc = dfcheck::summary();
   bench();
-  return failures ? 1 : 0;
+  return rc;
 }

@@ -1,35 +1,13 @@
 // End-to-end: `ditforge generate` with Cache-DiT's cache flags (node bin/ditforge.mjs ...).
-import { afterAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { readPng } from '../../runtime/image.ts';
 import { psnr } from '../../runtime/metrics.ts';
+import { cliInTmp, expectCleanError } from './cli-harness.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const BIN = path.join(ROOT, 'bin/ditforge.mjs');
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-cache-e2e-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const PROMPT = 'a large red circle at the center on a black background';
-
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, 'generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--threads', '2', ...args], {
-    cwd: tmp,
-    encoding: 'utf8',
-    env: { ...process.env, DITFORGE_DEBUG: '' },
-    timeout: 120_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function expectCleanError(r: ReturnType<typeof cli>, re: RegExp) {
-  expect(r.code).toBe(1);
-  expect(r.stderr).toMatch(re);
-  expect(r.stderr).not.toMatch(/^\s+at /m);
-  expect(r.stderr.trim().split('\n').length).toBe(1);
-  expect(r.stdout).toBe('');
-}
+const { tmp, cli } = cliInTmp('ditforge-cache-e2e-', ['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--threads', '2']);
 
 describe('ditforge generate --cache', () => {
   it('--cache (CLI defaults F1B0 W8 MC3 R0.12) --json --summary: tagged file name, Cache-DiT summary fields, close to uncached', () => {

@@ -1,39 +1,15 @@
 // End-to-end: the `ditforge` CLI as a user runs it (node bin/ditforge.mjs ...).
-import { afterAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { readPng } from '../../runtime/image.ts';
 import { openSafetensorsSync, writeSafetensors } from '../../runtime/io/safetensors.ts';
+import { ROOT, cliInTmp, expectCleanError } from './cli-harness.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const BIN = path.join(ROOT, 'bin/ditforge.mjs');
 const FIX = path.join(ROOT, 'test/fixtures/tiny-flux-reference');
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-e2e-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+const { tmp, cli } = cliInTmp('ditforge-e2e-');
 
 const PROMPT = 'a large red circle at the center on a black background';
-
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    cwd: tmp,
-    encoding: 'utf8',
-    env: { ...process.env, DITFORGE_DEBUG: '' },
-    timeout: 120_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** exit 1, one clear line on stderr matching `re`, no stack trace */
-function expectCleanError(r: ReturnType<typeof cli>, re: RegExp) {
-  expect(r.code).toBe(1);
-  expect(r.stderr).toMatch(re);
-  expect(r.stderr).not.toMatch(/\n\s+at .+\(.*:\d+:\d+\)/);
-  expect(r.stderr).not.toMatch(/^\s+at /m);
-  expect(r.stderr.trim().split('\n').length).toBe(1);
-  expect(r.stdout).toBe('');
-}
 
 describe('ditforge generate', () => {
   it('--json: one JSON object on stdout, a PNG that decodes, timings and peak RSS', () => {

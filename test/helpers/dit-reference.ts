@@ -2,6 +2,8 @@
 // written from the diffusers source (transformer_qwenimage.py / transformer_wan.py) with plain loops
 // and explicit index arithmetic (Conv3d, unpatchify, QwenEmbedRope's pos/neg tables, Wan's RoPE
 // split), independent of the DSL and the compiler. For small random-weight configs only.
+import { dot, gelu, layerNormStats, rmsScale, silu, softmaxWeights } from './ref-math.ts';
+
 type W = Map<string, Float32Array>;
 type Cfg = Record<string, any>;
 type Arr = Float64Array<ArrayBuffer>;
@@ -29,18 +31,11 @@ function linear(w: W, name: string, x: Arr, M: number, K: number, N: number): Ar
 }
 
 const map = (x: Arr, f: (v: number) => number): Arr => Float64Array.from(x, f);
-const silu = (v: number): number => v / (1 + Math.exp(-v));
-const gelu = (u: number): number => 0.5 * u * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (u + 0.044715 * u * u * u)));
 
 function layerNorm(x: Arr, M: number, C: number, eps: number, wgt?: Float32Array, bias?: Float32Array): Arr {
   const y = new Float64Array(M * C);
   for (let m = 0; m < M; m++) {
-    let mu = 0;
-    for (let c = 0; c < C; c++) mu += x[m * C + c]!;
-    mu /= C;
-    let v = 0;
-    for (let c = 0; c < C; c++) v += (x[m * C + c]! - mu) ** 2;
-    const r = 1 / Math.sqrt(v / C + eps);
+    const [mu, r] = layerNormStats(x, m * C, C, eps);
     for (let c = 0; c < C; c++) y[m * C + c] = (x[m * C + c]! - mu) * r * (wgt ? wgt[c]! : 1) + (bias ? bias[c]! : 0);
   }
   return y;
@@ -50,9 +45,7 @@ function layerNorm(x: Arr, M: number, C: number, eps: number, wgt?: Float32Array
 function rmsNorm(x: Arr, rows: number, G: number, wgt: Float32Array, eps: number): Arr {
   const y = new Float64Array(x.length);
   for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let g = 0; g < G; g++) s += x[r * G + g]! ** 2;
-    const k = 1 / Math.sqrt(s / G + eps);
+    const k = rmsScale(x, r * G, G, eps);
     for (let g = 0; g < G; g++) y[r * G + g] = x[r * G + g]! * k * wgt[g]!;
   }
   return y;
@@ -105,19 +98,9 @@ function sdpa(q: Arr, k: Arr, v: Arr, B: number, Sq: number, Sk: number, H: numb
   for (let b = 0; b < B; b++)
     for (let h = 0; h < H; h++)
       for (let i = 0; i < Sq; i++) {
-        let mx = -Infinity;
-        for (let j = 0; j < Sk; j++) {
-          if (keyMask && !keyMask[b * Sk + j]) {
-            p[j] = -Infinity;
-            continue;
-          }
-          let s = 0;
-          for (let d = 0; d < D; d++) s += q[(b * Sq + i) * C + h * D + d]! * k[(b * Sk + j) * C + h * D + d]!;
-          p[j] = s / Math.sqrt(D);
-          mx = Math.max(mx, p[j]!);
-        }
-        let z = 0;
-        for (let j = 0; j < Sk; j++) z += p[j] = p[j] === -Infinity ? 0 : Math.exp(p[j]! - mx);
+        for (let j = 0; j < Sk; j++)
+          p[j] = keyMask && !keyMask[b * Sk + j] ? -Infinity : dot(q, (b * Sq + i) * C + h * D, k, (b * Sk + j) * C + h * D, D) / Math.sqrt(D);
+        const z = softmaxWeights(p, Sk);
         for (let j = 0; j < Sk; j++) {
           const a = p[j]! / z;
           if (a) for (let d = 0; d < D; d++) o[(b * Sq + i) * C + h * D + d] += a * v[(b * Sk + j) * C + h * D + d]!;

@@ -2,10 +2,7 @@
 // segment on a Float32Array arena with float64 accumulation. The compiler tests use it to check the
 // plan (argument order, views/strides, memory plan) without the native addon.
 import type { Plan, PlanOp } from '../../runtime/plan.ts';
-
-const silu = (x: number): number => x / (1 + Math.exp(-x));
-const gelu = (u: number): number => 0.5 * u * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (u + 0.044715 * u * u * u)));
-const sigmoid = (x: number): number => 1 / (1 + Math.exp(-x));
+import { dot, gelu, layerNormStats, rmsScale, sigmoid, silu, softmaxWeights } from './ref-math.ts';
 
 function compileExpr(expr: string, arity: number): (a: number[], f: number[]) => number {
   let js = expr.replace(/(\d+\.?\d*(?:e[+-]?\d+)?)f\b/g, '$1');
@@ -102,12 +99,7 @@ export class PlanInterpreter {
         const y = t(3);
         const [M, C] = [i0!, i1!];
         for (let m = 0; m < M; m++) {
-          let mean = 0;
-          for (let c = 0; c < C; c++) mean += x[m * C + c]!;
-          mean /= C;
-          let v = 0;
-          for (let c = 0; c < C; c++) v += (x[m * C + c]! - mean) ** 2;
-          const rs = 1 / Math.sqrt(v / C + f[0]!);
+          const [mean, rs] = layerNormStats(x, m * C, C, f[0]!);
           const out = new Float64Array(C);
           for (let c = 0; c < C; c++) {
             const nrm = (x[m * C + c]! - mean) * rs;
@@ -124,9 +116,7 @@ export class PlanInterpreter {
         const [x, w, y] = [t(0), T(1), t(2)];
         const [M, C] = [i0!, i1!];
         for (let m = 0; m < M; m++) {
-          let s2 = 0;
-          for (let c = 0; c < C; c++) s2 += x[m * C + c]! ** 2;
-          const rs = 1 / Math.sqrt(s2 / C + f[0]!);
+          const rs = rmsScale(x, m * C, C, f[0]!);
           for (let c = 0; c < C; c++) y[m * C + c] = x[m * C + c]! * rs * (w ? w[c]! : 1);
         }
         return;
@@ -152,12 +142,7 @@ export class PlanInterpreter {
           for (let h = 0; h < H; h++) {
             const xo = r * xs + h * D;
             const yo = r * ys + h * D;
-            let sc = 1;
-            if (qk) {
-              let ss = 0;
-              for (let d = 0; d < D; d++) ss += x[xo + d]! ** 2;
-              sc = 1 / Math.sqrt(ss / D + f[0]!);
-            }
+            const sc = qk ? rmsScale(x, xo, D, f[0]!) : 1;
             for (let d = 0; d < D; d++) tmp[d] = x[xo + d]! * sc * (w ? w[d]! : 1);
             for (let j = 0; j < D / 2; j++) {
               if (!cos || !sin) {
@@ -181,22 +166,9 @@ export class PlanInterpreter {
         for (let b = 0; b < B; b++)
           for (let h = 0; h < H; h++)
             for (let i = 0; i < Sq; i++) {
-              let mx = -Infinity;
-              for (let j = 0; j < Sk; j++) {
-                if (mask && !(mask[b * Sk + j]! >= 0.5)) {
-                  p[j] = -Infinity;
-                  continue;
-                }
-                let s = 0;
-                for (let d = 0; d < D; d++) s += q[(b * Sq + i) * qs + h * D + d]! * k[(b * Sk + j) * ks + h * D + d]!;
-                p[j] = s * f[0]!;
-                mx = Math.max(mx, p[j]!);
-              }
-              let den = 0;
-              for (let j = 0; j < Sk; j++) {
-                p[j] = p[j] === -Infinity ? 0 : Math.exp(p[j]! - mx);
-                den += p[j]!;
-              }
+              for (let j = 0; j < Sk; j++)
+                p[j] = mask && !(mask[b * Sk + j]! >= 0.5) ? -Infinity : dot(q, (b * Sq + i) * qs + h * D, k, (b * Sk + j) * ks + h * D, D) * f[0]!;
+              const den = softmaxWeights(p, Sk);
               for (let d = 0; d < D; d++) {
                 let acc = 0;
                 for (let j = 0; j < Sk; j++) acc += p[j]! * v[(b * Sk + j) * vs + h * D + d]!;
@@ -301,12 +273,7 @@ export class PlanInterpreter {
           for (let g = 0; g < G; g++) {
             const base = (n * C + g * Cg) * HW;
             const len = Cg * HW;
-            let mean = 0;
-            for (let k = 0; k < len; k++) mean += x[base + k]!;
-            mean /= len;
-            let v = 0;
-            for (let k = 0; k < len; k++) v += (x[base + k]! - mean) ** 2;
-            const rs = 1 / Math.sqrt(v / len + f[0]!);
+            const [mean, rs] = layerNormStats(x, base, len, f[0]!);
             for (let k = 0; k < len; k++) {
               const ch = g * Cg + Math.floor(k / HW);
               const val = (x[base + k]! - mean) * rs * (w ? w[ch]! : 1) + (b ? b[ch]! : 0);

@@ -1,4 +1,5 @@
-// layer_norm, ln_modulate, rms_norm, group_norm vs the float64 reference.
+// layer_norm, ln_modulate, rms_norm, rms_sumsq + rms_norm_apply (distributed RMSNorm), group_norm vs the float64
+// reference.
 // Tolerance: the kernels accumulate in float32 (unit roundoff u = 6e-8). For a row of C <= 129 values the
 // mean/variance carry a relative error of at most ~C*u = 8e-6 (worst case; typically sqrt(C)*u), and the
 // outputs are O(5) in magnitude, so atol 1e-5 + rtol 2e-5 is a safe bound that still catches any formula error
@@ -65,6 +66,66 @@ describe('rms_norm', () => {
     const want = ref.rmsNorm(x, w, 13, 37, 1e-6);
     native.runKernel('rms_norm', [x, w, x], [13, 37], [1e-6]);
     expectClose(x, want, ATOL, RTOL);
+  });
+});
+
+// Distributed RMSNorm (tensor parallel): rms_sumsq accumulates float32 squares in float64 (each product of two
+// float32 values is exact in double; a row of C <= 129 terms adds at most C * 2^-53 relative), so 1e-13 relative
+// is ample and still rejects a float32 accumulation (~1e-7). rms_norm_apply computes the scale in double and
+// rounds once to float32, then two float32 products: 3 roundings of u = 6e-8 on outputs of magnitude <= ~10,
+// hence the rms_norm bounds (atol 1e-5 + rtol 2e-5) hold with a wide margin.
+describe('rms_sumsq + rms_norm_apply (distributed RMSNorm)', () => {
+  const f64 = (ss: Float32Array) => new Float64Array(ss.buffer, ss.byteOffset, ss.length / 2);
+  for (const [M, C] of [[13, 37], [5, 129], [1, 1], [3, 2]] as const) {
+    it(`M=${M} C=${C}: sums of squares, then normalise with and without weight`, () => {
+      const x = randn(M * C, 41 + C, 1.7, 0.4), w = randn(C, 42 + C, 0.4, 1);
+      const ss = new Float32Array(2 * M).fill(Number.NaN);
+      native.runKernel('rms_sumsq', [x, ss], [M, C], []);
+      expectClose(f64(ss), ref.rmsSumsq(x, M, C), 0, 1e-13, undefined, 'rms_sumsq');
+      for (const ww of [w, null]) {
+        const y = sentinel(M * C);
+        native.runKernel('rms_norm_apply', [x, ss, ww, y], [M, C, C], [1e-6]);
+        expectClose(y, ref.rmsNorm(x, ww, M, C, 1e-6), ATOL, RTOL, undefined, 'rms_norm_apply');
+      }
+    });
+  }
+  it('channels split over 3 "ranks" (13, 12, 12 of 37): summed sums + per-rank weight slices == rms_norm of the row; in place', () => {
+    const M = 7, C = 37, parts = [13, 12, 12];
+    const x = randn(M * C, 51, 1.3, -0.2), w = randn(C, 52, 0.5, 1);
+    const want = ref.rmsNorm(x, w, M, C, 1e-5);
+    const slice = (a: Float32Array, c0: number, n: number, rows: number, stride: number) => {
+      const out = new Float32Array(rows * n);
+      for (let m = 0; m < rows; m++) out.set(a.subarray(m * stride + c0, m * stride + c0 + n), m * n);
+      return out;
+    };
+    const total = new Float64Array(M);
+    const xs: Float32Array[] = [];
+    let c0 = 0;
+    for (const n of parts) {
+      const xr = slice(x, c0, n, M, C);
+      const ss = new Float32Array(2 * M);
+      native.runKernel('rms_sumsq', [xr, ss], [M, n], []);
+      f64(ss).forEach((v, m) => (total[m] += v)); // the all-reduce
+      xs.push(xr);
+      c0 += n;
+    }
+    const ssAll = new Float32Array(total.buffer);
+    c0 = 0;
+    parts.forEach((n, r) => {
+      const xr = xs[r]!;
+      native.runKernel('rms_norm_apply', [xr, ssAll, w.subarray(c0, c0 + n), xr], [M, n, C], [1e-5]);
+      expectClose(xr, slice(Float32Array.from(want), c0, n, M, C), ATOL, RTOL, undefined, `rank ${r}`);
+      c0 += n;
+    });
+  });
+  it('rejects Cfull < C', () => {
+    let msg = '';
+    try {
+      native.runKernel('rms_norm_apply', [randn(6, 1), new Float32Array(4), null, sentinel(6)], [2, 3, 2], [1e-6]);
+    } catch (e) {
+      msg = String(e);
+    }
+    if (!/Cfull \(channels over all ranks\) must be >= C/.test(msg)) throw new Error(`expected a Cfull error, got '${msg}'`);
   });
 });
 

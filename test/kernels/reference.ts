@@ -43,6 +43,23 @@ export function rmsNorm(x: Arr, w: Arr | null, M: number, C: number, eps: number
   return y;
 }
 
+/** distributed RMSNorm, first half: per-row sums of squares of x[M, C] (float64) */
+export function rmsSumsq(x: Arr, M: number, C: number): Float64Array {
+  const ss = new Float64Array(M);
+  for (let m = 0; m < M; m++) for (let c = 0; c < C; c++) ss[m] += x[m * C + c] ** 2;
+  return ss;
+}
+
+/** distributed RMSNorm, second half: x[M, C] (C of the Cfull channels) with the all-reduced sums ss[M] */
+export function rmsNormApply(x: Arr, ss: Arr, w: Arr | null, M: number, C: number, Cfull: number, eps: number): Float64Array {
+  const y = new Float64Array(M * C);
+  for (let m = 0; m < M; m++) {
+    const r = 1 / Math.sqrt(ss[m] / Cfull + eps);
+    for (let c = 0; c < C; c++) y[m * C + c] = x[m * C + c] * r * (w ? w[c] : 1);
+  }
+  return y;
+}
+
 export function groupNorm(x: Arr, w: Arr | null, b: Arr | null, N: number, C: number, HW: number, G: number, fuseSilu: boolean, eps: number): Float64Array {
   const y = new Float64Array(N * C * HW);
   const Cg = C / G;

@@ -1,9 +1,12 @@
 // Shared helpers of the multi-rank tests: run per-rank plans on shm coroutines (one thread, threads=1
 // executors) and compare with the 1-rank plan.
 import path from 'node:path';
+import { CacheEngine, type DBCacheConfig, ExecutorBlockListRunner, type ExecutorLike } from '../../runtime/cache/index.ts';
+import type { Communicator } from '../../runtime/comm/communicator.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { openSafetensors } from '../../runtime/io/safetensors.ts';
 import { native } from '../../runtime/native.ts';
+import { ParallelBlockListRunner } from '../../runtime/parallel/cache.ts';
 import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { randomInputs, randomWeights } from '../helpers/random.ts';
@@ -48,4 +51,74 @@ export async function runRanks(
     await pe.forward();
     return { out: await pe.output('output'), bytes: comm.bytesMoved };
   });
+}
+
+export interface CacheLoopOptions {
+  steps: number;
+  cache: DBCacheConfig;
+  /** the timestep input of step s, from the given one */
+  timestep: (s: number, v: Float32Array) => Float32Array;
+}
+
+export interface CacheLoopResult {
+  cached: number[];
+  /** Cache-DiT summary's residual diffs */
+  diffs: unknown;
+  /** every step's output */
+  outs: Float32Array[];
+}
+
+/** `cacheLoop` on the 1-rank plan (native executor, 1 thread). */
+export async function cacheLoopOneRank(plan: Plan, w: Map<string, Float32Array>, inputs: Record<string, Float32Array>, o: CacheLoopOptions): Promise<CacheLoopResult> {
+  const ex = new native.Executor(JSON.stringify(plan), { threads: 1 });
+  for (const x of plan.weights) ex.bindWeight(x.name, w.get(x.name)!);
+  const runner = new ExecutorBlockListRunner(ex, plan, plan.segments.find((s) => s.name === 'blocks')!);
+  return cacheLoop(ex, runner, async () => {
+    const out = new Float32Array(plan.outputs[0]!.shape.reduce((a, b) => a * b, 1));
+    ex.getOutput('output', out);
+    return out;
+  }, inputs, o);
+}
+
+/** `cacheLoop` on this rank's plan; `probes`: the all-reduced cache probes the rank issued. */
+export async function cacheLoopOnRank(
+  comm: Communicator,
+  plan: Plan,
+  w: Map<string, Float32Array>,
+  inputs: Record<string, Float32Array>,
+  o: CacheLoopOptions,
+): Promise<CacheLoopResult & { probes: number }> {
+  const pe = new ParallelExecutor(comm, plan, native, { threads: 1 });
+  for (const x of plan.weights) pe.bindWeight(x.name, w.get(x.name)!);
+  const runner = new ParallelBlockListRunner(comm, pe, plan, plan.segments.find((s) => s.name === 'blocks')!);
+  const r = await cacheLoop(pe, runner, () => pe.output('output'), inputs, o);
+  return { ...r, probes: runner.probes };
+}
+
+/**
+ * A toy denoising loop with the cache engine over the `blocks` list: x <- x - 0.1 v (the output has the
+ * hidden_states' shape).
+ */
+export async function cacheLoop(
+  exec: ExecutorLike & { setInput(name: string, v: Float32Array): void },
+  runner: ExecutorBlockListRunner,
+  output: () => Promise<Float32Array>,
+  inputs: Record<string, Float32Array>,
+  o: CacheLoopOptions,
+): Promise<CacheLoopResult> {
+  const engine = new CacheEngine({ lists: [{ name: 'blocks', runner }], cache: o.cache });
+  engine.refreshContext({ numInferenceSteps: o.steps });
+  const x = Float32Array.from(inputs.hidden_states!);
+  const outs: Float32Array[] = [];
+  for (let s = 0; s < o.steps; s++) {
+    for (const [k, v] of Object.entries(inputs)) exec.setInput(k, k === 'hidden_states' ? x : k === 'timestep' ? o.timestep(s, v) : v);
+    await exec.run('embed');
+    await engine.runList(0);
+    await exec.run('head');
+    const v = await output();
+    for (let i = 0; i < x.length; i++) x[i] = Math.fround(x[i]! - 0.1 * v[i]!);
+    outs.push(v);
+  }
+  const sum = engine.summary()[0]!;
+  return { cached: sum.cached_steps, diffs: sum.residual_diffs, outs };
 }

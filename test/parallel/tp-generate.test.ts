@@ -26,7 +26,7 @@ describe('parallelRequest: --parallel tp', () => {
     expect(parallelRequest({ world: 4, parallel: 'ulysses_tp' })).toEqual({ ulysses_size: 2, tp_size: 2, ulysses_anything: false });
     expect(parallelRequest({ world: 6, parallel: 'tp_ulysses' })).toEqual({ tp_size: 3, ulysses_size: 2, ulysses_anything: false });
     expect(parallelRequest({ world: 8, parallel: 'usp_tp' })).toEqual({ ulysses_size: 2, ring_size: 2, tp_size: 2, ulysses_anything: false });
-    expect(() => parallelRequest({ world: 4, parallel: 'ulysses_tp', ulyssesAsync: true })).toThrow(/--ulysses-async cannot be combined with --parallel ulysses_tp/);
+    expect(parallelRequest({ world: 4, parallel: 'ulysses_tp', ulyssesAsync: true })).toEqual({ ulysses_size: 2, tp_size: 2, ulysses_anything: false, ulysses_async: true });
     expect(() => parallelRequest({ world: 2, parallel: 'tp', ulyssesFloat8: true })).toThrow(/cannot be combined with --parallel tp/);
   });
 });
@@ -59,16 +59,17 @@ describe.skipIf(!nativeAvailable())('generate --parallel tp == 1 rank (tiny-flux
     );
   });
 
-  it('shm, world 4, --parallel ulysses_tp (ulysses 2 x tp 2) and ring_tp (ring 2 x tp 2): latents within 1e-5', async () => {
+  it('shm, world 4, --parallel ulysses_tp (ulysses 2 x tp 2, also --ulysses-async) and ring_tp (ring 2 x tp 2): latents within 1e-5', async () => {
     const want = await reference();
-    for (const [parallel, kind] of [
-      ['ulysses_tp', 'ulysses'],
-      ['ring_tp', 'ring'],
+    for (const [parallel, kind, ulyssesAsync] of [
+      ['ulysses_tp', 'ulysses', false],
+      ['ulysses_tp', 'ulysses', true],
+      ['ring_tp', 'ring', false],
     ] as const) {
-      const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: STEPS, seed: 3, world: 4, parallel, threads: 1, parallelPlanProvider: provider });
+      const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: STEPS, seed: 3, world: 4, parallel, ulyssesAsync, threads: 1, parallelPlanProvider: provider });
       const e = relL2(r.latents, want.latents);
-      console.log(`shm ${parallel} world 4: latents relL2 ${e.toExponential(2)}`);
-      expect(r.parallel).toMatchObject({ kind, world: 4, tp: 2 });
+      console.log(`shm ${parallel}${ulyssesAsync ? ' async' : ''} world 4: latents relL2 ${e.toExponential(2)}`);
+      expect(r.parallel).toMatchObject({ kind, world: 4, tp: 2, async: ulyssesAsync });
       expect(e).toBeLessThan(1e-5);
     }
   });
@@ -83,15 +84,16 @@ describe.skipIf(!nativeAvailable())('generate --parallel tp == 1 rank (tiny-flux
     expect(relL2(r.latents, one.latents)).toBeLessThan(1e-5);
   });
 
-  it.skipIf(!mpiAvailable().ok)('mpi (mpirun processes): --parallel tp world 2 and ulysses_tp world 4, latents within 1e-5', async () => {
+  it.skipIf(!mpiAvailable().ok)('mpi (mpirun processes): --parallel tp world 2 and ulysses_tp world 4 (also async), latents within 1e-5', async () => {
     const want = await reference();
-    for (const [world, parallel] of [
-      [2, 'tp'],
-      [4, 'ulysses_tp'],
+    for (const [world, parallel, ulyssesAsync] of [
+      [2, 'tp', false],
+      [4, 'ulysses_tp', false],
+      [4, 'ulysses_tp', true],
     ] as const) {
-      const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: STEPS, seed: 3, world, parallel, comm: 'mpi', threads: 1, parallelPlanProvider: provider, jobTimeoutMs: 120_000 });
+      const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: STEPS, seed: 3, world, parallel, ulyssesAsync, comm: 'mpi', threads: 1, parallelPlanProvider: provider, jobTimeoutMs: 120_000 });
       const e = relL2(r.latents, want.latents);
-      console.log(`mpi ${parallel} world ${world}: latents relL2 ${e.toExponential(2)}`);
+      console.log(`mpi ${parallel}${ulyssesAsync ? ' async' : ''} world ${world}: latents relL2 ${e.toExponential(2)}`);
       expect(e).toBeLessThan(1e-5);
     }
   });

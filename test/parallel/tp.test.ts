@@ -6,9 +6,19 @@ import { describe, expect, it } from 'vitest';
 import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { relL2 } from '../../runtime/metrics.ts';
-import { FLUX_SCALED, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
+import type { Plan } from '../../runtime/plan.ts';
+import { dbCacheConfig } from '../../runtime/cache/index.ts';
+import type { Communicator } from '../../runtime/comm/communicator.ts';
+import { FLUX_SCALED, cacheLoop, cacheLoopOneRank, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
 
 const T = 'transformer' as const;
+
+/** whether two plan tensors share arena floats */
+function overlaps(p: Plan, a: number, b: number): boolean {
+  const x = p.tensors.find((t) => t.id === a);
+  const y = p.tensors.find((t) => t.id === b);
+  return !!x && !!y && x.base === 'arena' && y.base === 'arena' && x.offset < y.offset + y.numel && y.offset < x.offset + x.numel;
+}
 
 describe('TP lowering: plan format and compile-time errors', () => {
   it('per-rank plans: sliced weights, all-reduce after every rowwise linear, all-gathered adaLN', () => {
@@ -67,11 +77,54 @@ describe('TP lowering: plan format and compile-time errors', () => {
     expect(ops.filter((o) => o.k === 'comm.all_reduce')).toHaveLength(4);
   });
 
+  it('async Ulysses x TP: issues after their producers, no TP collective while an all-to-all is in flight, one collective order per group', () => {
+    for (const [model, extra, par] of [
+      ['tiny-flux', {}, { ulysses_size: 2, tp_size: 2 }],
+      ['flux1-dev', FLUX_SCALED, { ulysses_size: 2, tp_size: 3, ulysses_anything: 'auto' as const }],
+    ] as const) {
+      const plans = compileParallelPlans(model, { component: T, ...extra, parallel: { ...par, ulysses_async: true } });
+      const Tp = par.tp_size;
+      const seqs = plans.map((p) => {
+        expect(p.parallel).toMatchObject({ kind: 'ulysses', async: true, tp: Tp });
+        const seq: { cp: string[]; tp: string[] } = { cp: [], tp: [] };
+        for (const b of p.segments.find((s) => s.name === 'blocks')!.blocks!) {
+          const inFlight = new Set<string>(); // cp-group all-to-alls issued without waiting
+          b.ops.forEach((o, j) => {
+            if (o.k === 'comm.wait') return inFlight.clear();
+            if (!o.k.startsWith('comm.')) return;
+            const tp = o.comm!.group === 'tp';
+            (tp ? seq.tp : seq.cp).push(`${o.k}:${o.comm!.stream}:${o.comm!.module}`);
+            if (tp) expect([...inFlight], `${p.tag} ${b.name} op ${j} ${o.k}`).toEqual([]);
+            else if (!o.comm!.wait) {
+              inFlight.add(o.comm!.stream);
+              // q / k / v issued right after the op that wrote them (a view of the same arena floats)
+              if (o.k === 'comm.all_to_all_qkv') expect(b.ops[j - 1]!.t.some((id) => overlaps(p, id, o.t[0]!)), `${p.tag} ${b.name} op ${j}`).toBe(true);
+            }
+          });
+          expect(b.ops.some((o) => o.k === 'comm.all_to_all_qkv' && o.comm!.wait)).toBe(false);
+          // single blocks: the rank's proj_mlp shard computes while the output all-to-all is in flight
+          if (b.name.startsWith('single_')) {
+            const ks = b.ops.map((o) => o.k);
+            const iO = ks.indexOf('comm.all_to_all_o');
+            expect(ks.slice(iO + 1, iO + 3), `${p.tag} ${b.name}`).toEqual(['linear', 'comm.wait']);
+            expect(b.ops[iO + 1]!.t).toContain(p.weights.find((x) => x.name === `${b.name}.proj_mlp.weight`)!.tensor);
+          }
+        }
+        return seq;
+      });
+      // ranks c*T + t: the cp group {t, T + t, ..} and the tp group {c*T, ..} issue identical sequences
+      plans.forEach((_, r) => {
+        expect(seqs[r]!.cp).toEqual(seqs[r % Tp]!.cp);
+        expect(seqs[r]!.tp).toEqual(seqs[r - (r % Tp)]!.tp);
+      });
+      expect(seqs[0]!.tp.length).toBeGreaterThan(0);
+    }
+  });
+
   it('impossible plans are compile-time errors naming the module', () => {
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 3 } })).toThrow(
       /tiny-flux transformer: tensor parallel: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) has 4 heads, not divisible by tp_size 3/,
     );
-    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, ulysses_size: 2, ulysses_async: true } })).toThrow(/async Ulysses x TP is not lowered yet/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, tp: { 'transformer_blocks.*.attn.to_q': 'colwise' } } })).toThrow(
       /tensor parallel \(tp_size 2\): concat on a rank trace where 1 of its inputs are channel-sharded .*models\/flux1\.ts:\d+:\d+: concat on axis 1/,
     );
@@ -164,7 +217,7 @@ describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4
 });
 
 describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all heads: distributed RMSNorm)', () => {
-  it('scaled-down wan2.1-t2v-1.3b (random weights, batch 2, self + cross attention): tp 2, tp 4, ulysses 2 x tp 2 == 1 rank', async () => {
+  it('scaled-down wan2.1-t2v-1.3b (random weights, batch 2, self + cross attention): tp 2, tp 4, ulysses 2 x tp 2 (sync, async) == 1 rank', async () => {
     const { wanRopeIds } = await import('../../models/wan2.1.ts');
     const WAN = { config: { num_layers: 2, num_attention_heads: 4, attention_head_dim: 24, ffn_dim: 96, text_dim: 40, freq_dim: 32, in_channels: 5, out_channels: 3 }, dims: { batch: 2, frames: 9, height: 48, width: 80, textTokens: 7 } };
     const ref = compilePlan('wan2.1-t2v-1.3b', { component: T, ...WAN });
@@ -177,18 +230,31 @@ describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all hea
     for (const tp of [2, 4]) {
       const plans = compileParallelPlans('wan2.1-t2v-1.3b', { component: T, ...WAN, parallel: { tp_size: tp } });
       const blk = plans[1]!.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
-      expect(blk.filter((o) => o.k === 'comm.rms_norm')).toHaveLength(4); // norm_q / norm_k of attn1 and attn2
+      // norm_q / norm_k of attn1 and attn2: native sums of squares, a float64 all-reduce of the [M] sums, native apply
+      const ks = blk.map((o) => o.k);
+      expect(ks.filter((k) => k === 'rms_sumsq')).toHaveLength(4);
+      ks.forEach((k, j) => {
+        if (k !== 'rms_sumsq') return;
+        expect(ks.slice(j, j + 3)).toEqual(['rms_sumsq', 'comm.all_reduce', 'rms_norm_apply']);
+        const M = blk[j]!.i[0]!;
+        expect(blk[j + 1]!.i).toEqual([2 * M, 1]);
+        expect(blk[j + 1]!.t).toEqual([blk[j]!.t[1], blk[j]!.t[1]]);
+        expect(blk[j + 2]!.i).toEqual([M, 96 / tp, 96]);
+      });
+      expect(plans[1]!.kernels).toEqual(expect.arrayContaining(['rms_sumsq', 'rms_norm_apply']));
       expect(plans[1]!.weights.find((x) => x.name === 'blocks.0.attn1.norm_q.weight')!.slice).toEqual({ full: [96], axis: 0, ranges: [[96 / tp, 96 / tp]] });
       const outs = await runRanks(plans, w, inputs);
       const errs = outs.map((o) => relL2(o.out, want));
       console.log(`wan2.1 scaled tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
       for (const e of errs) expect(e).toBeLessThan(1e-5);
     }
-    // Ulysses 2 x TP 2 (Wan's internal CP points: split at blocks.0, gather proj_out; 45 tokens: UAA)
-    const hy = await runRanks(compileParallelPlans('wan2.1-t2v-1.3b', { component: T, ...WAN, parallel: { ulysses_size: 2, tp_size: 2, ulysses_anything: 'auto' } }), w, inputs);
-    const herrs = hy.map((o) => relL2(o.out, want));
-    console.log(`wan2.1 scaled ulysses 2 x tp 2: relL2 ${herrs.map((e) => e.toExponential(2)).join(' ')}`);
-    for (const e of herrs) expect(e).toBeLessThan(1e-5);
+    // Ulysses 2 x TP 2 (Wan's internal CP points: split at blocks.0, gather proj_out; 45 tokens: UAA), sync and async
+    for (const ulysses_async of [false, true]) {
+      const hy = await runRanks(compileParallelPlans('wan2.1-t2v-1.3b', { component: T, ...WAN, parallel: { ulysses_size: 2, tp_size: 2, ulysses_anything: 'auto', ulysses_async } }), w, inputs);
+      const herrs = hy.map((o) => relL2(o.out, want));
+      console.log(`wan2.1 scaled ulysses 2 x tp 2${ulysses_async ? ' async' : ''}: relL2 ${herrs.map((e) => e.toExponential(2)).join(' ')}`);
+      for (const e of herrs) expect(e).toBeLessThan(1e-5);
+    }
   });
 });
 
@@ -216,6 +282,27 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
     for (const e of serrs) expect(e).toBeLessThan(1e-5);
   });
 
+  it('async Ulysses x TP: tiny-flux ulysses 2 x tp 2 and scaled flux1-dev ulysses 2 x tp 3 (UAA auto) == 1 rank', async () => {
+    const ref = compilePlan('tiny-flux', { component: T });
+    const w = await tinyFluxWeights();
+    const inputs = inputsFor(ref, 7);
+    const want = runOneRank(ref, w, inputs);
+    const outs = await runRanks(compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2, ulysses_async: true } }), w, inputs);
+    const errs = outs.map((o) => relL2(o.out, want));
+    console.log(`tiny-flux ulysses 2 x tp 2 async: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+    for (const e of errs) expect(e).toBeLessThan(1e-5);
+    for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out));
+
+    const sref = compilePlan('flux1-dev', { component: T, ...FLUX_SCALED });
+    const sw = randomW(sref, 13);
+    const sin = inputsFor(sref, 14);
+    const swant = runOneRank(sref, sw, sin);
+    const souts = await runRanks(compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { ulysses_size: 2, tp_size: 3, ulysses_anything: 'auto', ulysses_async: true } }), sw, sin);
+    const serrs = souts.map((o) => relL2(o.out, swant));
+    console.log(`flux1-dev scaled ulysses 2 x tp 3 async: relL2 ${serrs.map((e) => e.toExponential(2)).join(' ')}`);
+    for (const e of serrs) expect(e).toBeLessThan(1e-5);
+  });
+
   it('tiny-flux ring 2 x tp 2 and USP (ulysses 2 x ring 2) x tp 2 == 1 rank', async () => {
     const ref = compilePlan('tiny-flux', { component: T });
     const w = await tinyFluxWeights();
@@ -231,5 +318,64 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
       console.log(`tiny-flux ${JSON.stringify(par)}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
       for (const e of errs) expect(e).toBeLessThan(1e-5);
     }
+  });
+});
+
+describe.skipIf(!nativeAvailable())('TP + cache: probe sums reduced as over the CP group alone', () => {
+  it('scaled flux1-dev tp 3 (6 heads), DBCache F1B0: the 1-rank cached steps; every rank gets TP rank 0 sums exactly', async () => {
+    const { runShm } = await import('../../runtime/comm/shm.ts');
+    const { ParallelExecutor } = await import('../../runtime/parallel/executor.ts');
+    const { ParallelBlockListRunner } = await import('../../runtime/parallel/cache.ts');
+    const { native } = await import('../../runtime/native.ts');
+    const STEPS = 10;
+    const loopOpts = {
+      steps: STEPS,
+      // random weights move the toy latents a lot per step (diffs 0.46 .. 0.80): a threshold in that range
+      cache: dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.6, max_warmup_steps: 2 }),
+      timestep: (s: number) => Float32Array.of(1 - s / STEPS),
+    };
+    const ref = compilePlan('flux1-dev', { component: T, ...FLUX_SCALED });
+    const w = randomW(ref, 31);
+    const inputs = inputsFor(ref, 32);
+    const blocks = (p: Plan) => p.segments.find((s) => s.name === 'blocks')!;
+    const one = await cacheLoopOneRank(ref, w, inputs, loopOpts);
+    console.log(`flux1-dev scaled, 1 rank: cached steps ${JSON.stringify(one.cached)}, residual diffs ${JSON.stringify(one.diffs)}`);
+    expect(one.cached.length).toBeGreaterThan(0);
+    expect(one.cached.length).toBeLessThan(STEPS - 2);
+    const plans = compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { tp_size: 3 } });
+    const ranks = await runShm(3, async (comm) => {
+      const plan = plans[comm.rank]!;
+      const pe = new ParallelExecutor(comm, plan, native, { threads: 1 });
+      for (const x of plan.weights) pe.bindWeight(x.name, w.get(x.name)!);
+      // the probe all-reduces as this rank sees them: [num, den, flag] sent, then received (a spy on the
+      // runner's communicator only, so cacheLoopOnRank, which shares one communicator, does not fit)
+      const seen: { sent: number[]; got: number[] }[] = [];
+      const spy = new Proxy(comm, {
+        get(t, k) {
+          if (k === 'allReduceSum')
+            return async (buf: Float64Array) => {
+              const sent = Array.from(buf);
+              await t.allReduceSum(buf);
+              seen.push({ sent, got: Array.from(buf) });
+            };
+          const v = Reflect.get(t, k) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+        },
+      }) as Communicator;
+      const r = await cacheLoop(pe, new ParallelBlockListRunner(spy, pe, plan, blocks(plan)), () => pe.output('output'), inputs, loopOpts);
+      return { ...r, seen };
+    });
+    const r0 = ranks[0]!;
+    expect(r0.seen.length).toBeGreaterThan(0);
+    for (const [t, r] of ranks.entries()) {
+      expect(r.cached).toEqual(one.cached);
+      for (let s = 0; s < STEPS; s++) expect(relL2(r.outs[s]!, one.outs[s]!)).toBeLessThan(1e-5);
+      // TP ranks 1, 2 send zeros; every rank receives TP rank 0's own sums bit for bit (no 3x scaling)
+      r.seen.forEach((x, j) => {
+        if (t > 0) expect(x.sent).toEqual([0, 0, 0]);
+        expect(x.got).toEqual(r0.seen[j]!.sent);
+      });
+    }
+    console.log(`flux1-dev scaled tp 3: cached steps ${JSON.stringify(r0.cached)} on every rank, ${r0.seen.length} probes`);
   });
 });

@@ -67,7 +67,6 @@ describe('Ulysses lowering: plan format and compile-time errors', () => {
       /tiny-flux: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) with 4 heads cannot be split over ulysses=3: .*set ulysses_anything/,
     );
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 3 } })).toThrow(/input 'hidden_states' has 16 tokens \(imageTokens\), not divisible by ulysses=3: set ulysses_anything/);
-    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2, ulysses_async: true } })).toThrow(/async Ulysses x TP is not lowered yet/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 3 } })).toThrow(/not divisible by 3 context-parallel ranks \(ring: ulysses 1 x ring 3\)/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 2, ulysses_anything: true } })).toThrow(/ulysses_anything cannot be combined with ring_size > 1/);
     // 'auto' switches UAA on only when needed

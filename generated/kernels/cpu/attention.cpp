@@ -22,24 +22,16 @@
 #include <limits>
 #include <vector>
 
+#include "ditforge/cpu_simd.h"
 #include "ditforge/kernel_abi.h"
 #include "ditforge/thread_pool.h"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define DF_ATTN_X86 1
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12's AVX-512 intrinsic headers trip -W(maybe-)uninitialized (`__m512 __Y = __Y;`) when inlined
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#define DF_ATTN_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
-#else
-#define DF_ATTN_X86 0
-#endif
-
 namespace ditforge {
 namespace attention_impl {
+
+#if DF_X86
+using simd::exp512;
+#endif
 
 struct Params {
   const float* q;
@@ -53,21 +45,6 @@ struct Params {
 };
 
 constexpr int64_t BQ = 96;  // queries per work item
-
-struct Scratch {
-  float* p = nullptr;
-  size_t cap = 0;
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
-      p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      cap = n;
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
 
 // log-sum-exp of a row from the online softmax state: max m and sum l of exp(s - m); no kept key -> -inf
 static inline float row_lse(float m, float l) {
@@ -107,32 +84,15 @@ static void attn_scalar_item(const Params& P, int64_t b, int64_t h, int64_t s0, 
   }
 }
 
-#if DF_ATTN_X86
+#if DF_X86
 // ------------------------------------------------------------------ AVX-512 path
 constexpr int RB = 6;    // query rows per register block
 constexpr int BK = 64;   // keys per tile (4 zmm)
 
-static inline DF_ATTN_AVX512 __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
-  const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, fx);
-}
-
 // O[RB x 16*NV] (at column d0 of a row-stride-ldo buffer) += Pt[RB x nk] * Vp[nk x 16*NV], Vp being
 // the packed, zero-padded V of the head (row stride ldo).
 template <int NV>
-static DF_ATTN_AVX512 void pv_block(const float* Pt, int nk, const float* vbase, int64_t d0, float* O,
+static DF_AVX512 void pv_block(const float* Pt, int nk, const float* vbase, int64_t d0, float* O,
                                     int64_t ldo) {
   __m512 acc[RB][NV];
   for (int i = 0; i < RB; ++i)
@@ -150,7 +110,7 @@ static DF_ATTN_AVX512 void pv_block(const float* Pt, int nk, const float* vbase,
     for (int c = 0; c < NV; ++c) _mm512_store_ps(O + i * ldo + d0 + 16 * c, acc[i][c]);
 }
 
-static DF_ATTN_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t h, int64_t s0,
+static DF_AVX512 void attn_item_avx512(const Params& P, int64_t b, int64_t h, int64_t s0,
                                             int64_t s1, const float* Kt, const float* Vp,
                                             const float* keep, float* O, float* Pt) {
   const int64_t D = P.D;
@@ -284,32 +244,22 @@ static void pack_kv(const Params& P, int64_t b, int64_t h, float* Kt, float* Vp,
 
 // DITFORGE_ATTENTION_SCALAR=1 forces the scalar path (what CPUs without AVX-512 run), so the tests cover it
 static bool has_avx512() {
-  static const bool ok = std::getenv("DITFORGE_ATTENTION_SCALAR") == nullptr && __builtin_cpu_supports("avx512f") &&
-                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl");
+  static const bool ok = std::getenv("DITFORGE_ATTENTION_SCALAR") == nullptr && simd::cpu_has_avx512();
   return ok;
 }
 
-static Scratch& scratch_k() {
-  static thread_local Scratch s;
-  return s;
-}
-static Scratch& scratch_o() {
-  static thread_local Scratch s;
-  return s;
-}
-#endif  // DF_ATTN_X86
+#endif  // DF_X86
 
 static void run_items(const Params& P, int64_t it0, int64_t it1) {
   const int64_t nQT = (P.Sq + BQ - 1) / BQ;
-#if DF_ATTN_X86
+#if DF_X86
   if (has_avx512()) {
     const int64_t nT = (P.Sk + BK - 1) / BK;
     const int64_t ldo = (P.D + 15) / 16 * 16;
-    float* Kt = scratch_k().get(static_cast<size_t>(nT * BK * (P.D + ldo + 1)));
+    float* Kt = simd::thread_scratch<0>().get(static_cast<size_t>(nT * BK * (P.D + ldo + 1)));
     float* Vp = Kt + nT * BK * P.D;
     float* keep = Vp + nT * BK * ldo;
-    float* work = scratch_o().get(static_cast<size_t>(RB * ldo + RB * BK));
+    float* work = simd::thread_scratch<1>().get(static_cast<size_t>(RB * ldo + RB * BK));
     float* O = work;
     float* Pt = work + RB * ldo;
     int64_t packedBH = -1;

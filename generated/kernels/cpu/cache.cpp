@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ditforge/kernel_abi.h"
+#include "ditforge/pointwise.h"
 #include "ditforge/registry.h"
 #include "ditforge/thread_pool.h"
 
@@ -67,24 +68,12 @@ void kernel_cache_probe(const KernelArgs& args, KernelCtx& ctx) {
 
 // t: a, b, y ; i: n (in place ok)
 void kernel_residual_store(const KernelArgs& args, KernelCtx& ctx) {
-  const float* a = args.t[0];
-  const float* b = args.t[1];
-  float* y = args.t[2];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = a[i] - b[i];
-  });
+  map_inputs<2>(args, ctx, [](float a, float b) { return a - b; });
 }
 
 // t: x, r, y ; i: n (in place ok)
 void kernel_residual_apply(const KernelArgs& args, KernelCtx& ctx) {
-  const float* x = args.t[0];
-  const float* r = args.t[1];
-  float* y = args.t[2];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = x[i] + r[i];
-  });
+  map_inputs<2>(args, ctx, [](float x, float r) { return x + r; });
 }
 
 // no FMA contraction: matches the float32 host reference (runtime/cache/calibrators.ts evalTerms) bit for bit.
@@ -119,14 +108,8 @@ void kernel_forecast(const KernelArgs& args, KernelCtx& ctx) {
 // t: a, b, y ; i: n ; f: w (in place ok). TaylorSeer `(d_cur - d_prev) / window`: two float32 roundings,
 // a true division (not a multiply by 1/w) so the ladder is bit-exact with the host calibrator.
 void kernel_taylor_diff(const KernelArgs& args, KernelCtx& ctx) {
-  const float* a = args.t[0];
-  const float* b = args.t[1];
-  float* y = args.t[2];
   const float w = args.f[0];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = (a[i] - b[i]) / w;
-  });
+  map_inputs<2>(args, ctx, [w](float a, float b) { return (a - b) / w; });
 }
 
 // FoCa, Cache-DiT's op order (each line one float32 rounding, no FMA):

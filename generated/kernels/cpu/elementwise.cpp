@@ -7,13 +7,12 @@
 
 #include "ditforge/kernel_abi.h"
 #include "ditforge/kernel_math.h"
+#include "ditforge/pointwise.h"
 #include "ditforge/registry.h"
 #include "ditforge/thread_pool.h"
 
 namespace ditforge {
 namespace {
-
-constexpr int64_t kGrain = 16384;
 
 namespace ew {
 using std::abs;
@@ -34,105 +33,66 @@ static inline float exp_f(float x) { return kmath::exp_f(x); }
 static inline float tanh_f(float x) { return kmath::tanh_f(x); }
 }  // namespace ew
 
+// The float params f0..f7 a fused expression may name: members of its chain functor below, so the
+// expression reads them by their bare names.
+struct Floats {
+  float f0, f1, f2, f3, f4, f5, f6, f7;
+};
+
+template <class Chain, size_t N>
+static void run_chain(const KernelArgs& args, KernelCtx& ctx) {
+  Chain c;
+  static_cast<Floats&>(c) = {args.f[0], args.f[1], args.f[2], args.f[3], args.f[4], args.f[5], args.f[6], args.f[7]};
+  map_inputs<N>(args, ctx, c);
+}
+
 // t: a, b, y ; i: n (inplace ok)
 void kernel_add(const KernelArgs& args, KernelCtx& ctx) {
-  const float* a = args.t[0];
-  const float* b = args.t[1];
-  float* y = args.t[2];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = a[i] + b[i];
-  });
+  map_inputs<2>(args, ctx, [](float a, float b) { return a + b; });
 }
 
 void kernel_mul(const KernelArgs& args, KernelCtx& ctx) {
-  const float* a = args.t[0];
-  const float* b = args.t[1];
-  float* y = args.t[2];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = a[i] * b[i];
-  });
+  map_inputs<2>(args, ctx, [](float a, float b) { return a * b; });
 }
 
 // t: x, y ; i: n (inplace ok)
 void kernel_silu(const KernelArgs& args, KernelCtx& ctx) {
-  const float* x = args.t[0];
-  float* y = args.t[1];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = kmath::silu_f(x[i]);
-  });
+  map_inputs<1>(args, ctx, [](float x) { return kmath::silu_f(x); });
 }
 
 void kernel_gelu_tanh(const KernelArgs& args, KernelCtx& ctx) {
-  const float* x = args.t[0];
-  float* y = args.t[1];
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) y[i] = kmath::gelu_tanh_f(x[i]);
-  });
+  map_inputs<1>(args, ctx, [](float x) { return kmath::gelu_tanh_f(x); });
 }
 
 // ew_0571fe9c: y = (a0 + a1)
 // t: in0..in1, y ; i: n ; f: f0..f7
-void kernel_ew_0571fe9c(const KernelArgs& args, KernelCtx& ctx) {
-  using namespace ew;
-  const float* in0 = args.t[0];
-  const float* in1 = args.t[1];
-  float* y = args.t[2];
-  const float f0 = args.f[0], f1 = args.f[1], f2 = args.f[2], f3 = args.f[3];
-  const float f4 = args.f[4], f5 = args.f[5], f6 = args.f[6], f7 = args.f[7];
-  (void)f0; (void)f1; (void)f2; (void)f3; (void)f4; (void)f5; (void)f6; (void)f7;
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const float a0 = in0[i];
-      const float a1 = in1[i];
-      y[i] = static_cast<float>((a0 + a1));
-    }
-  });
-}
+struct chain_ew_0571fe9c : Floats {
+  float operator()(float a0, float a1) const {
+    using namespace ew;
+    return static_cast<float>((a0 + a1));
+  }
+};
+void kernel_ew_0571fe9c(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_0571fe9c, 2>(args, ctx); }
 
 // ew_21a35ba2: y = (a0 * f0)
 // t: in0..in0, y ; i: n ; f: f0..f7
-void kernel_ew_21a35ba2(const KernelArgs& args, KernelCtx& ctx) {
-  using namespace ew;
-  const float* in0 = args.t[0];
-  float* y = args.t[1];
-  const float f0 = args.f[0], f1 = args.f[1], f2 = args.f[2], f3 = args.f[3];
-  const float f4 = args.f[4], f5 = args.f[5], f6 = args.f[6], f7 = args.f[7];
-  (void)f0; (void)f1; (void)f2; (void)f3; (void)f4; (void)f5; (void)f6; (void)f7;
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const float a0 = in0[i];
-      y[i] = static_cast<float>((a0 * f0));
-    }
-  });
-}
+struct chain_ew_21a35ba2 : Floats {
+  float operator()(float a0) const {
+    using namespace ew;
+    return static_cast<float>((a0 * f0));
+  }
+};
+void kernel_ew_21a35ba2(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_21a35ba2, 1>(args, ctx); }
 
 // ew_selftest: y = a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1
 // t: in0..in2, y ; i: n ; f: f0..f7
-void kernel_ew_selftest(const KernelArgs& args, KernelCtx& ctx) {
-  using namespace ew;
-  const float* in0 = args.t[0];
-  const float* in1 = args.t[1];
-  const float* in2 = args.t[2];
-  float* y = args.t[3];
-  const float f0 = args.f[0], f1 = args.f[1], f2 = args.f[2], f3 = args.f[3];
-  const float f4 = args.f[4], f5 = args.f[5], f6 = args.f[6], f7 = args.f[7];
-  (void)f0; (void)f1; (void)f2; (void)f3; (void)f4; (void)f5; (void)f6; (void)f7;
-  parallel_for(ctx, args.i[0], kGrain, [&](int64_t i0, int64_t i1) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) {
-      const float a0 = in0[i];
-      const float a1 = in1[i];
-      const float a2 = in2[i];
-      y[i] = static_cast<float>(a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1);
-    }
-  });
-}
+struct chain_ew_selftest : Floats {
+  float operator()(float a0, float a1, float a2) const {
+    using namespace ew;
+    return static_cast<float>(a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1);
+  }
+};
+void kernel_ew_selftest(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_selftest, 3>(args, ctx); }
 
 }  // namespace
 }  // namespace ditforge

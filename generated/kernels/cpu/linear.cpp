@@ -30,24 +30,16 @@
 #include <cstring>
 #include <vector>
 
+#include "ditforge/cpu_simd.h"
 #include "ditforge/kernel_abi.h"
 #include "ditforge/thread_pool.h"
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define DF_LINEAR_X86 1
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC 12's AVX-512 intrinsic headers trip -W(maybe-)uninitialized (`__m512 __Y = __Y;`) when inlined
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#define DF_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
-#else
-#define DF_LINEAR_X86 0
-#endif
-
 namespace ditforge {
 namespace linear_impl {
+
+#if DF_X86
+using simd::exp512;
+#endif
 
 struct Epi {
   int kind;
@@ -96,22 +88,6 @@ static inline void epi_row_scalar(const Epi& e, int64_t m, int64_t n0, int64_t c
   }
 }
 
-// 64-byte aligned scratch that lives as long as the (pool) thread.
-struct Scratch {
-  float* p = nullptr;
-  size_t cap = 0;
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      size_t bytes = ((n * sizeof(float)) + 63) / 64 * 64;
-      p = static_cast<float*>(std::aligned_alloc(64, bytes));
-      cap = n;
-    }
-    return p;
-  }
-  ~Scratch() { std::free(p); }
-};
-
 // ---------------------------------------------------------------- portable path
 static void gemm_scalar_range(const float* x, const float* W, const Epi& e, int64_t K, int64_t m0,
                               int64_t m1, int64_t n0, int64_t n1) {
@@ -139,7 +115,7 @@ static void gemm_scalar_range(const float* x, const float* W, const Epi& e, int6
   }
 }
 
-#if DF_LINEAR_X86
+#if DF_X86
 // ---------------------------------------------------------------- AVX-512 path
 constexpr int MR = 14;
 constexpr int NR = 32;
@@ -148,23 +124,6 @@ constexpr int NR = 32;
 constexpr int64_t KC = 512;
 constexpr int64_t MC = 14 * 8;    // 112 rows
 constexpr int64_t NC = 32 * 32;   // 1024 columns
-
-static inline DF_AVX512 __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
-  const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, fx);
-}
 
 static inline DF_AVX512 __m512 act512(int kind, __m512 v) {
   if (kind == 1) {
@@ -451,14 +410,6 @@ static DF_AVX512 void gemm_small_m_range(const float* x, const float* W, const E
   }
 }
 
-static Scratch& a_scratch() {
-  static thread_local Scratch s;
-  return s;
-}
-static Scratch& b_scratch() {
-  static thread_local Scratch s;
-  return s;
-}
 
 // One thread's share: rows [m0, m1) x columns [n0, n1).
 static DF_AVX512 void gemm_avx512_range(const float* x, const float* W, const Epi& e, int64_t K,
@@ -467,8 +418,8 @@ static DF_AVX512 void gemm_avx512_range(const float* x, const float* W, const Ep
   const int64_t ncMax = std::min<int64_t>(NC, (n1 - n0 + NR - 1) / NR * NR);
   const int64_t kcMax = std::min<int64_t>(KC, K);
   const int64_t mcMax = std::min<int64_t>(MC, (m1 - m0 + MR - 1) / MR * MR);
-  float* Bp = b_scratch().get(static_cast<size_t>(ncMax * kcMax));
-  float* Ap = a_scratch().get(static_cast<size_t>(mcMax * kcMax));
+  float* Bp = simd::thread_scratch<0>().get(static_cast<size_t>(ncMax * kcMax));
+  float* Ap = simd::thread_scratch<1>().get(static_cast<size_t>(mcMax * kcMax));
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min<int64_t>(NC, n1 - jc);
     for (int64_t pc = 0; pc < K; pc += KC) {
@@ -490,17 +441,12 @@ static DF_AVX512 void gemm_avx512_range(const float* x, const float* W, const Ep
   }
 }
 
-static bool has_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  return ok;
-}
-#endif  // DF_LINEAR_X86
+#endif  // DF_X86
 
 static void run_range(const float* x, const float* W, const Epi& e, int64_t K, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1) {
-#if DF_LINEAR_X86
-  if (has_avx512()) {
+#if DF_X86
+  if (simd::cpu_has_avx512()) {
     if (m1 - m0 <= SMALL_M) gemm_small_m_range(x, W, e, K, m0, m1, n0, n1);
     else gemm_avx512_range(x, W, e, K, m0, m1, n0, n1);
     return;

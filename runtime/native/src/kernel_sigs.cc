@@ -20,6 +20,8 @@ const Sig kSigs[] = {
     {"layer_norm", 4, 2, 1, "roor", {"x", "w", "b", "y"}},
     {"ln_modulate", 4, 5, 1, "rrrr", {"x", "shift", "scale", "y"}},
     {"rms_norm", 3, 2, 1, "ror", {"x", "w", "y"}},
+    {"rms_sumsq", 2, 2, 0, "rr", {"x", "ss"}},
+    {"rms_norm_apply", 4, 3, 1, "rror", {"x", "ss", "w", "y"}},
     {"gate_residual", 4, 4, 0, "rrrr", {"r", "g", "x", "y"}},
     {"rope", 4, 6, 0, "rrrr", {"x", "cos", "sin", "y"}},
     {"qk_norm_rope", 5, 6, 1, "rroor", {"x", "w", "cos", "sin", "y"}},
@@ -120,6 +122,16 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       need[0] = M * C;
       if (name == "layer_norm") { need[1] = C; need[2] = C; need[3] = M * C; }
       else { need[1] = C; need[2] = M * C; }
+    } else if (name == "rms_sumsq" || name == "rms_norm_apply") {
+      // distributed RMSNorm: ss holds M float64 (2 floats each)
+      int64_t C = I[1];
+      need[0] = M * C;
+      need[1] = 2 * M;
+      if (name == "rms_norm_apply") {
+        if (I[2] < C || (I[2] == 0 && M > 0)) return "Cfull (channels over all ranks) must be >= C and >= 1, got Cfull " + std::to_string(I[2]) + ", C " + std::to_string(C);
+        need[2] = C;
+        need[3] = M * C;
+      }
     } else if (name == "ln_modulate" || name == "gate_residual") {
       int64_t C = I[1], S = I[2];
       if (S <= 0 && M > 0) return "S (rows per batch) must be > 0";

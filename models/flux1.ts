@@ -47,8 +47,19 @@ const EPS = 1e-6;
 const inner = (c: FluxConfig): number => c.num_attention_heads * c.attention_head_dim;
 
 /** FeedForward(dim, activation_fn="gelu-approximate"): net.0.proj -> GELU(tanh) -> net.2 */
-function feedForward(m: Module, x: Tensor, dim: number): Tensor {
+export function feedForward(m: Module, x: Tensor, dim: number): Tensor {
   return m.linear('net.2', m.linear('net.0.proj', x, 4 * dim, { act: 'gelu_tanh' }), dim);
+}
+
+/**
+ * The head after the blocks: norm_out = AdaLayerNormContinuous (no affine; scale first, then shift, from
+ * linear(temb)), then proj_out to patch_size^2 * out_channels (default in_channels) per token.
+ */
+export function normOutProj(b: Module, temb: Tensor, hidden: Tensor, C: number, c: Pick<FluxConfig, 'patch_size' | 'in_channels' | 'out_channels'>): Tensor {
+  const [scale, shift] = b.linear('norm_out.linear', temb, 2 * C).chunk(2);
+  const h = b.layerNorm(null, hidden, { eps: EPS }).modulate(shift!, scale!);
+  const outC = c.out_channels ?? c.in_channels;
+  return b.linear('proj_out', h, c.patch_size * c.patch_size * outC);
 }
 
 /** q or k of one stream: projection, per-head RMSNorm, RoPE with the stream's rows of the table */
@@ -185,11 +196,7 @@ export const fluxTransformer = component<FluxConfig>({
       ctx,
     );
 
-    // norm_out = AdaLayerNormContinuous: scale first, then shift
-    const [scale, shift] = b.linear('norm_out.linear', ctx.temb, 2 * C).chunk(2);
-    const h = b.layerNorm(null, out.hidden, { eps: EPS }).modulate(shift!, scale!);
-    const outC = c.out_channels ?? c.in_channels;
-    return { output: b.linear('proj_out', h, c.patch_size * c.patch_size * outC) };
+    return { output: normOutProj(b, ctx.temb, out.hidden, C, c) };
   },
 });
 
@@ -199,16 +206,21 @@ export const FLUX_CACHE = {
   has_separate_cfg: false,
 };
 
+/** TP of the dual-stream joint attention's q/k/v projections (both streams): column-split heads */
+export const JOINT_QKV_TP = {
+  'transformer_blocks.*.attn.to_q': 'colwise',
+  'transformer_blocks.*.attn.to_k': 'colwise',
+  'transformer_blocks.*.attn.to_v': 'colwise',
+  'transformer_blocks.*.attn.add_q_proj': 'colwise',
+  'transformer_blocks.*.attn.add_k_proj': 'colwise',
+  'transformer_blocks.*.attn.add_v_proj': 'colwise',
+} as const;
+
 /** Cache-DiT's FLUX.1 TP plan (cache-dit.md §4.7) */
 export const FLUX_PARALLEL = {
   attention: 'all' as const,
   tp: {
-    'transformer_blocks.*.attn.to_q': 'colwise',
-    'transformer_blocks.*.attn.to_k': 'colwise',
-    'transformer_blocks.*.attn.to_v': 'colwise',
-    'transformer_blocks.*.attn.add_q_proj': 'colwise',
-    'transformer_blocks.*.attn.add_k_proj': 'colwise',
-    'transformer_blocks.*.attn.add_v_proj': 'colwise',
+    ...JOINT_QKV_TP,
     'transformer_blocks.*.ff.net.0.proj': 'colwise',
     'transformer_blocks.*.ff_context.net.0.proj': 'colwise',
     'transformer_blocks.*.attn.to_out.0': 'rowwise',

@@ -22,7 +22,7 @@ import {
   type Module,
   type Tensor,
 } from '../compiler/dsl/index.ts';
-import { jointAttention } from './flux1.ts';
+import { JOINT_QKV_TP, feedForward, jointAttention, normOutProj } from './flux1.ts';
 
 /** diffusers QwenImageTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
 export interface QwenImageConfig {
@@ -84,11 +84,6 @@ export function qwenImageRopeIds(h: number, w: number, textTokens: number): { tx
     }
   }
   return { txt, img };
-}
-
-/** FeedForward(dim, dim, activation_fn="gelu-approximate"): net.0.proj -> GELU(tanh) -> net.2 */
-function feedForward(m: Module, x: Tensor, dim: number): Tensor {
-  return m.linear('net.2', m.linear('net.0.proj', x, 4 * dim, { act: 'gelu_tanh' }), dim);
 }
 
 /** QwenImageTransformerBlock: returns (encoder_hidden_states, hidden_states) = Cache-DiT Pattern_1 */
@@ -186,11 +181,7 @@ export const qwenImageTransformer = component<QwenImageConfig>({
 
     const out = b.blocks({ name: 'transformer_blocks', pattern: Pattern.P1, blocks: [repeat(qwenImageBlock, 'num_layers')] }, { hidden, encoder }, ctx);
 
-    // norm_out = AdaLayerNormContinuous(elementwise_affine=False): scale first, then shift
-    const [scale, shift] = b.linear('norm_out.linear', ctx.temb, 2 * C).chunk(2);
-    const h = b.layerNorm(null, out.hidden, { eps: EPS }).modulate(shift!, scale!);
-    const outC = c.out_channels ?? c.in_channels;
-    return { output: b.linear('proj_out', h, c.patch_size * c.patch_size * outC) };
+    return { output: normOutProj(b, ctx.temb, out.hidden, C, c) };
   },
 });
 
@@ -204,12 +195,7 @@ export const QWEN_IMAGE_CACHE = {
 export const QWEN_IMAGE_PARALLEL = {
   attention: 'all' as const,
   tp: {
-    'transformer_blocks.*.attn.to_q': 'colwise',
-    'transformer_blocks.*.attn.to_k': 'colwise',
-    'transformer_blocks.*.attn.to_v': 'colwise',
-    'transformer_blocks.*.attn.add_q_proj': 'colwise',
-    'transformer_blocks.*.attn.add_k_proj': 'colwise',
-    'transformer_blocks.*.attn.add_v_proj': 'colwise',
+    ...JOINT_QKV_TP,
     'transformer_blocks.*.img_mlp.net.0.proj': 'colwise',
     'transformer_blocks.*.txt_mlp.net.0.proj': 'colwise',
     'transformer_blocks.*.attn.to_out.0': 'rowwise',

@@ -122,6 +122,7 @@ export function parallelRequest(o: ParallelOptions): ParallelRequest {
   }
   if ((req.ring_size ?? 1) > 1) {
     if (o.ulyssesAnything) throw new UserError(`--ulysses-anything cannot be combined with --parallel ${kind} (Cache-DiT UAA is Ulysses-only)`);
+    if (o.ulyssesAsync) throw new UserError(`--ulysses-async cannot be combined with --parallel ${kind}: async Ulysses overlaps the Ulysses all-to-alls only (ring attention runs synchronously)`);
     req.ulysses_anything = false;
   }
   return req;

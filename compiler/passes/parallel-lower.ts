@@ -207,6 +207,8 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
     throw new CompileError(`parallel plan: tp_size > 1 is not lowered to multi-rank plans yet (Ulysses, ring and USP are); got tp ${p.tp_size}`);
   }
   if (p.ulysses_anything && Rg > 1) throw new CompileError('parallel plan: ulysses_anything cannot be combined with ring_size > 1 (Cache-DiT UAA is Ulysses-only)');
+  // Cache-DiT's async Ulysses patches the Ulysses attention only; ring / USP would silently run synchronous
+  if (p.ulysses_async && Rg > 1) throw new CompileError('parallel plan: ulysses_async cannot be combined with ring_size > 1 (async Ulysses overlaps Ulysses all-to-alls only; ring and USP attention run synchronously)');
   const W = U * Rg;
   const kind: PlanParallel['kind'] = Rg === 1 ? 'ulysses' : U === 1 ? 'ring' : 'usp';
   const anything = !!p.ulysses_anything;

@@ -27,6 +27,7 @@ describe('parallelRequest: Cache-DiT --parallel spellings', () => {
     expect(parallelRequest({ world: 2, parallel: 'ring' })).toEqual({ ring_size: 2, ulysses_anything: false });
     expect(parallelRequest({ world: 4, parallel: 'ulysses_tp', ulyssesAsync: true })).toEqual({ ulysses_size: 2, tp_size: 2, ulysses_anything: false, ulysses_async: true });
     expect(() => parallelRequest({ world: 2, parallel: 'ring', ulyssesAnything: true })).toThrow(/cannot be combined/);
+    expect(() => parallelRequest({ world: 4, parallel: 'usp', ulyssesAsync: true })).toThrow(/--ulysses-async cannot be combined with --parallel usp/);
     expect(() => parallelRequest({ world: 3, parallel: 'ulysses_tp' })).toThrow(/needs an even world size >= 4/);
   });
 });

@@ -69,6 +69,7 @@ describe('Ulysses lowering: plan format and compile-time errors', () => {
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 3 } })).toThrow(/input 'hidden_states' has 16 tokens \(imageTokens\), not divisible by ulysses=3: set ulysses_anything/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 3 } })).toThrow(/not divisible by 3 context-parallel ranks \(ring: ulysses 1 x ring 3\)/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ring_size: 2, ulysses_anything: true } })).toThrow(/ulysses_anything cannot be combined with ring_size > 1/);
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, ring_size: 2, ulysses_async: true } })).toThrow(/ulysses_async cannot be combined with ring_size > 1/);
     // 'auto' switches UAA on only when needed
     expect(compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, ulysses_anything: 'auto' } })[0]!.parallel!.anything).toBe(false);
     expect(compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 3, ulysses_anything: 'auto' } })[0]!.parallel!.anything).toBe(true);

@@ -79,6 +79,86 @@ export function countOp(stats: CommStats, op: string, sent: number, received: nu
   stats.bytesReceived += received;
 }
 
+/**
+ * What the backends share: argument checks and traffic counters (each op checked and counted up front, the
+ * same on every backend; a message between a rank and itself moves no bytes) and allGatherInt over allGather.
+ */
+export abstract class CommunicatorBase {
+  abstract readonly rank: number;
+  abstract readonly worldSize: number;
+  stats: CommStats = newStats();
+
+  abstract allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void>;
+
+  get bytesMoved(): number {
+    return this.stats.bytesSent;
+  }
+  resetStats(): void {
+    this.stats = newStats();
+  }
+
+  /** one float64 per rank: exact for every safe integer */
+  async allGatherInt(n: number): Promise<number[]> {
+    const out = new Float64Array(this.worldSize);
+    await this.allGather(Float64Array.of(n), out);
+    return Array.from(out);
+  }
+
+  /** Validates alltoallv arguments and counts the op; returns byte counts. */
+  protected startAllToAll(
+    send: CommBuffer,
+    sendCounts: number[],
+    recv: CommBuffer,
+    recvCounts: number[],
+  ): { es: number; sendBytes: number[]; recvBytes: number[] } {
+    const world = this.worldSize;
+    if (sendCounts.length !== world || recvCounts.length !== world)
+      throw new Error(`allToAll: sendCounts/recvCounts need ${world} entries, got ${sendCounts.length}/${recvCounts.length}`);
+    if (send.BYTES_PER_ELEMENT !== recv.BYTES_PER_ELEMENT)
+      throw new Error(`allToAll: send and recv element sizes differ (${send.BYTES_PER_ELEMENT} vs ${recv.BYTES_PER_ELEMENT})`);
+    for (const c of [...sendCounts, ...recvCounts])
+      if (!Number.isInteger(c) || c < 0) throw new Error(`allToAll: bad count ${c}`);
+    if (sum(sendCounts) > send.length) throw new Error(`allToAll: sendCounts sum ${sum(sendCounts)} > send length ${send.length}`);
+    if (sum(recvCounts) > recv.length) throw new Error(`allToAll: recvCounts sum ${sum(recvCounts)} > recv length ${recv.length}`);
+    const es = send.BYTES_PER_ELEMENT;
+    const sendBytes = sendCounts.map((c) => c * es);
+    const recvBytes = recvCounts.map((c) => c * es);
+    countOp(this.stats, 'allToAll', sum(sendBytes) - sendBytes[this.rank]!, sum(recvBytes) - recvBytes[this.rank]!);
+    return { es, sendBytes, recvBytes };
+  }
+
+  /**
+   * Validates an allGather of `send` into `recv` (`counts`: elements per rank, default `send.length` each) and
+   * counts the op; returns the per-rank element counts.
+   */
+  protected startAllGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): number[] {
+    const world = this.worldSize;
+    const cnt = counts ?? new Array<number>(world).fill(send.length);
+    if (cnt.length !== world) throw new Error(`allGather: counts needs ${world} entries`);
+    if (cnt[this.rank] !== send.length) throw new Error(`allGather: rank ${this.rank} sends ${send.length} elements, counts says ${cnt[this.rank]}`);
+    if (recv.BYTES_PER_ELEMENT !== send.BYTES_PER_ELEMENT) throw new Error('allGather: send and recv element sizes differ');
+    if (sum(cnt) > recv.length) throw new Error(`allGather: recv holds ${recv.length} < ${sum(cnt)}`);
+    countOp(this.stats, 'allGather', send.byteLength * (world - 1), (sum(cnt) - send.length) * send.BYTES_PER_ELEMENT);
+    return cnt;
+  }
+
+  protected countAllReduce(buf: CommBuffer): void {
+    countOp(this.stats, 'allReduceSum', buf.byteLength * (this.worldSize - 1), buf.byteLength * (this.worldSize - 1));
+  }
+  protected countSend(buf: CommBuffer, dest: number): void {
+    countOp(this.stats, 'send', dest === this.rank ? 0 : buf.byteLength, 0);
+  }
+  protected countRecv(buf: CommBuffer, src: number): void {
+    countOp(this.stats, 'recv', 0, src === this.rank ? 0 : buf.byteLength);
+  }
+  protected countBarrier(): void {
+    countOp(this.stats, 'barrier', 0, 0);
+  }
+  protected countSendRecv(send: CommBuffer, dest: number, recv: CommBuffer, src: number): void {
+    countOp(this.stats, 'sendRecv', dest === this.rank ? 0 : send.byteLength, src === this.rank ? 0 : recv.byteLength);
+  }
+}
+
 export function asBytes(a: CommBuffer): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
@@ -97,52 +177,6 @@ export function prefix(a: number[]): number[] {
     s += a[i];
   }
   return out;
-}
-
-/** Validates alltoallv arguments (same on every backend) and counts the op in `stats`; returns byte counts. */
-export function checkAllToAll(
-  stats: CommStats,
-  world: number,
-  rank: number,
-  send: CommBuffer,
-  sendCounts: number[],
-  recv: CommBuffer,
-  recvCounts: number[],
-): { es: number; sendBytes: number[]; recvBytes: number[] } {
-  if (sendCounts.length !== world || recvCounts.length !== world)
-    throw new Error(`allToAll: sendCounts/recvCounts need ${world} entries, got ${sendCounts.length}/${recvCounts.length}`);
-  if (send.BYTES_PER_ELEMENT !== recv.BYTES_PER_ELEMENT)
-    throw new Error(`allToAll: send and recv element sizes differ (${send.BYTES_PER_ELEMENT} vs ${recv.BYTES_PER_ELEMENT})`);
-  for (const c of [...sendCounts, ...recvCounts])
-    if (!Number.isInteger(c) || c < 0) throw new Error(`allToAll: bad count ${c}`);
-  if (sum(sendCounts) > send.length) throw new Error(`allToAll: sendCounts sum ${sum(sendCounts)} > send length ${send.length}`);
-  if (sum(recvCounts) > recv.length) throw new Error(`allToAll: recvCounts sum ${sum(recvCounts)} > recv length ${recv.length}`);
-  const es = send.BYTES_PER_ELEMENT;
-  const sendBytes = sendCounts.map((c) => c * es);
-  const recvBytes = recvCounts.map((c) => c * es);
-  countOp(stats, 'allToAll', sum(sendBytes) - sendBytes[rank]!, sum(recvBytes) - recvBytes[rank]!);
-  return { es, sendBytes, recvBytes };
-}
-
-/**
- * Validates an allGather of `send` into `recv` (`counts`: elements per rank, default `send.length` each) and
- * counts its bytes in `stats`; returns the per-rank element counts.
- */
-export function checkAllGather(stats: CommStats, world: number, rank: number, send: CommBuffer, recv: CommBuffer, counts?: number[]): number[] {
-  const cnt = counts ?? new Array<number>(world).fill(send.length);
-  if (cnt.length !== world) throw new Error(`allGather: counts needs ${world} entries`);
-  if (cnt[rank] !== send.length) throw new Error(`allGather: rank ${rank} sends ${send.length} elements, counts says ${cnt[rank]}`);
-  if (recv.BYTES_PER_ELEMENT !== send.BYTES_PER_ELEMENT) throw new Error('allGather: send and recv element sizes differ');
-  if (sum(cnt) > recv.length) throw new Error(`allGather: recv holds ${recv.length} < ${sum(cnt)}`);
-  countOp(stats, 'allGather', send.byteLength * (world - 1), (sum(cnt) - send.length) * send.BYTES_PER_ELEMENT);
-  return cnt;
-}
-
-/** `Communicator.allGatherInt` over the backend's own allGather: one float64 per rank (exact for safe integers). */
-export async function allGatherIntVia(comm: Pick<Communicator, 'worldSize' | 'allGather'>, n: number): Promise<number[]> {
-  const out = new Float64Array(comm.worldSize);
-  await comm.allGather(Float64Array.of(n), out);
-  return Array.from(out);
 }
 
 /** FIFO of async operations: each starts when the previous settled (errors do not block the chain). */

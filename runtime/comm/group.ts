@@ -3,14 +3,9 @@
 // exchange, deadlock-free). Used by USP (ulysses x ring meshes) and hybrid TP x CP layouts.
 import {
   type CommBuffer,
-  type CommStats,
   type Communicator,
+  CommunicatorBase,
   OpQueue,
-  allGatherIntVia,
-  checkAllGather,
-  checkAllToAll,
-  countOp,
-  newStats,
   prefix,
 } from './communicator.ts';
 
@@ -24,17 +19,17 @@ function sliceOf<T extends CommBuffer>(a: T, start: number, len: number): T {
   return a.subarray(start, start + len) as T;
 }
 
-export class GroupCommunicator implements Communicator {
+export class GroupCommunicator extends CommunicatorBase implements Communicator {
   readonly backend = 'group';
   readonly rank: number;
   readonly worldSize: number;
-  stats: CommStats = newStats();
   private readonly q = new OpQueue();
 
   constructor(
     readonly parent: Communicator,
     readonly ranks: number[],
   ) {
+    super();
     const seen = new Set(ranks);
     if (seen.size !== ranks.length || ranks.some((r) => !Number.isInteger(r) || r < 0 || r >= parent.worldSize))
       throw new Error(`subgroup: bad rank list [${ranks.join(', ')}] for a world of ${parent.worldSize}`);
@@ -43,16 +38,10 @@ export class GroupCommunicator implements Communicator {
     this.worldSize = ranks.length;
   }
 
-  get bytesMoved(): number {
-    return this.stats.bytesSent;
-  }
-  resetStats(): void {
-    this.stats = newStats();
-  }
 
   allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
     const me = this.rank;
-    checkAllToAll(this.stats, this.worldSize, me, send, sendCounts, recv, recvCounts);
+    this.startAllToAll(send, sendCounts, recv, recvCounts);
     return this.q.run(async () => {
       const n = this.worldSize;
       const so = prefix(sendCounts);
@@ -68,7 +57,7 @@ export class GroupCommunicator implements Communicator {
   }
 
   allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
-    const cnt = checkAllGather(this.stats, this.worldSize, this.rank, send, recv, counts);
+    const cnt = this.startAllGather(send, recv, counts);
     return this.q.run(() => this.gatherRaw(send, recv, cnt));
   }
 
@@ -86,7 +75,7 @@ export class GroupCommunicator implements Communicator {
 
   allReduceSum(buf: Float32Array | Float64Array): Promise<void> {
     const n = this.worldSize;
-    countOp(this.stats, 'allReduceSum', buf.byteLength * (n - 1), buf.byteLength * (n - 1));
+    this.countAllReduce(buf);
     return this.q.run(async () => {
       const all = buf instanceof Float64Array ? new Float64Array(buf.length * n) : new Float32Array(buf.length * n);
       await this.gatherRaw(buf, all, new Array<number>(n).fill(buf.length));
@@ -99,20 +88,16 @@ export class GroupCommunicator implements Communicator {
     });
   }
 
-  allGatherInt(n: number): Promise<number[]> {
-    return allGatherIntVia(this, n);
-  }
-
   send(buf: CommBuffer, dest: number): Promise<void> {
-    countOp(this.stats, 'send', dest === this.rank ? 0 : buf.byteLength, 0);
+    this.countSend(buf, dest);
     return this.parent.send(buf, this.ranks[dest]);
   }
   recv(buf: CommBuffer, src: number): Promise<void> {
-    countOp(this.stats, 'recv', 0, src === this.rank ? 0 : buf.byteLength);
+    this.countRecv(buf, src);
     return this.parent.recv(buf, this.ranks[src]);
   }
   sendRecv(send: CommBuffer, dest: number, recv: CommBuffer, src: number): Promise<void> {
-    countOp(this.stats, 'sendRecv', dest === this.rank ? 0 : send.byteLength, src === this.rank ? 0 : recv.byteLength);
+    this.countSendRecv(send, dest, recv, src);
     return this.parent.sendRecv(send, this.ranks[dest], recv, this.ranks[src]);
   }
   async barrier(): Promise<void> {

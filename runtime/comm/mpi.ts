@@ -11,16 +11,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   type CommBuffer,
-  type CommStats,
   type Communicator,
+  CommunicatorBase,
   OpQueue,
-  allGatherIntVia,
   asBytes,
-  checkAllGather,
-  checkAllToAll,
-  countOp,
   defaultTimeoutMs,
-  newStats,
 } from './communicator.ts';
 
 interface MpiAddon {
@@ -65,13 +60,12 @@ export interface MpiOptions {
   timeoutMs?: number;
 }
 
-export class MpiCommunicator implements Communicator {
+export class MpiCommunicator extends CommunicatorBase implements Communicator {
   readonly backend = 'mpi';
   readonly rank: number;
   readonly worldSize: number;
   readonly threadMultiple: boolean;
   readonly library: string;
-  stats: CommStats = newStats();
   private readonly collQ = new OpQueue();
   private readonly sendQ: OpQueue[];
   private readonly recvQ: OpQueue[];
@@ -86,6 +80,7 @@ export class MpiCommunicator implements Communicator {
     private readonly mpi: MpiAddon,
     opts: MpiOptions,
   ) {
+    super();
     const info = mpi.init();
     this.rank = info.rank;
     this.worldSize = info.size;
@@ -141,12 +136,6 @@ export class MpiCommunicator implements Communicator {
     return new MpiCommunicator(loadMpiAddon(), opts);
   }
 
-  get bytesMoved(): number {
-    return this.stats.bytesSent;
-  }
-  resetStats(): void {
-    this.stats = newStats();
-  }
 
   /** Prints why and aborts the whole MPI job (every rank exits; mpirun reports this rank). */
   abort(message: string, code = 1): never {
@@ -177,37 +166,33 @@ export class MpiCommunicator implements Communicator {
   }
 
   allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
-    const { sendBytes, recvBytes } = checkAllToAll(this.stats, this.worldSize, this.rank, send, sendCounts, recv, recvCounts);
+    const { sendBytes, recvBytes } = this.startAllToAll(send, sendCounts, recv, recvCounts);
     return this.watch(this.collQ, 'allToAll', null, () => this.mpi.alltoallv(asBytes(send), sendBytes, asBytes(recv), recvBytes));
   }
 
   allReduceSum(buf: Float32Array | Float64Array): Promise<void> {
-    countOp(this.stats, 'allReduceSum', buf.byteLength * (this.worldSize - 1), buf.byteLength * (this.worldSize - 1));
+    this.countAllReduce(buf);
     return this.watch(this.collQ, 'allReduceSum', null, () => this.mpi.allreduceSum(buf));
   }
 
   allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
     const es = send.BYTES_PER_ELEMENT;
-    const cnt = checkAllGather(this.stats, this.worldSize, this.rank, send, recv, counts);
+    const cnt = this.startAllGather(send, recv, counts);
     return this.watch(this.collQ, 'allGather', null, () => this.mpi.allgatherv(asBytes(send), asBytes(recv), cnt.map((c) => c * es)));
   }
 
-  allGatherInt(n: number): Promise<number[]> {
-    return allGatherIntVia(this, n);
-  }
-
   send(buf: CommBuffer, dest: number): Promise<void> {
-    countOp(this.stats, 'send', dest === this.rank ? 0 : buf.byteLength, 0);
+    this.countSend(buf, dest);
     return this.watch(this.sendQ[dest], `send to rank ${dest}`, dest, () => this.mpi.send(asBytes(buf), dest, 0));
   }
 
   recv(buf: CommBuffer, src: number): Promise<void> {
-    countOp(this.stats, 'recv', 0, src === this.rank ? 0 : buf.byteLength);
+    this.countRecv(buf, src);
     return this.watch(this.recvQ[src], `recv from rank ${src}`, src, () => this.mpi.recv(asBytes(buf), src, 0));
   }
 
   sendRecv(send: CommBuffer, dest: number, recv: CommBuffer, src: number): Promise<void> {
-    countOp(this.stats, 'sendRecv', dest === this.rank ? 0 : send.byteLength, src === this.rank ? 0 : recv.byteLength);
+    this.countSendRecv(send, dest, recv, src);
     // Occupies both directions' queues so FIFO order per pair holds with plain send/recv too.
     const q = this.threadMultiple ? this.sendQ[dest] : this.collQ;
     const rq = this.threadMultiple ? this.recvQ[src] : null;
@@ -217,7 +202,7 @@ export class MpiCommunicator implements Communicator {
   }
 
   barrier(): Promise<void> {
-    countOp(this.stats, 'barrier', 0, 0);
+    this.countBarrier();
     return this.watch(this.collQ, 'barrier', null, () => this.mpi.barrier());
   }
 

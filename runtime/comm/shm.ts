@@ -10,17 +10,12 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
   type CommBuffer,
-  type CommStats,
   type Communicator,
   CommError,
+  CommunicatorBase,
   OpQueue,
-  allGatherIntVia,
   asBytes,
-  checkAllGather,
-  checkAllToAll,
-  countOp,
   defaultTimeoutMs,
-  newStats,
   prefix,
 } from './communicator.ts';
 
@@ -97,10 +92,9 @@ function intWords(world: number): number {
   return ARRIVE + world + world * world;
 }
 
-export class ShmCommunicator implements Communicator {
+export class ShmCommunicator extends CommunicatorBase implements Communicator {
   readonly backend = 'shm';
   readonly worldSize: number;
-  stats: CommStats = newStats();
   private readonly ctrl: Int32Array;
   private readonly coll: Uint8Array;
   private readonly p2p: Uint8Array;
@@ -113,6 +107,7 @@ export class ShmCommunicator implements Communicator {
     readonly w: ShmWorld,
     readonly rank: number,
   ) {
+    super();
     if (!Number.isInteger(rank) || rank < 0 || rank >= w.world) throw new Error(`shm: rank ${rank} out of range [0, ${w.world})`);
     this.worldSize = w.world;
     this.ctrl = new Int32Array(w.ctrl);
@@ -122,12 +117,6 @@ export class ShmCommunicator implements Communicator {
     this.recvQ = Array.from({ length: w.world }, () => new OpQueue());
   }
 
-  get bytesMoved(): number {
-    return this.stats.bytesSent;
-  }
-  resetStats(): void {
-    this.stats = newStats();
-  }
 
   /** Marks this world failed on behalf of `failedRank` (used by launchers and on local errors). */
   abort(message: string, failedRank = this.rank): void {
@@ -203,7 +192,7 @@ export class ShmCommunicator implements Communicator {
   // ---------------------------------------------------------------- collectives
   allToAll(send: CommBuffer, sendCounts: number[], recv: CommBuffer, recvCounts: number[]): Promise<void> {
     const me = this.rank;
-    const { sendBytes, recvBytes } = checkAllToAll(this.stats, this.worldSize, me, send, sendCounts, recv, recvCounts);
+    const { sendBytes, recvBytes } = this.startAllToAll(send, sendCounts, recv, recvCounts);
     return this.collQ.run(() =>
       this.guard('allToAll', async () => {
         const W = this.worldSize;
@@ -258,7 +247,7 @@ export class ShmCommunicator implements Communicator {
 
   allGather(send: CommBuffer, recv: CommBuffer, counts?: number[]): Promise<void> {
     const es = send.BYTES_PER_ELEMENT;
-    const cnt = checkAllGather(this.stats, this.worldSize, this.rank, send, recv, counts);
+    const cnt = this.startAllGather(send, recv, counts);
     return this.collQ.run(() => this.guard('allGather', () => this.gatherRaw(asBytes(send), asBytes(recv), cnt.map((c) => c * es))));
   }
 
@@ -285,7 +274,7 @@ export class ShmCommunicator implements Communicator {
 
   allReduceSum(buf: Float32Array | Float64Array): Promise<void> {
     const W = this.worldSize;
-    countOp(this.stats, 'allReduceSum', buf.byteLength * (W - 1), buf.byteLength * (W - 1));
+    this.countAllReduce(buf);
     return this.collQ.run(() =>
       this.guard('allReduceSum', async () => {
         if (W === 1) return;
@@ -311,12 +300,8 @@ export class ShmCommunicator implements Communicator {
     );
   }
 
-  allGatherInt(n: number): Promise<number[]> {
-    return allGatherIntVia(this, n);
-  }
-
   barrier(): Promise<void> {
-    countOp(this.stats, 'barrier', 0, 0);
+    this.countBarrier();
     return this.collQ.run(() => this.guard('barrier', () => this.barrierRaw('barrier')));
   }
 
@@ -331,7 +316,7 @@ export class ShmCommunicator implements Communicator {
 
   send(buf: CommBuffer, dest: number): Promise<void> {
     this.checkPeer(dest, 'send');
-    countOp(this.stats, 'send', dest === this.rank ? 0 : buf.byteLength, 0);
+    this.countSend(buf, dest);
     return this.sendQ[dest].run(() =>
       this.guard('send', async () => {
         const b = asBytes(buf);
@@ -353,7 +338,7 @@ export class ShmCommunicator implements Communicator {
 
   recv(buf: CommBuffer, src: number): Promise<void> {
     this.checkPeer(src, 'recv');
-    countOp(this.stats, 'recv', 0, src === this.rank ? 0 : buf.byteLength);
+    this.countRecv(buf, src);
     return this.recvQ[src].run(() =>
       this.guard('recv', async () => {
         const b = asBytes(buf);

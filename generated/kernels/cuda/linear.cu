@@ -18,6 +18,20 @@ constexpr int LIN_TM = 8;
 constexpr int LIN_TN = 4;
 constexpr int LIN_THREADS = (LIN_BM / LIN_TM) * (LIN_BN / LIN_TN);  // 256
 
+// Stages rows [r0, r0 + ROWS) x k [k0, k0 + LIN_BK) of the row-major [R, K] matrix src into the shared tile
+// dst[k][row] (transposed, zeros outside the matrix); consecutive threads read consecutive k.
+template <int ROWS>
+__device__ __forceinline__ void stage_tile(float (*dst)[ROWS + 4], const float* __restrict__ src, int64_t r0, int64_t R,
+                                           int64_t k0, int64_t K, int tid) {
+#pragma unroll
+  for (int r = 0; r < (ROWS * LIN_BK) / LIN_THREADS; ++r) {
+    const int idx = tid + r * LIN_THREADS;
+    const int row = idx / LIN_BK, kk = idx % LIN_BK;
+    const int64_t gr = r0 + row, gk = k0 + kk;
+    dst[kk][row] = (gr < R && gk < K) ? src[gr * K + gk] : 0.0f;
+  }
+}
+
 __global__ void __launch_bounds__(LIN_THREADS) linear_k(const float* __restrict__ x, const float* __restrict__ W,
                                                         const float* __restrict__ bias, float* y, const float* __restrict__ gate,
                                                         const float* residual, int64_t M, int64_t N, int64_t K, int epi,
@@ -36,21 +50,8 @@ __global__ void __launch_bounds__(LIN_THREADS) linear_k(const float* __restrict_
     for (int j = 0; j < LIN_TN; ++j) acc[i][j] = 0.0f;
 
   for (int64_t k0 = 0; k0 < K; k0 += LIN_BK) {
-    // A tile: 128 rows x 16 k = 2048 values, 8 per thread; consecutive threads read consecutive k.
-#pragma unroll
-    for (int r = 0; r < (LIN_BM * LIN_BK) / LIN_THREADS; ++r) {
-      const int idx = tid + r * LIN_THREADS;
-      const int row = idx / LIN_BK, kk = idx % LIN_BK;
-      const int64_t gm = m0 + row, gk = k0 + kk;
-      As[kk][row] = (gm < M && gk < K) ? x[gm * K + gk] : 0.0f;
-    }
-#pragma unroll
-    for (int r = 0; r < (LIN_BN * LIN_BK) / LIN_THREADS; ++r) {
-      const int idx = tid + r * LIN_THREADS;
-      const int col = idx / LIN_BK, kk = idx % LIN_BK;
-      const int64_t gn = n0 + col, gk = k0 + kk;
-      Bs[kk][col] = (gn < N && gk < K) ? W[gn * K + gk] : 0.0f;
-    }
+    stage_tile<LIN_BM>(As, x, m0, M, k0, K, tid);  // 128 rows x 16 k = 2048 values, 8 per thread
+    stage_tile<LIN_BN>(Bs, W, n0, N, k0, K, tid);
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < LIN_BK; ++kk) {

@@ -65,8 +65,9 @@ export interface PlanOp {
  * scattered, sequence gathered. `comm.all_to_all_o`: t = [og, o], i = [B, H, D, oStride]: the inverse.
  * `comm.wait`: awaits every comm op issued with `wait: false` and writes their results.
  * `comm.all_gather_mask`: t = [mask, maskg], i = [B]: key mask `[B, S_local]` -> `[B, S_global]` (rank order).
- * `comm.ring_attention` / `comm.usp_attention`: t = [q, k, v, o], i = [B, H, D, qS, kS, vS, oS], f = [scale]:
- * the whole attention over the sequence-sharded q/k/v (ring: K/V passed around with LSE merge).
+ * `comm.ring_attention` / `comm.usp_attention`: t = [q, k, v, o, mask?], i = [B, H, D, qS, kS, vS, oS], f = [scale]:
+ * the whole attention over the sequence-sharded q/k/v (ring: K/V, and the key mask `[B, S_local]` when present,
+ * passed around with LSE merge).
  * `comm.all_gather` (CP internal gather point): t = [x, y], i = [outer, n_local, inner]: x `[outer, n_local, inner]`
  * -> y `[outer, sum(sizes), inner]`, rank shards in rank order; `comm` holds group 'cp', `sizes` (per-rank n_local)
  * and `module` (the gather point); the head fields are 0.

@@ -10,6 +10,8 @@
 //    ulysses_async: V, Q, K comm ops move right after their last producer (not before an earlier comm op,
 //    e.g. a TP all-reduce under CP x TP), issued without waiting; a `comm.wait` precedes the attention.
 // 3. Exit gather (`output` on axis 1 for FLUX): recorded in `plan.parallel.gather`.
+// Ring / USP (`ring_size` > 1): each attention becomes one `comm.ring_attention` / `comm.usp_attention` op run
+// by the TS runtime; a key mask (Qwen-Image) is its fifth tensor and travels with the K/V blocks.
 // Internal points (`cp.internal`, Wan: `rope_ids` rows and the stream entering `blocks.0` split, `proj_out`
 // gathered): the rank's trace is replayed by cp-points.ts with a slice / an all-gather at those values, so the
 // ops before a split run on full tensors. Attention whose keys are whole on every rank (Wan's cross attention
@@ -254,7 +256,6 @@ export function lowerContextParallel(model: string, req: UlyssesRequest, compile
   sites[0]!.forEach((s, k) => {
     if (local[k] || W === 1) return;
     const [, Sq, Sk, H] = s.op.i as [number, number, number, number];
-    if (s.op.t[3] !== -1 && kind !== 'ulysses') throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} has a key mask, which the ${kind} lowering does not gather yet (Ulysses does)`);
     if (Sq !== Sk) throw new CompileError(`${model}: ${moduleOf(s.where, s.op)} is cross attention (${Sq} queries, ${Sk} keys) with split keys, which the Ulysses lowering does not split yet`);
     try {
       headPadding(H, U, policy);
@@ -417,12 +418,13 @@ function rewriteRank(
       const sizes = sites.map((rs) => rs[k]!.op.i[1]!);
       if (sizes[rank] !== Sq) throw new Error(`internal: ulysses sizes mismatch at ${s.where.block}`);
       if (o.kind !== 'ulysses') {
-        // ring / USP: one host op (K/V around the ring with LSE merge; USP: Ulysses all-to-alls inside)
-        const [q0, k0, v0, , o0] = op.t as number[];
+        // ring / USP: one host op (K/V around the ring with LSE merge; USP: Ulysses all-to-alls inside); a key
+        // mask [B, S_local] (t[4]) travels with its K/V block, so no gather op (USP gathers it in the runtime)
+        const [q0, k0, v0, m0, o0] = op.t as number[];
         const hu = o.kind === 'usp' ? headPadding(H!, o.ulysses, o.policy) : { hPad: 0, hLocal: H! };
         ops.splice(s.index, 1, {
           k: o.kind === 'ring' ? 'comm.ring_attention' : 'comm.usp_attention',
-          t: [q0!, k0!, v0!, o0!],
+          t: [q0!, k0!, v0!, o0!, ...(m0! >= 0 ? [m0!] : [])],
           i: [B!, H!, D!, qS!, kS!, vS!, oS!],
           f: [...op.f],
           ...(op.src ? { src: op.src } : {}),

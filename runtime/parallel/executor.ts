@@ -12,7 +12,7 @@ import { subgroup } from '../comm/group.ts';
 import type { NativeExecutor } from '../native.ts';
 import type { Plan, PlanOp, PlanSegment, PlanTensor } from '../plan.ts';
 import { nativeFp8Kernels } from './fp8-native.ts';
-import { type KernelRunner, type Rows, type UspGroups, checkRingKernels, ringAttentionNative, uspAttention, uspGroups } from './ring.ts';
+import { type KernelRunner, type Rows, type UspGroups, allGatherKeyMask, checkRingKernels, ringAttentionNative, uspAttention, uspGroups } from './ring.ts';
 import { planWeightData } from './tp.ts';
 import { allToAllO, allToAllQKV, type Fp8Kernels, type UlyssesLayout } from './ulysses.ts';
 
@@ -402,19 +402,10 @@ export class ParallelExecutor {
         const sizes = op.comm.sizes;
         const { cp } = await this.groups();
         const sL = sizes[cp.rank]!;
-        const local = this.readRows(op.t[0]!, B, sL, sL);
-        const all = new Float32Array(B * sizes.reduce((a, b) => a + b, 0));
-        await cp.allGather(local, all, sizes.map((x) => x * B));
-        const S = all.length / B;
         const out = this.arenaView(op.t[1]!);
-        if (out.length !== all.length) throw new Error(`${this.plan.tag}: comm.all_gather_mask output tensor ${op.t[1]} holds ${out.length} floats, the gathered mask ${all.length}`);
-        let off = 0;
-        let start = 0;
-        for (const n of sizes) {
-          for (let b = 0; b < B; b++) out.set(all.subarray(off + b * n, off + (b + 1) * n), b * S + start);
-          off += n * B;
-          start += n;
-        }
+        const n = B * sizes.reduce((a, b) => a + b, 0);
+        if (out.length !== n) throw new Error(`${this.plan.tag}: comm.all_gather_mask output tensor ${op.t[1]} holds ${out.length} floats, the gathered mask ${n}`);
+        await allGatherKeyMask(cp, this.readRows(op.t[0]!, B, sL, sL), B, sizes, out);
         return;
       }
       const { cp } = await this.groups();
@@ -451,7 +442,7 @@ export class ParallelExecutor {
   /**
    * Ring attention (K/V around the ring, native attention_lse + attn_merge per step, runtime/parallel/ring.ts)
    * on zero-copy arena views, o written in place; USP: Ulysses all-to-alls inside the ulysses group around
-   * the native ring over the ring group.
+   * the native ring over the ring group. A key mask (t[4], `[B, S_local]`) travels with its keys.
    */
   private async ringOrUsp(op: PlanOp): Promise<void> {
     const c = op.comm!;
@@ -462,13 +453,15 @@ export class ParallelExecutor {
     const sLocal = c.sizes[cp.rank]!;
     const rows = B * sLocal;
     const dims = { B, sLocal, H, D, ...(op.f.length ? { scale: op.f[0]! } : {}) };
+    const maskId = op.t[4] ?? -1;
+    const mask = maskId >= 0 ? this.readRows(maskId, B, sLocal, sLocal) : undefined; // zero-copy view
     if (op.k === 'comm.ring_attention') {
       const r = (id: number, stride: number): Rows => ({ data: this.arenaView(id), stride });
-      // o is written from the first ring step on while q, k, v are still read: go through a scratch
-      // buffer if the memory plan let o share floats with one of them
-      const direct = ![op.t[0]!, op.t[1]!, op.t[2]!].some((id) => this.overlap(id, op.t[3]!));
+      // o is written from the first ring step on while q, k, v (and the mask) are still read: go through a
+      // scratch buffer if the memory plan let o share floats with one of them
+      const direct = ![op.t[0]!, op.t[1]!, op.t[2]!, maskId].some((id) => id >= 0 && this.overlap(id, op.t[3]!));
       const o = direct ? r(op.t[3]!, oS) : { data: new Float32Array(rows * H * D), stride: H * D };
-      await ringAttentionNative(cp, this.kernels, r(op.t[0]!, qS), r(op.t[1]!, kS), r(op.t[2]!, vS), o, dims, c.sizes);
+      await ringAttentionNative(cp, this.kernels, r(op.t[0]!, qS), r(op.t[1]!, kS), r(op.t[2]!, vS), o, dims, c.sizes, mask);
       if (!direct) this.writeRows(op.t[3]!, o.data, rows, H * D, oS);
       return;
     }
@@ -478,7 +471,7 @@ export class ParallelExecutor {
     const q = this.readRows(op.t[0]!, rows, H * D, qS);
     const k = this.readRows(op.t[1]!, rows, H * D, kS);
     const v = this.readRows(op.t[2]!, rows, H * D, vS);
-    const o = await uspAttention(cp, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups });
+    const o = await uspAttention(cp, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups, ...(mask ? { mask } : {}) });
     this.writeRows(op.t[3]!, o, rows, H * D, oS);
   }
 

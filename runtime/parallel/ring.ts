@@ -53,6 +53,10 @@ export interface Rows {
  * o is written in place (the first block's attention goes straight into it, later blocks merge into it).
  * K/V are packed once (`copy3d`) into a contiguous `[K | V]` block that travels around the ring with
  * `sendRecv` while the current block is computed. `sizes`: every ring member's S_local.
+ * `mask`: this rank's key mask `[B, S_local]` (1 keep / 0 drop, Qwen-Image's joint mask); it travels with
+ * its keys as `[K | V | mask]`, so every step masks the visiting block by its owner's mask. A block whose
+ * keys are all dropped for a batch row gives LSE -inf there, which `attn_merge` ignores: the result is the
+ * exact masked attention over the whole sequence.
  */
 export async function ringAttentionNative(
   comm: Communicator,
@@ -63,43 +67,48 @@ export async function ringAttentionNative(
   o: Rows,
   dims: SeqShardDims,
   sizes: number[],
+  mask?: Float32Array,
 ): Promise<void> {
   const { B, sLocal, H, D } = dims;
   const W = comm.worldSize;
   const me = comm.rank;
   if (sizes.length !== W || sizes[me] !== sLocal) throw new Error(`ring attention: sizes [${sizes.join(', ')}] do not fit rank ${me} of ${W} with ${sLocal} local tokens`);
+  if (mask && mask.length !== B * sLocal) throw new Error(`ring attention: the key mask holds ${mask.length} floats, rank ${me} needs [B ${B}, S_local ${sLocal}] = ${B * sLocal}`);
   const HD = H * D;
   const rows = B * sLocal;
   if (rows === 0 || HD === 0) return;
   const scale = dims.scale ?? 1 / Math.sqrt(D);
   const block = (n: number) => B * n * HD; // floats of one of K, V of an owner with n tokens
+  const packed = (n: number) => 2 * block(n) + (mask ? B * n : 0); // [K | V | mask?] of an owner with n tokens
   const maxS = Math.max(...sizes);
   // every float of these is written before it is read (attention_lse fills o/lse, sendRecv the blocks)
   const ring = W > 1 ? 1 : 0; // a world of 1 needs only lse
-  const buf = scratch(comm, [ring * 2 * block(maxS), ring * 2 * block(maxS), ring * rows * HD, rows * H, ring * rows * H]);
+  const buf = scratch(comm, [ring * packed(maxS), ring * packed(maxS), ring * rows * HD, rows * H, ring * rows * H]);
   let cur = buf[0]!;
   let nxt = buf[1]!;
   const [tmpO, lse, tmpL] = [buf[2]!, buf[3]!, buf[4]!];
-  const att = (kb: Float32Array, vb: Float32Array, sk: number, ks: number, vs: number, out: Rows, l: Float32Array) =>
-    kernels.runKernel('attention_lse', [q.data, kb, vb, null, out.data, l], [B, sLocal, sk, H, D, q.stride, ks, vs, out.stride], [scale]);
+  const att = (kb: Float32Array, vb: Float32Array, mb: Float32Array | null, sk: number, ks: number, vs: number, out: Rows, l: Float32Array) =>
+    kernels.runKernel('attention_lse', [q.data, kb, vb, mb, out.data, l], [B, sLocal, sk, H, D, q.stride, ks, vs, out.stride], [scale]);
   if (W === 1) {
-    att(k.data, v.data, sLocal, k.stride, v.stride, o, lse);
+    att(k.data, v.data, mask ?? null, sLocal, k.stride, v.stride, o, lse);
     return;
   }
-  // pack the local K, V rows (strided arena views) into [K | V], each [B, S_local, H*D]
+  // pack the local K, V rows (strided arena views) into [K | V], each [B, S_local, H*D], and the mask after them
   kernels.runKernel('copy3d', [k.data, cur], [1, rows, HD, 0, k.stride, 0, HD], []);
   kernels.runKernel('copy3d', [v.data, cur.subarray(block(sLocal))], [1, rows, HD, 0, v.stride, 0, HD], []);
+  if (mask) cur.set(mask, 2 * block(sLocal));
   for (let t = 0; t < W; t++) {
     const owner = (me - t + W) % W; // whose K/V block `cur` holds
     const sk = sizes[owner]!;
     let inflight: Promise<void> | null = null;
     if (t + 1 < W) {
       const nextOwner = (me - t - 1 + W) % W;
-      inflight = comm.sendRecv(cur.subarray(0, 2 * block(sk)), (me + 1) % W, nxt.subarray(0, 2 * block(sizes[nextOwner]!)), (me - 1 + W) % W);
+      inflight = comm.sendRecv(cur.subarray(0, packed(sk)), (me + 1) % W, nxt.subarray(0, packed(sizes[nextOwner]!)), (me - 1 + W) % W);
     }
-    if (t === 0) att(k.data, v.data, sk, k.stride, v.stride, o, lse); // the local block, straight from the views
+    if (t === 0) att(k.data, v.data, mask ?? null, sk, k.stride, v.stride, o, lse); // the local block, straight from the views
     else {
-      att(cur.subarray(0, block(sk)), cur.subarray(block(sk), 2 * block(sk)), sk, HD, HD, { data: tmpO, stride: HD }, tmpL);
+      const mb = mask ? cur.subarray(2 * block(sk), packed(sk)) : null;
+      att(cur.subarray(0, block(sk)), cur.subarray(block(sk), 2 * block(sk)), mb, sk, HD, HD, { data: tmpO, stride: HD }, tmpL);
       kernels.runKernel('attn_merge', [o.data, lse, tmpO, tmpL, o.data, lse], [B, sLocal, H, D, o.stride, HD, o.stride], []);
     }
     if (inflight) {
@@ -107,6 +116,29 @@ export async function ringAttentionNative(
       [cur, nxt] = [nxt, cur];
     }
   }
+}
+
+/**
+ * All-gathers key masks `[B, sizes[r]]` (one per rank of `comm`) into `[B, sum(sizes)]` with the shards in
+ * rank order, the order in which the sequence is gathered (Ulysses' `comm.all_gather_mask`; USP: the mask of
+ * the ulysses group's gathered sequence). Written into `out` when given (e.g. an arena view).
+ */
+export async function allGatherKeyMask(comm: Communicator, local: Float32Array, B: number, sizes: number[], out?: Float32Array): Promise<Float32Array> {
+  const S = sizes.reduce((a, b) => a + b, 0);
+  if (local.length !== B * sizes[comm.rank]!) throw new Error(`key mask all-gather: rank ${comm.rank} holds ${local.length} floats, expected [B ${B}, ${sizes[comm.rank]}]`);
+  const all = new Float32Array(B * S);
+  await comm.allGather(local, all, sizes.map((x) => x * B));
+  const y = out ?? new Float32Array(B * S);
+  if (y.length !== B * S) throw new Error(`key mask all-gather: the output holds ${y.length} floats, the gathered mask [B ${B}, ${S}] ${B * S}`);
+  // rank-major [r][B, n_r] -> batch-major [B, S]
+  let off = 0;
+  let start = 0;
+  for (const n of sizes) {
+    for (let b = 0; b < B; b++) y.set(all.subarray(off + b * n, off + (b + 1) * n), b * S + start);
+    off += n * B;
+    start += n;
+  }
+  return y;
 }
 
 function sigmoid(x: number): number {
@@ -208,6 +240,8 @@ export interface UspOptions extends UlyssesOptions {
   kernels?: KernelRunner;
   /** the ulysses and ring sub-communicators, when the caller keeps them (else created per call) */
   groups?: UspGroups;
+  /** this rank's key mask `[B, S_local]` (1 keep / 0 drop); native ring only */
+  mask?: Float32Array;
 }
 
 export interface UspGroups {
@@ -241,8 +275,12 @@ export async function uspAttention(
   const { ulysses: U, ring: R } = opts;
   if (U * R !== comm.worldSize) throw new Error(`USP: ulysses ${U} x ring ${R} != world ${comm.worldSize}`);
   if (opts.anything && R > 1) throw new Error('USP: ulysses_anything is not allowed with ring_degree > 1 (as in Cache-DiT)');
-  const { ulysses: ug, ring: rg } = opts.groups ?? (await uspGroups(comm, U, R));
   const kernels = opts.kernels;
+  if (opts.mask && !kernels) throw new Error('USP: a key mask needs the native ring (opts.kernels); the float64 host reference has none');
+  const { ulysses: ug, ring: rg } = opts.groups ?? (await uspGroups(comm, U, R));
+  // the ring member's keys are its ulysses group's gathered sequence (shards in rank order): so is its mask
+  const uSizes = async () => (opts.anything ? ug.allGatherInt(dims.sLocal) : new Array<number>(U).fill(dims.sLocal));
+  const maskg = opts.mask ? await allGatherKeyMask(ug, opts.mask, dims.B, await uSizes()) : undefined;
   return ulyssesAttention(ug, q, k, v, dims, opts, async (qg, kg, vg, B, S, H, D) => {
     if (!kernels) return (await ringAttention(rg, qg, kg, vg, { B, sLocal: S, H, D, scale: dims.scale })).o;
     // even splits (no UAA with a ring): every ring member holds the same S after its ulysses gather;
@@ -250,7 +288,7 @@ export async function uspAttention(
     const og = new Float32Array(B * S * H * D);
     if (H === 0) return og;
     const rows = (data: Float32Array): Rows => ({ data, stride: H * D });
-    await ringAttentionNative(rg, kernels, rows(qg), rows(kg), rows(vg), rows(og), { B, sLocal: S, H, D, scale: dims.scale }, new Array<number>(R).fill(S));
+    await ringAttentionNative(rg, kernels, rows(qg), rows(kg), rows(vg), rows(og), { B, sLocal: S, H, D, scale: dims.scale }, new Array<number>(R).fill(S), maskg);
     return og;
   });
 }

@@ -7,13 +7,32 @@ import { compilePlan } from '../../compiler/index.ts';
 import { randomWeights } from '../helpers/random.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { native, nativeAvailable } from '../../runtime/native.ts';
-import { Rng, concatSeq, randn, relL2, sliceSeq } from '../../runtime/parallel/attention-ref.ts';
+import { Rng, attentionRef, concatSeq, randn, relL2, sliceSeq } from '../../runtime/parallel/attention-ref.ts';
 import { checkRingKernels, ringAttention, ringAttentionNative, uspAttention } from '../../runtime/parallel/ring.ts';
 
 /** `[rows, C]` -> rows at `stride` (padding floats set to a sentinel that must survive) */
 function strided(x: Float32Array, rows: number, C: number, stride: number): Float32Array {
   const out = new Float32Array(rows * stride).fill(-777);
   for (let r = 0; r < rows; r++) out.set(x.subarray(r * C, (r + 1) * C), r * stride);
+  return out;
+}
+
+/**
+ * Float64 oracle of masked attention over the full sequence: per batch item, unmasked attention over its
+ * kept keys only (dropped keys have probability exactly 0; no kept key: o = 0, as the kernels give).
+ */
+function maskedAttentionRef(q: Float32Array, k: Float32Array, v: Float32Array, mask: Float32Array, B: number, S: number, H: number, D: number, scale: number): Float32Array {
+  const C = H * D;
+  const out = new Float32Array(B * S * C);
+  for (let b = 0; b < B; b++) {
+    const kept = Array.from({ length: S }, (_, j) => j).filter((j) => mask[b * S + j]! > 0.5);
+    const pick = (x: Float32Array) => {
+      const y = new Float32Array(kept.length * C);
+      kept.forEach((j, n) => y.set(x.subarray((b * S + j) * C, (b * S + j + 1) * C), n * C));
+      return y;
+    };
+    out.set(attentionRef(q.subarray(b * S * C, (b + 1) * S * C), pick(k), pick(v), 1, S, kept.length, H, D, scale).o, b * S * C);
+  }
   return out;
 }
 
@@ -88,6 +107,72 @@ describe.skipIf(!nativeAvailable())('native ring attention vs the float64 host o
     const p = ex.run('blocks');
     expect(() => ex.runKernel!('attention_lse', [q, k, v, null, o1, l1], [B, S, S, H, D, HD, HD, HD, HD], [0.3])).toThrow(/runKernel: .* is running a segment/);
     await p;
+  });
+
+  // key mask: batch 0 drops every key of rank 1 (that rank's own first block and a visiting block of the
+  // others give LSE -inf), batch 1 drops scattered keys, batch 2 drops all keys (o = 0 everywhere)
+  for (const [W, B, H, D, sizes] of [
+    [2, 3, 3, 16, [9, 9]],
+    [3, 3, 2, 5, [7, 4, 6]],
+  ] as const) {
+    it(`ring of ${W} with a key mask (whole blocks dropped: LSE -inf merges): S_local [${sizes.join(', ')}]`, async () => {
+      const rng = new Rng(W * 31 + D);
+      const S = sizes.reduce((a, b) => a + b, 0), C = H * D;
+      const q = randn(rng, B * S * C), k = randn(rng, B * S * C), v = randn(rng, B * S * C);
+      const starts = sizes.map((_, r) => sizes.slice(0, r).reduce((a, b) => a + b, 0));
+      const mask = new Float32Array(B * S).fill(1);
+      for (let j = starts[1]!; j < starts[1]! + sizes[1]!; j++) mask[j] = 0;
+      for (let j = 0; j < S; j += 3) mask[S + j] = 0;
+      mask.fill(0, 2 * S);
+      const res = await runShm(W, async (comm) => {
+        const r = comm.rank, n = sizes[r]!;
+        const [ql, kl, vl] = [q, k, v].map((x) => sliceSeq(x, B, S, C, starts[r]!, n)) as [Float32Array, Float32Array, Float32Array];
+        const rows = B * n, qs = C + 3, ks = 2 * C + 1, vs = C, os = C + 5;
+        const o = new Float32Array(rows * os).fill(-777);
+        const ml = sliceSeq(mask, B, S, 1, starts[r]!, n);
+        await ringAttentionNative(comm, native, { data: strided(ql, rows, C, qs), stride: qs }, { data: strided(kl, rows, C, ks), stride: ks }, { data: vl, stride: vs }, { data: o, stride: os }, { B, sLocal: n, H, D, scale: 0.3 }, [...sizes], ml);
+        const compact = new Float32Array(rows * C);
+        for (let i = 0; i < rows; i++) compact.set(o.subarray(i * os, i * os + C), i * C);
+        return compact;
+      });
+      const got = concatSeq(res, B, C);
+      const want = maskedAttentionRef(q, k, v, mask, B, S, H, D, 0.3);
+      expect(got.every(Number.isFinite)).toBe(true);
+      expect(got.subarray(2 * S * C).every((x) => x === 0)).toBe(true);
+      const e = relL2(got, want);
+      console.log(`native ring of ${W} with a key mask: relL2 ${e.toExponential(2)} vs float64`);
+      expect(e).toBeLessThan(1e-5);
+      // the mask matters: the unmasked ring is far off
+      expect(relL2(got.subarray(0, 2 * S * C), maskedAttentionRef(q, k, v, new Float32Array(B * S).fill(1), B, S, H, D, 0.3).subarray(0, 2 * S * C))).toBeGreaterThan(1e-2);
+    });
+  }
+
+  it('USP ulysses 2 x ring 2 with a key mask (5 heads): the ring member masks its ulysses-gathered sequence', async () => {
+    const W = 4, B = 2, H = 5, D = 12, sLocal = 5, S = W * sLocal, C = H * D;
+    const rng = new Rng(78);
+    const q = randn(rng, B * S * C), k = randn(rng, B * S * C), v = randn(rng, B * S * C);
+    const mask = new Float32Array(B * S).fill(1);
+    mask.fill(0, 2 * sLocal, 4 * sLocal); // batch 0: the second ring member's whole gathered block (ranks 2, 3)
+    for (let j = 1; j < S; j += 4) mask[S + j] = 0;
+    const res = await runShm(W, async (comm) => {
+      const [ql, kl, vl, ml] = [q, k, v, mask].map((x, i) => sliceSeq(x, B, S, i === 3 ? 1 : C, comm.rank * sLocal, sLocal)) as [Float32Array, Float32Array, Float32Array, Float32Array];
+      const dims = { B, sLocal, H, D };
+      const host = uspAttention(comm, ql, kl, vl, dims, { ulysses: 2, ring: 2, mask: ml });
+      await expect(host).rejects.toThrow(/USP: a key mask needs the native ring/);
+      return uspAttention(comm, ql, kl, vl, dims, { ulysses: 2, ring: 2, kernels: native, mask: ml });
+    });
+    const e = relL2(concatSeq(res, B, C), maskedAttentionRef(q, k, v, mask, B, S, H, D, 1 / Math.sqrt(D)));
+    console.log(`native USP 2x2 with a key mask: relL2 ${e.toExponential(2)} vs float64`);
+    expect(e).toBeLessThan(1e-5);
+  });
+
+  it('a key mask of the wrong size is a clear error', async () => {
+    await expect(
+      runShm(2, async (comm) => {
+        const x = new Float32Array(4 * 8);
+        await ringAttentionNative(comm, native, { data: x, stride: 8 }, { data: x, stride: 8 }, { data: x, stride: 8 }, { data: x, stride: 8 }, { B: 1, sLocal: 4, H: 1, D: 8 }, [4, 4], new Float32Array(3));
+      }),
+    ).rejects.toThrow(/ring attention: the key mask holds 3 floats, rank . needs \[B 1, S_local 4\] = 4/);
   });
 
   it('sizes that do not fit the rank are a clear error', async () => {

@@ -8,6 +8,8 @@ import { relL2 } from '../../runtime/metrics.ts';
 import { FLUX_SCALED, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
 
 const T = 'transformer' as const;
+/** scaled-down qwen-image (joint key mask input): 3 heads of 16, 15 image + 7 text tokens */
+const QW = { config: { num_layers: 2, num_attention_heads: 3, attention_head_dim: 16, axes_dims_rope: [4, 6, 6], joint_attention_dim: 40, in_channels: 20, out_channels: 5 }, dims: { height: 80, width: 48, textTokens: 7 } };
 
 describe('Ulysses lowering: plan format and compile-time errors', () => {
   it('per-rank plans: split inputs, comm ops around every attention, gather, scratch at the arena end', () => {
@@ -138,7 +140,6 @@ describe.skipIf(!nativeAvailable())('Ulysses ranks (shm) reproduce the 1-rank tr
 
 describe.skipIf(!nativeAvailable())('Ulysses with a key mask: scaled-down qwen-image', () => {
   it('joint mask [text | image] split per stream and all-gathered per attention; 2, 3, 4 ranks, 3 heads over 4', async () => {
-    const QW = { config: { num_layers: 2, num_attention_heads: 3, attention_head_dim: 16, axes_dims_rope: [4, 6, 6], joint_attention_dim: 40, in_channels: 20, out_channels: 5 }, dims: { height: 80, width: 48, textTokens: 7 } };
     const ref = compilePlan('qwen-image', { component: T, ...QW });
     const w = randomW(ref, 3);
     const inputs = inputsFor(ref, 4);
@@ -157,7 +158,49 @@ describe.skipIf(!nativeAvailable())('Ulysses with a key mask: scaled-down qwen-i
       console.log(`qwen-image scaled ulysses=${W}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
       for (const e of errs) expect(e).toBeLessThan(1e-5);
     }
-    expect(() => compileParallelPlans('qwen-image', { component: T, ...QW, dims: { height: 64, width: 64, textTokens: 8 }, parallel: { ring_size: 2 } })).toThrow(/has a key mask, which the ring lowering does not gather yet/);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('ring attention and USP with a key mask: scaled-down qwen-image', () => {
+  it('ring 2, ring 3, USP 2 x 2: the mask travels with its K/V block; a block with every key dropped merges as LSE -inf', async () => {
+    const cases: { dims: Record<string, number> & { textTokens: number }; parallel: { ulysses_size?: number; ring_size: number }; dropRank?: number }[] = [
+      { dims: { height: 64, width: 64, textTokens: 8 }, parallel: { ring_size: 2 } }, // 16 image + 8 text
+      { dims: { height: 80, width: 48, textTokens: 9 }, parallel: { ring_size: 3 } }, // 15 image + 9 text
+      // batch item 1 drops every key of ring rank 1 (its text and image shards): that rank's own first block
+      // and the block visiting the others give LSE -inf for those rows
+      { dims: { height: 80, width: 48, textTokens: 9, batch: 2 }, parallel: { ring_size: 3 }, dropRank: 1 },
+      { dims: { height: 64, width: 64, textTokens: 8 }, parallel: { ulysses_size: 2, ring_size: 2 } },
+    ];
+    for (const c of cases) {
+      const sc = { config: QW.config, dims: c.dims };
+      const ref = compilePlan('qwen-image', { component: T, ...sc });
+      const w = randomW(ref, 31);
+      const inputs = inputsFor(ref, 32);
+      const m = inputs.joint_attention_mask!;
+      const nT = c.dims.textTokens;
+      const S = ref.inputs.find((i) => i.name === 'joint_attention_mask')!.shape[1]!;
+      const B = m.length / S;
+      m.fill(1);
+      for (let b = 0; b < B; b++) for (const j of [1, nT - 2, nT - 1]) m[b * S + j] = 0; // padded text tokens and one inside
+      if (c.dropRank !== undefined) {
+        const R = c.parallel.ring_size, t = nT / R, n = (S - nT) / R, r = c.dropRank;
+        m.fill(0, S + r * t, S + (r + 1) * t);
+        m.fill(0, S + nT + r * n, S + nT + (r + 1) * n);
+      }
+      const want = runOneRank(ref, w, inputs);
+      // the mask changes the result (so the comparison below checks that it is applied)
+      expect(relL2(runOneRank(ref, w, { ...inputs, joint_attention_mask: new Float32Array(m.length).fill(1) }), want)).toBeGreaterThan(1e-3);
+      const plans = compileParallelPlans('qwen-image', { component: T, ...sc, parallel: c.parallel });
+      const kind = plans[0]!.parallel!.kind;
+      const ops = plans[0]!.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
+      const comm = ops.filter((o) => o.k.startsWith('comm.'));
+      expect(comm.map((o) => o.k)).toEqual([`comm.${kind}_attention`]); // no mask gather op: it rides with K/V
+      expect(comm[0]!.t[4]).toBe(plans[0]!.inputs.find((i) => i.name === 'joint_attention_mask')!.tensor);
+      const outs = await runRanks(plans, w, inputs);
+      const errs = outs.map((o) => relL2(o.out, want));
+      console.log(`qwen-image scaled ${JSON.stringify(c.parallel)}${c.dropRank !== undefined ? ` B ${B}, rank ${c.dropRank}'s keys dropped` : ''}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
+      for (const e of errs) expect(e).toBeLessThan(1e-5);
+    }
   });
 });
 

@@ -29,7 +29,7 @@ describe('renderKernelLibrary', () => {
     for (const fam of cpu) expect(reg).toContain(`ditforge_cpu_${fam},`);
     const ew = readFileSync(join(out1, 'elementwise.cpp'), 'utf8');
     expect(ew).toContain('void kernel_ew_00ff(');
-    expect(ew).toContain('y[i] = static_cast<float>(a0 * (1.0f + a1) + f0);');
+    expect(ew).toContain('return static_cast<float>(a0 * (1.0f + a1) + f0);');
     expect(ew).toContain('{"ew_0a0a", 1 },');
     expect(ew).toContain('{"ew_selftest", 3 },');
     expect(readdirSync(join(tmp, 'a', 'kernels', 'cuda')).sort()).toEqual(listFamilies(DEFAULT_TEMPLATES_DIR, 'cuda').map((f) => `${f}.cu`));

@@ -4,7 +4,13 @@
 // GEMMs (K split into tp partial sums, added in rank order) in float32; everything else is the same math.
 import { describe, expect, it } from 'vitest';
 import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
-import { nativeAvailable } from '../../runtime/native.ts';
+import { native, nativeAvailable } from '../../runtime/native.ts';
+import { openSafetensors } from '../../runtime/io/safetensors.ts';
+import { runShm } from '../../runtime/comm/shm.ts';
+import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
+import { ParallelBlockListRunner } from '../../runtime/parallel/cache.ts';
+import { wanRopeIds } from '../../models/wan2.1.ts';
+import { runNative } from '../helpers/run-plan.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { dbCacheConfig } from '../../runtime/cache/index.ts';
@@ -183,11 +189,6 @@ describe.skipIf(!nativeAvailable())('TP ranks (shm) reproduce the 1-rank transfo
 
 describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4 ranks == 1 rank', () => {
   it('per-rank plans from the component TP plan; outputs within 1e-5; 3 ranks (4 heads) is an error', async () => {
-    const { openSafetensors } = await import('../../runtime/io/safetensors.ts');
-    const { runShm } = await import('../../runtime/comm/shm.ts');
-    const { ParallelExecutor } = await import('../../runtime/parallel/executor.ts');
-    const { native } = await import('../../runtime/native.ts');
-    const { runNative } = await import('../helpers/run-plan.ts');
     const f = await openSafetensors('models/tiny-flux/text_encoder/model.safetensors');
     const w = new Map(f.names().map((n) => [n, f.tensor(n).data]));
     const TE = 'text_encoder' as const;
@@ -218,7 +219,6 @@ describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4
 
 describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all heads: distributed RMSNorm)', () => {
   it('scaled-down wan2.1-t2v-1.3b (random weights, batch 2, self + cross attention): tp 2, tp 4, ulysses 2 x tp 2 (sync, async) == 1 rank', async () => {
-    const { wanRopeIds } = await import('../../models/wan2.1.ts');
     const WAN = { config: { num_layers: 2, num_attention_heads: 4, attention_head_dim: 24, ffn_dim: 96, text_dim: 40, freq_dim: 32, in_channels: 5, out_channels: 3 }, dims: { batch: 2, frames: 9, height: 48, width: 80, textTokens: 7 } };
     const ref = compilePlan('wan2.1-t2v-1.3b', { component: T, ...WAN });
     const w = randomW(ref, 21);
@@ -323,10 +323,6 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
 
 describe.skipIf(!nativeAvailable())('TP + cache: probe sums reduced as over the CP group alone', () => {
   it('scaled flux1-dev tp 3 (6 heads), DBCache F1B0: the 1-rank cached steps; every rank gets TP rank 0 sums exactly', async () => {
-    const { runShm } = await import('../../runtime/comm/shm.ts');
-    const { ParallelExecutor } = await import('../../runtime/parallel/executor.ts');
-    const { ParallelBlockListRunner } = await import('../../runtime/parallel/cache.ts');
-    const { native } = await import('../../runtime/native.ts');
     const STEPS = 10;
     const loopOpts = {
       steps: STEPS,

@@ -14,6 +14,17 @@ namespace {
 
 inline int64_t row_grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C)); }
 
+// y = x * r (* w): the RMSNorm output of one row (rms_norm and the distributed rms_norm_apply)
+inline void scale_row(const float* xr, float* yr, int64_t C, float r, const float* w) {
+  if (w) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r * w[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r;
+  }
+}
+
 // mean and 1/sqrt(biased var + eps) of one row, two passes (numerically stable)
 inline void row_stats(const float* x, int64_t C, float eps, float& mean, float& rstd) {
   float s = 0.0f;
@@ -102,13 +113,7 @@ void kernel_rms_norm(const KernelArgs& args, KernelCtx& ctx) {
 #pragma omp simd reduction(+ : s)
       for (int64_t c = 0; c < C; ++c) s += xr[c] * xr[c];
       const float r = 1.0f / std::sqrt(s / static_cast<float>(C) + eps);
-      if (w) {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r * w[c];
-      } else {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r;
-      }
+      scale_row(xr, yr, C, r, w);
     }
   });
 }
@@ -149,13 +154,7 @@ void kernel_rms_norm_apply(const KernelArgs& args, KernelCtx& ctx) {
       const float* xr = x + m * C;
       float* yr = y + m * C;
       const float r = static_cast<float>(1.0 / std::sqrt(ss[m] / static_cast<double>(Cfull) + eps));
-      if (w) {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r * w[c];
-      } else {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * r;
-      }
+      scale_row(xr, yr, C, r, w);
     }
   });
 }

@@ -218,9 +218,10 @@ async function main(): Promise<void> {
     results.comm = await benchComm({ log }).catch((e: Error) => ({ error: e.message }));
   }
   if (!SKIP.has('parallel')) {
-    log('mid-size FLUX step on 1, 2, 4 Ulysses ranks (shm) ...');
+    log('mid-size FLUX step on 1, 2, 4 ranks (shm): Ulysses (+ FP8), ring, TP ...');
     const { benchParallelSteps } = await import('./parallel.ts');
-    results.parallelStep = await benchParallelSteps({ model: 'flux1-dev', config: MID_CONFIG, dims: MID_DIMS, threads: THREADS, iters: Number(process.env.BENCH_ITERS ?? 3), log }).catch(
+    const kinds = ['ulysses', 'ring', 'tp'] as const;
+    results.parallelStep = await benchParallelSteps({ model: 'flux1-dev', config: MID_CONFIG, dims: MID_DIMS, threads: THREADS, iters: Number(process.env.BENCH_ITERS ?? 3), kinds: [...kinds], log }).catch(
       (e: Error) => ({ error: e.message }),
     );
   }
@@ -244,9 +245,9 @@ async function main(): Promise<void> {
   if (results.gemm !== undefined) console.log(`\nGEMM: ${JSON.stringify(results.gemm, null, 1).replace(/\n\s*/g, ' ')}`);
   if (results.generate) console.log(`\ngenerate: ${JSON.stringify(results.generate)}`);
   if (Array.isArray(results.parallelStep)) {
-    console.log('\nUlysses (shm ranks), mid-size FLUX step:');
+    console.log('\nshm ranks, mid-size FLUX step (2 cores: ranks share them, so scaling is not expected here):');
     for (const r of results.parallelStep as import('./parallel.ts').ParallelStepBench[]) {
-      console.log(`  world ${r.world}${r.float8 ? ' fp8' : ''}: ${r.error ?? `${r.secPerStep.toFixed(3)} s/step, ${(r.bytesPerStepRank0 / 2 ** 20).toFixed(2)} MiB sent/step (rank 0)`}`);
+      console.log(`  ${r.kind} world ${r.world}${r.float8 ? ' fp8' : ''}: ${r.error ?? `${r.secPerStep.toFixed(3)} s/step, ${(r.bytesPerStepRank0 / 2 ** 20).toFixed(2)} MiB sent/step (rank 0), comm ${r.commMsPerStep.toFixed(0)} ms/step`}`);
     }
   }
   if (Array.isArray(results.cache)) {

@@ -100,6 +100,12 @@ export function taylorUpdate(
   s.lastNonApproximatedStep = s.currentStep;
 }
 
+/** the tensors of both ladders (buffer recycling, StateCalibrator) */
+function* taylorHandles(s: TaylorState): Iterable<Float32Array> {
+  for (const t of s.dYPrev) if (t) yield t;
+  for (const t of s.dYCurrent) if (t) yield t;
+}
+
 /** `approximate()`: sum_i dY_i * elapsed^i / i!, stopping at the first missing derivative. */
 export function taylorTerms(s: TaylorState): ForecastTerms {
   const elapsed = s.currentStep - s.lastNonApproximatedStep;
@@ -382,21 +388,59 @@ export interface Calibrator {
   markStepBegin(): void;
   /** feed a computed tensor (not kept: the state copies it with `ops`) */
   update(y: Float32Array, name: string, batch?: number, ops?: TensorOps): void;
-  /** the forecast, a fresh tensor made by `ops` (FoCa also feeds it back into its state) */
+  /**
+   * the forecast, a tensor made by `ops` (FoCa also feeds it back into its state). Valid until the next
+   * update / approximate / resetCache of `name`: with ops that recycle buffers (NativeTensorOps) it is then
+   * released; callers apply it at once.
+   */
   approximate(name: string, ops?: TensorOps): Float32Array;
   has(name: string): boolean;
 }
 
-/** per-name states with Cache-DiT's lazy creation and the shared step counter */
+/**
+ * per-name states with Cache-DiT's lazy creation and the shared step counter.
+ * Buffer recycling (`ops.release`): states share handles (a DMD snapshot is also its Taylor ladder's d0, FoCa's
+ * F_k is F_full after an update, a DMD fit holds its tail), so rather than tracking each drop, every call
+ * re-lists the tensors the state reaches (`handles`) and releases those it reached before and no longer does.
+ * The last forecast counts as reached until the next call on its state, so the caller can still apply it.
+ */
 abstract class StateCalibrator<S extends { currentStep: number }> implements Calibrator {
   abstract readonly type: Calibrator['type'];
   readonly states = new Map<string, S>();
+  /** per state: the tensors it reached after its last call (incl. that call's forecast) and the ops that made them */
+  private readonly held = new Map<string, { ops: TensorOps; live: Set<Float32Array> }>();
   protected abstract fresh(): S;
   protected abstract reset(s: S): void;
-  abstract update(y: Float32Array, name: string, batch?: number, ops?: TensorOps): void;
-  abstract approximate(name: string, ops?: TensorOps): Float32Array;
+  /** every tensor the state holds (duplicates allowed) */
+  protected abstract handles(s: S): Iterable<Float32Array>;
+  protected abstract updateState(s: S, y: Float32Array, batch: number | undefined, ops: TensorOps): void;
+  protected abstract approximateState(s: S, ops: TensorOps): Float32Array;
+  update(y: Float32Array, name: string, batch?: number, ops: TensorOps = hostOps): void {
+    const s = this.state(name, true);
+    this.updateState(s, y, batch, ops);
+    this.sweep(name, s, ops);
+  }
+  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
+    const s = this.state(name, false);
+    const f = this.approximateState(s, ops);
+    this.sweep(name, s, ops, f);
+    return f;
+  }
   resetCache(): void {
-    for (const s of this.states.values()) this.reset(s);
+    for (const [name, s] of this.states) {
+      this.reset(s);
+      const h = this.held.get(name);
+      if (h) this.sweep(name, s, h.ops);
+    }
+  }
+  /** releases what state `name` reached before this call and reaches no more (nothing when ops cannot recycle) */
+  private sweep(name: string, s: S, ops: TensorOps, forecast?: Float32Array): void {
+    if (!ops.release) return;
+    const live = new Set(this.handles(s));
+    if (forecast) live.add(forecast);
+    const before = this.held.get(name);
+    if (before) for (const t of before.live) if (!live.has(t)) before.ops.release?.(t);
+    this.held.set(name, { ops, live });
   }
   markStepBegin(): void {
     for (const s of this.states.values()) s.currentStep += 1;
@@ -423,11 +467,14 @@ export class TaylorSeerCalibrator extends StateCalibrator<TaylorState> {
   protected reset(s: TaylorState): void {
     resetTaylor(s);
   }
-  update(y: Float32Array, name: string, _batch?: number, ops: TensorOps = hostOps): void {
-    taylorUpdate(this.state(name, true), ops.copy(y), 'taylorseer', ops);
+  protected handles(s: TaylorState): Iterable<Float32Array> {
+    return taylorHandles(s);
   }
-  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
-    return taylorApproximate(this.state(name, false), ops);
+  protected updateState(s: TaylorState, y: Float32Array, _batch: number | undefined, ops: TensorOps): void {
+    taylorUpdate(s, ops.copy(y), 'taylorseer', ops);
+  }
+  protected approximateState(s: TaylorState, ops: TensorOps): Float32Array {
+    return taylorApproximate(s, ops);
   }
   /** the forecast as terms (evaluates to `approximate(name)`) */
   terms(name: string): ForecastTerms {
@@ -443,11 +490,14 @@ export class FoCaCalibrator extends StateCalibrator<FocaState> {
   protected reset(s: FocaState): void {
     Object.assign(s, newFocaState());
   }
-  update(y: Float32Array, name: string, _batch?: number, ops: TensorOps = hostOps): void {
-    focaUpdate(this.state(name, true), ops.copy(y));
+  protected *handles(s: FocaState): Iterable<Float32Array> {
+    for (const t of [s.Fk, s.Fkm1, s.Ffull, s.FfullPrev]) if (t) yield t;
   }
-  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
-    return focaApproximate(this.state(name, false), ops);
+  protected updateState(s: FocaState, y: Float32Array, _batch: number | undefined, ops: TensorOps): void {
+    focaUpdate(s, ops.copy(y));
+  }
+  protected approximateState(s: FocaState, ops: TensorOps): Float32Array {
+    return focaApproximate(s, ops);
   }
 }
 
@@ -467,14 +517,23 @@ export class DMDCalibrator extends StateCalibrator<DmdState> {
   protected reset(s: DmdState): void {
     resetDmd(s);
   }
-  update(y: Float32Array, name: string, batch = 1, ops: TensorOps = hostOps): void {
+  protected *handles(s: DmdState): Iterable<Float32Array> {
+    for (const x of s.snapshots) yield x.y;
+    if (s.fit) yield* s.fit.tail;
+    yield* taylorHandles(s.taylor);
+  }
+  override update(y: Float32Array, name: string, batch = 1, ops: TensorOps = hostOps): void {
+    // checked before the state is created, so a bad batch leaves no empty state behind
     if (!Number.isInteger(batch) || batch < 1 || y.length % batch !== 0) {
       throw new Error(`DMD: batch ${batch} does not divide the tensor size ${y.length}`);
     }
-    dmdUpdate(this.state(name, true), y, batch, ops);
+    super.update(y, name, batch, ops);
   }
-  approximate(name: string, ops: TensorOps = hostOps): Float32Array {
-    return dmdApproximate(this.state(name, false), ops);
+  protected updateState(s: DmdState, y: Float32Array, batch: number | undefined, ops: TensorOps): void {
+    dmdUpdate(s, y, batch ?? 1, ops);
+  }
+  protected approximateState(s: DmdState, ops: TensorOps): Float32Array {
+    return dmdApproximate(s, ops);
   }
 }
 

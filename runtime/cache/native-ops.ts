@@ -5,6 +5,10 @@
 // calls `readback()` when it reads a probe's sums, and every result launched before rides along in that same
 // transfer (device scratch next to the sums); only a result needed before any probe is a read of its own.
 // `stats` counts those separate reads and the values transferred.
+// Outputs come from a pool of buffers by length: the calibrators `release` the tensors their states drop
+// (a step's forecast, an evicted DMD snapshot, a shifted-out Taylor ladder), so a steady run allocates (and
+// zeroes) nothing tensor-sized; every kernel writes all of its output, so recycled contents never show.
+// `clear()` (the runner's, when the context refreshes) frees the pool.
 
 import { focaCoef, type TensorOps } from './tensor-ops.ts';
 
@@ -34,6 +38,12 @@ const F64_TERMS = 5;
 export class NativeTensorOps implements TensorOps {
   /** small results launched and not yet on the host */
   private readonly pending = new Set<PendingRead>();
+  /** released outputs by length, ready for reuse */
+  private readonly free = new Map<number, Float32Array[]>();
+  /** buffers in `free` (a second release of one must not hand it out twice) */
+  private readonly inPool = new Set<Float32Array>();
+  /** outputs these ops made: the only tensors `release` takes */
+  private readonly own = new WeakSet<Float32Array>();
 
   constructor(
     private readonly k: KernelRunner,
@@ -45,21 +55,54 @@ export class NativeTensorOps implements TensorOps {
     this.k.runKernel(name, t, i, f);
   }
 
+  /** an output of n floats: a released one of that length, else a new one */
+  private alloc(n: number): Float32Array {
+    const y = this.free.get(n)?.pop();
+    if (y) {
+      this.inPool.delete(y);
+      return y;
+    }
+    const fresh = new Float32Array(n);
+    this.own.add(fresh);
+    return fresh;
+  }
+
+  release(x: Float32Array): void {
+    if (!this.own.has(x) || this.inPool.has(x)) return;
+    this.inPool.add(x);
+    const list = this.free.get(x.length);
+    if (list) list.push(x);
+    else this.free.set(x.length, [x]);
+  }
+
+  /** drops the pool (released buffers); outputs still held stay valid */
+  clear(): void {
+    this.free.clear();
+    this.inPool.clear();
+  }
+
+  /** floats held by the pool (released, not yet reused) */
+  get pooledFloats(): number {
+    let n = 0;
+    for (const [len, list] of this.free) n += len * list.length;
+    return n;
+  }
+
   copy(x: Float32Array): Float32Array {
-    const y = new Float32Array(x.length);
+    const y = this.alloc(x.length);
     this.run('forecast', [y, x], [x.length, 1], [1]); // one term with c0 == 1 is a copy
     return y;
   }
 
   diff(a: Float32Array, b: Float32Array, w: number): Float32Array {
-    const y = new Float32Array(a.length);
+    const y = this.alloc(a.length);
     this.run('taylor_diff', [a, b, y], [a.length], [w]);
     return y;
   }
 
   combine(tensors: Float32Array[], coefs: number[]): Float32Array {
     const n = tensors[0].length;
-    const y = new Float32Array(n);
+    const y = this.alloc(n);
     const c = coefs.map((x) => Math.fround(x));
     this.run('forecast', [y, ...tensors.slice(0, FORECAST_TERMS)], [n, Math.min(tensors.length, FORECAST_TERMS)], c.slice(0, FORECAST_TERMS));
     // more terms: continue from y with coefficient 1 (a copy), the same float32 accumulation order
@@ -71,7 +114,7 @@ export class NativeTensorOps implements TensorOps {
   }
 
   foca(full: Float32Array, prev: Float32Array, fk: Float32Array, fkm1: Float32Array, e: number): Float32Array {
-    const y = new Float32Array(full.length);
+    const y = this.alloc(full.length);
     const { damped, c } = focaCoef(e);
     this.run('foca_forecast', [full, prev, fk, fkm1, y], [full.length, damped ? 1 : 0], [c]);
     return y;
@@ -128,9 +171,9 @@ export class NativeTensorOps implements TensorOps {
 
   combine64(tensors: Float32Array[], coefs: number[][], batch: number): Float32Array {
     const n = tensors[0].length;
-    const y = new Float32Array(n);
+    const y = this.alloc(n);
     const calls = Math.ceil(tensors.length / F64_TERMS);
-    const acc = calls > 1 ? new Float32Array(2 * n) : null; // float64 accumulator carried between launches
+    const acc = calls > 1 ? this.alloc(2 * n) : null; // float64 accumulator carried between launches (start launch zeroes it)
     for (let q = 0; q < calls; q++) {
       const j0 = q * F64_TERMS;
       const ts = tensors.slice(j0, j0 + F64_TERMS);
@@ -139,6 +182,7 @@ export class NativeTensorOps implements TensorOps {
       const flags = (q === 0 ? 1 : 0) | (q === calls - 1 ? 2 : 0);
       this.run('forecast_f64', [y, new Float32Array(c.buffer), acc, ...ts], [n, batch, ts.length, flags]);
     }
+    if (acc) this.release(acc);
     return y;
   }
 }

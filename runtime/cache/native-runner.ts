@@ -212,5 +212,6 @@ export class NativeBlockListRunner implements BlockListRunner {
     this.pendingFn = null;
     for (const b of this.bufs.values()) this.release(b);
     this.bufs.clear();
+    this.ops.clear(); // the context refreshes: its calibrators (and their recycled buffers) go with it
   }
 }

@@ -5,8 +5,9 @@
 // host read is the small float64 result of `gram` (DMD Gram matrices, batch x k x k values per fit), which
 // is launched at the compute step and read later, natively together with the next probe's sums.
 //
-// Every op allocates a fresh output and never writes its inputs: calibrator states share handles freely
-// (e.g. FoCa's F_k and F_full after an update are the same tensor).
+// Every op returns an output no live handle refers to (fresh, or natively a recycled buffer handed back with
+// `release`) and never writes its inputs: calibrator states share handles freely (e.g. FoCa's F_k and F_full
+// after an update are the same tensor).
 
 const f32 = Math.fround;
 
@@ -32,6 +33,12 @@ export interface TensorOps {
    * when any output is non-finite the result is a copy of the last tensor (DMD: the newest snapshot)
    */
   combine64(tensors: Float32Array[], coefs: number[][], batch: number): Float32Array;
+  /**
+   * x (an output of these ops) is dead: no handle will read it again, so a later op may overwrite and return
+   * it (NativeTensorOps recycles it; hostOps has none: garbage collection frees its arrays). Tensors the ops
+   * did not make are ignored.
+   */
+  release?(x: Float32Array): void;
 }
 
 /** FoCa's two coefficients as the host computes them in float32 (shared by hostOps and the native kernel call) */

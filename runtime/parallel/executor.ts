@@ -471,7 +471,7 @@ export class ParallelExecutor {
     const q = this.readRows(op.t[0]!, rows, H * D, qS);
     const k = this.readRows(op.t[1]!, rows, H * D, kS);
     const v = this.readRows(op.t[2]!, rows, H * D, vS);
-    const o = await uspAttention(cp, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups, ...(mask ? { mask } : {}) });
+    const o = await uspAttention(cp, q, k, v, dims, { ulysses: par.ulysses, ring: par.ring, float8: c.float8, headPadPolicy: par.headPadPolicy, kernels: this.kernels, groups, ...(this.fp8 ? { fp8Kernels: this.fp8 } : {}), ...(mask ? { mask } : {}) });
     this.writeRows(op.t[3]!, o, rows, H * D, oS);
   }
 

@@ -263,6 +263,8 @@ export async function uspGroups(comm: Communicator, U: number, R: number): Promi
  * USP: mesh `[ring, ulysses]` (rank = ringIdx * ulysses + ulyssesIdx). Ulysses all-to-all of Q, K, V
  * inside each ulysses group, ring attention across the ring group, inverse all-to-all of O.
  * Sequence shards are in rank order, so each ulysses group gathers one contiguous block.
+ * `float8` all-to-alls quantise with `opts.fp8Kernels` (the executor passes the native ones it uses for plain
+ * Ulysses; default: the host fp8.ts).
  */
 export async function uspAttention(
   comm: Communicator,

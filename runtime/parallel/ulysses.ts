@@ -23,6 +23,11 @@ export interface UlyssesOptions {
   async?: boolean;
   /** Head padding rule when W does not divide H (default 'cache-dit'). */
   headPadPolicy?: HeadPadPolicy;
+  /**
+   * FP8 payload kernels for the `float8` all-to-alls (default: fp8.ts on the host). The ParallelExecutor passes
+   * its native ones (fp8-native.ts, bit-exact with fp8.ts), so USP quantises like plain Ulysses does.
+   */
+  fp8Kernels?: Fp8Kernels;
 }
 
 export type HeadPadPolicy = 'cache-dit' | 'any';
@@ -241,22 +246,23 @@ export async function ulyssesAttention(
   const { B, sLocal, H, D } = dims;
   const L = await ulyssesLayout(comm, B, sLocal, H, D, opts);
   const fp8 = !!opts.float8;
+  const fk = opts.fp8Kernels;
   let qg: Float32Array, kg: Float32Array, vg: Float32Array;
   if (opts.async) {
     // issue V, Q, K back to back (Cache-DiT's async order), then wait
-    const pv = allToAllQKV(comm, L, v, fp8);
-    const pq = allToAllQKV(comm, L, q, fp8);
+    const pv = allToAllQKV(comm, L, v, fp8, fk);
+    const pq = allToAllQKV(comm, L, q, fp8, fk);
     const pk = allToAllQKV(comm, L, k, false);
     [vg, qg, kg] = await Promise.all([pv, pq, pk]);
   } else {
-    qg = await allToAllQKV(comm, L, q, fp8);
+    qg = await allToAllQKV(comm, L, q, fp8, fk);
     kg = await allToAllQKV(comm, L, k, false);
-    vg = await allToAllQKV(comm, L, v, fp8);
+    vg = await allToAllQKV(comm, L, v, fp8, fk);
   }
   const og = attention
     ? await attention(qg, kg, vg, B, L.sGlobal, L.hReal, D)
     : attentionRef(qg, kg, vg, B, L.sGlobal, L.sGlobal, L.hReal, D, dims.scale).o;
-  return allToAllO(comm, L, og, fp8);
+  return allToAllO(comm, L, og, fp8, fk);
 }
 
 /**

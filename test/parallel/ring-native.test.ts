@@ -3,12 +3,14 @@
 // on shm coroutines. Odd head dims and sequence lengths, strided q/k/v/o rows (as the arena views are),
 // uneven ring sizes. Tolerance 1e-5 relative L2: float32 attention + float32 merges vs float64 (observed ~1e-7).
 import { describe, expect, it } from 'vitest';
-import { compilePlan } from '../../compiler/index.ts';
+import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
 import { randomWeights } from '../helpers/random.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { native, nativeAvailable } from '../../runtime/native.ts';
 import { Rng, attentionRef, concatSeq, randn, relL2, sliceSeq } from '../../runtime/parallel/attention-ref.ts';
+import { nativeFp8Kernels } from '../../runtime/parallel/fp8-native.ts';
 import { checkRingKernels, ringAttention, ringAttentionNative, uspAttention } from '../../runtime/parallel/ring.ts';
+import { inputsFor, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
 
 /** `[rows, C]` -> rows at `stride` (padding floats set to a sentinel that must survive) */
 function strided(x: Float32Array, rows: number, C: number, stride: number): Float32Array {
@@ -84,6 +86,50 @@ describe.skipIf(!nativeAvailable())('native ring attention vs the float64 host o
       return { got, want };
     });
     for (const r of res) expect(relL2(r.got, r.want)).toBeLessThan(1e-5);
+  });
+
+  it('USP FP8 (ulysses 2 x ring 2): the native fp8_* kernels give the host FP8 bits, and are the ones used', async () => {
+    const W = 4, B = 2, H = 5, D = 12, sLocal = 6, S = W * sLocal, C = H * D;
+    const rng = new Rng(78);
+    const q = randn(rng, B * S * C), k = randn(rng, B * S * C), v = randn(rng, B * S * C);
+    const fp8Calls = new Map<string, number>();
+    const counting = {
+      kernels: () => native.kernels(),
+      runKernel: (n: string, t: (Float32Array | null)[], i: number[], f: number[]) => {
+        if (n.startsWith('fp8_')) fp8Calls.set(n, (fp8Calls.get(n) ?? 0) + 1);
+        native.runKernel(n, t, i, f);
+      },
+    };
+    const fp8Kernels = nativeFp8Kernels(counting)!;
+    expect(fp8Kernels).not.toBeNull();
+    const res = await runShm(W, async (comm) => {
+      const [ql, kl, vl] = [q, k, v].map((x) => sliceSeq(x, B, S, C, comm.rank * sLocal, sLocal)) as [Float32Array, Float32Array, Float32Array];
+      const dims = { B, sLocal, H, D };
+      const opts = { ulysses: 2, ring: 2, float8: true, kernels: native };
+      const host = await uspAttention(comm, ql, kl, vl, dims, opts);
+      const nat = await uspAttention(comm, ql, kl, vl, dims, { ...opts, fp8Kernels });
+      const exact = await uspAttention(comm, ql, kl, vl, dims, { ulysses: 2, ring: 2, kernels: native });
+      return { host, nat, exact };
+    });
+    for (const r of res) {
+      expect(Buffer.from(r.nat.buffer).equals(Buffer.from(r.host.buffer))).toBe(true);
+      expect(relL2(r.nat, r.exact)).toBeLessThan(5e-2); // FP8 Q, V, O vs float32
+    }
+    // per rank: Q and V quantised + dequantised, O quantised + dequantised
+    expect(Object.fromEntries(fp8Calls)).toEqual({ fp8_qkv_permute_quant: 2 * W, fp8_qkv_permute_dequant: 2 * W, fp8_per_token_quant: W, fp8_per_token_dequant: W });
+  });
+
+  it('executor comm.usp_attention with ulysses_float8 (tiny-flux, 2 x 2): native FP8 == host FP8 bits, close to 1 rank', async () => {
+    const T = 'transformer';
+    const ref = compilePlan('tiny-flux', { component: T });
+    const w = await tinyFluxWeights();
+    const inputs = inputsFor(ref, 8);
+    const want = runOneRank(ref, w, inputs);
+    const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, ring_size: 2, ulysses_float8: true } });
+    const nat = await runRanks(plans, w, inputs);
+    const host = await runRanks(plans, w, inputs, { fp8: 'host' });
+    for (let r = 0; r < plans.length; r++) expect(Buffer.from(nat[r]!.out.buffer).equals(Buffer.from(host[r]!.out.buffer))).toBe(true);
+    for (const o of nat) expect(relL2(o.out, want)).toBeLessThan(5e-2); // the FP8 tolerance of ulysses-lowering.test.ts
   });
 
   it('Executor.runKernel (on the rank executor threads): same bits as runKernel, same validation, refused while run() is in flight', async () => {

@@ -13,8 +13,7 @@ constexpr int kProbeThreads = 256;
 constexpr int kProbeBlocks = 256;
 
 __global__ void cache_probe_k(const float* prev, const float* x0, const float* h, float* cur, double* part, int64_t n) {
-  __shared__ double sn[kProbeThreads];
-  __shared__ double sd[kProbeThreads];
+  __shared__ double sh[kProbeThreads];
   double num = 0.0, den = 0.0;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float c = x0 ? h[i] - x0[i] : h[i];
@@ -24,19 +23,11 @@ __global__ void cache_probe_k(const float* prev, const float* x0, const float* h
       den += fabs((double)prev[i]);
     }
   }
-  sn[threadIdx.x] = num;
-  sd[threadIdx.x] = den;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      sn[threadIdx.x] += sn[threadIdx.x + s];
-      sd[threadIdx.x] += sd[threadIdx.x + s];
-    }
-    __syncthreads();
-  }
+  num = block_sum_f64(num, sh);
+  den = block_sum_f64(den, sh);
   if (threadIdx.x == 0) {
-    part[2 * blockIdx.x] = sn[0];
-    part[2 * blockIdx.x + 1] = sd[0];
+    part[2 * blockIdx.x] = num;
+    part[2 * blockIdx.x + 1] = den;
   }
 }
 
@@ -107,14 +98,8 @@ __global__ void dmd_gram_k(GramArgs ga, int np, int64_t seg, double* part) {
     double acc = 0.0;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < seg; i += (int64_t)gridDim.x * blockDim.x)
       acc += (double)x[base + i] * (double)y[base + i];
-    sh[threadIdx.x] = acc;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-      if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) part[((int64_t)blockIdx.y * np + p) * gridDim.x + blockIdx.x] = sh[0];
-    __syncthreads();
+    acc = block_sum_f64(acc, sh);
+    if (threadIdx.x == 0) part[((int64_t)blockIdx.y * np + p) * gridDim.x + blockIdx.x] = acc;
   }
 }
 

@@ -11,15 +11,8 @@ __global__ void layer_norm_k(const float* x, const float* w, const float* b, flo
   const int64_t m = blockIdx.x;
   const float* xr = x + m * C;
   float* yr = y + m * C;
-  float s = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += xr[c];
-  const float mean = block_sum(s) / static_cast<float>(C);
-  float v = 0.0f;
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-    const float d = xr[c] - mean;
-    v += d * d;
-  }
-  const float rstd = rsqrtf(block_sum(v) / static_cast<float>(C) + eps);
+  float mean, rstd;
+  block_mean_rstd(xr, C, eps, mean, rstd);
   if (shift) {  // ln_modulate
     const float* sh = shift + (m / S) * shs;
     const float* sc = scale + (m / S) * scs;
@@ -51,14 +44,8 @@ __global__ void rms_sumsq_k(const float* x, double* ss, int64_t C) {
   const float* xr = x + m * C;
   double s = 0.0;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += static_cast<double>(xr[c]) * static_cast<double>(xr[c]);
-  part[threadIdx.x] = s;
-  __syncthreads();
-  // fixed tree order: the same bits on every launch
-  for (unsigned h = blockDim.x / 2; h > 0; h /= 2) {
-    if (threadIdx.x < h) part[threadIdx.x] += part[threadIdx.x + h];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) ss[m] = part[0];
+  const double total = block_sum_f64(s, part);  // fixed tree order: the same bits on every launch
+  if (threadIdx.x == 0) ss[m] = total;
 }
 
 __global__ void rms_norm_apply_k(const float* x, const double* ss, const float* w, float* y, int64_t C, int64_t Cfull, float eps) {
@@ -75,15 +62,8 @@ __global__ void group_norm_k(const float* x, const float* w, const float* b, flo
   const int64_t Cg = C / G, len = Cg * HW;
   const float* xg = x + (n * C + g * Cg) * HW;
   float* yg = y + (n * C + g * Cg) * HW;
-  float s = 0.0f;
-  for (int64_t k = threadIdx.x; k < len; k += blockDim.x) s += xg[k];
-  const float mean = block_sum(s) / static_cast<float>(len);
-  float v = 0.0f;
-  for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
-    const float d = xg[k] - mean;
-    v += d * d;
-  }
-  const float rstd = rsqrtf(block_sum(v) / static_cast<float>(len) + eps);
+  float mean, rstd;
+  block_mean_rstd(xg, len, eps, mean, rstd);
   for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
     const int64_t ch = g * Cg + k / HW;
     float t = (xg[k] - mean) * rstd * (w ? w[ch] : 1.0f) + (b ? b[ch] : 0.0f);

@@ -41,6 +41,36 @@ __device__ __forceinline__ float block_sum(float v) {
   return total;
 }
 
+// float64 sum over the block in a fixed tree order (the same bits on every launch); `sh` is a
+// blockDim.x-sized shared buffer (blockDim.x a power of two). Every thread gets the result, and `sh` may be
+// reused right after the call.
+__device__ __forceinline__ double block_sum_f64(double v, double* sh) {
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned h = blockDim.x / 2; h > 0; h /= 2) {
+    if (threadIdx.x < h) sh[threadIdx.x] += sh[threadIdx.x + h];
+    __syncthreads();
+  }
+  const double total = sh[0];
+  __syncthreads();
+  return total;
+}
+
+// mean and 1/sqrt(biased var + eps) of x[0..n) over the block, two passes (numerically stable); the CUDA
+// twin of the CPU kernels' row_stats
+__device__ __forceinline__ void block_mean_rstd(const float* x, int64_t n, float eps, float& mean, float& rstd) {
+  float s = 0.0f;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) s += x[c];
+  const float mu = block_sum(s) / static_cast<float>(n);
+  float v = 0.0f;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x) {
+    const float d = x[c] - mu;
+    v += d * d;
+  }
+  mean = mu;
+  rstd = rsqrtf(block_sum(v) / static_cast<float>(n) + eps);
+}
+
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 __device__ __forceinline__ float gelu_tanh(float u) {

@@ -1,6 +1,7 @@
 // Shared helpers of the multi-rank tests: run per-rank plans on shm coroutines (one thread, threads=1
 // executors) and compare with the 1-rank plan.
 import path from 'node:path';
+import { expect } from 'vitest';
 import { CacheEngine, type DBCacheConfig, ExecutorBlockListRunner, type ExecutorLike } from '../../runtime/cache/index.ts';
 import type { Communicator } from '../../runtime/comm/communicator.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
@@ -9,6 +10,7 @@ import { native } from '../../runtime/native.ts';
 import { ParallelBlockListRunner } from '../../runtime/parallel/cache.ts';
 import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
 import type { Plan } from '../../runtime/plan.ts';
+import { relL2 } from '../../runtime/metrics.ts';
 import { randomInputs, randomWeights } from '../helpers/random.ts';
 import { runNative } from '../helpers/run-plan.ts';
 
@@ -51,6 +53,22 @@ export async function runRanks(
     await pe.forward();
     return { out: await pe.output('output'), bytes: comm.bytesMoved };
   });
+}
+
+/**
+ * Relative L2 of every rank's output against the 1-rank output `want`, logged under `label` (with the bytes
+ * each rank sent when `bytes`); each must be below `tol` (default 1e-5, the fp32 bound of issue 4).
+ */
+export function expectRanksMatch(
+  outs: { out: Float32Array; bytes: number }[],
+  want: Float32Array,
+  label: string,
+  o: { tol?: number; bytes?: boolean } = {},
+): number[] {
+  const errs = outs.map((r) => relL2(r.out, want));
+  console.log(`${label}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}${o.bytes ? `, bytes/rank ${outs.map((r) => r.bytes).join(' ')}` : ''}`);
+  for (const e of errs) expect(e).toBeLessThan(o.tol ?? 1e-5);
+  return errs;
 }
 
 export interface CacheLoopOptions {

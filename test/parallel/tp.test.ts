@@ -15,7 +15,7 @@ import { relL2 } from '../../runtime/metrics.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { dbCacheConfig } from '../../runtime/cache/index.ts';
 import type { Communicator } from '../../runtime/comm/communicator.ts';
-import { FLUX_SCALED, cacheLoop, cacheLoopOneRank, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
+import { FLUX_SCALED, cacheLoop, cacheLoopOneRank, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights, expectRanksMatch } from './helpers.ts';
 
 const T = 'transformer' as const;
 
@@ -150,9 +150,7 @@ describe.skipIf(!nativeAvailable())('TP ranks (shm) reproduce the 1-rank transfo
     for (const tp of [2, 4]) {
       const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: tp } });
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`tiny-flux tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}, bytes/rank ${outs.map((o) => o.bytes).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `tiny-flux tp=${tp}`, { bytes: true });
       for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out)); // replicated, bit-identical
     }
   });
@@ -164,9 +162,7 @@ describe.skipIf(!nativeAvailable())('TP ranks (shm) reproduce the 1-rank transfo
     const want = runOneRank(ref, w, inputs);
     for (const tp of [2, 3]) {
       const outs = await runRanks(compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { tp_size: tp } }), w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`flux1-dev scaled tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `flux1-dev scaled tp=${tp}`);
     }
   });
 
@@ -181,9 +177,7 @@ describe.skipIf(!nativeAvailable())('TP ranks (shm) reproduce the 1-rank transfo
     m[6] = 0;
     const want = runOneRank(ref, w, inputs);
     const outs = await runRanks(compileParallelPlans('qwen-image', { component: T, ...QW, parallel: { tp_size: 2 } }), w, inputs);
-    const errs = outs.map((o) => relL2(o.out, want));
-    console.log(`qwen-image scaled tp=2: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-    for (const e of errs) expect(e).toBeLessThan(1e-5);
+    expectRanksMatch(outs, want, 'qwen-image scaled tp=2');
   });
 });
 
@@ -244,16 +238,12 @@ describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all hea
       expect(plans[1]!.kernels).toEqual(expect.arrayContaining(['rms_sumsq', 'rms_norm_apply']));
       expect(plans[1]!.weights.find((x) => x.name === 'blocks.0.attn1.norm_q.weight')!.slice).toEqual({ full: [96], axis: 0, ranges: [[96 / tp, 96 / tp]] });
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`wan2.1 scaled tp=${tp}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `wan2.1 scaled tp=${tp}`);
     }
     // Ulysses 2 x TP 2 (Wan's internal CP points: split at blocks.0, gather proj_out; 45 tokens: UAA), sync and async
     for (const ulysses_async of [false, true]) {
       const hy = await runRanks(compileParallelPlans('wan2.1-t2v-1.3b', { component: T, ...WAN, parallel: { ulysses_size: 2, tp_size: 2, ulysses_anything: 'auto', ulysses_async } }), w, inputs);
-      const herrs = hy.map((o) => relL2(o.out, want));
-      console.log(`wan2.1 scaled ulysses 2 x tp 2${ulysses_async ? ' async' : ''}: relL2 ${herrs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of herrs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(hy, want, `wan2.1 scaled ulysses 2 x tp 2${ulysses_async ? ' async' : ''}`);
     }
   });
 });
@@ -265,9 +255,7 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
     const inputs = inputsFor(ref, 7);
     const want = runOneRank(ref, w, inputs);
     const outs = await runRanks(compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2 } }), w, inputs);
-    const errs = outs.map((o) => relL2(o.out, want));
-    console.log(`tiny-flux ulysses 2 x tp 2: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-    for (const e of errs) expect(e).toBeLessThan(1e-5);
+    expectRanksMatch(outs, want, 'tiny-flux ulysses 2 x tp 2');
     for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out));
 
     const sref = compilePlan('flux1-dev', { component: T, ...FLUX_SCALED });
@@ -277,9 +265,7 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
     const plans = compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { ulysses_size: 2, tp_size: 3, ulysses_anything: 'auto' } });
     expect(plans[0]!.parallel!.anything).toBe(true); // 15 image + 7 text tokens over 2
     const souts = await runRanks(plans, sw, sin);
-    const serrs = souts.map((o) => relL2(o.out, swant));
-    console.log(`flux1-dev scaled ulysses 2 x tp 3: relL2 ${serrs.map((e) => e.toExponential(2)).join(' ')}`);
-    for (const e of serrs) expect(e).toBeLessThan(1e-5);
+    expectRanksMatch(souts, swant, 'flux1-dev scaled ulysses 2 x tp 3');
   });
 
   it('async Ulysses x TP: tiny-flux ulysses 2 x tp 2 and scaled flux1-dev ulysses 2 x tp 3 (UAA auto) == 1 rank', async () => {
@@ -288,9 +274,7 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
     const inputs = inputsFor(ref, 7);
     const want = runOneRank(ref, w, inputs);
     const outs = await runRanks(compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: 2, tp_size: 2, ulysses_async: true } }), w, inputs);
-    const errs = outs.map((o) => relL2(o.out, want));
-    console.log(`tiny-flux ulysses 2 x tp 2 async: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-    for (const e of errs) expect(e).toBeLessThan(1e-5);
+    expectRanksMatch(outs, want, 'tiny-flux ulysses 2 x tp 2 async');
     for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out));
 
     const sref = compilePlan('flux1-dev', { component: T, ...FLUX_SCALED });
@@ -298,9 +282,7 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
     const sin = inputsFor(sref, 14);
     const swant = runOneRank(sref, sw, sin);
     const souts = await runRanks(compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { ulysses_size: 2, tp_size: 3, ulysses_anything: 'auto', ulysses_async: true } }), sw, sin);
-    const serrs = souts.map((o) => relL2(o.out, swant));
-    console.log(`flux1-dev scaled ulysses 2 x tp 3 async: relL2 ${serrs.map((e) => e.toExponential(2)).join(' ')}`);
-    for (const e of serrs) expect(e).toBeLessThan(1e-5);
+    expectRanksMatch(souts, swant, 'flux1-dev scaled ulysses 2 x tp 3 async');
   });
 
   it('tiny-flux ring 2 x tp 2 and USP (ulysses 2 x ring 2) x tp 2 == 1 rank', async () => {
@@ -314,9 +296,7 @@ describe.skipIf(!nativeAvailable())('CP x TP hybrids (mesh (ring, ulysses, tp), 
       expect(plans.at(-1)!.tag).toMatch(par.ulysses_size ? /-u2r2tp2r7$/ : /-r2tp2r3$/);
       expect(plans[0]!.parallel).toMatchObject({ kind: par.ulysses_size ? 'usp' : 'ring', tp: 2 });
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`tiny-flux ${JSON.stringify(par)}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `tiny-flux ${JSON.stringify(par)}`);
     }
   });
 });

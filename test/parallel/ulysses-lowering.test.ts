@@ -5,7 +5,7 @@ import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { nativeStagePlan } from '../../runtime/parallel/executor.ts';
 import { relL2 } from '../../runtime/metrics.ts';
-import { FLUX_SCALED, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights } from './helpers.ts';
+import { FLUX_SCALED, inputsFor, randomW, runOneRank, runRanks, tinyFluxWeights, expectRanksMatch } from './helpers.ts';
 
 const T = 'transformer' as const;
 /** scaled-down qwen-image (joint key mask input): 3 heads of 16, 15 image + 7 text tokens */
@@ -92,9 +92,7 @@ describe.skipIf(!nativeAvailable())('Ulysses ranks (shm) reproduce the 1-rank tr
     ] as const) {
       const plans = compileParallelPlans('tiny-flux', { component: T, parallel: { ulysses_size: W, ulysses_anything: anything, ulysses_async: async } });
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`tiny-flux ulysses=${W}${anything ? ' UAA' : ''}${async ? ' async' : ''}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}, bytes/rank ${outs.map((o) => o.bytes).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `tiny-flux ulysses=${W}${anything ? ' UAA' : ''}${async ? ' async' : ''}`, { bytes: true });
       // every rank holds the same gathered output
       for (const o of outs) expect(Array.from(o.out)).toEqual(Array.from(outs[0]!.out));
     }
@@ -131,9 +129,7 @@ describe.skipIf(!nativeAvailable())('Ulysses ranks (shm) reproduce the 1-rank tr
       const plans = compileParallelPlans('flux1-dev', { component: T, ...FLUX_SCALED, parallel: { ulysses_size: W, ulysses_anything: 'auto', ulysses_async: W === 3 } });
       expect(plans[0]!.parallel!.anything).toBe(true);
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`flux1-dev scaled ulysses=${W}: relL2 ${errs.map((x) => x.toExponential(2)).join(' ')}`);
-      for (const x of errs) expect(x).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `flux1-dev scaled ulysses=${W}`);
     }
   });
 });
@@ -154,9 +150,7 @@ describe.skipIf(!nativeAvailable())('Ulysses with a key mask: scaled-down qwen-i
       const ops = plans[0]!.segments.find((s) => s.name === 'blocks')!.blocks![0]!.ops;
       expect(ops.filter((o) => o.k === 'comm.all_gather_mask')).toHaveLength(1);
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`qwen-image scaled ulysses=${W}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `qwen-image scaled ulysses=${W}`);
     }
   });
 });
@@ -197,9 +191,7 @@ describe.skipIf(!nativeAvailable())('ring attention and USP with a key mask: sca
       expect(comm.map((o) => o.k)).toEqual([`comm.${kind}_attention`]); // no mask gather op: it rides with K/V
       expect(comm[0]!.t[4]).toBe(plans[0]!.inputs.find((i) => i.name === 'joint_attention_mask')!.tensor);
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`qwen-image scaled ${JSON.stringify(c.parallel)}${c.dropRank !== undefined ? ` B ${B}, rank ${c.dropRank}'s keys dropped` : ''}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(1e-5);
+      expectRanksMatch(outs, want, `qwen-image scaled ${JSON.stringify(c.parallel)}${c.dropRank !== undefined ? ` B ${B}, rank ${c.dropRank}'s keys dropped` : ''}`);
     }
   });
 });
@@ -218,9 +210,7 @@ describe.skipIf(!nativeAvailable())('ring attention and USP lowering (shm) repro
       expect(ops.filter((o) => o.k.startsWith('comm.')).map((o) => o.k)).toEqual([`comm.${kind}_attention`]);
       expect(ops.some((o) => o.k === 'attention')).toBe(false);
       const outs = await runRanks(plans, w, inputs);
-      const errs = outs.map((o) => relL2(o.out, want));
-      console.log(`tiny-flux ${JSON.stringify(par)}: relL2 ${errs.map((e) => e.toExponential(2)).join(' ')}`);
-      for (const e of errs) expect(e).toBeLessThan(par.ulysses_float8 ? 5e-2 : 1e-5);
+      expectRanksMatch(outs, want, `tiny-flux ${JSON.stringify(par)}`, { tol: par.ulysses_float8 ? 5e-2 : 1e-5 });
     }
   });
   it('scaled-down flux1-dev: ring 3 (15 image + 9 text tokens, 6 heads of 16; native attention_lse + attn_merge)', async () => {
@@ -230,8 +220,6 @@ describe.skipIf(!nativeAvailable())('ring attention and USP lowering (shm) repro
     const inputs = inputsFor(ref, 22);
     const want = runOneRank(ref, w, inputs);
     const outs = await runRanks(compileParallelPlans('flux1-dev', { component: T, ...sc, parallel: { ring_size: 3 } }), w, inputs);
-    const errs = outs.map((o) => relL2(o.out, want));
-    console.log(`flux1-dev scaled ring=3: relL2 ${errs.map((x) => x.toExponential(2)).join(' ')}`);
-    for (const x of errs) expect(x).toBeLessThan(1e-5);
+    expectRanksMatch(outs, want, 'flux1-dev scaled ring=3');
   });
 });

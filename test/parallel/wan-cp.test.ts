@@ -13,7 +13,7 @@ import { runShm } from '../../runtime/comm/shm.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { nativeStagePlan } from '../../runtime/parallel/executor.ts';
 import type { Plan } from '../../runtime/plan.ts';
-import { type CacheLoopOptions, cacheLoopOnRank, cacheLoopOneRank, randomW, runOneRank, runRanks } from './helpers.ts';
+import { type CacheLoopOptions, cacheLoopOnRank, cacheLoopOneRank, randomW, expectRanksMatch, runOneRank, runRanks } from './helpers.ts';
 import { WAN, wanInputs, wanScaled } from './wan-cp-rank.ts';
 
 // 1e-5: every rank runs the same float32 kernels on a subset of the token rows and the all-to-alls / all-gather
@@ -95,9 +95,7 @@ describe.skipIf(!nativeAvailable())('Wan CP ranks reproduce the 1-rank transform
     const want = runOneRank(ref, w, ins);
     const plans = compileParallelPlans(WAN, { ...opts, parallel });
     const outs = await runRanks(plans, w, ins);
-    const errs = outs.map((o) => relL2(o.out, want));
-    console.log(`wan CP ${heads} heads, ${JSON.stringify(parallel)} (UAA ${plans[0]!.parallel!.anything}): rel L2 ${errs.map((e) => e.toExponential(2)).join(' ')}, bytes/rank ${outs.map((o) => o.bytes).join(' ')}`);
-    for (const e of errs) expect(e).toBeLessThan(TOL);
+    expectRanksMatch(outs, want, `wan CP ${heads} heads, ${JSON.stringify(parallel)} (UAA ${plans[0]!.parallel!.anything})`, { tol: TOL, bytes: true });
   });
 
   it.skipIf(!mpiAvailable().ok)('2 and 3 ranks over mpi (mpirun processes)', async () => {

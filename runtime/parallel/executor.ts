@@ -378,18 +378,12 @@ export class ParallelExecutor {
         return;
       }
       if (!op.comm) throw new Error(`${this.plan.tag}: ${op.k} has no comm info`);
-      if (op.k === 'comm.all_gather_tp') {
-        // tensor parallel colwise_replicate: [rows, n] per rank -> [rows, T*n], channels in rank order
-        const [outer, n] = op.i as [number, number];
-        const x = this.readRows(op.t[0]!, 1, outer * n, outer * n);
-        this.exec.writeTensor(op.t[1]!, await this.gatherAxis(x, outer, 1, op.comm.sizes, 'tp'));
-        return;
-      }
-      if (op.k === 'comm.all_gather') {
-        // CP internal gather point: [outer, n_local, inner] -> [outer, sum(sizes), inner]
-        const [outer, n, inner] = op.i as [number, number, number];
+      if (op.k === 'comm.all_gather' || op.k === 'comm.all_gather_tp') {
+        // CP internal gather point: [outer, n_local, inner] -> [outer, sum(sizes), inner] over the CP group;
+        // tensor parallel colwise_replicate (i = [rows, n], inner 1): channels in rank order over the TP group
+        const [outer, n, inner = 1] = op.i as [number, number, number?];
         const x = this.readRows(op.t[0]!, 1, outer * n * inner, outer * n * inner);
-        this.exec.writeTensor(op.t[1]!, await this.gatherAxis(x, outer, inner, op.comm.sizes));
+        this.exec.writeTensor(op.t[1]!, await this.gatherAxis(x, outer, inner, op.comm.sizes, op.k === 'comm.all_gather_tp' ? 'tp' : 'cp'));
         return;
       }
       if (op.k === 'comm.ring_attention' || op.k === 'comm.usp_attention') {

@@ -9,7 +9,8 @@ export function nodeFlops(g: Graph, n: Node): number {
       const K = sh(0)[sh(0).length - 1]!;
       return 2 * numel(n.shape) * K;
     }
-    case 'attention': {
+    case 'attention':
+    case 'attention_bias': {
       const [B, Sq, C] = n.shape as [number, number, number];
       const Sk = sh(1)[1]!;
       return 4 * B * Sq * Sk * C;

@@ -221,6 +221,32 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const out = b.op('Transpose', [b.op('MatMul', [p, vv])], { perm: [0, 2, 1, 3] });
         return reshape(out, [B, Sq, C]);
       }
+      case 'attention_bias': {
+        const [B, Sq, C] = n.shape as [number, number, number];
+        const Sk = shapeOf(I[1]!)[1]!;
+        const H = A.heads as number;
+        const D = C / H;
+        const q = b.op('Transpose', [reshape(x(0), [B, Sq, H, D])], { perm: [0, 2, 1, 3] });
+        const k = b.op('Transpose', [reshape(x(1), [B, Sk, H, D])], { perm: [0, 2, 3, 1] });
+        const vv = b.op('Transpose', [reshape(x(2), [B, Sk, H, D])], { perm: [0, 2, 1, 3] });
+        let s = b.op('Mul', [b.op('MatMul', [q, k]), b.scalar(A.scale as number)]);
+        if (has(3)) s = b.op('Add', [s, reshape(x(3), [1, H, Sq, Sk])]);
+        if (A.causal) {
+          const m = new Float32Array(Sq * Sk);
+          for (let i = 0; i < Sq; i++) for (let j = i + 1; j < Sk; j++) m[i * Sk + j] = -Infinity;
+          s = b.op('Add', [s, b.f32(m, [1, 1, Sq, Sk])]);
+        }
+        const p = b.op('Softmax', [s], { axis: -1 });
+        const out = b.op('Transpose', [b.op('MatMul', [p, vv])], { perm: [0, 2, 1, 3] });
+        return reshape(out, [B, Sq, C]);
+      }
+      case 't5_position_bias': {
+        const Sq = A.queries as number;
+        const Sk = A.keys as number;
+        const idx: number[] = [];
+        for (let i = 0; i < Sq; i++) for (let j = 0; j < Sk; j++) idx.push(t5RelativeBucket(j - i, A.numBuckets as number, A.maxDistance as number, A.bidirectional as boolean));
+        return b.op('Transpose', [b.op('Gather', [x(0), b.i64(idx, [Sq, Sk])], { axis: 0 })], { perm: [2, 0, 1] });
+      }
       case 'timestep_embedding': {
         const dim = A.dim as number;
         const half = dim / 2;
@@ -330,4 +356,25 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
     graph,
   });
   return onnx.ModelProto.encode(model).finish();
+}
+
+/**
+ * T5's relative position bucket (transformers T5Attention._relative_position_bucket) of rel = key - query
+ * position, in torch's float32 arithmetic (the native kernel t5_position_bias computes the same).
+ */
+export function t5RelativeBucket(rel: number, numBuckets: number, maxDistance: number, bidirectional: boolean): number {
+  const f = Math.fround;
+  let nb = numBuckets;
+  let bucket = 0;
+  if (bidirectional) {
+    nb = Math.floor(nb / 2);
+    if (rel > 0) bucket += nb;
+    rel = Math.abs(rel);
+  } else {
+    rel = rel < 0 ? -rel : 0;
+  }
+  const maxExact = Math.floor(nb / 2);
+  if (rel < maxExact) return bucket + rel;
+  const lg = f(f(Math.log(f(rel / maxExact))) / f(Math.log(maxDistance / maxExact)));
+  return bucket + Math.min(maxExact + Math.trunc(f(lg * (nb - maxExact))), nb - 1);
 }

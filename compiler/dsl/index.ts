@@ -166,6 +166,10 @@ export interface AttentionOptions {
   scale?: number;
   /** `[B, Sk]`, 1 keeps a key, 0 drops it */
   keyMask?: Tensor;
+  /** query i sees keys 0..i only (CLIP's causal mask) */
+  causal?: boolean;
+  /** `[H, Sq, Sk]` added to the scaled scores, shared by the batch (T5's relative position bias) */
+  bias?: Tensor;
 }
 
 /** Multi-head scaled dot-product attention on token-major `[B, S, H*D]` tensors. */
@@ -174,7 +178,22 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   const heads = localHeads(q, o.heads, 'attention');
   if (C % heads !== 0) throw new DslError(`attention: ${C} channels cannot be split into ${heads} heads`, callerLocation());
   const D = C / heads;
-  return rec('attention', [q, k, v, o.keyMask ?? null], { heads, scale: o.scale ?? 1 / Math.sqrt(D) });
+  const scale = o.scale ?? 1 / Math.sqrt(D);
+  if (o.causal || o.bias) {
+    // the text encoders' attention (kernel attention_bias): a causal mask and/or an additive bias
+    if (o.keyMask) throw new DslError('attention: a key mask cannot be combined with causal or bias', callerLocation());
+    if (o.bias && heads !== o.heads) throw new DslError('attention: an attention bias on a tensor-parallel rank is not supported', callerLocation());
+    return rec('attention_bias', [q, k, v, o.bias ?? null], { heads, scale, causal: o.causal === true });
+  }
+  return rec('attention', [q, k, v, o.keyMask ?? null], { heads, scale });
+}
+
+/**
+ * T5's relative position bias (transformers T5Attention.compute_bias, bidirectional for the encoder):
+ * `table [numBuckets, H]` (`relative_attention_bias.weight`) -> `[H, queries, keys]`.
+ */
+export function t5PositionBias(table: Tensor, o: { queries: number; keys: number; numBuckets: number; maxDistance: number; bidirectional: boolean }): Tensor {
+  return rec('t5_position_bias', [table], { queries: o.queries, keys: o.keys, numBuckets: o.numBuckets, maxDistance: o.maxDistance, bidirectional: o.bidirectional });
 }
 
 /** RoPE cos/sin table (diffusers FluxPosEmbed): `ids [S, A]` -> `[2, S, sum(axes)]` (cos, sin). */

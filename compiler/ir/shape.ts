@@ -124,6 +124,23 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       if (present[3]) need(fmt(ins[3]!) === fmt([k[0]!, k[1]!]), `attention: key mask must be ${fmt([k[0]!, k[1]!])}, got ${fmt(ins[3]!)}`);
       return [...q];
     }
+    case 'attention_bias': {
+      const [q, k, v] = [ins[0]!, ins[1]!, ins[2]!];
+      const H = A.heads as number;
+      need(q.length === 3 && k.length === 3 && v.length === 3, `attention: q/k/v must be [B, S, H*D]`);
+      need(q[0] === k[0] && k[0] === v[0], `attention: batch mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
+      need(q[2] === k[2] && k[2] === v[2], `attention: channel mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
+      need(k[1] === v[1], `attention: k has ${k[1]} tokens, v has ${v[1]}`);
+      need(q[2]! % H === 0, `attention: ${q[2]} channels cannot be split into ${H} heads`);
+      if (present[3]) need(fmt(ins[3]!) === fmt([H, q[1]!, k[1]!]), `attention: bias must be ${fmt([H, q[1]!, k[1]!])}, got ${fmt(ins[3]!)}`);
+      return [...q];
+    }
+    case 't5_position_bias': {
+      need(x.length === 2, `t5 position bias: table must be [numBuckets, H], got ${fmt(x)}`);
+      need(x[0] === A.numBuckets, `t5 position bias: table has ${x[0]} buckets, the config says ${A.numBuckets}`);
+      need((A.numBuckets as number) >= 4 && (A.maxDistance as number) > (A.numBuckets as number) / 4, `t5 position bias: need numBuckets >= 4 and maxDistance > numBuckets / 4, got ${A.numBuckets} / ${A.maxDistance}`);
+      return [x[1]!, A.queries as number, A.keys as number];
+    }
     case 'timestep_embedding':
       need(x.length === 1, `timestep embedding: timestep must be [B], got ${fmt(x)}`);
       need((A.dim as number) % 2 === 0, `timestep embedding: dim ${A.dim} must be even`);

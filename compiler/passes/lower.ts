@@ -115,6 +115,8 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   rope: { outs: [3], alias: [] },
   qk_norm_rope: { outs: [4], alias: [] },
   attention: { outs: [4], alias: [] },
+  attention_bias: { outs: [4], alias: [] },
+  t5_position_bias: { outs: [1], alias: [] },
   timestep_embedding: { outs: [1], alias: [] },
   rope_table: { outs: [1, 2], alias: [] },
   embedding: { outs: [2], alias: [] },
@@ -255,7 +257,7 @@ export function lower(g: Graph): Lowered {
 
   const users = g.users();
   /** kernels that write token rows with an explicit row stride: t slot of y, i slot of yStride */
-  const STRIDED_OUT: Record<string, { t: number; i: number }> = { attention: { t: 4, i: 8 }, rope: { t: 3, i: 5 }, qk_norm_rope: { t: 4, i: 5 } };
+  const STRIDED_OUT: Record<string, { t: number; i: number }> = { attention: { t: 4, i: 8 }, attention_bias: { t: 4, i: 8 }, rope: { t: 3, i: 5 }, qk_norm_rope: { t: 4, i: 5 } };
   /** Lets the producer of concat input `id` write straight into its slice `dst` of the concat output. */
   const writeInPlace = (id: number, concat: Node, dst: Layout): boolean => {
     const src = lay(id);
@@ -481,6 +483,21 @@ export function lower(g: Graph): Lowered {
         const Sk = g.node(I[1]!).shape[1]!;
         const H = A.heads as number;
         emit('attention', [ref(q.l), ref(k.l), ref(v.l), opt(I[3], contig), ref(out())], [B, Sq, Sk, H, C / H, q.stride, k.stride, v.stride, C], [A.scale as number]);
+        break;
+      }
+      case 'attention_bias': {
+        const q = rows(I[0]!);
+        const k = rows(I[1]!);
+        const v = rows(I[2]!);
+        const [B, Sq, C] = n.shape as [number, number, number];
+        const Sk = g.node(I[1]!).shape[1]!;
+        const H = A.heads as number;
+        emit('attention_bias', [ref(q.l), ref(k.l), ref(v.l), opt(I[3], contig), ref(out())], [B, Sq, Sk, H, C / H, q.stride, k.stride, v.stride, C, A.causal ? 1 : 0], [A.scale as number]);
+        break;
+      }
+      case 't5_position_bias': {
+        const [H, Sq, Sk] = n.shape as [number, number, number];
+        emit('t5_position_bias', [ref(contig(I[0]!)), ref(out())], [H, Sq, Sk, A.numBuckets as number, A.maxDistance as number, A.bidirectional ? 1 : 0], []);
         break;
       }
       case 'timestep_embedding': {

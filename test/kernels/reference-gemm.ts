@@ -83,6 +83,10 @@ export interface AttentionArgs {
   kStride: number;
   vStride: number;
   scale: number;
+  /** [H, Sq, Sk] added to the scaled scores (attention_bias) */
+  bias?: Float32Array | null;
+  /** query i sees keys 0..i (attention_bias) */
+  causal?: boolean;
 }
 
 /**
@@ -98,6 +102,7 @@ export interface AttentionArgs {
  */
 export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64Array; lse: Float64Array; lseTol: Float64Array } {
   const { q, k, v, keyMask, B, Sq, Sk, H, D, qStride, kStride, vStride, scale } = a;
+  const bias = a.bias ?? null;
   const HD = H * D;
   const o = new Float64Array(B * Sq * HD), tol = new Float64Array(B * Sq * HD);
   const lse = new Float64Array(B * Sq * H).fill(-Infinity), lseTol = new Float64Array(B * Sq * H);
@@ -109,7 +114,7 @@ export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64A
         const qo = (b * Sq + i) * qStride + h * D;
         let mx = -Infinity, delta = 0;
         for (let j = 0; j < Sk; j++) {
-          if (keyMask && !(keyMask[b * Sk + j] > 0.5)) {
+          if ((keyMask && !(keyMask[b * Sk + j] > 0.5)) || (a.causal && j > i)) {
             s[j] = -Infinity;
             continue;
           }
@@ -119,8 +124,10 @@ export function attentionRef(a: AttentionArgs): { o: Float64Array; tol: Float64A
             dot += q[qo + d] * k[ko + d];
             mag += Math.abs(q[qo + d] * k[ko + d]);
           }
-          s[j] = dot * scale;
-          delta = Math.max(delta, (gammaD * mag + U32 * Math.abs(dot)) * Math.abs(scale));
+          const bj = bias ? bias[(h * Sq + i) * Sk + j]! : 0;
+          s[j] = dot * scale + bj;
+          // the float32 score: the dot product, its scaling, and the rounding of the bias addition
+          delta = Math.max(delta, (gammaD * mag + U32 * Math.abs(dot)) * Math.abs(scale) + 2 * U32 * (Math.abs(dot * scale) + Math.abs(bj)));
           mx = Math.max(mx, s[j]);
         }
         const oo = (b * Sq + i) * HD + h * D;

@@ -379,11 +379,109 @@ static void attn_merge(const KernelArgs& a, KernelCtx& ctx) {
   parallel_for(ctx, rows, 16, body);
 }
 
+
+// `attention_bias`: t = [q, k, v, bias?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, causal],
+//   f = [scale]. o = softmax(q k^T * scale + bias[h]) v per (b, h), the text encoders' attention: bias
+//   [H, Sq, Sk] (T5's relative position bias, shared by the batch) is added to the scaled scores;
+//   causal = 1 drops the keys j > i (CLIP's causal mask: the additive finfo.min of transformers gives
+//   those keys probability exactly 0 too). Rows as in `attention`. Plain two-pass softmax per query row
+//   (max, then exp and sum in float32), accumulation of P V in float32: these encoders run once per
+//   prompt over <= 512 tokens, so a scalar kernel split over (b, h, query rows) is enough.
+static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
+  const float* q = a.t[0];
+  const float* k = a.t[1];
+  const float* v = a.t[2];
+  const float* bias = a.t[3];
+  float* o = a.t[4];
+  const int64_t B = a.i[0], Sq = a.i[1], Sk = a.i[2], H = a.i[3], D = a.i[4];
+  const int64_t qs = a.i[5], ks = a.i[6], vs = a.i[7], os = a.i[8];
+  const bool causal = a.i[9] != 0;
+  const float scale = a.f[0];
+  const int64_t items = B * H * Sq;
+  if (items <= 0 || D <= 0) return;
+  auto body = [&](int64_t r0, int64_t r1) {
+    std::vector<float> p(static_cast<size_t>(std::max<int64_t>(Sk, 1)));
+    std::vector<float> acc(static_cast<size_t>(D));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t s = r % Sq, h = (r / Sq) % H, b = r / (Sq * H);
+      const float* qr = q + (b * Sq + s) * qs + h * D;
+      const float* brow = bias ? bias + (h * Sq + s) * Sk : nullptr;
+      const int64_t nk = causal ? std::min<int64_t>(Sk, s + 1) : Sk;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* kr = k + (b * Sk + j) * ks + h * D;
+        float dot = 0.0f;
+        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
+        float sv = dot * scale;
+        if (brow) sv += brow[j];
+        p[j] = sv;
+        m = std::max(m, sv);
+      }
+      float l = 0.0f;
+      for (int64_t j = 0; j < nk; ++j) {
+        p[j] = std::exp(p[j] - m);
+        l += p[j];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < nk; ++j) {
+        const float* vr = v + (b * Sk + j) * vs + h * D;
+        const float pj = p[j];
+        for (int64_t d = 0; d < D; ++d) acc[d] += pj * vr[d];
+      }
+      float* orow = o + (b * Sq + s) * os + h * D;
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      for (int64_t d = 0; d < D; ++d) orow[d] = acc[d] * inv;
+    }
+  };
+  if (num_threads(ctx) <= 1 || items * Sk * D < (1 << 14)) {
+    body(0, items);
+    return;
+  }
+  parallel_for(ctx, items, 8, body);
+}
+
+// T5's relative position bucket (transformers T5Attention._relative_position_bucket) of
+// rel = key position - query position, with torch's float32 arithmetic for the logarithmic buckets.
+static inline int64_t t5_bucket(int64_t rel, int64_t numBuckets, int64_t maxDistance, bool bidirectional) {
+  int64_t bucket = 0;
+  int64_t nb = numBuckets;
+  if (bidirectional) {
+    nb /= 2;
+    if (rel > 0) bucket += nb;
+    rel = rel < 0 ? -rel : rel;
+  } else {
+    rel = rel < 0 ? -rel : 0;  // -min(rel, 0)
+  }
+  const int64_t maxExact = nb / 2;
+  if (rel < maxExact) return bucket + rel;
+  const float lg = std::log(static_cast<float>(rel) / static_cast<float>(maxExact)) /
+                   static_cast<float>(std::log(static_cast<double>(maxDistance) / static_cast<double>(maxExact)));
+  int64_t large = maxExact + static_cast<int64_t>(lg * static_cast<float>(nb - maxExact));
+  large = std::min<int64_t>(large, nb - 1);
+  return bucket + large;
+}
+
+// `t5_position_bias`: t = [table [numBuckets, H], bias [H, Sq, Sk]], i = [H, Sq, Sk, numBuckets, maxDistance,
+//   bidirectional]: bias[h, i, j] = table[bucket(j - i), h] (T5Attention.compute_bias; the first layer's
+//   relative_attention_bias, reused by every layer of the stack).
+static void t5_position_bias(const KernelArgs& a, KernelCtx&) {
+  const float* table = a.t[0];
+  float* out = a.t[1];
+  const int64_t H = a.i[0], Sq = a.i[1], Sk = a.i[2], NB = a.i[3], MD = a.i[4];
+  const bool bidir = a.i[5] != 0;
+  for (int64_t i = 0; i < Sq; ++i)
+    for (int64_t j = 0; j < Sk; ++j) {
+      const int64_t bk = t5_bucket(j - i, NB, MD, bidir);
+      for (int64_t h = 0; h < H; ++h) out[(h * Sq + i) * Sk + j] = table[bk * H + h];
+    }
+}
 }  // namespace ditforge
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_attention[] = {
     {"attention", &ditforge::attention},
     {"attention_lse", &ditforge::attention_lse},
     {"attn_merge", &ditforge::attn_merge},
+    {"attention_bias", &ditforge::attention_bias},
+    {"t5_position_bias", &ditforge::t5_position_bias},
     {nullptr, nullptr},
 };

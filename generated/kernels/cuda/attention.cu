@@ -140,6 +140,96 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32) attn_merge_k(const float* po
   }
 }
 
+
+// attention_bias (the text encoders' attention; semantics in templates/cpu/attention.cpp.hbs): one block
+// of 128 threads per (b, h, query row). Threads score keys j = tid + 128n into shared memory (Sk floats),
+// block max and sum, then thread d accumulates column d of P V. Bias [H, Sq, Sk] is added to the scaled
+// score; causal drops j > i.
+constexpr int ATB_THREADS = 128;
+
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float part[32];
+  __shared__ float total;
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) part[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    const int nw = (blockDim.x + 31) >> 5;
+    float m = lane < nw ? part[lane] : -INFINITY;
+    m = warp_max(m);
+    if (lane == 0) total = m;
+  }
+  __syncthreads();
+  return total;
+}
+
+__global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __restrict__ q, const float* __restrict__ k,
+                                                                const float* __restrict__ v, const float* __restrict__ bias,
+                                                                float* __restrict__ o, int64_t Sq, int64_t Sk, int64_t H,
+                                                                int64_t D, int64_t qs, int64_t ks, int64_t vs, int64_t os,
+                                                                int causal, float scale) {
+  extern __shared__ float p[];  // [Sk]
+  const int64_t r = blockIdx.x;
+  const int64_t s = r % Sq, h = (r / Sq) % H, b = r / (Sq * H);
+  const float* qr = q + (b * Sq + s) * qs + h * D;
+  const float* brow = bias ? bias + (h * Sq + s) * Sk : nullptr;
+  const int64_t nk = causal ? min(Sk, s + 1) : Sk;
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float* kr = k + (b * Sk + j) * ks + h * D;
+    float dot = 0.0f;
+    for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
+    float sv = dot * scale;
+    if (brow) sv += brow[j];
+    p[j] = sv;
+    m = fmaxf(m, sv);
+  }
+  m = block_max(m);
+  float l = 0.0f;
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float e = expf(p[j] - m);
+    p[j] = e;
+    l += e;
+  }
+  l = block_sum(l);  // its barriers also publish p[]
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  float* orow = o + (b * Sq + s) * os + h * D;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < nk; ++j) acc += p[j] * v[(b * Sk + j) * vs + h * D + d];
+    orow[d] = acc * inv;
+  }
+}
+
+// t5_position_bias: one thread per (i, j), all heads (bucket formula: the CPU template's t5_bucket)
+__global__ void t5_position_bias_k(const float* __restrict__ table, float* __restrict__ out, int64_t H, int64_t Sq,
+                                   int64_t Sk, int64_t NB, int64_t MD, int bidir) {
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < Sq * Sk;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / Sk, j = idx % Sk;
+    int64_t rel = j - i, bucket = 0, nb = NB;
+    if (bidir) {
+      nb /= 2;
+      if (rel > 0) bucket += nb;
+      rel = rel < 0 ? -rel : rel;
+    } else {
+      rel = rel < 0 ? -rel : 0;
+    }
+    const int64_t maxExact = nb / 2;
+    if (rel < maxExact) {
+      bucket += rel;
+    } else {
+      const float lg = logf(static_cast<float>(rel) / static_cast<float>(maxExact)) /
+                       static_cast<float>(log(static_cast<double>(MD) / static_cast<double>(maxExact)));
+      const int64_t large = maxExact + static_cast<int64_t>(lg * static_cast<float>(nb - maxExact));
+      bucket += large < nb - 1 ? large : nb - 1;
+    }
+    for (int64_t h = 0; h < H; ++h) out[(h * Sq + i) * Sk + j] = table[bucket * H + h];
+  }
+}
+
 }  // namespace cuda
 }  // namespace ditforge
 
@@ -193,9 +283,35 @@ extern "C" int ditforge_cuda_attn_merge(const KernelArgs* a, void* stream) {
   return DF_LAUNCH_RESULT();
 }
 
+extern "C" int ditforge_cuda_attention_bias(const KernelArgs* a, void* stream) {
+  const int64_t B = a->i[0], Sq = a->i[1], Sk = a->i[2], H = a->i[3], D = a->i[4];
+  if (B < 0 || Sq < 0 || Sk < 0 || H < 0 || D < 0) return static_cast<int>(cudaErrorInvalidValue);
+  const int64_t blocks = B * H * Sq;
+  if (blocks == 0 || D == 0) return 0;
+  if (blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidConfiguration);
+  const size_t smem = sizeof(float) * static_cast<size_t>(Sk > 0 ? Sk : 1);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(cuda::attention_bias_k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (e != cudaSuccess) return static_cast<int>(e);
+  }
+  cuda::attention_bias_k<<<static_cast<unsigned>(blocks), cuda::ATB_THREADS, smem, DF_STREAM(stream)>>>(
+      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], Sq, Sk, H, D, a->i[5], a->i[6], a->i[7], a->i[8], static_cast<int>(a->i[9]), a->f[0]);
+  return DF_LAUNCH_RESULT();
+}
+
+extern "C" int ditforge_cuda_t5_position_bias(const KernelArgs* a, void* stream) {
+  const int64_t H = a->i[0], Sq = a->i[1], Sk = a->i[2];
+  if (H < 0 || Sq < 0 || Sk < 0 || a->i[3] < 2 || a->i[4] < 1) return static_cast<int>(cudaErrorInvalidValue);
+  if (Sq * Sk == 0) return 0;
+  cuda::t5_position_bias_k<<<cuda::grid_for(Sq * Sk, 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], H, Sq, Sk, a->i[3], a->i[4], static_cast<int>(a->i[5]));
+  return DF_LAUNCH_RESULT();
+}
+
 extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_attention[] = {
     {"attention", ditforge_cuda_attention},
     {"attention_lse", ditforge_cuda_attention_lse},
     {"attn_merge", ditforge_cuda_attn_merge},
+    {"attention_bias", ditforge_cuda_attention_bias},
+    {"t5_position_bias", ditforge_cuda_t5_position_bias},
     {nullptr, nullptr},
 };

@@ -28,6 +28,8 @@ const Sig kSigs[] = {
     {"attention", 5, 9, 1, "rrror", {"q", "k", "v", "keyMask", "o"}},
     {"attention_lse", 6, 9, 1, "rrrorr", {"q", "k", "v", "keyMask", "o", "lse"}},
     {"attn_merge", 6, 7, 0, "rrrrrr", {"prevOut", "prevLse", "out", "lse", "yOut", "yLse"}},
+    {"attention_bias", 5, 10, 1, "rrror", {"q", "k", "v", "bias", "o"}},
+    {"t5_position_bias", 2, 6, 0, "rr", {"table", "bias"}},
     {"timestep_embedding", 2, 3, 3, "rr", {"t", "y"}},
     {"rope_table", 3, 6, 1, "rrr", {"ids", "cos", "sin"}},
     {"embedding", 3, 3, 0, "rrr", {"ids", "table", "y"}},
@@ -162,6 +164,21 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       need[3] = B * Sk;
       need[4] = strided(B * Sq, I[8], H * D);
       need[5] = B * Sq * H;  // attention_lse: lse [B, Sq, H]
+    } else if (name == "attention_bias") {
+      int64_t B = I[0], Sq = I[1], Sk = I[2], H = I[3], D = I[4];
+      if (I[5] < H * D || I[6] < H * D || I[7] < H * D || I[8] < H * D) return "strides must be >= H*D";
+      if (I[9] != 0 && I[9] != 1) return "causal must be 0 or 1, got " + std::to_string(I[9]);
+      need[0] = strided(B * Sq, I[5], H * D);
+      need[1] = strided(B * Sk, I[6], H * D);
+      need[2] = strided(B * Sk, I[7], H * D);
+      need[3] = H * Sq * Sk;
+      need[4] = strided(B * Sq, I[8], H * D);
+    } else if (name == "t5_position_bias") {
+      int64_t H = I[0], Sq = I[1], Sk = I[2];
+      if (I[3] < 4) return "numBuckets must be >= 4, got " + std::to_string(I[3]);
+      if (I[4] <= I[3] / 4) return "maxDistance must exceed numBuckets / 4, got " + std::to_string(I[4]);
+      need[0] = I[3] * H;
+      need[1] = H * Sq * Sk;
     } else if (name == "attn_merge") {
       int64_t rows = I[0] * I[1], H = I[2], D = I[3];
       if (I[4] < H * D || I[5] < H * D || I[6] < H * D) return "strides must be >= H*D";

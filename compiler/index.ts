@@ -9,7 +9,7 @@ import { lowerContextParallel, ulyssesNeedsAnything } from './passes/parallel-lo
 import { lowerTensorParallel } from './passes/tp-lower.ts';
 import type { TpTraceHook } from './dsl/trace.ts';
 import { checkModelFile } from './dsl/check.ts';
-import { traceComponent, type Traced } from './frontend.ts';
+import { resolveConfig, traceComponent, type Traced } from './frontend.ts';
 import { CompileError, type Graph } from './ir/graph.ts';
 import { runFusion, type FusionStats } from './passes/fusion.ts';
 import { lower, type Lowered } from './passes/lower.ts';
@@ -95,6 +95,18 @@ export function compileDetailed(
   const lw = lower(fused);
   const { plan, memory } = emitPlan(fused, lw, { model, component: opts.component, tag: traced.tag, dims: traced.dims, config: traced.config, flops }, { reuse: internal.memoryReuse ?? true });
   return { plan, traced, fused, fusion, memory, lowered: lw };
+}
+
+/**
+ * The part of a directory's `config.json` a model file reads: the keys of the component's config
+ * (bookkeeping keys such as `_class_name`, `architectures` or `transformers_version` are dropped; a
+ * value the model cannot run is refused by the model file when it is traced).
+ */
+export function directoryConfig(model: string, component: PlanComponent, raw: Record<string, unknown>): Record<string, unknown> {
+  const known = resolveConfig(getModel(model), component);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) if (k in known) out[k] = v;
+  return out;
 }
 
 export function compilePlan(model: string, opts: CompileOptions): Plan {

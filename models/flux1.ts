@@ -16,6 +16,9 @@ import {
   type Module,
   type Tensor,
 } from '../compiler/dsl/index.ts';
+import { autoencoderKL } from './autoencoder-kl.ts';
+import { clipTextModel } from './text-encoders/clip-text.ts';
+import { t5Encoder } from './text-encoders/t5-encoder.ts';
 
 /** diffusers FluxTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
 export interface FluxConfig {
@@ -243,8 +246,15 @@ export const FLUX_PARALLEL = {
   },
 };
 
+// FluxPipeline (FLUX.1-dev; FLUX.1-schnell is the same pipeline without guidance_embeds). A diffusers
+// directory's own config.json files override these defaults component by component (runtime/pipeline.ts).
 export default model('flux1-dev', {
-  components: { transformer: withConfig(fluxTransformer, {}) },
+  components: {
+    transformer: withConfig(fluxTransformer, {}),
+    text_encoder: withConfig(clipTextModel, {}),
+    text_encoder_2: withConfig(t5Encoder, {}),
+    vae: withConfig(autoencoderKL, {}),
+  },
   cache: FLUX_CACHE,
   parallel: FLUX_PARALLEL,
 });

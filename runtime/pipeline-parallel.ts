@@ -246,7 +246,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       return null;
     } catch (e) {
       if (!(e instanceof UserError) || !req.planProvider) throw e;
-      return req.planProvider(c, d);
+      return req.planProvider(c, d, pipe.planRequest(c, d));
     }
   };
   const te = await missing('text_encoder', dims);

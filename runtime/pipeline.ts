@@ -7,8 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openSafetensors, type SafetensorsFile } from './io/safetensors.ts';
+import { ComponentWeights } from './io/weights.ts';
 import { WordTokenizer } from './tokenizer.ts';
+import { HfTokenizer } from './hf-tokenizer.ts';
+import { componentConfig, configNumber, familyOf, readJson, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './model-dir.ts';
 import { fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from './scheduler.ts';
 import { packLatents, latentsToVaeSpace, imageIds, textIds, latentGeometry, type LatentGeometry } from './latents.ts';
 import { toUint8HWC } from './image.ts';
@@ -25,21 +27,17 @@ export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 /** Models shipped with the package (assets under models/<name>/). */
 export const SHIPPED_MODELS = ['tiny-flux'] as const;
 
-/** An error caused by the user's input (bad flag value, bad file): the CLI prints only its message. */
-export class UserError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UserError';
-  }
-}
+export { UserError } from './model-dir.ts';
 
 /**
  * FluxPipeline's true CFG switch (`do_true_cfg = true_cfg_scale > 1 and a negative prompt`): the scale, or
- * null when CFG is off.
+ * null when CFG is off. tiny-flux takes the scale from `guidanceScale` (it has no guidance embedding);
+ * FLUX.1 from `trueCfgScale`, its `guidanceScale` being the distilled guidance embedding.
  */
-export function trueCfgScale(opts: Pick<GenerateOptions, 'negativePrompt' | 'guidanceScale'>): number | null {
-  const g = opts.guidanceScale ?? 1;
-  if (typeof g !== 'number' || !Number.isFinite(g)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
+export function trueCfgScale(opts: Pick<GenerateOptions, 'negativePrompt' | 'guidanceScale' | 'trueCfgScale'>, family: PipelineFamily = TINY_FLUX_FAMILY): number | null {
+  const tiny = family.text === 'tiny';
+  const g = (tiny ? opts.guidanceScale : opts.trueCfgScale) ?? 1;
+  if (typeof g !== 'number' || !Number.isFinite(g)) throw new UserError(`--${tiny ? 'guidance-scale' : 'true-cfg-scale'} must be a number, got ${tiny ? opts.guidanceScale : opts.trueCfgScale}`);
   return opts.negativePrompt !== undefined && g > 1 ? g : null;
 }
 
@@ -48,13 +46,18 @@ export interface PlanDims {
   batch: number;
   height: number;
   width: number;
+  /** text tokens of the transformer (and of the text encoder that produces them: T5 in FLUX.1) */
   textTokens: number;
+  /** CLIP's token count where the pipeline has a CLIP encoder beside T5 (FLUX.1: 77) */
+  clipTokens?: number;
 }
 
 /** The dims a component's plan is parameterised by (compilePlan's `dims` for that component). */
 export function componentDims(component: Component, d: PlanDims): Record<string, number> {
   switch (component) {
     case 'text_encoder':
+      return { batch: d.batch, textTokens: d.clipTokens ?? d.textTokens };
+    case 'text_encoder_2':
       return { batch: d.batch, textTokens: d.textTokens };
     case 'vae':
       return { batch: d.batch, height: d.height, width: d.width };
@@ -69,7 +72,15 @@ export function componentDims(component: Component, d: PlanDims): Record<string,
  */
 export type TextEncoderRun = (inputIds: Float32Array, attentionMask: Float32Array) => Promise<{ encoderHiddenStates: Float32Array; pooledProjections: Float32Array }>;
 
-export type PlanProvider = (component: Component, dims: PlanDims) => Plan | Promise<Plan>;
+/** What to compile for a component: the registered model, its dims and the directory's config. */
+export interface PlanRequest {
+  model: string;
+  dims: Record<string, number>;
+  /** the directory's config.json of the component (bookkeeping keys removed), where the family reads it */
+  config?: Record<string, unknown>;
+}
+
+export type PlanProvider = (component: Component, dims: PlanDims, request: PlanRequest) => Plan | Promise<Plan>;
 
 export interface PipelineOptions {
   /** worker threads of the native executor (default: the executor's default) */
@@ -99,8 +110,15 @@ export interface GenerateOptions {
   cache?: PipelineCacheOptions;
   /** true CFG (FluxPipeline `negative_prompt` + `true_cfg_scale`): two transformer calls per step */
   negativePrompt?: string;
-  /** FluxPipeline `true_cfg_scale` (default 1: no CFG); CFG runs when > 1 and a negative prompt is given */
+  /**
+   * tiny-flux: FluxPipeline `true_cfg_scale` (default 1: no CFG; CFG runs when > 1 and a negative prompt is
+   * given). FLUX.1: `guidance_scale`, the distilled guidance embedding (default 3.5).
+   */
   guidanceScale?: number;
+  /** FLUX.1: FluxPipeline `true_cfg_scale` (default 1): true CFG when > 1 and a negative prompt is given */
+  trueCfgScale?: number;
+  /** FLUX.1: T5 tokens (`max_sequence_length`, default 512, at most 512) */
+  maxSequenceLength?: number;
   /** diffusers `vae.enable_tiling()`: decode in overlapping tiles when the latents exceed one tile (runtime/vae-tiling.ts) */
   vaeTiling?: boolean;
 }
@@ -150,42 +168,42 @@ export function getNative(): Native {
 
 // ---- model directory ----
 
-export function resolveModelDir(model: string): { name: string; dir: string } {
+/**
+ * A shipped model name or a diffusers directory -> the plan model name, the directory and the family
+ * (from model_index.json: a directory whose index is missing or names an unsupported pipeline is refused).
+ */
+export function resolveModelDir(model: string): { name: string; dir: string; family: PipelineFamily } {
   if ((SHIPPED_MODELS as readonly string[]).includes(model)) {
-    return { name: model, dir: path.join(PACKAGE_ROOT, 'models', model) };
+    return { name: model, dir: path.join(PACKAGE_ROOT, 'models', model), family: TINY_FLUX_FAMILY };
   }
   const dir = path.resolve(model);
-  const index = path.join(dir, 'model_index.json');
-  if (fs.existsSync(index)) {
-    // the model family (plan names) from model_index.json: tiny-flux's own text encoder, else the dir name
-    const idx = readJson(index);
-    const te = idx.text_encoder as unknown;
-    const family = Array.isArray(te) && te[0] === 'tiny_flux' ? 'tiny-flux' : path.basename(dir);
-    return { name: family, dir };
+  if (fs.existsSync(path.join(dir, 'model_index.json'))) {
+    const family = familyOf(dir);
+    return { name: family.planModel, dir, family };
   }
   throw new UserError(`unknown model "${model}": known models are ${SHIPPED_MODELS.join(', ')} (or a directory with model_index.json)`);
 }
 
-function readJson(file: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${file}: cannot read JSON (${(e as Error).message})`);
-  }
-}
-
-const COMPONENT_WEIGHTS: Record<Component, string> = {
-  text_encoder: 'text_encoder/model.safetensors',
-  transformer: 'transformer/diffusion_pytorch_model.safetensors',
-  vae: 'vae/diffusion_pytorch_model.safetensors',
-};
-
 /** the input whose shape identifies the dims a plan was built for */
 const KEY_INPUT: Record<Component, string> = {
   text_encoder: 'input_ids',
+  text_encoder_2: 'input_ids',
   transformer: 'hidden_states',
   vae: 'latents',
 };
+
+/**
+ * Checkpoint tensors a plan may leave unread: what transformers itself ignores or ties (the T5 encoder's
+ * copy of the shared embedding, CLIP's position_ids buffer) and the VAE's encoder, which text-to-image
+ * never runs (the VAE plan is the decoder).
+ */
+function unreadOk(component: Component, name: string): boolean {
+  if (name === 'encoder.embed_tokens.weight' || name === 'text_model.embeddings.position_ids') return true;
+  return component === 'vae' && (name.startsWith('encoder.') || name.startsWith('quant_conv.'));
+}
+
+/** FluxPipeline's default `max_sequence_length` (and its limit) */
+const FLUX_MAX_SEQUENCE_LENGTH = 512;
 
 function shapeKey(shape: readonly number[]): string {
   return shape.join('x');
@@ -200,8 +218,44 @@ interface Runner {
   exec: NativeExecutor;
 }
 
+/** The text conditioning of a batch of prompts. */
+export interface EncodedPrompt {
+  encoderHiddenStates: Float32Array;
+  pooledProjections: Float32Array;
+  /** the ids the transformer's text comes from (tiny-flux's words, FLUX.1's T5) */
+  inputIds: number[][];
+  /** FLUX.1: CLIP's ids */
+  clipInputIds?: number[][];
+  unknownWords: string[];
+  tokenizeMs: number;
+}
+
+/**
+ * The row CLIPTextModel pools (transformers CLIPTextTransformer): with the legacy eos_token_id 2 of the
+ * openai configs, the argmax of the ids (the EOS token has the largest id); else the first EOS token.
+ */
+export function clipPoolIndex(ids: readonly number[], eosTokenId: number): number {
+  if (eosTokenId === 2) {
+    let best = 0;
+    for (let i = 1; i < ids.length; i++) if (ids[i]! > ids[best]!) best = i;
+    return best;
+  }
+  const i = ids.indexOf(eosTokenId);
+  return i < 0 ? 0 : i;
+}
+
 export class Pipeline {
-  readonly tokenizer: WordTokenizer;
+  /** tiny-flux's word tokenizer (null for a FLUX.1 directory: `clipTokenizer` / `t5Tokenizer`) */
+  readonly tokenizer: WordTokenizer | null;
+  /** FLUX.1: CLIP's tokenizer (tokenizer/) and T5's (tokenizer_2/) from the directory's tokenizer.json */
+  readonly clipTokenizer: HfTokenizer | null = null;
+  readonly t5Tokenizer: HfTokenizer | null = null;
+  /** CLIP's token count (tokenizer model_max_length, 77) */
+  readonly clipTokens: number = 0;
+  /** FLUX.1: the transformer has a guidance embedding (dev; schnell has none) */
+  readonly guidanceEmbeds: boolean = false;
+  /** the directory's component configs the plans are compiled with (FLUX.1) */
+  private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
   readonly scheduler: FlowMatchSchedulerConfig;
   readonly vaeScale: number;
   readonly latentChannels: number;
@@ -213,24 +267,44 @@ export class Pipeline {
   /** channels of the decoded image (VAE config out_channels) */
   readonly vaeOutChannels: number;
   private readonly runners = new Map<string, Runner>();
-  private readonly weights = new Map<Component, SafetensorsFile>();
+  private readonly weights = new Map<Component, ComponentWeights>();
   private readonly shippedPlans = new Map<Component, Plan | null>();
 
   constructor(
     readonly name: string,
     readonly dir: string,
     private readonly options: PipelineOptions,
+    readonly family: PipelineFamily = TINY_FLUX_FAMILY,
   ) {
-    this.tokenizer = WordTokenizer.fromDir(path.join(dir, 'tokenizer'));
     this.scheduler = loadSchedulerConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
-    const vae = readJson(path.join(dir, 'vae', 'config.json'));
-    this.vaeScale = 2 ** ((vae.block_out_channels as number[]).length - 1);
-    this.latentChannels = (vae.latent_channels as number) ?? 4;
-    this.scalingFactor = (vae.scaling_factor as number) ?? 1;
-    this.shiftFactor = (vae.shift_factor as number | null) ?? 0;
-    this.textTokens = this.tokenizer.maxLength;
-    this.vaeTiling = vaeTilingConfig(vae, path.join(dir, 'vae', 'config.json'));
-    this.vaeOutChannels = (vae.out_channels as number) ?? 3;
+    const vaeFile = path.join(dir, 'vae', 'config.json');
+    const vae = readJson(vaeFile);
+    const boc = vae.block_out_channels;
+    if (!Array.isArray(boc) || boc.length < 1 || !boc.every((c) => Number.isInteger(c) && c > 0)) {
+      throw new UserError(`${vaeFile}: field "block_out_channels" must be a non-empty list of positive integers, got ${JSON.stringify(boc)}`);
+    }
+    this.vaeScale = 2 ** (boc.length - 1);
+    this.latentChannels = configNumber(vae, 'latent_channels', vaeFile, { int: true, min: 1, fallback: 4 });
+    this.scalingFactor = configNumber(vae, 'scaling_factor', vaeFile, { fallback: 1 });
+    this.shiftFactor = vae.shift_factor === null ? 0 : configNumber(vae, 'shift_factor', vaeFile, { fallback: 0 });
+    this.vaeTiling = vaeTilingConfig(vae, vaeFile);
+    this.vaeOutChannels = configNumber(vae, 'out_channels', vaeFile, { int: true, min: 1, fallback: 3 });
+    for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
+    if (family.text === 'tiny') {
+      this.tokenizer = WordTokenizer.fromDir(path.join(dir, 'tokenizer'));
+      this.textTokens = this.tokenizer.maxLength;
+    } else {
+      this.tokenizer = null;
+      this.clipTokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
+      this.t5Tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer_2'));
+      // FluxPipeline: tokenizer_max_length = tokenizer.model_max_length (77)
+      this.clipTokens = this.clipTokenizer.modelMaxLength ?? 77;
+      this.textTokens = FLUX_MAX_SEQUENCE_LENGTH;
+      const tf = this.configs.transformer!;
+      const g = tf.guidance_embeds;
+      if (typeof g !== 'boolean') throw new UserError(`${path.join(dir, 'transformer', 'config.json')}: field "guidance_embeds" must be true or false, got ${JSON.stringify(g)}`);
+      this.guidanceEmbeds = g;
+    }
   }
 
   /** Validates height/width (positive multiples of vaeScale * 2) and returns the latent geometry. */
@@ -247,13 +321,31 @@ export class Pipeline {
     return latentGeometry(height, width, this.vaeScale, this.latentChannels);
   }
 
-  private async weightsOf(component: Component): Promise<SafetensorsFile> {
+  private async weightsOf(component: Component): Promise<ComponentWeights> {
     let f = this.weights.get(component);
     if (!f) {
-      f = await openSafetensors(path.join(this.dir, COMPONENT_WEIGHTS[component]));
+      try {
+        f = await ComponentWeights.open(path.join(this.dir, component));
+      } catch (e) {
+        throw new UserError((e as Error).message);
+      }
       this.weights.set(component, f);
     }
     return f;
+  }
+
+  /** The compile request for a component at these dims (the plan provider's third argument). */
+  planRequest(component: Component, d: PlanDims): PlanRequest {
+    const cfg = this.configs[component];
+    return { model: this.name, dims: componentDims(component, d), ...(cfg ? { config: cfg } : {}) };
+  }
+
+  /** a plan built from this directory's config: every config key the plan records agrees */
+  private configMatches(component: Component, p: Plan): boolean {
+    const cfg = this.configs[component];
+    if (!cfg) return true;
+    const planCfg = (p as { config?: Record<string, unknown> }).config ?? {};
+    return Object.entries(planCfg).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
   }
 
   private shippedPlan(component: Component): Plan | null {
@@ -268,6 +360,8 @@ export class Pipeline {
     const g = latentGeometry(d.height, d.width, this.vaeScale, this.latentChannels);
     switch (component) {
       case 'text_encoder':
+        return [d.batch, d.clipTokens ?? d.textTokens];
+      case 'text_encoder_2':
         return [d.batch, d.textTokens];
       case 'transformer':
         return [d.batch, g.tokens, g.packedChannels];
@@ -280,12 +374,16 @@ export class Pipeline {
   private async planFor(component: Component, dims: PlanDims): Promise<Plan> {
     const want = this.expectedKeyShape(component, dims);
     const fits = (p: Plan | null | undefined): p is Plan =>
-      !!p && p.component === component && shapeKey(p.inputs.find((i) => i.name === KEY_INPUT[component])?.shape ?? []) === shapeKey(want);
+      !!p &&
+      p.component === component &&
+      shapeKey(p.inputs.find((i) => i.name === KEY_INPUT[component])?.shape ?? []) === shapeKey(want) &&
+      (component !== 'transformer' || shapeKey(p.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape.slice(0, 2) ?? []) === shapeKey([dims.batch, dims.textTokens])) &&
+      this.configMatches(component, p);
     for (const given of [this.options.plans?.[component]].flat()) if (fits(given)) return given;
     const shipped = this.shippedPlan(component);
     if (fits(shipped)) return shipped;
     if (this.options.planProvider) {
-      const p = await this.options.planProvider(component, dims);
+      const p = await this.options.planProvider(component, dims, this.planRequest(component, dims));
       if (!fits(p)) throw new Error(`the plan provider returned a ${component} plan whose ${KEY_INPUT[component]} is not [${want.join(', ')}]`);
       return p;
     }
@@ -309,12 +407,24 @@ export class Pipeline {
     const file = await this.weightsOf(component);
     const native = getNative();
     const exec = new native.Executor(JSON.stringify(plan), this.options.threads ? { threads: this.options.threads } : {});
+    const used = new Set(plan.weights.map((w) => w.name));
+    const unexpected = file.names().filter((n) => !used.has(n) && !unreadOk(component, n));
+    if (unexpected.length) {
+      const list = unexpected.length > 6 ? `${unexpected.slice(0, 6).join(', ')}, ... (${unexpected.length} tensors)` : unexpected.join(', ');
+      throw new UserError(`${file.path}: unexpected tensor${unexpected.length > 1 ? 's' : ''} ${list} (in ${file.fileOf(unexpected[0]!)}): the ${component} model file does not read ${unexpected.length > 1 ? 'them' : 'it'}; is the config.json beside it the checkpoint's own?`);
+    }
     for (const w of plan.weights) {
       if (!file.has(w.name)) {
-        throw new Error(`${file.path}: missing weight "${w.name}" (the ${component} plan expects shape [${w.shape.join(', ')}])`);
+        throw new UserError(`${file.path}: missing weight "${w.name}" (the ${component} plan expects shape [${w.shape.join(', ')}])`);
       }
       // a tensor-parallel shard (w.slice) is cut from the full checkpoint tensor
-      exec.bindWeight(w.name, planWeightData(w, file.tensor(w.name), `${file.path} (${component} plan)`));
+      let data: Float32Array;
+      try {
+        data = planWeightData(w, file.tensor(w.name), `${file.fileOf(w.name)} (${component} plan)`);
+      } catch (e) {
+        throw new UserError((e as Error).message);
+      }
+      exec.bindWeight(w.name, data);
     }
     r = { plan, exec };
     this.runners.set(key, r);
@@ -344,21 +454,17 @@ export class Pipeline {
     return out;
   }
 
-  private dims(batch: number, height: number, width: number): PlanDims {
-    return { batch, height, width, textTokens: this.textTokens };
+  private dims(batch: number, height: number, width: number, textTokens = this.textTokens): PlanDims {
+    return { batch, height, width, textTokens, ...(this.family.text === 'clip_t5' ? { clipTokens: this.clipTokens } : {}) };
   }
 
   /** Text encoder: prompts -> encoder_hidden_states [B, T, D] and pooled_projections [B, Dp]. */
-  async encodePrompt(prompts: string[], height = 32, width = 32, encoder?: TextEncoderRun): Promise<{
-    encoderHiddenStates: Float32Array;
-    pooledProjections: Float32Array;
-    inputIds: number[][];
-    unknownWords: string[];
-    tokenizeMs: number;
-  }> {
+  async encodePrompt(prompts: string[], height = 32, width = 32, encoder?: TextEncoderRun, textTokens = this.textTokens): Promise<EncodedPrompt> {
+    if (this.family.text === 'clip_t5') return this.encodeClipT5(prompts, height, width, textTokens);
     const B = prompts.length;
     const tTok = performance.now();
-    const enc = prompts.map((p) => this.tokenizer.encode(p));
+    const tokenizer = this.tokenizer!;
+    const enc = prompts.map((p) => tokenizer.encode(p));
     const tokenizeMs = performance.now() - tTok;
     const T = this.textTokens;
     const ids = new Float32Array(B * T);
@@ -383,6 +489,44 @@ export class Pipeline {
     };
   }
 
+  /**
+   * FluxPipeline.encode_prompt: CLIP (77 tokens, pooled output at the EOS token) -> pooled_projections, T5
+   * (`textTokens` = max_sequence_length) -> encoder_hidden_states. No attention masks: FluxPipeline passes
+   * none to either encoder.
+   */
+  private async encodeClipT5(prompts: string[], height: number, width: number, textTokens: number): Promise<EncodedPrompt> {
+    const B = prompts.length;
+    const tTok = performance.now();
+    const clip = prompts.map((p) => this.clipTokenizer!.encode(p, this.clipTokens));
+    const t5 = prompts.map((p) => this.t5Tokenizer!.encode(p, textTokens));
+    const tokenizeMs = performance.now() - tTok;
+    const L = this.clipTokens;
+    const clipIds = new Float32Array(B * L);
+    const poolMask = new Float32Array(B * L);
+    const eos = configNumber(this.configs.text_encoder!, 'eos_token_id', path.join(this.dir, 'text_encoder', 'config.json'), { int: true, min: 0 });
+    clip.forEach((e, b) => {
+      clipIds.set(e.ids, b * L);
+      poolMask[b * L + clipPoolIndex(e.ids, eos)] = 1;
+    });
+    const t5Ids = new Float32Array(B * textTokens);
+    t5.forEach((e, b) => t5Ids.set(e.ids, b * textTokens));
+    const d = this.dims(B, height, width, textTokens);
+    const rc = await this.runner('text_encoder', d);
+    Pipeline.setInputs(rc, { input_ids: clipIds, pool_mask: poolMask });
+    await Pipeline.forward(rc);
+    const rt = await this.runner('text_encoder_2', d);
+    Pipeline.setInputs(rt, { input_ids: t5Ids });
+    await Pipeline.forward(rt);
+    return {
+      encoderHiddenStates: Pipeline.output(rt, 'last_hidden_state'),
+      pooledProjections: Pipeline.output(rc, 'pooler_output'),
+      inputIds: t5.map((e) => e.ids),
+      clipInputIds: clip.map((e) => e.ids),
+      unknownWords: [],
+      tokenizeMs,
+    };
+  }
+
   /** One transformer forward (velocity). `timestep` is the model input (t / 1000), one per batch item. */
   async transformer(inputs: {
     hiddenStates: Float32Array;
@@ -392,17 +536,24 @@ export class Pipeline {
     batch: number;
     height: number;
     width: number;
+    /** text tokens (default: the pipeline's) */
+    textTokens?: number;
+    /** FLUX.1-dev's distilled guidance, one per batch item (when the transformer has guidance_embeds) */
+    guidance?: Float32Array;
   }): Promise<Float32Array> {
     const g = this.geometry(inputs.height, inputs.width);
-    const r = await this.runner('transformer', this.dims(inputs.batch, inputs.height, inputs.width));
-    Pipeline.setInputs(r, {
+    const T = inputs.textTokens ?? this.textTokens;
+    const r = await this.runner('transformer', this.dims(inputs.batch, inputs.height, inputs.width, T));
+    const ins: Record<string, Float32Array> = {
       hidden_states: inputs.hiddenStates,
       encoder_hidden_states: inputs.encoderHiddenStates,
       pooled_projections: inputs.pooledProjections,
       timestep: inputs.timestep,
       img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2),
-      txt_ids: textIds(this.textTokens),
-    });
+      txt_ids: textIds(T),
+    };
+    if (inputs.guidance) ins.guidance = inputs.guidance;
+    Pipeline.setInputs(r, ins);
     if (this.cacheSession) await this.cacheSession.forward(r.plan, r.exec);
     else await Pipeline.forward(r);
     return Pipeline.output(r, 'output');
@@ -475,8 +626,20 @@ export class Pipeline {
     const t0 = performance.now();
     const steps = opts.steps ?? 28;
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
-    const height = opts.height ?? 32;
-    const width = opts.width ?? 32;
+    const flux1 = this.family.text === 'clip_t5';
+    // FluxPipeline's default size: default_sample_size (128) x vae_scale_factor
+    const height = opts.height ?? (flux1 ? 128 * this.vaeScale : 32);
+    const width = opts.width ?? (flux1 ? 128 * this.vaeScale : 32);
+    const textTokens = opts.maxSequenceLength ?? this.textTokens;
+    if (flux1 && (!Number.isInteger(textTokens) || textTokens < 1 || textTokens > FLUX_MAX_SEQUENCE_LENGTH)) {
+      throw new UserError(`--max-sequence-length must be an integer in 1..${FLUX_MAX_SEQUENCE_LENGTH} (FluxPipeline's limit), got ${opts.maxSequenceLength}`);
+    }
+    if (!flux1 && opts.maxSequenceLength !== undefined && opts.maxSequenceLength !== this.textTokens) {
+      throw new UserError(`--max-sequence-length: ${this.name} encodes exactly ${this.textTokens} text tokens, got ${opts.maxSequenceLength}`);
+    }
+    if (!flux1 && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.name} takes the CFG scale as --guidance-scale`);
+    const guidanceScale = flux1 ? (opts.guidanceScale ?? 3.5) : 0;
+    if (!Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
     const g = this.geometry(height, width);
     const batch = opts.batch ?? 1;
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
@@ -492,8 +655,9 @@ export class Pipeline {
 
     // setup: executors for these shapes (first call only), timed separately
     const ts = performance.now();
-    const dims = this.dims(batch, height, width);
+    const dims = this.dims(batch, height, width, textTokens);
     await this.runner('text_encoder', dims);
+    if (flux1) await this.runner('text_encoder_2', dims);
     await this.runner('transformer', dims);
     // a tiled decode never runs the full-size VAE plan (diffusers' tiled_decode): one executor per tile size
     const grid = opts.vaeTiling ? this.vaeTileGrid(height, width) : null;
@@ -502,13 +666,15 @@ export class Pipeline {
 
     const prompts = new Array<string>(batch).fill(opts.prompt);
     const tTe = performance.now();
-    const text = await this.encodePrompt(prompts, height, width);
+    const text = await this.encodePrompt(prompts, height, width, undefined, textTokens);
     const tokenize = text.tokenizeMs;
     const textEncoder = performance.now() - tTe - tokenize;
 
-    const cfgScale = trueCfgScale(opts);
+    const cfgScale = trueCfgScale(opts, this.family);
     const doCfg = cfgScale !== null;
-    const negText = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt!), height, width) : null;
+    const negText = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt!), height, width, undefined, textTokens) : null;
+    // FluxPipeline: guidance = full([1], guidance_scale).expand(batch) when the transformer embeds it
+    const guidance = flux1 && this.guidanceEmbeds ? new Float32Array(batch).fill(guidanceScale) : undefined;
     this.cacheSession = opts.cache ? new TransformerCacheSession(getNative(), opts.cache, { steps, separateCfg: doCfg }) : null;
     if (this.cacheSession) {
       const tr = await this.runner('transformer', dims);
@@ -533,7 +699,7 @@ export class Pipeline {
       neg: negText,
       cfgScale: cfgScale ?? 1,
       velocity: (t: TextEmbeds, timestep: Float32Array) =>
-        this.transformer({ hiddenStates: x, encoderHiddenStates: t.encoderHiddenStates, pooledProjections: t.pooledProjections, timestep, batch, height, width }),
+        this.transformer({ hiddenStates: x, encoderHiddenStates: t.encoderHiddenStates, pooledProjections: t.pooledProjections, timestep, batch, height, width, textTokens, ...(guidance ? { guidance } : {}) }),
       ...(opts.onStep ? { onStep: opts.onStep } : {}),
     });
     const denoise = performance.now() - tDen;
@@ -587,7 +753,7 @@ export async function loadPipeline(model: string, options: PipelineOptions = {})
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
     throw new UserError(`--threads must be an integer >= 1, got ${options.threads}`);
   }
-  const { name, dir } = resolveModelDir(model);
+  const { name, dir, family } = resolveModelDir(model);
   // the native addon is loaded on the first forward pass (so inputs can be validated without it)
-  return new Pipeline(name, dir, options);
+  return new Pipeline(name, dir, options, family);
 }

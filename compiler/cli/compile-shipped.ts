@@ -1,6 +1,7 @@
 // Compiles every shipped plan into generated/ and renders the kernel library.
 //   tiny-flux: all three components at default dims (plan.json + model.onnx, graph only)
-//   flux1-dev: transformer at 1024x1024 / 512 text tokens (plan.json only: a compile-only check)
+//   flux1-dev: transformer at 1024x1024 / 512 text tokens, CLIP at 77 and T5 at 512 tokens (plan.json only:
+//   a compile-only check, and the kernels a FLUX.1 directory's plans launch)
 //   qwen-image, wan2.1-t2v-1.3b: transformer at small dims (plan.json only) so every fused kernel
 //   their plans launch is in the native library, at any size (kernels are size-generic)
 // `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
@@ -13,7 +14,16 @@ import { runCompile, renderKernels, collectShippedPlans } from './commands.ts';
 export async function compileShipped(outRoot: string): Promise<string[]> {
   const files: string[] = [];
   files.push(...(await runCompile('tiny-flux', { out: outRoot, kernels: false, quiet: true })));
-  files.push(...(await runCompile('flux1-dev', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 1024, width: 1024, textTokens: 512 } } })));
+  files.push(
+    ...(await runCompile('flux1-dev', {
+      out: outRoot,
+      kernels: false,
+      quiet: true,
+      onnx: false,
+      components: ['transformer', 'text_encoder', 'text_encoder_2'],
+      dims: { transformer: { batch: 1, height: 1024, width: 1024, textTokens: 512 }, text_encoder: { batch: 1, textTokens: 77 }, text_encoder_2: { batch: 1, textTokens: 512 } },
+    })),
+  );
   files.push(...(await runCompile('qwen-image', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 256, width: 256, textTokens: 32 } } })));
   files.push(...(await runCompile('wan2.1-t2v-1.3b', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, frames: 5, height: 128, width: 128, textTokens: 32 } } })));
   const plans = collectShippedPlans(outRoot);

@@ -1,5 +1,6 @@
 // Static checks of a model file with ts-morph: a model file may import only from compiler/dsl
-// (relative imports of other model files are allowed too: they are checked the same way).
+// (relative imports of other model files, siblings or anywhere under models/, are allowed too: they are
+// checked the same way).
 import path from 'node:path';
 import { Project } from 'ts-morph';
 import { REPO_ROOT } from './trace.ts';
@@ -10,6 +11,7 @@ export interface ModelFileIssue {
 }
 
 const DSL_DIR = path.join(REPO_ROOT, 'compiler', 'dsl');
+const MODELS_DIR = path.join(REPO_ROOT, 'models');
 let project: Project | undefined;
 const cache = new Map<string, ModelFileIssue[]>();
 
@@ -31,7 +33,8 @@ export function checkModelFile(file: string): ModelFileIssue[] {
     }
     const target = path.resolve(path.dirname(abs), spec);
     const inDsl = target === DSL_DIR || target.startsWith(DSL_DIR + path.sep);
-    const sibling = path.dirname(target) === path.dirname(abs) && !spec.includes('..');
+    // another model file: a sibling, or any file under models/ from a model file under models/
+    const sibling = (path.dirname(target) === path.dirname(abs) && !spec.includes('..')) || (abs.startsWith(MODELS_DIR + path.sep) && target.startsWith(MODELS_DIR + path.sep));
     if (!inDsl && !sibling) {
       issues.push({ loc, message: `model files may import only from compiler/dsl, not '${spec}': use the DSL (import { ... } from '../compiler/dsl/index.ts')` });
     }

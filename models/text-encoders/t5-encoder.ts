@@ -1,0 +1,80 @@
+// transformers T5EncoderModel (FLUX.1's `text_encoder_2`, T5 v1.1): shared embedding, pre-norm blocks of
+// unscaled self-attention with the relative position bias of block 0 (reused by every block), gated-GELU
+// feed-forward, T5LayerNorm (RMSNorm with weight), final norm. FluxPipeline passes no attention mask: padding
+// tokens are attended like any other.
+import { attention, component, DslError, invalidDim, t5PositionBias, type Module, type Tensor } from '../../compiler/dsl/index.ts';
+
+/** T5Config keys the encoder reads */
+export interface T5EncoderConfig {
+  vocab_size: number;
+  d_model: number;
+  d_kv: number;
+  d_ff: number;
+  num_layers: number;
+  num_heads: number;
+  relative_attention_num_buckets: number;
+  relative_attention_max_distance: number;
+  feed_forward_proj: string;
+  layer_norm_epsilon: number;
+  [key: string]: unknown;
+}
+
+function feedForward(m: Module, x: Tensor, c: T5EncoderConfig): Tensor {
+  const ff = m.scope('DenseReluDense');
+  // gated-gelu: gelu_new(wi_0 x) * wi_1 x (T5DenseGatedActDense)
+  const h = ff.linear('wi_0', x, c.d_ff, { bias: false, act: 'gelu_tanh' }).mul(ff.linear('wi_1', x, c.d_ff, { bias: false }));
+  return ff.linear('wo', h, c.d_model, { bias: false });
+}
+
+export const t5Encoder = component<T5EncoderConfig>({
+  component: 'text_encoder_2',
+  className: 'T5EncoderModel',
+  // google/t5-v1_1-xxl (black-forest-labs/FLUX.1-dev text_encoder_2/config.json)
+  config: {
+    vocab_size: 32128,
+    d_model: 4096,
+    d_kv: 64,
+    d_ff: 10240,
+    num_layers: 24,
+    num_heads: 64,
+    relative_attention_num_buckets: 32,
+    relative_attention_max_distance: 128,
+    feed_forward_proj: 'gated-gelu',
+    layer_norm_epsilon: 1e-6,
+  },
+  dims: {
+    defaults: { batch: 1, textTokens: 512 },
+    resolve(_c, d) {
+      if (d.textTokens! < 1) invalidDim('textTokens', d.textTokens!, 'must be at least 1');
+      return { dims: { B: d.batch!, textTokens: d.textTokens! }, tag: `b${d.batch}-t${d.textTokens}` };
+    },
+  },
+  inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!] }),
+  forward(b, x, c) {
+    if (c.feed_forward_proj !== 'gated-gelu') {
+      throw new DslError(`T5EncoderModel: feed_forward_proj '${c.feed_forward_proj}' is not supported (supported: gated-gelu, the T5 v1.1 / UMT5 encoders)`);
+    }
+    const T = x.input_ids!.dim(1);
+    const inner = c.num_heads * c.d_kv;
+    const eps = c.layer_norm_epsilon;
+    let h = b.embedding('shared', x.input_ids!, { num: c.vocab_size, dim: c.d_model });
+    const enc = b.scope('encoder');
+    const table = enc.param('block.0.layer.0.SelfAttention.relative_attention_bias.weight', [c.relative_attention_num_buckets, c.num_heads]);
+    const bias = t5PositionBias(table, { queries: T, keys: T, numBuckets: c.relative_attention_num_buckets, maxDistance: c.relative_attention_max_distance, bidirectional: true });
+    for (let i = 0; i < c.num_layers; i++) {
+      const blk = enc.scope(`block.${i}`);
+      const sa = blk.scope('layer.0');
+      const a = sa.scope('SelfAttention');
+      const n = sa.rmsNorm('layer_norm', h, { eps });
+      const o = attention(a.linear('q', n, inner, { bias: false }), a.linear('k', n, inner, { bias: false }), a.linear('v', n, inner, { bias: false }), {
+        heads: c.num_heads,
+        scale: 1,
+        bias,
+      });
+      h = h.add(a.linear('o', o, c.d_model, { bias: false }));
+      const f = blk.scope('layer.1');
+      h = h.add(feedForward(f, f.rmsNorm('layer_norm', h, { eps }), c));
+    }
+    return { last_hidden_state: enc.rmsNorm('final_layer_norm', h, { eps }) };
+  },
+});

@@ -1,0 +1,110 @@
+// A model directory as diffusers lays it out: `model_index.json` names the pipeline class and its
+// components; each component folder holds its `config.json` (or `scheduler_config.json`) and weights.
+// This file maps the pipeline class to the family the runtime runs it as, and reads the configs
+// (every error names the file and the field).
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Component } from './plan.ts';
+
+/** An error caused by the user's input (bad flag value, bad file): the CLI prints only its message. */
+export class UserError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UserError';
+  }
+}
+
+/** How the runtime runs a pipeline class. */
+export interface PipelineFamily {
+  /** diffusers pipeline class (model_index.json `_class_name`) */
+  pipelineClass: string;
+  /** registered compiler model whose components the plans come from */
+  planModel: string;
+  /** components whose config.json from the directory overrides the model file's defaults */
+  dirConfigs: readonly Component[];
+  /** the text stack: the tiny model's word tokenizer + encoder, or FluxPipeline's CLIP (pooled) + T5 */
+  text: 'tiny' | 'clip_t5';
+  /** the components model_index.json must name, with the classes we run */
+  components: Partial<Record<string, readonly string[]>>;
+}
+
+export const TINY_FLUX_FAMILY: PipelineFamily = {
+  pipelineClass: 'FluxPipeline',
+  planModel: 'tiny-flux',
+  dirConfigs: [],
+  text: 'tiny',
+  components: {},
+};
+
+/** diffusers FluxPipeline (FLUX.1-dev / -schnell and their fine-tunes) */
+export const FLUX1_FAMILY: PipelineFamily = {
+  pipelineClass: 'FluxPipeline',
+  planModel: 'flux1-dev',
+  dirConfigs: ['transformer', 'text_encoder', 'text_encoder_2', 'vae'],
+  text: 'clip_t5',
+  components: {
+    transformer: ['FluxTransformer2DModel'],
+    text_encoder: ['CLIPTextModel'],
+    text_encoder_2: ['T5EncoderModel'],
+    tokenizer: ['CLIPTokenizer', 'CLIPTokenizerFast'],
+    tokenizer_2: ['T5TokenizerFast', 'T5Tokenizer'],
+    vae: ['AutoencoderKL'],
+    scheduler: ['FlowMatchEulerDiscreteScheduler'],
+  },
+};
+
+const FAMILIES = [FLUX1_FAMILY];
+
+export function readJson(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${file}: expected a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+/** the family of a directory, from its model_index.json (checked component by component) */
+export function familyOf(dir: string): PipelineFamily {
+  const file = path.join(dir, 'model_index.json');
+  const idx = readJson(file);
+  const te = idx.text_encoder as unknown;
+  if (Array.isArray(te) && te[0] === 'tiny_flux') return TINY_FLUX_FAMILY;
+  const cls = idx._class_name;
+  const fam = FAMILIES.find((f) => f.pipelineClass === cls);
+  if (!fam) throw new UserError(`${file}: _class_name ${JSON.stringify(cls)} is not a supported pipeline (supported: ${FAMILIES.map((f) => f.pipelineClass).join(', ')})`);
+  for (const [comp, classes] of Object.entries(fam.components)) {
+    const entry = idx[comp];
+    if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[1] !== 'string') {
+      throw new UserError(`${file}: field "${comp}" must be [library, class] naming one of ${classes!.join(', ')}, got ${JSON.stringify(entry)}`);
+    }
+    if (!classes!.includes(entry[1])) throw new UserError(`${file}: ${comp} class ${entry[1]} is not supported by ${fam.pipelineClass} here (supported: ${classes!.join(', ')})`);
+    if (!fs.existsSync(path.join(dir, comp))) throw new UserError(`${dir}: model_index.json names the component "${comp}" but the folder ${comp}/ is missing`);
+  }
+  return fam;
+}
+
+/** A component's config.json with the bookkeeping keys (`_class_name`, ...) removed. */
+export function componentConfig(dir: string, component: string): Record<string, unknown> {
+  const raw = readJson(path.join(dir, component, 'config.json'));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw)) if (!k.startsWith('_')) out[k] = v;
+  return out;
+}
+
+/** a config field that must be a number (integer when `int`), named with its file when it is not */
+export function configNumber(cfg: Record<string, unknown>, key: string, file: string, o: { int?: boolean; min?: number; fallback?: number } = {}): number {
+  const v = cfg[key] ?? o.fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || (o.int && !Number.isInteger(v)) || (o.min !== undefined && v < o.min)) {
+    throw new UserError(`${file}: field "${key}" must be ${o.int ? 'an integer' : 'a number'}${o.min !== undefined ? ` >= ${o.min}` : ''}, got ${JSON.stringify(cfg[key])}`);
+  }
+  return v;
+}

@@ -113,6 +113,23 @@ export function compilePlan(model: string, opts: CompileOptions): Plan {
   return compileDetailed(model, opts).plan;
 }
 
+/** The runtime's compile request (runtime/pipeline.ts PlanRequest): model, dims and the directory's config. */
+export interface PlanRequestLike {
+  model: string;
+  dims: Record<string, number>;
+  config?: Record<string, unknown>;
+}
+
+/** compile options of a runtime request: the directory config reduced to what the model file reads */
+export function requestOptions(component: PlanComponent, req: PlanRequestLike): CompileOptions {
+  return { component, dims: req.dims, ...(req.config ? { config: directoryConfig(req.model, component, req.config) } : {}) };
+}
+
+/** compilePlan for a runtime request (the CLI's and the tests' plan provider) */
+export function compileRequest(component: PlanComponent, req: PlanRequestLike): Plan {
+  return compilePlan(req.model, requestOptions(component, req));
+}
+
 /**
  * Per-rank plans of a parallel lowering (index = rank; docs/architecture.md §3c): Ulysses
  * (`ulysses_size`, `ulysses_anything`, `ulysses_float8`, `ulysses_async`), ring (`ring_size`) and USP

@@ -307,6 +307,12 @@ export class Pipeline {
     }
   }
 
+  /** the pipeline's default image size (FluxPipeline: default_sample_size 128 x vae_scale_factor; tiny-flux 32) */
+  defaultSize(): { height: number; width: number } {
+    const s = this.family.text === 'clip_t5' ? 128 * this.vaeScale : 32;
+    return { height: s, width: s };
+  }
+
   /** Validates height/width (positive multiples of vaeScale * 2) and returns the latent geometry. */
   geometry(height: number, width: number): LatentGeometry {
     const mult = this.vaeScale * 2;
@@ -315,7 +321,7 @@ export class Pipeline {
       ['width', width],
     ] as const) {
       if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) {
-        throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 packing), e.g. 32 or 64; got ${v}`);
+        throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 packing), e.g. ${mult * 4} or ${mult * 8}; got ${v}`);
       }
     }
     return latentGeometry(height, width, this.vaeScale, this.latentChannels);
@@ -628,8 +634,8 @@ export class Pipeline {
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
     const flux1 = this.family.text === 'clip_t5';
     // FluxPipeline's default size: default_sample_size (128) x vae_scale_factor
-    const height = opts.height ?? (flux1 ? 128 * this.vaeScale : 32);
-    const width = opts.width ?? (flux1 ? 128 * this.vaeScale : 32);
+    const height = opts.height ?? this.defaultSize().height;
+    const width = opts.width ?? this.defaultSize().width;
     const textTokens = opts.maxSequenceLength ?? this.textTokens;
     if (flux1 && (!Number.isInteger(textTokens) || textTokens < 1 || textTokens > FLUX_MAX_SEQUENCE_LENGTH)) {
       throw new UserError(`--max-sequence-length must be an integer in 1..${FLUX_MAX_SEQUENCE_LENGTH} (FluxPipeline's limit), got ${opts.maxSequenceLength}`);

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Component, Plan } from '../../runtime/plan.ts';
-import type { PlanDims, GenerateResult } from '../../runtime/pipeline.ts';
+import type { PlanDims, PlanRequest, GenerateResult } from '../../runtime/pipeline.ts';
 import type { CacheCliFlags } from '../../runtime/cache/config.ts';
 
 const DEBUG = process.env.DITFORGE_DEBUG === '1';
@@ -48,23 +48,16 @@ function intOption(flag: string, min: number, what = `an integer >= ${min}`) {
   };
 }
 
-function sizeOption(flag: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isSafeInteger(n) || n <= 0 || n % 8 !== 0) {
-      throw new InvalidArgumentError(`${flag} must be a positive multiple of 8 (the VAE scale 4 x 2x2 packing), e.g. 32 or 64; got "${v}"`);
-    }
-    return n;
-  };
-}
 
 interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   model: string;
   prompt: string;
   steps: number;
   seed: number;
-  height: number;
-  width: number;
+  height?: number;
+  width?: number;
+  trueCfgScale?: number;
+  maxSequenceLength?: number;
   latents?: string;
   saveLatents?: string;
   out: string;
@@ -178,10 +171,12 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const { writePng } = await import('../../runtime/image.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
 
-  let model: { name: string; dir: string };
+  let model: ReturnType<typeof resolveModelDir>;
   try {
     model = resolveModelDir(flags.model);
-  } catch {
+  } catch (e) {
+    // a directory whose model_index.json is broken or names another pipeline: that file's own error
+    if (!(e instanceof Error) || !e.message.startsWith('unknown model')) throw e;
     const known = await knownModels();
     const runnable = known.filter((m) => (SHIPPED_MODELS as readonly string[]).includes(m));
     throw new CliError(
@@ -189,18 +184,25 @@ async function generate(flags: GenerateFlags): Promise<void> {
     );
   }
 
-  const planProvider = async (component: Component, dims: PlanDims): Promise<Plan> => {
+  const planProvider = async (component: Component, dims: PlanDims, req: PlanRequest): Promise<Plan> => {
     if (!flags.json) process.stderr.write(`compiling a ${component} plan for batch ${dims.batch}, ${dims.height}x${dims.width} ...\n`);
-    const { compilePlan } = await importCompiler();
-    return compilePlan(model.name, { component, dims: componentDims(component, dims) });
+    const { compileRequest } = await importCompiler();
+    return compileRequest(component, req);
   };
   const pipe = await loadPipeline(model.dir, { threads: flags.threads, planProvider });
-  const g = pipe.geometry(flags.height, flags.width);
+  const size = pipe.defaultSize();
+  const height = flags.height ?? size.height;
+  const width = flags.width ?? size.width;
+  const g = pipe.geometry(height, width);
+  const tiny = model.family.text === 'tiny';
+  if (!tiny && (flags.world > 1 || flags.parallel)) {
+    throw new CliError(`--world / --parallel: multi-rank generate runs tiny-flux only so far; run ${flags.model} on one rank`);
+  }
 
   let latents: Float32Array | undefined;
   let batch = 1;
   if (flags.latents) {
-    const l = await readLatentsFile(flags.latents, flags.height, flags.width, g.tokens, g.packedChannels);
+    const l = await readLatentsFile(flags.latents, height, width, g.tokens, g.packedChannels);
     latents = l.data;
     batch = l.batch;
   }
@@ -216,8 +218,10 @@ async function generate(flags: GenerateFlags): Promise<void> {
     bar.start(flags.steps, 0, { ms: '-' });
   }
   const cache = await cacheFromFlags(flags);
-  if (flags.guidanceScale !== undefined && flags.guidanceScale > 1 && flags.negativePrompt === undefined) {
-    throw new CliError('--guidance-scale > 1 needs --negative-prompt (true CFG)');
+  // tiny-flux: --guidance-scale is the true CFG scale; FLUX.1: --true-cfg-scale is (--guidance-scale: the guidance embedding)
+  const cfgScale = tiny ? flags.guidanceScale : flags.trueCfgScale;
+  if (cfgScale !== undefined && cfgScale > 1 && flags.negativePrompt === undefined) {
+    throw new CliError(`${tiny ? '--guidance-scale' : '--true-cfg-scale'} > 1 needs --negative-prompt (true CFG)`);
   }
   let result: GenerateResult;
   let parallelInfo: Record<string, unknown> | null = null;
@@ -228,9 +232,11 @@ async function generate(flags: GenerateFlags): Promise<void> {
     seed: flags.seed,
     latents,
     batch,
-    height: flags.height,
-    width: flags.width,
+    height,
+    width,
     ...(cache ? { cache } : {}),
+    ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}),
+    ...(flags.maxSequenceLength !== undefined ? { maxSequenceLength: flags.maxSequenceLength } : {}),
     ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
     ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
   };
@@ -366,8 +372,10 @@ function buildProgram(): Command {
     .requiredOption('--prompt <text>', 'the prompt')
     .option('--steps <n>', 'denoising steps', intOption('--steps', 1), 28)
     .option('--seed <n>', 'noise seed (torch.randn-compatible generator)', intOption('--seed', 0, 'a non-negative integer'), 0)
-    .option('--height <px>', 'image height (multiple of 8)', sizeOption('--height'), 32)
-    .option('--width <px>', 'image width (multiple of 8)', sizeOption('--width'), 32)
+    .addOption(new Option('--height <px>', "image height (a multiple of the VAE scale x 2; default: the pipeline's, tiny-flux 32, FLUX.1 1024)").argParser(intOption('--height', 1, 'a positive integer')))
+    .addOption(new Option('--width <px>', "image width (a multiple of the VAE scale x 2; default: the pipeline's)").argParser(intOption('--width', 1, 'a positive integer')))
+    .addOption(new Option('--true-cfg-scale <x>', 'FLUX.1: true_cfg_scale, true CFG with --negative-prompt when > 1').argParser(floatOption('--true-cfg-scale')))
+    .addOption(new Option('--max-sequence-length <n>', 'FLUX.1: T5 tokens (max_sequence_length, default 512)').argParser(intOption('--max-sequence-length', 1)))
     .option('--latents <file>', 'initial packed latents: safetensors with tensor "latents" [batch, tokens, channels] float32')
     .option('--save-latents <file>', 'write the final packed latents (safetensors, tensor "latents")')
     .option('--out <file>', 'output PNG', 'out.png')
@@ -382,8 +390,8 @@ function buildProgram(): Command {
     .option('--parallel-text', 'TE-P: the text encoder tensor-parallel over all ranks (its heads must divide --world)')
     .option('--parallel-vae', 'VAE-P: tiled decode with tile #c on rank c % world, rank 0 blends, every rank gets the image (implies --vae-tiling)')
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
-    .option('--negative-prompt <text>', 'negative prompt (true CFG with --guidance-scale > 1, FluxPipeline true_cfg_scale)')
-    .option('--guidance-scale <x>', 'true_cfg_scale: noise = neg + scale * (pos - neg), two transformer calls per step', floatOption('--guidance-scale'))
+    .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
+    .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))
     .option('--cache', 'enable DBCache (Cache-DiT flags below; CLI defaults --Fn 1 --Bn 0 --rdt 0.12 --ws 8 --wi 1 --mc -1 --mcc 3)')
     .option('--Fn <n>', 'Fn_compute_blocks', intOption('--Fn', 1))
     .option('--Bn <n>', 'Bn_compute_blocks', intOption('--Bn', 0))

@@ -415,14 +415,19 @@ export class Pipeline {
     const exec = new native.Executor(JSON.stringify(plan), this.options.threads ? { threads: this.options.threads } : {});
     const used = new Set(plan.weights.map((w) => w.name));
     const unexpected = file.names().filter((n) => !used.has(n) && !unreadOk(component, n));
-    if (unexpected.length) {
-      const list = unexpected.length > 6 ? `${unexpected.slice(0, 6).join(', ')}, ... (${unexpected.length} tensors)` : unexpected.join(', ');
-      throw new UserError(`${file.path}: unexpected tensor${unexpected.length > 1 ? 's' : ''} ${list} (in ${file.fileOf(unexpected[0]!)}): the ${component} model file does not read ${unexpected.length > 1 ? 'them' : 'it'}; is the config.json beside it the checkpoint's own?`);
-    }
+    const listed = unexpected.length > 6 ? `${unexpected.slice(0, 6).join(', ')}, ... (${unexpected.length} tensors)` : unexpected.join(', ');
     for (const w of plan.weights) {
       if (!file.has(w.name)) {
-        throw new UserError(`${file.path}: missing weight "${w.name}" (the ${component} plan expects shape [${w.shape.join(', ')}])`);
+        throw new UserError(
+          `${file.path}: missing weight "${w.name}" (the ${component} plan expects shape [${w.shape.join(', ')}])` +
+            (unexpected.length ? `; the checkpoint has tensors the plan does not read: ${listed}` : ''),
+        );
       }
+    }
+    if (unexpected.length) {
+      throw new UserError(`${file.path}: unexpected tensor${unexpected.length > 1 ? 's' : ''} ${listed} (in ${file.fileOf(unexpected[0]!)}): the ${component} model file does not read ${unexpected.length > 1 ? 'them' : 'it'}; is the config.json beside it the checkpoint's own?`);
+    }
+    for (const w of plan.weights) {
       // a tensor-parallel shard (w.slice) is cut from the full checkpoint tensor
       let data: Float32Array;
       try {

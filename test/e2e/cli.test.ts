@@ -76,7 +76,7 @@ describe('ditforge generate', () => {
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--steps', '0']), /--steps must be an integer >= 1, got "0"/);
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--steps', '2.5']), /--steps must be an integer >= 1/);
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--height', '30']), /--height must be a positive multiple of 8/);
-    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--width', '-32']), /--width must be a positive multiple of 8/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--width', '-32']), /--width must be a positive integer, got "-32"/);
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--seed', 'abc']), /--seed must be a non-negative integer/);
   });
 

@@ -57,7 +57,7 @@ describe('dims and config errors', () => {
     expect(compileErr('tiny-flux', { dims: { heigth: 32 } })).toMatch(/unknown dim 'heigth' \(valid dims: batch, height, width, textTokens\)/);
     expect(compileErr('tiny-flux', { component: 'text_encoder', dims: { textTokens: 13 } })).toMatch(/textTokens 13 is not valid: must be at most max_position_embeddings = 12/);
     expect(compileErr('tiny-flux', { config: { num_heads: 3 } })).toMatch(/unknown config key 'num_heads'/);
-    expect(compileErr('flux1-dev', { component: 'vae' })).toMatch(/model 'flux1-dev' has no vae component/);
+    expect(compileErr('flux1-dev', { component: 'controlnet' })).toMatch(/model 'flux1-dev' has no controlnet component/);
   });
   it('rope axes must match the head dim', () => {
     expect(compileErr('tiny-flux', { config: { attention_head_dim: 16 } })).toMatch(/^models\/flux1\.ts:\d+:\d+: per-head RMSNorm|rope: table has head dim 32/);

@@ -188,11 +188,17 @@ function table(rows: string[][]): string {
 }
 
 /** A readable summary: components, block lists, patterns, params, FLOPs per step. */
-export function inspectModel(model: string, opts: { dims?: Record<string, number>; config?: Record<string, unknown> } = {}): string {
+export function inspectModel(
+  model: string,
+  opts: { dims?: Record<string, number>; config?: Record<string, unknown>; configs?: Partial<Record<PlanComponent, Record<string, unknown>>> } = {},
+): string {
   const def = getModel(model);
   const out: string[] = [`model ${model}`];
   for (const comp of Object.keys(def.components) as CompileOptions['component'][]) {
-    const t = traceComponent(def, comp, comp === 'transformer' ? opts : {});
+    // `dims` / `config`: the transformer's; `configs`: per component (a directory's config.json files)
+    const own = opts.configs?.[comp];
+    const base = comp === 'transformer' ? { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) } : {};
+    const t = traceComponent(def, comp, { ...base, ...(own ? { config: own } : {}) });
     const g = t.graph;
     out.push('', `${comp} (${t.className}) ${t.tag}  dims ${JSON.stringify(t.dims)}`);
     out.push(`  params ${fmtNum(paramCount(g))}  flops/forward ${fmtNum(graphFlops(g))}`);

@@ -1,9 +1,11 @@
 // CLI pieces of the compiler: `ditforge compile` and `ditforge inspect`.
 import fs from 'node:fs';
 import path from 'node:path';
+import { componentConfig, readJson } from '../../runtime/model-dir.ts';
+import { resolveModelDir } from '../../runtime/pipeline.ts';
 import { pathToFileURL } from 'node:url';
 import type { Component, Plan } from '../../runtime/plan.ts';
-import { compilePlan, exportOnnx, inspectModel, listModels, registerModel } from '../index.ts';
+import { compilePlan, directoryConfig, exportOnnx, inspectModel, listModels, registerModel } from '../index.ts';
 import type { ModelDefinition } from '../dsl/index.ts';
 import { getModel } from '../registry.ts';
 import { compileCudaSources, DEFAULT_CUDA_ARCHS } from '../toolchain/nvcc.ts';
@@ -135,6 +137,11 @@ export async function runCompile(model: string, opts: CompileCommandOptions = {}
 }
 
 export async function runInspect(model: string, opts: { dims?: Record<string, number>; config?: Record<string, unknown> } = {}): Promise<string> {
+  if (fs.existsSync(path.join(model, 'model_index.json'))) {
+    const text = inspectDirectory(model);
+    process.stdout.write(`${text}\n`);
+    return text;
+  }
   const name = await resolveModel(model);
   const text = inspectModel(name, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
   process.stdout.write(`${text}\n`);
@@ -142,3 +149,19 @@ export async function runInspect(model: string, opts: { dims?: Record<string, nu
 }
 
 export { listModels };
+
+/**
+ * A diffusers directory: what model_index.json names (component, library, class), then each component
+ * the family compiles, traced with the directory's own config.json (parameters, FLOPs per forward).
+ */
+function inspectDirectory(dir: string): string {
+  const { name, family } = resolveModelDir(dir);
+  const idx = readJson(path.join(dir, 'model_index.json'));
+  const rows = Object.entries(idx)
+    .filter(([k, v]) => !k.startsWith('_') && Array.isArray(v))
+    .map(([k, v]) => `  ${k.padEnd(16)} ${(v as string[]).join('.')}`);
+  const configs: Record<string, Record<string, unknown>> = {};
+  for (const c of family.dirConfigs) configs[c] = directoryConfig(name, c, componentConfig(dir, c));
+  const head = [`${path.resolve(dir)}: ${String(idx._class_name)} (plans: ${name})`, ...rows, ''];
+  return head.join('\n') + inspectModel(name, { configs });
+}

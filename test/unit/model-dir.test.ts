@@ -154,3 +154,23 @@ describe('tokenizers and pooling', () => {
     expect(clipPoolIndex([0, 5, 7, 2, 2], 7)).toBe(2);
   });
 });
+
+describe('inspect <dir>', () => {
+  it('lists the components with their classes, parameter counts (the fixture README) and FLOPs', async () => {
+    const { runInspect } = await import('../../compiler/cli/commands.ts');
+    const write = process.stdout.write;
+    process.stdout.write = (() => true) as typeof process.stdout.write;
+    let text: string;
+    try {
+      text = await runInspect(FIX);
+    } finally {
+      process.stdout.write = write;
+    }
+    expect(text).toMatch(/FluxPipeline \(plans: flux1-dev\)/);
+    expect(text).toMatch(/text_encoder_2 +transformers\.T5EncoderModel/);
+    // parameter counts of the fixture's README: transformer 136832, CLIP 89712, T5 120000
+    expect(text).toMatch(/transformer \(FluxTransformer2DModel\)[^\n]*\n {2}params 136\.83 K {2}flops\/forward [\d.]+ G/);
+    expect(text).toMatch(/text_encoder \(CLIPTextModel\)[^\n]*\n {2}params 89\.71 K/);
+    expect(text).toMatch(/text_encoder_2 \(T5EncoderModel\)[^\n]*\n {2}params 120\.00 K/);
+  });
+});

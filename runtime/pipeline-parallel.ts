@@ -23,7 +23,6 @@ import type { Communicator } from './comm/communicator.ts';
 import { launchRanks, type CommBackend } from './comm/index.ts';
 import { toUint8HWC } from './image.ts';
 import { openSafetensors, writeSafetensors } from './io/safetensors.ts';
-import { imageIds, textIds } from './latents.ts';
 import { loadNative } from './native.ts';
 import { ParallelExecutor } from './parallel/executor.ts';
 import { ParallelBlockListRunner } from './parallel/cache.ts';
@@ -33,7 +32,8 @@ import type { Component, Plan } from './plan.ts';
 import { fluxSchedule } from './scheduler.ts';
 import { denoiseLoop, type TextEmbeds } from './denoise.ts';
 import { tiledDecodeParallel } from './vae-tiling.ts';
-import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type TextEncoderRun, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider } from './pipeline.ts';
+import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type TextEncoderRun, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
+import { ComponentWeights } from './io/weights.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
 export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
@@ -52,7 +52,7 @@ export interface ParallelRequest {
 }
 
 /** Per-rank plans for a component (the CLI passes the compiler's compileParallelPlans). */
-export type ParallelPlanProvider = (component: Component, dims: PlanDims, parallel: ParallelRequest) => Plan[] | Promise<Plan[]>;
+export type ParallelPlanProvider = (component: Component, dims: PlanDims, parallel: ParallelRequest, request: PlanRequest) => Plan[] | Promise<Plan[]>;
 
 export interface ParallelOptions {
   world: number;
@@ -186,6 +186,10 @@ interface RankArgs {
   batch: number;
   height: number;
   width: number;
+  /** text tokens of the transformer (FLUX.1: T5's max_sequence_length) */
+  textTokens: number;
+  /** FLUX.1-dev: the distilled guidance scale (null: the transformer has no guidance embedding) */
+  guidanceScale: number | null;
   die: { rank: number; step: number } | null;
   cache: PipelineCacheOptions | null;
   /** tiled decode (--vae-tiling, implied by --parallel-vae) */
@@ -215,31 +219,35 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   const pipe = await loadPipeline(dir, { ...(req.generatedDir ? { generatedDir: req.generatedDir } : {}) });
   const steps = req.steps ?? 28;
   if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${req.steps}`);
-  const height = req.height ?? 32;
-  const width = req.width ?? 32;
+  const height = req.height ?? pipe.defaultSize().height;
+  const width = req.width ?? pipe.defaultSize().width;
   const g = pipe.geometry(height, width);
   const batch = req.batch ?? 1;
   const seed = req.seed ?? 0;
-  const cfgScale = trueCfgScale(req);
-  const dims: PlanDims = { batch, height, width, textTokens: pipe.textTokens };
+  const cfgScale = trueCfgScale(req, pipe.family);
+  const dims = pipe.dims(batch, height, width, pipe.textTokensFor(req.maxSequenceLength));
+  const guidance = pipe.guidanceInput(1, req.guidanceScale);
+  if (pipe.family.text !== 'tiny' && preq.extra_parallel_modules?.includes('text_encoder')) {
+    throw new UserError('--parallel-text: TE-P covers the tiny-flux text encoder so far; FLUX.1 runs CLIP and T5 on every rank (drop --parallel-text)');
+  }
 
   let tPlans = req.transformerPlans;
   if (!tPlans) {
     if (!req.parallelPlanProvider) throw new UserError('multi-rank generate needs per-rank transformer plans: pass transformerPlans or parallelPlanProvider (the CLI compiles them)');
-    tPlans = await req.parallelPlanProvider('transformer', dims, preq);
+    tPlans = await req.parallelPlanProvider('transformer', dims, preq, pipe.planRequest('transformer', dims));
   }
   if (tPlans.length !== world) throw new Error(`got ${tPlans.length} transformer plans for ${world} ranks`);
   // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
   let teTp: Plan[] | undefined;
   if (preq.extra_parallel_modules?.includes('text_encoder') && world > 1) {
     if (!req.parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
-    teTp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false });
+    teTp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder', dims));
     if (teTp.length !== world) throw new Error(`got ${teTp.length} text encoder plans for ${world} ranks`);
   }
   // text encoder / VAE plans the ranks cannot find shipped (a tiled decode: one VAE plan per tile size)
   const vaeTiling = req.vaeTiling === true || req.parallelVae === true; // parallelize_vae enables tiling
   const grid = vaeTiling ? pipe.vaeTileGrid(height, width) : null;
-  const plans: { text_encoder?: Plan; vae?: Plan[] } = {};
+  const plans: { text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[] } = {};
   const missing = async (c: Component, d: PlanDims): Promise<Plan | null> => {
     try {
       await pipe.plan(c, d);
@@ -251,6 +259,10 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   };
   const te = await missing('text_encoder', dims);
   if (te) plans.text_encoder = te;
+  if (pipe.family.text === 'clip_t5') {
+    const te2 = await missing('text_encoder_2', dims);
+    if (te2) plans.text_encoder_2 = te2;
+  }
   for (const d of grid ? pipe.vaeTileDims(batch, grid) : [dims]) {
     const p = await missing('vae', d);
     if (p) (plans.vae ??= []).push(p);
@@ -281,6 +293,8 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       batch,
       height,
       width,
+      textTokens: dims.textTokens,
+      guidanceScale: guidance ? guidance[0]! : null,
       die: req.faultInjection ?? null,
       cache: req.cache?.cache ? req.cache : null,
       vaeTiling,
@@ -343,19 +357,19 @@ async function textEncoderTp(comm: Communicator, plan: Plan, a: RankArgs): Promi
 /** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process). */
 export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Promise<RankResult> {
   const t0 = performance.now();
-  const all = JSON.parse(fs.readFileSync(a.planFile, 'utf8')) as { transformer: Plan[]; text_encoder?: Plan; vae?: Plan[]; text_encoder_tp?: Plan[] };
+  const all = JSON.parse(fs.readFileSync(a.planFile, 'utf8')) as { transformer: Plan[]; text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[]; text_encoder_tp?: Plan[] };
   const plan = all.transformer[comm.rank]!;
   const pipe = await loadPipeline(a.modelDir, {
     threads: a.threads,
-    plans: { ...(all.text_encoder ? { text_encoder: all.text_encoder } : {}), ...(all.vae ? { vae: all.vae } : {}) },
+    plans: { ...(all.text_encoder ? { text_encoder: all.text_encoder } : {}), ...(all.text_encoder_2 ? { text_encoder_2: all.text_encoder_2 } : {}), ...(all.vae ? { vae: all.vae } : {}) },
     ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
   });
   const g = pipe.geometry(a.height, a.width);
   const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
-  const wf = await openSafetensors(path.join(a.modelDir, 'transformer', 'diffusion_pytorch_model.safetensors'));
+  const wf = await ComponentWeights.open(path.join(a.modelDir, 'transformer'));
   for (const w of plan.weights) {
     if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
-    pe.bindWeight(w.name, planWeightData(w, wf.tensor(w.name), wf.path)); // TP: the rank's slice
+    pe.bindWeight(w.name, planWeightData(w, wf.tensor(w.name), wf.fileOf(w.name))); // TP: the rank's slice
   }
   // cache: the 1-rank session (separate CFG contexts under true CFG) over runners whose probe sums are
   // all-reduced, so every rank decides alike
@@ -371,14 +385,14 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
   const prompts = new Array<string>(a.batch).fill(a.prompt);
   const tTe = performance.now();
   const teRun = all.text_encoder_tp ? await textEncoderTp(comm, all.text_encoder_tp[comm.rank]!, a) : undefined;
-  const text = await pipe.encodePrompt(prompts, a.height, a.width, teRun);
+  const text = await pipe.encodePrompt(prompts, a.height, a.width, teRun, a.textTokens);
   const textEncoder = performance.now() - tTe - text.tokenizeMs;
-  const negText = a.negativePrompt !== null ? await pipe.encodePrompt(new Array<string>(a.batch).fill(a.negativePrompt), a.height, a.width, teRun) : null;
+  const negText = a.negativePrompt !== null ? await pipe.encodePrompt(new Array<string>(a.batch).fill(a.negativePrompt), a.height, a.width, teRun, a.textTokens) : null;
   let x: Float32Array;
   if (a.latentsFile) x = Float32Array.from((await openSafetensors(a.latentsFile)).tensor('latents').data);
   else x = pipe.noise(a.seed, a.batch, a.height, a.width);
   const schedule = fluxSchedule(a.steps, g.tokens, pipe.scheduler);
-  const ids = { img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2), txt_ids: textIds(pipe.textTokens) };
+  const guidance = a.guidanceScale !== null ? new Float32Array(a.batch).fill(a.guidanceScale) : undefined;
   comm.resetStats();
   const tDen = performance.now();
   await denoiseLoop({
@@ -393,13 +407,16 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
       if (a.die && a.die.rank === comm.rank && a.die.step === i) process.exit(3);
     },
     velocity: async (t: TextEmbeds, timestep: Float32Array) => {
-      const inputs: Record<string, Float32Array> = {
-        hidden_states: x,
-        encoder_hidden_states: t.encoderHiddenStates,
-        pooled_projections: t.pooledProjections,
+      const inputs = pipe.transformerInputs({
+        hiddenStates: x,
+        encoderHiddenStates: t.encoderHiddenStates,
+        pooledProjections: t.pooledProjections,
         timestep,
-        ...ids,
-      };
+        height: a.height,
+        width: a.width,
+        textTokens: a.textTokens,
+        ...(guidance ? { guidance } : {}),
+      });
       for (const io of plan.inputs) {
         const v = inputs[io.name];
         if (!v) throw new Error(`${plan.model}/${plan.component} plan input "${io.name}" was not provided`);

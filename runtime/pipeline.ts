@@ -213,6 +213,9 @@ function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** the batch of a request (validated where the request is) */
+const batch0 = (o: { batch?: number }): number => (Number.isInteger(o.batch) && o.batch! >= 1 ? o.batch! : 1);
+
 interface Runner {
   plan: Plan;
   exec: NativeExecutor;
@@ -465,7 +468,8 @@ export class Pipeline {
     return out;
   }
 
-  private dims(batch: number, height: number, width: number, textTokens = this.textTokens): PlanDims {
+  /** The plan dims of a request (text tokens: the transformer's; CLIP's count beside them for FLUX.1). */
+  dims(batch: number, height: number, width: number, textTokens = this.textTokens): PlanDims {
     return { batch, height, width, textTokens, ...(this.family.text === 'clip_t5' ? { clipTokens: this.clipTokens } : {}) };
   }
 
@@ -538,6 +542,51 @@ export class Pipeline {
     };
   }
 
+  /** The transformer plan's inputs by name (FluxTransformer2DModel.forward's arguments), for one rank or many. */
+  transformerInputs(inputs: {
+    hiddenStates: Float32Array;
+    encoderHiddenStates: Float32Array;
+    pooledProjections: Float32Array;
+    timestep: Float32Array;
+    height: number;
+    width: number;
+    textTokens: number;
+    guidance?: Float32Array;
+  }): Record<string, Float32Array> {
+    const g = this.geometry(inputs.height, inputs.width);
+    const ins: Record<string, Float32Array> = {
+      hidden_states: inputs.hiddenStates,
+      encoder_hidden_states: inputs.encoderHiddenStates,
+      pooled_projections: inputs.pooledProjections,
+      timestep: inputs.timestep,
+      img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2),
+      txt_ids: textIds(inputs.textTokens),
+    };
+    if (inputs.guidance) ins.guidance = inputs.guidance;
+    return ins;
+  }
+
+  /** FluxPipeline's guidance input: full([B], guidance_scale) when the transformer embeds it (FLUX.1-dev). */
+  guidanceInput(batch: number, guidanceScale: number | undefined): Float32Array | undefined {
+    if (this.family.text !== 'clip_t5' || !this.guidanceEmbeds) return undefined;
+    const g = guidanceScale ?? 3.5;
+    if (!Number.isFinite(g)) throw new UserError(`--guidance-scale must be a number, got ${guidanceScale}`);
+    return new Float32Array(batch).fill(g);
+  }
+
+  /** The T5 token count of a request (FluxPipeline max_sequence_length, at most 512); tiny-flux: its fixed count. */
+  textTokensFor(maxSequenceLength: number | undefined): number {
+    const T = maxSequenceLength ?? this.textTokens;
+    if (this.family.text === 'clip_t5') {
+      if (!Number.isInteger(T) || T < 1 || T > FLUX_MAX_SEQUENCE_LENGTH) {
+        throw new UserError(`--max-sequence-length must be an integer in 1..${FLUX_MAX_SEQUENCE_LENGTH} (FluxPipeline's limit), got ${maxSequenceLength}`);
+      }
+    } else if (T !== this.textTokens) {
+      throw new UserError(`--max-sequence-length: ${this.name} encodes exactly ${this.textTokens} text tokens, got ${maxSequenceLength}`);
+    }
+    return T;
+  }
+
   /** One transformer forward (velocity). `timestep` is the model input (t / 1000), one per batch item. */
   async transformer(inputs: {
     hiddenStates: Float32Array;
@@ -555,16 +604,7 @@ export class Pipeline {
     const g = this.geometry(inputs.height, inputs.width);
     const T = inputs.textTokens ?? this.textTokens;
     const r = await this.runner('transformer', this.dims(inputs.batch, inputs.height, inputs.width, T));
-    const ins: Record<string, Float32Array> = {
-      hidden_states: inputs.hiddenStates,
-      encoder_hidden_states: inputs.encoderHiddenStates,
-      pooled_projections: inputs.pooledProjections,
-      timestep: inputs.timestep,
-      img_ids: imageIds(g.latentHeight / 2, g.latentWidth / 2),
-      txt_ids: textIds(T),
-    };
-    if (inputs.guidance) ins.guidance = inputs.guidance;
-    Pipeline.setInputs(r, ins);
+    Pipeline.setInputs(r, this.transformerInputs({ ...inputs, textTokens: T }));
     if (this.cacheSession) await this.cacheSession.forward(r.plan, r.exec);
     else await Pipeline.forward(r);
     return Pipeline.output(r, 'output');
@@ -641,16 +681,9 @@ export class Pipeline {
     // FluxPipeline's default size: default_sample_size (128) x vae_scale_factor
     const height = opts.height ?? this.defaultSize().height;
     const width = opts.width ?? this.defaultSize().width;
-    const textTokens = opts.maxSequenceLength ?? this.textTokens;
-    if (flux1 && (!Number.isInteger(textTokens) || textTokens < 1 || textTokens > FLUX_MAX_SEQUENCE_LENGTH)) {
-      throw new UserError(`--max-sequence-length must be an integer in 1..${FLUX_MAX_SEQUENCE_LENGTH} (FluxPipeline's limit), got ${opts.maxSequenceLength}`);
-    }
-    if (!flux1 && opts.maxSequenceLength !== undefined && opts.maxSequenceLength !== this.textTokens) {
-      throw new UserError(`--max-sequence-length: ${this.name} encodes exactly ${this.textTokens} text tokens, got ${opts.maxSequenceLength}`);
-    }
+    const textTokens = this.textTokensFor(opts.maxSequenceLength);
     if (!flux1 && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.name} takes the CFG scale as --guidance-scale`);
-    const guidanceScale = flux1 ? (opts.guidanceScale ?? 3.5) : 0;
-    if (!Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
+    const guidance = this.guidanceInput(batch0(opts), opts.guidanceScale);
     const g = this.geometry(height, width);
     const batch = opts.batch ?? 1;
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
@@ -684,8 +717,6 @@ export class Pipeline {
     const cfgScale = trueCfgScale(opts, this.family);
     const doCfg = cfgScale !== null;
     const negText = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt!), height, width, undefined, textTokens) : null;
-    // FluxPipeline: guidance = full([1], guidance_scale).expand(batch) when the transformer embeds it
-    const guidance = flux1 && this.guidanceEmbeds ? new Float32Array(batch).fill(guidanceScale) : undefined;
     this.cacheSession = opts.cache ? new TransformerCacheSession(getNative(), opts.cache, { steps, separateCfg: doCfg }) : null;
     if (this.cacheSession) {
       const tr = await this.runner('transformer', dims);

@@ -167,7 +167,7 @@ async function readLatentsFile(file: string, height: number, width: number, toke
 
 async function generate(flags: GenerateFlags): Promise<void> {
   const t0 = performance.now();
-  const { loadPipeline, resolveModelDir, componentDims, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
+  const { loadPipeline, resolveModelDir, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
   const { writePng } = await import('../../runtime/image.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
 
@@ -195,9 +195,6 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const width = flags.width ?? size.width;
   const g = pipe.geometry(height, width);
   const tiny = model.family.text === 'tiny';
-  if (!tiny && (flags.world > 1 || flags.parallel)) {
-    throw new CliError(`--world / --parallel: multi-rank generate runs tiny-flux only so far; run ${flags.model} on one rank`);
-  }
 
   let latents: Float32Array | undefined;
   let batch = 1;
@@ -256,10 +253,10 @@ async function generate(flags: GenerateFlags): Promise<void> {
         ...(flags.vaeTiling ? { vaeTiling: true } : {}),
         ...(flags.threads ? { threads: flags.threads } : {}),
         planProvider,
-        parallelPlanProvider: async (component, dims, parallel) => {
+        parallelPlanProvider: async (component, _dims, parallel, req) => {
           if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
-          const { compileParallelPlans } = await importCompiler();
-          return compileParallelPlans(model.name, { component, dims: componentDims(component, dims), parallel });
+          const { compileParallelPlans, requestOptions } = await importCompiler();
+          return compileParallelPlans(req.model, { ...requestOptions(component, req), parallel });
         },
       });
       bar?.update(flags.steps, { ms: r.timings.perStep.toFixed(1) });

@@ -60,3 +60,24 @@ describe('FLUX.1 directory vs diffusers FluxPipeline', () => {
     });
   }
 });
+
+// more diffusers references made by test/parity/make-flux1-references.py (test/fixtures/flux1-random-extra)
+const EXTRA = path.resolve(import.meta.dirname, '../fixtures/flux1-random-extra');
+describe('FLUX.1 directory vs diffusers FluxPipeline: true CFG, non-square', () => {
+  for (const [file, opts] of [
+    ['cfg_s4', { height: 128, width: 128, negativePrompt: 'blue', trueCfgScale: 4 }],
+    ['nonsquare_s4', { height: 96, width: 160 }],
+  ] as const) {
+    it(`${file}: text embeddings, final latents within 1e-3, image within 2/255`, async () => {
+      const ref = openSafetensorsSync(path.join(EXTRA, `${file}.safetensors`));
+      const r = await pipe.generate({ prompt: PROMPT, steps: 4, guidanceScale: 3.5, maxSequenceLength: 32, latents: ref.tensor('initial_latents').data, ...opts });
+      expect(Array.from(r.schedule.sigmas)).toEqual(Array.from(ref.tensor('sigmas').data));
+      const el = relL2(r.latents, ref.tensor('final_latents').data);
+      const img = maxAbsDiff(r.image, ref.tensor('image_uint8').data);
+      log(`${file} final latents relL2`, el);
+      log(`${file} image max abs (levels)`, img);
+      expect(el).toBeLessThan(1e-3);
+      expect(img).toBeLessThanOrEqual(2);
+    });
+  }
+});

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 
 import numpy as np
@@ -31,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 import diffusers
 from diffusers import FluxPipeline
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 PROMPT = "a large red circle at the center on a black background"
 DIFFUSERS_COMMIT = "58eb52c0803ea9af3abec60841c2a093bdf1f951"
@@ -219,17 +219,12 @@ def run(pipe, seed, call):
 
 def versions():
     import safetensors, sentencepiece, tokenizers, transformers
-    commit = None
-    try:
-        commit = subprocess.run(["git", "-C", os.path.dirname(diffusers.__file__), "rev-parse", "HEAD"],
-                                capture_output=True, text=True).stdout.strip() or None
-    except OSError:
-        pass
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "diffusers_commit": commit or DIFFUSERS_COMMIT + " (git archive of src/, not verifiable from the tree)",
+        # src/ came from `git archive <commit> src`, which carries no commit id: say which one via DIFFUSERS_COMMIT.
+        "diffusers_commit": os.environ.get("DIFFUSERS_COMMIT", DIFFUSERS_COMMIT),
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
         "sentencepiece": sentencepiece.__version__,
@@ -280,9 +275,13 @@ def main():
     for r in RUNS:
         t = run(pipe, r["seed"], r["call"])
         save_file(t, os.path.join(a.out, r["file"]))
+        os.chmod(os.path.join(a.out, r["file"]), 0o644)
         call = dict(r["call"], latents="<initial_latents>")
+        c = pipe.scheduler.config
+        mu = calculate_shift(t["initial_latents"].shape[1], c.get("base_image_seq_len", 256),
+                             c.get("max_image_seq_len", 4096), c.get("base_shift", 0.5), c.get("max_shift", 1.15))
         index["runs"].append({
-            "file": r["file"], "kind": r["kind"], "seed": r["seed"], "call": call,
+            "file": r["file"], "kind": r["kind"], "seed": r["seed"], "mu": mu, "call": call,
             "tensors": {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in t.items()},
         })
         print(f"wrote {os.path.join(a.out, r['file'])}")

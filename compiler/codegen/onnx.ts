@@ -204,23 +204,7 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const y = b.op('Add', [b.op('Mul', [x4, tab(0)]), b.op('Mul', [rot, tab(1)])]);
         return reshape(y, [B, S, C]);
       }
-      case 'attention': {
-        const [B, Sq, C] = n.shape as [number, number, number];
-        const Sk = shapeOf(I[1]!)[1]!;
-        const H = A.heads as number;
-        const D = C / H;
-        const q = b.op('Transpose', [reshape(x(0), [B, Sq, H, D])], { perm: [0, 2, 1, 3] });
-        const k = b.op('Transpose', [reshape(x(1), [B, Sk, H, D])], { perm: [0, 2, 3, 1] });
-        const vv = b.op('Transpose', [reshape(x(2), [B, Sk, H, D])], { perm: [0, 2, 1, 3] });
-        let s = b.op('Mul', [b.op('MatMul', [q, k]), b.scalar(A.scale as number)]);
-        if (has(3)) {
-          const keep = b.op('Greater', [reshape(x(3), [B, 1, 1, Sk]), b.scalar(0.5)]);
-          s = b.op('Where', [keep, s, b.scalar(-Infinity)]);
-        }
-        const p = b.op('Softmax', [s], { axis: -1 });
-        const out = b.op('Transpose', [b.op('MatMul', [p, vv])], { perm: [0, 2, 1, 3] });
-        return reshape(out, [B, Sq, C]);
-      }
+      case 'attention':
       case 'attention_bias': {
         const [B, Sq, C] = n.shape as [number, number, number];
         const Sk = shapeOf(I[1]!)[1]!;
@@ -230,7 +214,11 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const k = b.op('Transpose', [reshape(x(1), [B, Sk, H, D])], { perm: [0, 2, 3, 1] });
         const vv = b.op('Transpose', [reshape(x(2), [B, Sk, H, D])], { perm: [0, 2, 1, 3] });
         let s = b.op('Mul', [b.op('MatMul', [q, k]), b.scalar(A.scale as number)]);
-        if (has(3)) s = b.op('Add', [s, reshape(x(3), [1, H, Sq, Sk])]);
+        if (has(3) && n.op === 'attention') {
+          const keep = b.op('Greater', [reshape(x(3), [B, 1, 1, Sk]), b.scalar(0.5)]);
+          s = b.op('Where', [keep, s, b.scalar(-Infinity)]);
+        }
+        if (has(3) && n.op === 'attention_bias') s = b.op('Add', [s, reshape(x(3), [1, H, Sq, Sk])]);
         if (A.causal) {
           const m = new Float32Array(Sq * Sk);
           for (let i = 0; i < Sq; i++) for (let j = i + 1; j < Sk; j++) m[i * Sk + j] = -Infinity;

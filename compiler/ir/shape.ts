@@ -113,17 +113,7 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       }
       return [...x];
     }
-    case 'attention': {
-      const [q, k, v] = [ins[0]!, ins[1]!, ins[2]!];
-      const H = A.heads as number;
-      need(q.length === 3 && k.length === 3 && v.length === 3, `attention: q/k/v must be [B, S, H*D]`);
-      need(q[0] === k[0] && k[0] === v[0], `attention: batch mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
-      need(q[2] === k[2] && k[2] === v[2], `attention: channel mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
-      need(k[1] === v[1], `attention: k has ${k[1]} tokens, v has ${v[1]}`);
-      need(q[2]! % H === 0, `attention: ${q[2]} channels cannot be split into ${H} heads`);
-      if (present[3]) need(fmt(ins[3]!) === fmt([k[0]!, k[1]!]), `attention: key mask must be ${fmt([k[0]!, k[1]!])}, got ${fmt(ins[3]!)}`);
-      return [...q];
-    }
+    case 'attention':
     case 'attention_bias': {
       const [q, k, v] = [ins[0]!, ins[1]!, ins[2]!];
       const H = A.heads as number;
@@ -132,7 +122,9 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       need(q[2] === k[2] && k[2] === v[2], `attention: channel mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
       need(k[1] === v[1], `attention: k has ${k[1]} tokens, v has ${v[1]}`);
       need(q[2]! % H === 0, `attention: ${q[2]} channels cannot be split into ${H} heads`);
-      if (present[3]) need(fmt(ins[3]!) === fmt([H, q[1]!, k[1]!]), `attention: bias must be ${fmt([H, q[1]!, k[1]!])}, got ${fmt(ins[3]!)}`);
+      // input 3: attention's key mask [B, Sk], or attention_bias's bias [H, Sq, Sk]
+      const [what, want] = op === 'attention' ? ['key mask', [k[0]!, k[1]!]] : ['bias', [H, q[1]!, k[1]!]];
+      if (present[3]) need(fmt(ins[3]!) === fmt(want), `attention: ${what} must be ${fmt(want)}, got ${fmt(ins[3]!)}`);
       return [...q];
     }
     case 't5_position_bias': {

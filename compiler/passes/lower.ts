@@ -475,24 +475,18 @@ export function lower(g: Graph): Lowered {
         emit('rope_table', [ref(ids), { st: o.st, off: 0, numel: S * D, shape: [S, D] }, { st: o.st, off: S * D, numel: S * D, shape: [S, D] }], [S, ids.shape[1]!, ...d], [A.theta as number]);
         break;
       }
-      case 'attention': {
-        const q = rows(I[0]!);
-        const k = rows(I[1]!);
-        const v = rows(I[2]!);
-        const [B, Sq, C] = n.shape as [number, number, number];
-        const Sk = g.node(I[1]!).shape[1]!;
-        const H = A.heads as number;
-        emit('attention', [ref(q.l), ref(k.l), ref(v.l), opt(I[3], contig), ref(out())], [B, Sq, Sk, H, C / H, q.stride, k.stride, v.stride, C], [A.scale as number]);
-        break;
-      }
+      case 'attention':
       case 'attention_bias': {
+        // t = [q, k, v, keyMask | bias, o]; attention_bias takes the causal flag as a 10th int
         const q = rows(I[0]!);
         const k = rows(I[1]!);
         const v = rows(I[2]!);
         const [B, Sq, C] = n.shape as [number, number, number];
         const Sk = g.node(I[1]!).shape[1]!;
         const H = A.heads as number;
-        emit('attention_bias', [ref(q.l), ref(k.l), ref(v.l), opt(I[3], contig), ref(out())], [B, Sq, Sk, H, C / H, q.stride, k.stride, v.stride, C, A.causal ? 1 : 0], [A.scale as number]);
+        const ints = [B, Sq, Sk, H, C / H, q.stride, k.stride, v.stride, C];
+        if (n.op === 'attention_bias') ints.push(A.causal ? 1 : 0);
+        emit(n.op, [ref(q.l), ref(k.l), ref(v.l), opt(I[3], contig), ref(out())], ints, [A.scale as number]);
         break;
       }
       case 't5_position_bias': {

@@ -147,23 +147,11 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32) attn_merge_k(const float* po
 // score; causal drops j > i.
 constexpr int ATB_THREADS = 128;
 
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float part[32];
-  __shared__ float total;
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) part[wid] = v;
-  __syncthreads();
-  if (wid == 0) {
-    const int nw = (blockDim.x + 31) >> 5;
-    float m = lane < nw ? part[lane] : -INFINITY;
-    m = warp_max(m);
-    if (lane == 0) total = m;
-  }
-  __syncthreads();
-  return total;
-}
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__device__ __forceinline__ float block_max(float v) { return block_reduce(v, -INFINITY, MaxOp{}); }
 
 __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __restrict__ q, const float* __restrict__ k,
                                                                 const float* __restrict__ v, const float* __restrict__ bias,

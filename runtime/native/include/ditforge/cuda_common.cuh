@@ -17,29 +17,41 @@ struct CudaKernelEntry {
 
 namespace cuda {
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+
+// butterfly reduction over the warp; every lane gets the result
+template <class Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
-// sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result
-__device__ __forceinline__ float block_sum(float v) {
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp{}); }
+
+// reduction over the block (blockDim.x a multiple of 32, at most 1024): each warp, then the warp results
+// (`identity` fills the missing warps); every thread gets the result
+template <class Op>
+__device__ __forceinline__ float block_reduce(float v, float identity, Op op) {
   __shared__ float part[32];
   __shared__ float total;
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  v = warp_sum(v);
+  v = warp_reduce(v, op);
   __syncthreads();
   if (lane == 0) part[wid] = v;
   __syncthreads();
   if (wid == 0) {
     const int nw = (blockDim.x + 31) >> 5;
-    float s = lane < nw ? part[lane] : 0.0f;
-    s = warp_sum(s);
+    float s = lane < nw ? part[lane] : identity;
+    s = warp_reduce(s, op);
     if (lane == 0) total = s;
   }
   __syncthreads();
   return total;
 }
+
+__device__ __forceinline__ float block_sum(float v) { return block_reduce(v, 0.0f, SumOp{}); }
 
 // float64 sum over the block in a fixed tree order (the same bits on every launch); `sh` is a
 // blockDim.x-sized shared buffer (blockDim.x a power of two). Every thread gets the result, and `sh` may be

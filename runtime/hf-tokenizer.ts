@@ -69,7 +69,7 @@ export class HfTokenizer {
     this.suffix = full.length - p - bare.length;
     const padTok = typeof config.pad_token === 'string' ? config.pad_token : (config.pad_token as { content?: string } | undefined)?.content;
     const padId = padTok !== undefined ? this.tok.token_to_id(padTok) : undefined;
-    if (padId === undefined || padId === null) {
+    if (padId === undefined) {
       throw new TokenizerError(`${path.join(dir, 'tokenizer_config.json')}: field "pad_token" must name a token of the vocabulary, got ${JSON.stringify(config.pad_token)}`, path.join(dir, 'tokenizer_config.json'));
     }
     this.padId = padId;
@@ -97,16 +97,15 @@ export class HfTokenizer {
       if (room < 0) throw new TokenizerError(`${this.dir}: max_length ${maxLength} leaves no room for the ${this.prefix + this.suffix} special tokens`, this.dir);
       ids = [...full.slice(0, this.prefix + room), ...full.slice(full.length - this.suffix)];
     }
-    const attentionMask = ids.map(() => 1);
-    while (ids.length < maxLength) {
-      ids = [...ids, this.padId];
-      attentionMask.push(0);
-    }
-    return { ids, attentionMask, untruncatedLength: full.length };
+    const pad = maxLength - ids.length;
+    return {
+      ids: [...ids, ...new Array<number>(pad).fill(this.padId)],
+      attentionMask: [...new Array<number>(ids.length).fill(1), ...new Array<number>(pad).fill(0)],
+      untruncatedLength: full.length,
+    };
   }
 
   tokenToId(token: string): number | undefined {
-    const id = this.tok.token_to_id(token);
-    return id === null ? undefined : id;
+    return this.tok.token_to_id(token);
   }
 }

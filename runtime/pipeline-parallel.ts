@@ -26,14 +26,13 @@ import { openSafetensors, writeSafetensors } from './io/safetensors.ts';
 import { loadNative } from './native.ts';
 import { ParallelExecutor } from './parallel/executor.ts';
 import { ParallelBlockListRunner } from './parallel/cache.ts';
-import { planWeightData } from './parallel/tp.ts';
 import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 import type { Component, Plan } from './plan.ts';
 import { fluxSchedule } from './scheduler.ts';
 import { denoiseLoop, type TextEmbeds } from './denoise.ts';
 import { tiledDecodeParallel } from './vae-tiling.ts';
 import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type TextEncoderRun, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
-import { ComponentWeights } from './io/weights.ts';
+import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
 export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
@@ -188,8 +187,8 @@ interface RankArgs {
   width: number;
   /** text tokens of the transformer (FLUX.1: T5's max_sequence_length) */
   textTokens: number;
-  /** FLUX.1-dev: the distilled guidance scale (null: the transformer has no guidance embedding) */
-  guidanceScale: number | null;
+  /** FLUX.1-dev: the request's guidance scale (Pipeline.guidanceInput makes the input; absent: its default) */
+  guidanceScale?: number;
   die: { rank: number; step: number } | null;
   cache: PipelineCacheOptions | null;
   /** tiled decode (--vae-tiling, implied by --parallel-vae) */
@@ -226,7 +225,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   const seed = req.seed ?? 0;
   const cfgScale = trueCfgScale(req, pipe.family);
   const dims = pipe.dims(batch, height, width, pipe.textTokensFor(req.maxSequenceLength));
-  const guidance = pipe.guidanceInput(1, req.guidanceScale);
+  pipe.guidanceInput(batch, req.guidanceScale); // validates the scale before any rank starts
   if (pipe.family.text !== 'tiny' && preq.extra_parallel_modules?.includes('text_encoder')) {
     throw new UserError('--parallel-text: TE-P covers the tiny-flux text encoder so far; FLUX.1 runs CLIP and T5 on every rank (drop --parallel-text)');
   }
@@ -294,7 +293,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
       height,
       width,
       textTokens: dims.textTokens,
-      guidanceScale: guidance ? guidance[0]! : null,
+      ...(req.guidanceScale !== undefined ? { guidanceScale: req.guidanceScale } : {}),
       die: req.faultInjection ?? null,
       cache: req.cache?.cache ? req.cache : null,
       vaeTiling,
@@ -341,11 +340,7 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
 /** TE-P: this rank's tensor-parallel text encoder plan as the pipeline's text encoder (collective on every rank). */
 async function textEncoderTp(comm: Communicator, plan: Plan, a: RankArgs): Promise<TextEncoderRun> {
   const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
-  const wf = await openSafetensors(path.join(a.modelDir, 'text_encoder', 'model.safetensors'));
-  for (const w of plan.weights) {
-    if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
-    pe.bindWeight(w.name, planWeightData(w, wf.tensor(w.name), wf.path));
-  }
+  bindPlanWeights(pe, plan, await ComponentWeights.open(path.join(a.modelDir, 'text_encoder')));
   return async (inputIds, attentionMask) => {
     pe.setInput('input_ids', inputIds);
     pe.setInput('attention_mask', attentionMask);
@@ -366,11 +361,7 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
   });
   const g = pipe.geometry(a.height, a.width);
   const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
-  const wf = await ComponentWeights.open(path.join(a.modelDir, 'transformer'));
-  for (const w of plan.weights) {
-    if (!wf.has(w.name)) throw new Error(`${wf.path}: missing weight "${w.name}"`);
-    pe.bindWeight(w.name, planWeightData(w, wf.tensor(w.name), wf.fileOf(w.name))); // TP: the rank's slice
-  }
+  bindPlanWeights(pe, plan, await ComponentWeights.open(path.join(a.modelDir, 'transformer'))); // TP: the rank's slices
   // cache: the 1-rank session (separate CFG contexts under true CFG) over runners whose probe sums are
   // all-reduced, so every rank decides alike
   const session = a.cache?.cache
@@ -392,7 +383,7 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
   if (a.latentsFile) x = Float32Array.from((await openSafetensors(a.latentsFile)).tensor('latents').data);
   else x = pipe.noise(a.seed, a.batch, a.height, a.width);
   const schedule = fluxSchedule(a.steps, g.tokens, pipe.scheduler);
-  const guidance = a.guidanceScale !== null ? new Float32Array(a.batch).fill(a.guidanceScale) : undefined;
+  const guidance = pipe.guidanceInput(a.batch, a.guidanceScale);
   comm.resetStats();
   const tDen = performance.now();
   await denoiseLoop({

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ComponentWeights } from './io/weights.ts';
+import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
 import { WordTokenizer } from './tokenizer.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
 import { componentConfig, configNumber, familyOf, readJson, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './model-dir.ts';
@@ -20,7 +20,6 @@ import { loadNative, type Native, type NativeExecutor } from './native.ts';
 import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 import { needsTiling, tileGrid, tileShapes, tiledDecode, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from './vae-tiling.ts';
 import { denoiseLoop, type TextEmbeds } from './denoise.ts';
-import { planWeightData } from './parallel/tp.ts';
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -192,16 +191,6 @@ const KEY_INPUT: Record<Component, string> = {
   vae: 'latents',
 };
 
-/**
- * Checkpoint tensors a plan may leave unread: what transformers itself ignores or ties (the T5 encoder's
- * copy of the shared embedding, CLIP's position_ids buffer) and the VAE's encoder, which text-to-image
- * never runs (the VAE plan is the decoder).
- */
-function unreadOk(component: Component, name: string): boolean {
-  if (name === 'encoder.embed_tokens.weight' || name === 'text_model.embeddings.position_ids') return true;
-  return component === 'vae' && (name.startsWith('encoder.') || name.startsWith('quant_conv.'));
-}
-
 /** FluxPipeline's default `max_sequence_length` (and its limit) */
 const FLUX_MAX_SEQUENCE_LENGTH = 512;
 
@@ -212,9 +201,6 @@ function shapeKey(shape: readonly number[]): string {
 function product(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
-
-/** the batch of a request (validated where the request is) */
-const batch0 = (o: { batch?: number }): number => (Number.isInteger(o.batch) && o.batch! >= 1 ? o.batch! : 1);
 
 interface Runner {
   plan: Plan;
@@ -255,6 +241,8 @@ export class Pipeline {
   readonly t5Tokenizer: HfTokenizer | null = null;
   /** CLIP's token count (tokenizer model_max_length, 77) */
   readonly clipTokens: number = 0;
+  /** CLIP's eos_token_id (text_encoder/config.json): where the pooled output is taken (clipPoolIndex) */
+  private readonly clipEosTokenId: number = 0;
   /** FLUX.1: the transformer has a guidance embedding (dev; schnell has none) */
   readonly guidanceEmbeds: boolean = false;
   /** the directory's component configs the plans are compiled with (FLUX.1) */
@@ -302,6 +290,7 @@ export class Pipeline {
       this.t5Tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer_2'));
       // FluxPipeline: tokenizer_max_length = tokenizer.model_max_length (77)
       this.clipTokens = this.clipTokenizer.modelMaxLength ?? 77;
+      this.clipEosTokenId = configNumber(this.configs.text_encoder!, 'eos_token_id', path.join(dir, 'text_encoder', 'config.json'), { int: true, min: 0 });
       this.textTokens = FLUX_MAX_SEQUENCE_LENGTH;
       const tf = this.configs.transformer!;
       const g = tf.guidance_embeds;
@@ -416,29 +405,10 @@ export class Pipeline {
     const file = await this.weightsOf(component);
     const native = getNative();
     const exec = new native.Executor(JSON.stringify(plan), this.options.threads ? { threads: this.options.threads } : {});
-    const used = new Set(plan.weights.map((w) => w.name));
-    const unexpected = file.names().filter((n) => !used.has(n) && !unreadOk(component, n));
-    const listed = unexpected.length > 6 ? `${unexpected.slice(0, 6).join(', ')}, ... (${unexpected.length} tensors)` : unexpected.join(', ');
-    for (const w of plan.weights) {
-      if (!file.has(w.name)) {
-        throw new UserError(
-          `${file.path}: missing weight "${w.name}" (the ${component} plan expects shape [${w.shape.join(', ')}])` +
-            (unexpected.length ? `; the checkpoint has tensors the plan does not read: ${listed}` : ''),
-        );
-      }
-    }
-    if (unexpected.length) {
-      throw new UserError(`${file.path}: unexpected tensor${unexpected.length > 1 ? 's' : ''} ${listed} (in ${file.fileOf(unexpected[0]!)}): the ${component} model file does not read ${unexpected.length > 1 ? 'them' : 'it'}; is the config.json beside it the checkpoint's own?`);
-    }
-    for (const w of plan.weights) {
-      // a tensor-parallel shard (w.slice) is cut from the full checkpoint tensor
-      let data: Float32Array;
-      try {
-        data = planWeightData(w, file.tensor(w.name), `${file.fileOf(w.name)} (${component} plan)`);
-      } catch (e) {
-        throw new UserError((e as Error).message);
-      }
-      exec.bindWeight(w.name, data);
+    try {
+      bindPlanWeights(exec, plan, file);
+    } catch (e) {
+      throw new UserError((e as Error).message);
     }
     r = { plan, exec };
     this.runners.set(key, r);
@@ -518,10 +488,9 @@ export class Pipeline {
     const L = this.clipTokens;
     const clipIds = new Float32Array(B * L);
     const poolMask = new Float32Array(B * L);
-    const eos = configNumber(this.configs.text_encoder!, 'eos_token_id', path.join(this.dir, 'text_encoder', 'config.json'), { int: true, min: 0 });
     clip.forEach((e, b) => {
       clipIds.set(e.ids, b * L);
-      poolMask[b * L + clipPoolIndex(e.ids, eos)] = 1;
+      poolMask[b * L + clipPoolIndex(e.ids, this.clipEosTokenId)] = 1;
     });
     const t5Ids = new Float32Array(B * textTokens);
     t5.forEach((e, b) => t5Ids.set(e.ids, b * textTokens));
@@ -601,7 +570,6 @@ export class Pipeline {
     /** FLUX.1-dev's distilled guidance, one per batch item (when the transformer has guidance_embeds) */
     guidance?: Float32Array;
   }): Promise<Float32Array> {
-    const g = this.geometry(inputs.height, inputs.width);
     const T = inputs.textTokens ?? this.textTokens;
     const r = await this.runner('transformer', this.dims(inputs.batch, inputs.height, inputs.width, T));
     Pipeline.setInputs(r, this.transformerInputs({ ...inputs, textTokens: T }));
@@ -683,10 +651,10 @@ export class Pipeline {
     const width = opts.width ?? this.defaultSize().width;
     const textTokens = this.textTokensFor(opts.maxSequenceLength);
     if (!flux1 && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.name} takes the CFG scale as --guidance-scale`);
-    const guidance = this.guidanceInput(batch0(opts), opts.guidanceScale);
     const g = this.geometry(height, width);
     const batch = opts.batch ?? 1;
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
+    const guidance = this.guidanceInput(batch, opts.guidanceScale);
     if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
     const seed = opts.seed ?? 0;
     if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) {

@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { openSafetensors, SafetensorsError, type FloatTensor, type SafetensorsFile, type TensorInfo } from './safetensors.ts';
+import type { Plan } from '../plan.ts';
+import { planWeightData } from '../parallel/tp.ts';
 
 /** the weight file names a component directory may hold, in the order diffusers / transformers look */
 const WEIGHT_FILES = ['diffusion_pytorch_model.safetensors', 'model.safetensors'];
@@ -106,4 +108,48 @@ export class ComponentWeights {
     }
     return new ComponentWeights(dir, where, indexFile);
   }
+}
+
+/**
+ * Checkpoint tensors a plan may leave unread: what transformers itself ignores or ties (the T5 encoder's
+ * copy of the shared embedding, CLIP's position_ids buffer) and the VAE's encoder, which text-to-image
+ * never runs (the VAE plan is the decoder).
+ */
+function unreadOk(component: string, name: string): boolean {
+  if (name === 'encoder.embed_tokens.weight' || name === 'text_model.embeddings.position_ids') return true;
+  return component === 'vae' && (name.startsWith('encoder.') || name.startsWith('quant_conv.'));
+}
+
+/**
+ * Binds every weight of a plan from a component's checkpoint (a tensor-parallel plan: the rank's slice of
+ * each tensor). A missing weight, a tensor a plan of the whole model does not read, or a shape that differs
+ * from the plan is an error naming the file and the tensor (missing and unexpected tensors: before anything
+ * is bound).
+ */
+export function bindPlanWeights(target: { bindWeight(name: string, data: Float32Array): void }, plan: Plan, weights: ComponentWeights): void {
+  const component = plan.component;
+  const used = new Set(plan.weights.map((w) => w.name));
+  // a tensor-parallel rank reads only its share (a row-parallel bias is added once, on one rank): the
+  // tensors it leaves belong to the other ranks, so only a plan of the whole model checks for unread ones
+  const wholeModel = (plan.parallel?.tp ?? 1) <= 1;
+  const unexpected = wholeModel ? weights.names().filter((n) => !used.has(n) && !unreadOk(component, n)) : [];
+  const listed = unexpected.length > 6 ? `${unexpected.slice(0, 6).join(', ')}, ... (${unexpected.length} tensors)` : unexpected.join(', ');
+  const missing = plan.weights.find((w) => !weights.has(w.name));
+  if (missing) {
+    throw new SafetensorsError(
+      `${weights.path}: missing weight "${missing.name}" (the ${component} plan expects shape [${missing.shape.join(', ')}])` +
+        (unexpected.length ? `; the checkpoint has tensors the plan does not read: ${listed}` : ''),
+      weights.path,
+      missing.name,
+    );
+  }
+  if (unexpected.length) {
+    throw new SafetensorsError(
+      `${weights.path}: unexpected tensor${unexpected.length > 1 ? 's' : ''} ${listed} (in ${weights.fileOf(unexpected[0]!)}): the ${component} model file does not read ${unexpected.length > 1 ? 'them' : 'it'}; is the config.json beside it the checkpoint's own?`,
+      weights.path,
+      unexpected[0]!,
+    );
+  }
+  // one tensor at a time: a TP slice is a copy, and only one is held at once
+  for (const w of plan.weights) target.bindWeight(w.name, planWeightData(w, weights.tensor(w.name), `${weights.fileOf(w.name)} (${component} plan)`));
 }

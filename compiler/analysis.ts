@@ -19,6 +19,10 @@ export function nodeFlops(g: Graph, n: Node): number {
       const w = sh(1);
       return 2 * numel(n.shape) * w[1]! * w[2]! * w[3]!;
     }
+    case 'conv3d': {
+      const w = sh(1);
+      return 2 * numel(n.shape) * w[1]! * w[2]! * w[3]! * w[4]!;
+    }
     case 'input':
     case 'weight':
     case 'slice':

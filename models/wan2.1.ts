@@ -1,4 +1,5 @@
-// Wan 2.1 text-to-video (diffusers WanTransformer3DModel), 1.3B and 14B from one file. Compile-only.
+// Wan 2.1 text-to-video (diffusers WanPipeline): WanTransformer3DModel, 1.3B and 14B from one file, with the
+// UMT5 text encoder and the AutoencoderKLWan decoder.
 //
 // Layouts follow diffusers: `hidden_states` is the latent video [B, C, F, H, W] and `output` has the
 // same layout; timestep is the scheduler's t in [0, 1000]. Inside, tokens are token-major
@@ -22,6 +23,8 @@ import {
   withConfig,
   type Tensor,
 } from '../compiler/dsl/index.ts';
+import { autoencoderKLWan } from './autoencoder-kl-wan.ts';
+import { umt5Encoder } from './text-encoders/t5-encoder.ts';
 
 /** diffusers WanTransformer3DModel config keys (+ the pipeline's VAE scale factors for dims) */
 export interface WanConfig {
@@ -56,19 +59,11 @@ interface WanCtx {
 
 const inner = (c: WanConfig): number => c.num_attention_heads * c.attention_head_dim;
 
-/**
- * WanRotaryPosEmbed axis dims for head dim D: the table is built with (D - 4*(D//6), 2*(D//6), 2*(D//6))
- * and split with (D - 2*(D//3), D//3, D//3); the two agree (and are even) only for some D (128, 24, 48).
- */
+/** WanRotaryPosEmbed axis dims for head dim D: h = w = 2*(D//6), t = D - h - w (all even when D is) */
 function ropeAxes(D: number): number[] {
+  if (D % 2 !== 0 || D < 6) throw new DslError(`attention_head_dim ${D} is not supported: WanRotaryPosEmbed needs an even head dim of at least 6`);
   const hw = 2 * Math.floor(D / 6);
-  const split = Math.floor(D / 3);
-  if (hw !== split || split % 2 !== 0) {
-    throw new DslError(
-      `attention_head_dim ${D} is not supported: WanRotaryPosEmbed builds its table with axis dims [${D - 2 * hw}, ${hw}, ${hw}] but splits it as [${D - 2 * split}, ${split}, ${split}] (they must agree and be even, e.g. 24, 48, 128)`,
-    );
-  }
-  return [D - 2 * split, split, split];
+  return [D - 2 * hw, hw, hw];
 }
 
 /** (frame, row, column) of every token of an f x h x w patch grid, row-major [f*h*w, 3] */
@@ -320,14 +315,14 @@ export const WAN_PARALLEL = {
 
 /** Wan-AI/Wan2.1-T2V-14B-Diffusers */
 export const wan21T2V14B = model('wan2.1-t2v-14b', {
-  components: { transformer: withConfig(wanTransformer, {}) },
+  components: { transformer: withConfig(wanTransformer, {}), text_encoder: withConfig(umt5Encoder, {}), vae: withConfig(autoencoderKLWan, {}) },
   cache: WAN_CACHE,
   parallel: WAN_PARALLEL,
 });
 
 /** Wan-AI/Wan2.1-T2V-1.3B-Diffusers */
 export const wan21T2V13B = model('wan2.1-t2v-1.3b', {
-  components: { transformer: withConfig(wanTransformer, { num_attention_heads: 12, ffn_dim: 8960, num_layers: 30 }) },
+  components: { transformer: withConfig(wanTransformer, { num_attention_heads: 12, ffn_dim: 8960, num_layers: 30 }), text_encoder: withConfig(umt5Encoder, {}), vae: withConfig(autoencoderKLWan, {}) },
   cache: WAN_CACHE,
   parallel: WAN_PARALLEL,
 });

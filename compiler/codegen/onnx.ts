@@ -214,8 +214,9 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const k = b.op('Transpose', [reshape(x(1), [B, Sk, H, D])], { perm: [0, 2, 3, 1] });
         const vv = b.op('Transpose', [reshape(x(2), [B, Sk, H, D])], { perm: [0, 2, 1, 3] });
         let s = b.op('Mul', [b.op('MatMul', [q, k]), b.scalar(A.scale as number)]);
-        if (has(3) && n.op === 'attention') {
-          const keep = b.op('Greater', [reshape(x(3), [B, 1, 1, Sk]), b.scalar(0.5)]);
+        const maskSlot = n.op === 'attention' ? 3 : 4;
+        if (has(maskSlot)) {
+          const keep = b.op('Greater', [reshape(x(maskSlot), [B, 1, 1, Sk]), b.scalar(0.5)]);
           s = b.op('Where', [keep, s, b.scalar(-Infinity)]);
         }
         if (has(3) && n.op === 'attention_bias') s = b.op('Add', [s, reshape(x(3), [1, H, Sq, Sk])]);
@@ -259,6 +260,15 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const ins = [x(0), x(1)];
         if (has(2)) ins.push(x(2));
         return b.op('Conv', ins, { kernel_shape: [w[2]!, w[3]!], pads: [p, p, p, p], strides: [A.stride, A.stride] });
+      }
+      case 'conv3d': {
+        // frame-major [T, C, H, W] <-> ONNX's [1, C, T, H, W]
+        const w = shapeOf(I[1]!);
+        const p = A.pad as number;
+        const ins = [b.op('Unsqueeze', [b.op('Transpose', [x(0)], { perm: [1, 0, 2, 3] }), b.i64([0])]), x(1)];
+        if (has(2)) ins.push(x(2));
+        const y = b.op('Conv', ins, { kernel_shape: [w[2]!, w[3]!, w[4]!], pads: [0, p, p, 0, p, p], strides: [1, A.stride, A.stride] });
+        return b.op('Transpose', [b.op('Squeeze', [y, b.i64([0])])], { perm: [1, 0, 2, 3] });
       }
       case 'group_norm': {
         const s = n.shape;

@@ -181,9 +181,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   const scale = o.scale ?? 1 / Math.sqrt(D);
   if (o.causal || o.bias) {
     // the text encoders' attention (kernel attention_bias): a causal mask and/or an additive bias
-    if (o.keyMask) throw new DslError('attention: a key mask cannot be combined with causal or bias', callerLocation());
     if (o.bias && heads !== o.heads) throw new DslError('attention: an attention bias on a tensor-parallel rank is not supported', callerLocation());
-    return rec('attention_bias', [q, k, v, o.bias ?? null], { heads, scale, causal: o.causal === true });
+    return rec('attention_bias', [q, k, v, o.bias ?? null, o.keyMask ?? null], { heads, scale, causal: o.causal === true });
   }
   return rec('attention', [q, k, v, o.keyMask ?? null], { heads, scale });
 }
@@ -342,6 +341,17 @@ export class Module {
     const W = this.param(`${name}.weight`, [out, x.dim(1), o.kernel, o.kernel]);
     const b = o.bias === false ? null : this.param(`${name}.bias`, [out]);
     return rec('conv2d', [x, W, b], { name: `${this.prefix}${name}`, stride: o.stride ?? 1, pad: o.pad ?? 0 });
+  }
+
+  /**
+   * Frame-major Conv3d: `x [T, Ci, H, W]` with `<name>.weight [out, Ci, kt, kh, kw]` (+ bias) -> `[T - kt + 1,
+   * out, Ho, Wo]`; no temporal padding (a causal conv puts its cache frames in front of x first).
+   */
+  conv3d(name: string, x: Tensor, out: number, o: { kernel: [number, number, number]; stride?: number; pad?: number; bias?: boolean }): Tensor {
+    if (x.rank !== 4) throw new DslError(`conv3d '${this.prefix}${name}': input must be frame-major [T, C, H, W], got [${x.shape.join(', ')}]`, callerLocation());
+    const W = this.param(`${name}.weight`, [out, x.dim(1), ...o.kernel]);
+    const b = o.bias === false ? null : this.param(`${name}.bias`, [out]);
+    return rec('conv3d', [x, W, b], { name: `${this.prefix}${name}`, stride: o.stride ?? 1, pad: o.pad ?? 0 });
   }
 
   /** GroupNorm over `[N, C, ...]` with affine `<name>.weight/.bias [C]` (null = no affine) */

@@ -125,6 +125,8 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       // input 3: attention's key mask [B, Sk], or attention_bias's bias [H, Sq, Sk]
       const [what, want] = op === 'attention' ? ['key mask', [k[0]!, k[1]!]] : ['bias', [H, q[1]!, k[1]!]];
       if (present[3]) need(fmt(ins[3]!) === fmt(want), `attention: ${what} must be ${fmt(want)}, got ${fmt(ins[3]!)}`);
+      // input 4: attention_bias's key mask [B, Sk]
+      if (present[4]) need(fmt(ins[4]!) === fmt([k[0]!, k[1]!]), `attention: key mask must be ${fmt([k[0]!, k[1]!])}, got ${fmt(ins[4]!)}`);
       return [...q];
     }
     case 't5_position_bias': {
@@ -158,6 +160,20 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       const wo = Math.floor((x[3]! + 2 * p - w[3]!) / s) + 1;
       need(ho > 0 && wo > 0, `conv2d: output would be empty`);
       return [x[0]!, w[0]!, ho, wo];
+    }
+    case 'conv3d': {
+      // frame-major [T, Ci, H, W]: output frame t reads input frames t .. t+kt-1 (no temporal padding)
+      const w = ins[1]!;
+      need(x.length === 4, `conv3d: input must be frame-major [T, C, H, W], got ${fmt(x)}`);
+      need(w.length === 5, `conv3d: weight must be [Co, Ci, kt, kh, kw], got ${fmt(w)}`);
+      need(w[1] === x[1], `conv3d '${A.name ?? ''}' expects ${w[1]} input channels, got ${x[1]}`);
+      need(x[0]! >= w[2]!, `conv3d '${A.name ?? ''}': ${x[0]} input frames are fewer than the ${w[2]} temporal taps`);
+      const s = A.stride as number;
+      const p = A.pad as number;
+      const ho = Math.floor((x[2]! + 2 * p - w[3]!) / s) + 1;
+      const wo = Math.floor((x[3]! + 2 * p - w[4]!) / s) + 1;
+      need(ho > 0 && wo > 0, `conv3d: output would be empty`);
+      return [x[0]! - w[2]! + 1, w[0]!, ho, wo];
     }
     case 'group_norm': {
       need(x.length >= 2, `group_norm: input must be [N, C, ...]`);

@@ -115,7 +115,7 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   rope: { outs: [3], alias: [] },
   qk_norm_rope: { outs: [4], alias: [] },
   attention: { outs: [4], alias: [] },
-  attention_bias: { outs: [4], alias: [] },
+  attention_bias: { outs: [5], alias: [] },
   t5_position_bias: { outs: [1], alias: [] },
   timestep_embedding: { outs: [1], alias: [] },
   rope_table: { outs: [1, 2], alias: [] },
@@ -124,6 +124,7 @@ export const KERNEL_IO: Record<string, { outs: number[]; alias: number[] }> = {
   copy3d: { outs: [1], alias: [] },
   transpose: { outs: [1], alias: [] },
   conv2d: { outs: [3], alias: [] },
+  conv3d: { outs: [3], alias: [] },
   group_norm: { outs: [3], alias: [] },
   upsample_nearest2x: { outs: [1], alias: [] },
   add: { outs: [2], alias: [0, 1] },
@@ -257,7 +258,7 @@ export function lower(g: Graph): Lowered {
 
   const users = g.users();
   /** kernels that write token rows with an explicit row stride: t slot of y, i slot of yStride */
-  const STRIDED_OUT: Record<string, { t: number; i: number }> = { attention: { t: 4, i: 8 }, attention_bias: { t: 4, i: 8 }, rope: { t: 3, i: 5 }, qk_norm_rope: { t: 4, i: 5 } };
+  const STRIDED_OUT: Record<string, { t: number; i: number }> = { attention: { t: 4, i: 8 }, attention_bias: { t: 5, i: 8 }, rope: { t: 3, i: 5 }, qk_norm_rope: { t: 4, i: 5 } };
   /** Lets the producer of concat input `id` write straight into its slice `dst` of the concat output. */
   const writeInPlace = (id: number, concat: Node, dst: Layout): boolean => {
     const src = lay(id);
@@ -477,7 +478,8 @@ export function lower(g: Graph): Lowered {
       }
       case 'attention':
       case 'attention_bias': {
-        // t = [q, k, v, keyMask | bias, o]; attention_bias takes the causal flag as a 10th int
+        // attention: t = [q, k, v, keyMask, o]; attention_bias: t = [q, k, v, bias, keyMask, o] and the causal
+        // flag as a 10th int
         const q = rows(I[0]!);
         const k = rows(I[1]!);
         const v = rows(I[2]!);
@@ -485,8 +487,12 @@ export function lower(g: Graph): Lowered {
         const Sk = g.node(I[1]!).shape[1]!;
         const H = A.heads as number;
         const ints = [B, Sq, Sk, H, C / H, q.stride, k.stride, v.stride, C];
-        if (n.op === 'attention_bias') ints.push(A.causal ? 1 : 0);
-        emit(n.op, [ref(q.l), ref(k.l), ref(v.l), opt(I[3], contig), ref(out())], ints, [A.scale as number]);
+        const extra = [opt(I[3], contig)];
+        if (n.op === 'attention_bias') {
+          ints.push(A.causal ? 1 : 0);
+          extra.push(opt(I[4], contig));
+        }
+        emit(n.op, [ref(q.l), ref(k.l), ref(v.l), ...extra, ref(out())], ints, [A.scale as number]);
         break;
       }
       case 't5_position_bias': {
@@ -516,6 +522,14 @@ export function lower(g: Graph): Lowered {
         const W = lay(I[1]!);
         const [N, Ci, H, Wd] = x.shape as [number, number, number, number];
         emit('conv2d', [ref(x), ref(W), opt(I[2], lay), ref(out())], [N, Ci, H, Wd, W.shape[0]!, W.shape[2]!, W.shape[3]!, A.stride as number, A.pad as number], []);
+        break;
+      }
+      case 'conv3d': {
+        const x = contig(I[0]!);
+        const W = lay(I[1]!);
+        const [, Ci, H, Wd] = x.shape as [number, number, number, number];
+        const [Co, , kt, kh, kw] = W.shape as [number, number, number, number, number];
+        emit('conv3d', [ref(x), ref(W), opt(I[2], lay), ref(out())], [n.shape[0]!, Ci, H, Wd, Co, kt, kh, kw, A.stride as number, A.pad as number], []);
         break;
       }
       case 'group_norm': {

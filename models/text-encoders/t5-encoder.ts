@@ -1,7 +1,9 @@
-// transformers T5EncoderModel (FLUX.1's `text_encoder_2`, T5 v1.1): shared embedding, pre-norm blocks of
-// unscaled self-attention with the relative position bias of block 0 (reused by every block), gated-GELU
-// feed-forward, T5LayerNorm (RMSNorm with weight), final norm. FluxPipeline passes no attention mask: padding
-// tokens are attended like any other.
+// transformers T5EncoderModel (FLUX.1's `text_encoder_2`, T5 v1.1) and UMT5EncoderModel (Wan's
+// `text_encoder`): shared embedding, pre-norm blocks of unscaled self-attention with a relative position
+// bias, gated-GELU feed-forward, T5LayerNorm (RMSNorm with weight), final norm. T5 computes the bias once
+// from block 0's table and reuses it in every block; UMT5 has a table in every block. FluxPipeline passes
+// no attention mask (padding is attended like any other token); WanPipeline passes the tokenizer's mask,
+// which drops the padding keys.
 import { attention, component, DslError, invalidDim, t5PositionBias, type Module, type Tensor } from '../../compiler/dsl/index.ts';
 
 /** T5Config keys the encoder reads */
@@ -26,6 +28,51 @@ function feedForward(m: Module, x: Tensor, c: T5EncoderConfig): Tensor {
   return ff.linear('wo', h, c.d_model, { bias: false });
 }
 
+interface StackOptions {
+  /** UMT5: every block has its own relative_attention_bias table (T5: block 0's, shared) */
+  perLayerBias: boolean;
+}
+
+function encoderStack(b: Module, ids: Tensor, mask: Tensor | undefined, c: T5EncoderConfig, o: StackOptions): Tensor {
+  if (c.feed_forward_proj !== 'gated-gelu') {
+    throw new DslError(`${o.perLayerBias ? 'UMT5' : 'T5'}EncoderModel: feed_forward_proj '${c.feed_forward_proj}' is not supported (supported: gated-gelu, the T5 v1.1 / UMT5 encoders)`);
+  }
+  const T = ids.dim(1);
+  const inner = c.num_heads * c.d_kv;
+  const eps = c.layer_norm_epsilon;
+  let h = b.embedding('shared', ids, { num: c.vocab_size, dim: c.d_model });
+  const enc = b.scope('encoder');
+  const positionBias = (layer: number): Tensor => {
+    const table = enc.param(`block.${layer}.layer.0.SelfAttention.relative_attention_bias.weight`, [c.relative_attention_num_buckets, c.num_heads]);
+    return t5PositionBias(table, { queries: T, keys: T, numBuckets: c.relative_attention_num_buckets, maxDistance: c.relative_attention_max_distance, bidirectional: true });
+  };
+  const shared = o.perLayerBias ? null : positionBias(0);
+  for (let i = 0; i < c.num_layers; i++) {
+    const blk = enc.scope(`block.${i}`);
+    const sa = blk.scope('layer.0');
+    const a = sa.scope('SelfAttention');
+    const n = sa.rmsNorm('layer_norm', h, { eps });
+    const att = attention(a.linear('q', n, inner, { bias: false }), a.linear('k', n, inner, { bias: false }), a.linear('v', n, inner, { bias: false }), {
+      heads: c.num_heads,
+      scale: 1,
+      bias: shared ?? positionBias(i),
+      ...(mask ? { keyMask: mask } : {}),
+    });
+    h = h.add(a.linear('o', att, c.d_model, { bias: false }));
+    const f = blk.scope('layer.1');
+    h = h.add(feedForward(f, f.rmsNorm('layer_norm', h, { eps }), c));
+  }
+  return enc.rmsNorm('final_layer_norm', h, { eps });
+}
+
+const tokenDims = {
+  defaults: { batch: 1, textTokens: 512 },
+  resolve(_c: T5EncoderConfig, d: Record<string, number>) {
+    if (d.textTokens! < 1) invalidDim('textTokens', d.textTokens!, 'must be at least 1');
+    return { dims: { B: d.batch!, textTokens: d.textTokens! }, tag: `b${d.batch}-t${d.textTokens}` };
+  },
+};
+
 export const t5Encoder = component<T5EncoderConfig>({
   component: 'text_encoder_2',
   className: 'T5EncoderModel',
@@ -42,39 +89,29 @@ export const t5Encoder = component<T5EncoderConfig>({
     feed_forward_proj: 'gated-gelu',
     layer_norm_epsilon: 1e-6,
   },
-  dims: {
-    defaults: { batch: 1, textTokens: 512 },
-    resolve(_c, d) {
-      if (d.textTokens! < 1) invalidDim('textTokens', d.textTokens!, 'must be at least 1');
-      return { dims: { B: d.batch!, textTokens: d.textTokens! }, tag: `b${d.batch}-t${d.textTokens}` };
-    },
-  },
+  dims: tokenDims,
   inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!] }),
-  forward(b, x, c) {
-    if (c.feed_forward_proj !== 'gated-gelu') {
-      throw new DslError(`T5EncoderModel: feed_forward_proj '${c.feed_forward_proj}' is not supported (supported: gated-gelu, the T5 v1.1 / UMT5 encoders)`);
-    }
-    const T = x.input_ids!.dim(1);
-    const inner = c.num_heads * c.d_kv;
-    const eps = c.layer_norm_epsilon;
-    let h = b.embedding('shared', x.input_ids!, { num: c.vocab_size, dim: c.d_model });
-    const enc = b.scope('encoder');
-    const table = enc.param('block.0.layer.0.SelfAttention.relative_attention_bias.weight', [c.relative_attention_num_buckets, c.num_heads]);
-    const bias = t5PositionBias(table, { queries: T, keys: T, numBuckets: c.relative_attention_num_buckets, maxDistance: c.relative_attention_max_distance, bidirectional: true });
-    for (let i = 0; i < c.num_layers; i++) {
-      const blk = enc.scope(`block.${i}`);
-      const sa = blk.scope('layer.0');
-      const a = sa.scope('SelfAttention');
-      const n = sa.rmsNorm('layer_norm', h, { eps });
-      const o = attention(a.linear('q', n, inner, { bias: false }), a.linear('k', n, inner, { bias: false }), a.linear('v', n, inner, { bias: false }), {
-        heads: c.num_heads,
-        scale: 1,
-        bias,
-      });
-      h = h.add(a.linear('o', o, c.d_model, { bias: false }));
-      const f = blk.scope('layer.1');
-      h = h.add(feedForward(f, f.rmsNorm('layer_norm', h, { eps }), c));
-    }
-    return { last_hidden_state: enc.rmsNorm('final_layer_norm', h, { eps }) };
+  forward: (b, x, c) => ({ last_hidden_state: encoderStack(b, x.input_ids!, undefined, c, { perLayerBias: false }) }),
+});
+
+export const umt5Encoder = component<T5EncoderConfig>({
+  component: 'text_encoder',
+  className: 'UMT5EncoderModel',
+  // google/umt5-xxl (Wan-AI/Wan2.1-T2V-14B-Diffusers text_encoder/config.json)
+  config: {
+    vocab_size: 256384,
+    d_model: 4096,
+    d_kv: 64,
+    d_ff: 10240,
+    num_layers: 24,
+    num_heads: 64,
+    relative_attention_num_buckets: 32,
+    relative_attention_max_distance: 128,
+    feed_forward_proj: 'gated-gelu',
+    layer_norm_epsilon: 1e-6,
   },
+  dims: tokenDims,
+  // attention_mask: the tokenizer's (1 = token, 0 = padding)
+  inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!], attention_mask: [d.B!, d.textTokens!] }),
+  forward: (b, x, c) => ({ last_hidden_state: encoderStack(b, x.input_ids!, x.attention_mask!, c, { perLayerBias: true }) }),
 });

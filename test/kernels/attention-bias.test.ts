@@ -7,7 +7,17 @@ import { native } from '../../runtime/native.ts';
 import { expectClose, randn, sentinel } from './harness.ts';
 import { attentionRef, compactRows } from './reference-gemm.ts';
 
-interface Case { B: number; Sq: number; Sk: number; H: number; D: number; causal: boolean; bias: boolean; seed: number }
+interface Case { B: number; Sq: number; Sk: number; H: number; D: number; causal: boolean; bias: boolean; mask?: boolean; seed: number }
+
+/** a key mask [B, Sk] keeping a prefix of each row (UMT5's padding mask; >= 1 key per row) */
+function prefixMask(B: number, Sk: number, seed: number): Float32Array {
+  const m = new Float32Array(B * Sk);
+  for (let b = 0; b < B; b++) {
+    const keep = 1 + ((seed * 7 + b * 13) % Sk);
+    m.fill(1, b * Sk, b * Sk + keep);
+  }
+  return m;
+}
 
 function runCase(c: Case) {
   const { B, Sq, Sk, H, D } = c;
@@ -15,9 +25,10 @@ function runCase(c: Case) {
   const q = randn(B * Sq * qStride, c.seed), k = randn(B * Sk * kStride, c.seed + 1), v = randn(B * Sk * vStride, c.seed + 2);
   const bias = c.bias ? randn(H * Sq * Sk, c.seed + 3, 2) : null;
   const scale = c.bias ? 1 : 1 / Math.sqrt(D); // T5 does not scale its scores
+  const keyMask = c.mask ? prefixMask(B, Sk, c.seed) : null;
   const o = sentinel(B * Sq * oStride);
-  native.runKernel('attention_bias', [q, k, v, bias, o], [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, c.causal ? 1 : 0], [scale]);
-  const want = attentionRef({ q, k, v, keyMask: null, bias, causal: c.causal, B, Sq, Sk, H, D, qStride, kStride, vStride, scale });
+  native.runKernel('attention_bias', [q, k, v, bias, keyMask, o], [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, c.causal ? 1 : 0], [scale]);
+  const want = attentionRef({ q, k, v, keyMask, bias, causal: c.causal, B, Sq, Sk, H, D, qStride, kStride, vStride, scale });
   expectClose(compactRows(o, B * Sq, HD, oStride), want.o, 0, 0, want.tol, `attention_bias ${JSON.stringify(c)}`);
   for (let r = 0; r < B * Sq; r++) for (let cc = HD; cc < oStride; cc++) expect(o[r * oStride + cc]).toBe(Math.fround(-12345.678));
 }
@@ -42,6 +53,18 @@ describe('attention_bias', () => {
   it('additive bias [H, Sq, Sk] (T5), Sq != Sk, unscaled scores', () => {
     for (const [Sq, Sk, D] of [[1, 1, 8], [13, 29, 16], [33, 33, 64], [65, 17, 7]] as const) runCase({ B: 2, Sq, Sk, H: 4, D, causal: false, bias: true, seed: Sq * Sk + D });
   });
+  it('bias and a key mask [B, Sk] (UMT5 over padding), odd sizes', () => {
+    for (const [Sq, Sk, D] of [[1, 1, 8], [13, 29, 16], [37, 37, 7]] as const) runCase({ B: 3, Sq, Sk, H: 2, D, causal: false, bias: true, mask: true, seed: Sq + Sk + D });
+  });
+  it('masked keys get probability exactly 0', () => {
+    const Sk = 6, D = 4;
+    const q = randn(Sk * D, 4), k = randn(Sk * D, 5), v = randn(Sk * D, 6);
+    v.fill(1e30, 3 * D); // keys 3.. are padding
+    const mask = Float32Array.from([1, 1, 1, 0, 0, 0]);
+    const o = sentinel(Sk * D);
+    native.runKernel('attention_bias', [q, k, v, randn(Sk * Sk, 7), mask, o], [1, Sk, Sk, 1, D, D, D, D, D, 0], [1]);
+    for (const x of o) expect(Math.abs(x)).toBeLessThan(10);
+  });
   it('causal and bias together', () => {
     runCase({ B: 1, Sq: 41, Sk: 41, H: 2, D: 32, causal: true, bias: true, seed: 9 });
   });
@@ -50,13 +73,13 @@ describe('attention_bias', () => {
     const q = randn(Sq * D, 1), k = randn(Sq * D, 2), v = randn(Sq * D, 3);
     v.fill(1e30, (Sq - 1) * D); // the last key's value: only the last query may see it
     const o = sentinel(Sq * D);
-    native.runKernel('attention_bias', [q, k, v, null, o], [1, Sq, Sq, 1, D, D, D, D, D, 1], [0.5]);
+    native.runKernel('attention_bias', [q, k, v, null, null, o], [1, Sq, Sq, 1, D, D, D, D, D, 1], [0.5]);
     for (let k2 = 0; k2 < (Sq - 1) * D; k2++) expect(Math.abs(o[k2]!)).toBeLessThan(10);
   });
   it('rejects a short bias and a causal flag other than 0/1', () => {
     const q = randn(2 * 3 * 8, 1), o = new Float32Array(2 * 3 * 8);
-    expect(() => native.runKernel('attention_bias', [q, q, q, new Float32Array(5), o], [2, 3, 3, 2, 4, 8, 8, 8, 8, 0], [1])).toThrow(/bias.*holds 5 floats, needs 18/);
-    expect(() => native.runKernel('attention_bias', [q, q, q, null, o], [2, 3, 3, 2, 4, 8, 8, 8, 8, 2], [1])).toThrow(/causal must be 0 or 1/);
+    expect(() => native.runKernel('attention_bias', [q, q, q, new Float32Array(5), null, o], [2, 3, 3, 2, 4, 8, 8, 8, 8, 0], [1])).toThrow(/bias.*holds 5 floats, needs 18/);
+    expect(() => native.runKernel('attention_bias', [q, q, q, null, null, o], [2, 3, 3, 2, 4, 8, 8, 8, 8, 2], [1])).toThrow(/causal must be 0 or 1/);
   });
 });
 

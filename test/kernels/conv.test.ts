@@ -1,4 +1,4 @@
-// conv2d vs the float64 reference. Tolerance = the classical float32 dot-product bound: for K = Ci*kh*kw
+// conv2d and the frame-major conv3d vs float64 references. Tolerance = the classical float32 dot-product bound: for K = Ci*kh*kw
 // products, |fl(sum) - sum| <= gamma_K * sum|w x| with gamma_K = K u / (1 - K u), u = 2^-24. The per-element
 // bound is computed by running the reference on |x|, |w|, |b| (that yields sum|terms|), times 2 for margin.
 import { describe, expect, it } from 'vitest';
@@ -26,5 +26,36 @@ describe('conv2d', () => {
   it('VAE-sized 3x3: Ci=32 Co=32 at 32x32 (full tiles and tails)', () => check(1, 32, 32, 32, 32, 3, 3, 1, 1, true, 5));
   it('rejects a kernel larger than the padded input', () => {
     expect(() => native.runKernel('conv2d', [randn(4, 1), randn(9, 1), null, sentinel(4)], [1, 1, 2, 2, 1, 3, 3, 1, 0], [])).toThrow(/kernel larger/);
+  });
+});
+
+/** [A, B, R] -> [B, A, R] (frame-major <-> channel-first for one video) */
+function swap01(x: ArrayLike<number>, A: number, B: number, R: number): Float64Array {
+  const y = new Float64Array(A * B * R);
+  for (let a = 0; a < A; a++) for (let b = 0; b < B; b++) for (let r = 0; r < R; r++) y[(b * A + a) * R + r] = x[(a * B + b) * R + r]!;
+  return y;
+}
+
+function check3d(Ci: number, T: number, H: number, W: number, Co: number, kt: number, k: number, pad: number, withBias: boolean, seed: number) {
+  const [Ho, Wo] = ref.conv2dOutSize(H, W, k, k, 1, pad);
+  const To = T - kt + 1;
+  const x = randn(T * Ci * H * W, seed), w = randn(Co * Ci * kt * k * k, seed + 1, 0.3), b = withBias ? randn(Co, seed + 2) : null;
+  const y = sentinel(To * Co * Ho * Wo);
+  native.runKernel('conv3d', [x, w, b, y], [To, Ci, H, W, Co, kt, k, k, 1, pad], []);
+  // the reference runs in PyTorch's [C, T, H, W]: the kernel's frame-major layout is part of what is checked
+  const xc = swap01(x, T, Ci, H * W);
+  const want = swap01(ref.conv3dChannelFirst(xc, w, b, Ci, T, H, W, Co, kt, k, k, 1, pad), Co, To, Ho * Wo);
+  const absSum = swap01(ref.conv3dChannelFirst(absArr(xc), absArr(w), b ? absArr(b) : null, Ci, T, H, W, Co, kt, k, k, 1, pad), Co, To, Ho * Wo);
+  const K = Ci * kt * k * k, gamma = (K * U) / (1 - K * U);
+  expectClose(y, want, 1e-7, 0, absSum.map((s) => 2 * gamma * s));
+}
+
+describe('conv3d (frame-major, no temporal padding)', () => {
+  it('3x3x3 pad 1 (the Wan VAE causal conv), odd sizes: T=5 Ci=5 13x11 Co=7', () => check3d(5, 5, 13, 11, 7, 3, 3, 1, true, 11));
+  it('3x1x1 (the Wan time_conv), T=4 Ci=6 Co=12, no bias', () => check3d(6, 4, 5, 7, 12, 3, 1, 0, false, 12));
+  it('kt = T (one output frame), Ci=3 Co=37', () => check3d(3, 3, 9, 6, 37, 3, 3, 1, true, 13));
+  it('kt = 1 is conv2d per frame', () => check3d(4, 3, 6, 5, 5, 1, 3, 1, true, 14));
+  it('rejects a short input', () => {
+    expect(() => native.runKernel('conv3d', [randn(10, 1), randn(27, 1), null, sentinel(9)], [1, 1, 3, 3, 1, 3, 3, 3, 1, 1], [])).toThrow(/holds 10 floats/);
   });
 });

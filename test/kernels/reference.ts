@@ -279,3 +279,33 @@ export function attnMerge(prevOut: Arr, prevLse: Arr, out: Arr, lse: Arr, rows: 
     }
   return { y, yLse };
 }
+
+/**
+ * PyTorch's Conv3d on one video in its own layout: x [Ci, T, H, W], w [Co, Ci, kt, kh, kw] -> [Co, T - kt + 1,
+ * Ho, Wo], no temporal padding, spatial zero padding `pad`.
+ */
+export function conv3dChannelFirst(x: Arr, w: Arr, bias: Arr | null, Ci: number, T: number, H: number, W: number, Co: number, kt: number, kh: number, kw: number,
+  stride: number, pad: number): Float64Array {
+  const [Ho, Wo] = conv2dOutSize(H, W, kh, kw, stride, pad);
+  const To = T - kt + 1;
+  const y = new Float64Array(Co * To * Ho * Wo);
+  for (let co = 0; co < Co; co++)
+    for (let t = 0; t < To; t++)
+      for (let oh = 0; oh < Ho; oh++)
+        for (let ow = 0; ow < Wo; ow++) {
+          let acc = bias ? bias[co] : 0;
+          for (let ci = 0; ci < Ci; ci++)
+            for (let dt = 0; dt < kt; dt++)
+              for (let a = 0; a < kh; a++) {
+                const ih = oh * stride - pad + a;
+                if (ih < 0 || ih >= H) continue;
+                for (let b = 0; b < kw; b++) {
+                  const iw = ow * stride - pad + b;
+                  if (iw < 0 || iw >= W) continue;
+                  acc += x[((ci * T + t + dt) * H + ih) * W + iw] * w[(((co * Ci + ci) * kt + dt) * kh + a) * kw + b];
+                }
+              }
+          y[((co * To + t) * Ho + oh) * Wo + ow] = acc;
+        }
+  return y;
+}

@@ -380,11 +380,12 @@ static void attn_merge(const KernelArgs& a, KernelCtx& ctx) {
 }
 
 
-// `attention_bias`: t = [q, k, v, bias?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, causal],
+// `attention_bias`: t = [q, k, v, bias?, mask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, causal],
 //   f = [scale]. o = softmax(q k^T * scale + bias[h]) v per (b, h), the text encoders' attention: bias
 //   [H, Sq, Sk] (T5's relative position bias, shared by the batch) is added to the scaled scores;
 //   causal = 1 drops the keys j > i (CLIP's causal mask: the additive finfo.min of transformers gives
-//   those keys probability exactly 0 too). Rows as in `attention`. Plain two-pass softmax per query row
+//   those keys probability exactly 0 too); mask [B, Sk] drops the keys whose mask is <= 0.5 (the T5 / UMT5
+//   attention_mask over padding, for the same reason). A row with no key left is 0. Rows as in `attention`. Plain two-pass softmax per query row
 //   (max, then exp and sum in float32), accumulation of P V in float32: these encoders run once per
 //   prompt over <= 512 tokens, so a scalar kernel split over (b, h, query rows) is enough.
 static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
@@ -392,7 +393,8 @@ static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
   const float* k = a.t[1];
   const float* v = a.t[2];
   const float* bias = a.t[3];
-  float* o = a.t[4];
+  const float* mask = a.t[4];
+  float* o = a.t[5];
   const int64_t B = a.i[0], Sq = a.i[1], Sk = a.i[2], H = a.i[3], D = a.i[4];
   const int64_t qs = a.i[5], ks = a.i[6], vs = a.i[7], os = a.i[8];
   const bool causal = a.i[9] != 0;
@@ -406,9 +408,14 @@ static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
       const int64_t s = r % Sq, h = (r / Sq) % H, b = r / (Sq * H);
       const float* qr = q + (b * Sq + s) * qs + h * D;
       const float* brow = bias ? bias + (h * Sq + s) * Sk : nullptr;
+      const float* mrow = mask ? mask + b * Sk : nullptr;
       const int64_t nk = causal ? std::min<int64_t>(Sk, s + 1) : Sk;
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < nk; ++j) {
+        if (mrow && !(mrow[j] > 0.5f)) {
+          p[j] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
         const float* kr = k + (b * Sk + j) * ks + h * D;
         float dot = 0.0f;
         for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
@@ -419,7 +426,7 @@ static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
       }
       float l = 0.0f;
       for (int64_t j = 0; j < nk; ++j) {
-        p[j] = std::exp(p[j] - m);
+        p[j] = m == -std::numeric_limits<float>::infinity() ? 0.0f : std::exp(p[j] - m);
         l += p[j];
       }
       std::fill(acc.begin(), acc.end(), 0.0f);

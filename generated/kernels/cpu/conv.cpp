@@ -72,18 +72,16 @@ inline void tile_rows(int64_t rows, const float* w, const float* panel, const fl
   }
 }
 
-// t: x[N, Ci, H, W], W[Co, Ci, kh, kw], bias?, y[N, Co, Ho, Wo] ; i: N, Ci, H, W, Co, kh, kw, stride, pad
-void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
-  const float* x = args.t[0];
-  const float* w = args.t[1];
-  const float* bias = args.t[2];
-  float* y = args.t[3];
-  const int64_t N = args.i[0], Ci = args.i[1], H = args.i[2], W = args.i[3], Co = args.i[4];
-  const int64_t kh = args.i[5], kw = args.i[6], st = args.i[7], pad = args.i[8];
-  if (st < 1 || kh < 1 || kw < 1) return;
+// The convolution of N output frames: output frame n reads input frames n .. n+kt-1 (frame-major
+// [frames, Ci, H, W] input, one frame = Ci*H*W floats), so conv2d is kt = 1 (a frame is an image) and the
+// causal Conv3d of the Wan VAE is kt > 1 with its cache frames already in front of the input. The im2col
+// row k decomposes as (ci, dt, a, b): the order of a [Co, Ci, kt, kh, kw] weight.
+void conv_frames(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t Ci, int64_t H, int64_t W,
+                 int64_t Co, int64_t kt, int64_t kh, int64_t kw, int64_t st, int64_t pad, KernelCtx& ctx) {
+  if (st < 1 || kt < 1 || kh < 1 || kw < 1) return;
   const int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
   if (Ho <= 0 || Wo <= 0 || Co <= 0) return;
-  const int64_t K = Ci * kh * kw, P = Ho * Wo;
+  const int64_t K = Ci * kt * kh * kw, P = Ho * Wo;
   const int64_t pb = (P + kPB - 1) / kPB, cob = (Co + kRB - 1) / kRB;
   // im2col straight into [pb][K][32] panels (zero padding both for the image border and past P)
   std::vector<float> packed(static_cast<size_t>(pb * K * kPB));
@@ -93,8 +91,8 @@ void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
     float* yn = y + n * Co * P;
     parallel_for(ctx, K, std::max<int64_t>(1, 4096 / (pb * kPB)), [&](int64_t k0, int64_t k1) {
       for (int64_t k = k0; k < k1; ++k) {
-        const int64_t ci = k / (kh * kw), a = (k / kw) % kh, b = k % kw;
-        const float* xc = xn + ci * H * W;
+        const int64_t ci = k / (kt * kh * kw), dt = (k / (kh * kw)) % kt, a = (k / kw) % kh, b = k % kw;
+        const float* xc = xn + (dt * Ci + ci) * H * W;
         float* dst = pk + k * kPB;  // panel blk starts at blk * K * kPB
         int64_t p = 0;
         for (int64_t oh = 0; oh < Ho; ++oh) {
@@ -120,10 +118,25 @@ void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
   }
 }
 
+// t: x[N, Ci, H, W], W[Co, Ci, kh, kw], bias?, y[N, Co, Ho, Wo] ; i: N, Ci, H, W, Co, kh, kw, stride, pad
+void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
+  const int64_t* i = args.i;
+  conv_frames(args.t[0], args.t[1], args.t[2], args.t[3], i[0], i[1], i[2], i[3], i[4], 1, i[5], i[6], i[7], i[8], ctx);
+}
+
+// t: x[To + kt - 1, Ci, H, W] (frame-major), W[Co, Ci, kt, kh, kw], bias?, y[To, Co, Ho, Wo] ;
+// i: To, Ci, H, W, Co, kt, kh, kw, stride, pad. No temporal padding: causal callers put their cache
+// frames (or zeros) in front of the input.
+void kernel_conv3d(const KernelArgs& args, KernelCtx& ctx) {
+  const int64_t* i = args.i;
+  conv_frames(args.t[0], args.t[1], args.t[2], args.t[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9], ctx);
+}
+
 }  // namespace
 }  // namespace ditforge
 
 extern "C" const ditforge::KernelEntry ditforge_cpu_conv[] = {
     {"conv2d", ditforge::kernel_conv2d},
+    {"conv3d", ditforge::kernel_conv3d},
     {nullptr, nullptr},
 };

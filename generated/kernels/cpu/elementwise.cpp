@@ -94,6 +94,16 @@ struct chain_ew_e4236df7 : Floats {
 };
 void kernel_ew_e4236df7(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_e4236df7, 1>(args, ctx); }
 
+// ew_f7edf843: y = (a0 * a1)
+// t: in0..in1, y ; i: n ; f: f0..f7
+struct chain_ew_f7edf843 : Floats {
+  float operator()(float a0, float a1) const {
+    using namespace ew;
+    return static_cast<float>((a0 * a1));
+  }
+};
+void kernel_ew_f7edf843(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_f7edf843, 2>(args, ctx); }
+
 // ew_selftest: y = a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1
 // t: in0..in2, y ; i: n ; f: f0..f7
 struct chain_ew_selftest : Floats {
@@ -115,6 +125,7 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[] = {
     {"ew_0571fe9c", ditforge::kernel_ew_0571fe9c },
     {"ew_21a35ba2", ditforge::kernel_ew_21a35ba2 },
     {"ew_e4236df7", ditforge::kernel_ew_e4236df7 },
+    {"ew_f7edf843", ditforge::kernel_ew_f7edf843 },
     {"ew_selftest", ditforge::kernel_ew_selftest },
     {nullptr, nullptr},
 };
@@ -127,6 +138,7 @@ extern "C" const ditforge::ElementwiseInfo ditforge_cpu_elementwise_info[] = {
     {"ew_0571fe9c", 2 },
     {"ew_21a35ba2", 1 },
     {"ew_e4236df7", 1 },
+    {"ew_f7edf843", 2 },
     {"ew_selftest", 3 },
     {nullptr, 0},
 };

@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32) attn_merge_k(const float* po
 // attention_bias (the text encoders' attention; semantics in templates/cpu/attention.cpp.hbs): one block
 // of 128 threads per (b, h, query row). Threads score keys j = tid + 128n into shared memory (Sk floats),
 // block max and sum, then thread d accumulates column d of P V. Bias [H, Sq, Sk] is added to the scaled
-// score; causal drops j > i.
+// score; causal drops j > i; mask [B, Sk] drops the keys whose mask is <= 0.5.
 constexpr int ATB_THREADS = 128;
 
 struct MaxOp {
@@ -155,7 +155,7 @@ __device__ __forceinline__ float block_max(float v) { return block_reduce(v, -IN
 
 __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __restrict__ q, const float* __restrict__ k,
                                                                 const float* __restrict__ v, const float* __restrict__ bias,
-                                                                float* __restrict__ o, int64_t Sq, int64_t Sk, int64_t H,
+                                                                const float* __restrict__ mask, float* __restrict__ o, int64_t Sq, int64_t Sk, int64_t H,
                                                                 int64_t D, int64_t qs, int64_t ks, int64_t vs, int64_t os,
                                                                 int causal, float scale) {
   extern __shared__ float p[];  // [Sk]
@@ -163,9 +163,14 @@ __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __r
   const int64_t s = r % Sq, h = (r / Sq) % H, b = r / (Sq * H);
   const float* qr = q + (b * Sq + s) * qs + h * D;
   const float* brow = bias ? bias + (h * Sq + s) * Sk : nullptr;
+  const float* mrow = mask ? mask + b * Sk : nullptr;
   const int64_t nk = causal ? min(Sk, s + 1) : Sk;
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+    if (mrow && !(mrow[j] > 0.5f)) {
+      p[j] = -INFINITY;
+      continue;
+    }
     const float* kr = k + (b * Sk + j) * ks + h * D;
     float dot = 0.0f;
     for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
@@ -177,7 +182,7 @@ __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __r
   m = block_max(m);
   float l = 0.0f;
   for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
-    const float e = expf(p[j] - m);
+    const float e = m == -INFINITY ? 0.0f : expf(p[j] - m);
     p[j] = e;
     l += e;
   }
@@ -283,7 +288,7 @@ extern "C" int ditforge_cuda_attention_bias(const KernelArgs* a, void* stream) {
     if (e != cudaSuccess) return static_cast<int>(e);
   }
   cuda::attention_bias_k<<<static_cast<unsigned>(blocks), cuda::ATB_THREADS, smem, DF_STREAM(stream)>>>(
-      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], Sq, Sk, H, D, a->i[5], a->i[6], a->i[7], a->i[8], static_cast<int>(a->i[9]), a->f[0]);
+      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], a->t[5], Sq, Sk, H, D, a->i[5], a->i[6], a->i[7], a->i[8], static_cast<int>(a->i[9]), a->f[0]);
   return DF_LAUNCH_RESULT();
 }
 

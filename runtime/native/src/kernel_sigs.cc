@@ -28,7 +28,7 @@ const Sig kSigs[] = {
     {"attention", 5, 9, 1, "rrror", {"q", "k", "v", "keyMask", "o"}},
     {"attention_lse", 6, 9, 1, "rrrorr", {"q", "k", "v", "keyMask", "o", "lse"}},
     {"attn_merge", 6, 7, 0, "rrrrrr", {"prevOut", "prevLse", "out", "lse", "yOut", "yLse"}},
-    {"attention_bias", 5, 10, 1, "rrror", {"q", "k", "v", "bias", "o"}},
+    {"attention_bias", 6, 10, 1, "rrroor", {"q", "k", "v", "bias", "mask", "o"}},
     {"t5_position_bias", 2, 6, 0, "rr", {"table", "bias"}},
     {"timestep_embedding", 2, 3, 3, "rr", {"t", "y"}},
     {"rope_table", 3, 6, 1, "rrr", {"ids", "cos", "sin"}},
@@ -37,6 +37,7 @@ const Sig kSigs[] = {
     {"copy3d", 2, 7, 0, "rr", {"x", "y"}},
     {"transpose", 2, 3, 0, "rr", {"x", "y"}},
     {"conv2d", 4, 9, 0, "rror", {"x", "W", "bias", "y"}},
+    {"conv3d", 4, 10, 0, "rror", {"x", "W", "bias", "y"}},
     {"group_norm", 4, 5, 1, "roor", {"x", "w", "b", "y"}},
     {"upsample_nearest2x", 2, 3, 0, "rr", {"x", "y"}},
     {"fp8_qkv_permute_quant", 2, 7, 0, "rr", {"x", "y"}},
@@ -172,7 +173,8 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       need[1] = strided(B * Sk, I[6], H * D);
       need[2] = strided(B * Sk, I[7], H * D);
       need[3] = H * Sq * Sk;
-      need[4] = strided(B * Sq, I[8], H * D);
+      need[4] = B * Sk;
+      need[5] = strided(B * Sq, I[8], H * D);
     } else if (name == "t5_position_bias") {
       int64_t H = I[0], Sq = I[1], Sk = I[2];
       if (I[3] < 4) return "numBuckets must be >= 4, got " + std::to_string(I[3]);
@@ -214,6 +216,13 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
       if (H + 2 * pad < kh || W + 2 * pad < kw) return "kernel larger than the padded input";
       need[0] = N * Ci * H * W; need[1] = Co * Ci * kh * kw; need[2] = Co; need[3] = N * Co * Ho * Wo;
+    } else if (name == "conv3d") {
+      int64_t To = I[0], Ci = I[1], H = I[2], W = I[3], Co = I[4], kt = I[5], kh = I[6], kw = I[7], st = I[8], pad = I[9];
+      if (st < 1) return "stride must be >= 1";
+      if (kt < 1 || kh < 1 || kw < 1) return "kernel size must be >= 1";
+      if (H + 2 * pad < kh || W + 2 * pad < kw) return "kernel larger than the padded input";
+      int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
+      need[0] = (To + kt - 1) * Ci * H * W; need[1] = Co * Ci * kt * kh * kw; need[2] = Co; need[3] = To * Co * Ho * Wo;
     } else if (name == "group_norm") {
       int64_t N = I[0], C = I[1], HW = I[2], G = I[3];
       if (G < 1 || C % G) return "G must be >= 1 and divide C (C=" + std::to_string(C) + ", G=" + std::to_string(G) + ")";

@@ -5,7 +5,7 @@
 // same layout; timestep is the scheduler's t in [0, 1000]. Inside, tokens are token-major
 // [B, F'*H'*W', C] (F' = F / p_t, ...).
 // Input beyond diffusers' forward (the DSL has no iota op, so RoPE positions come from the caller;
-// `wanRopeIds` below computes them exactly as WanRotaryPosEmbed):
+// `videoRopeIds` in runtime/latents.ts computes them exactly as WanRotaryPosEmbed):
 //   rope_ids [N, 3]: (frame, row, column) of every patch token, in token order.
 import {
   applyRope,
@@ -64,22 +64,6 @@ function ropeAxes(D: number): number[] {
   if (D % 2 !== 0 || D < 6) throw new DslError(`attention_head_dim ${D} is not supported: WanRotaryPosEmbed needs an even head dim of at least 6`);
   const hw = 2 * Math.floor(D / 6);
   return [D - 2 * hw, hw, hw];
-}
-
-/** (frame, row, column) of every token of an f x h x w patch grid, row-major [f*h*w, 3] */
-export function wanRopeIds(f: number, h: number, w: number): Float32Array {
-  const ids = new Float32Array(f * h * w * 3);
-  let r = 0;
-  for (let a = 0; a < f; a++) {
-    for (let i = 0; i < h; i++) {
-      for (let j = 0; j < w; j++) {
-        ids[r++] = a;
-        ids[r++] = i;
-        ids[r++] = j;
-      }
-    }
-  }
-  return ids;
 }
 
 /**

@@ -6,7 +6,7 @@ export type { SafetensorsDType, TensorInfo, FloatTensor, WriteTensor } from './i
 export { WordTokenizer } from './tokenizer.ts';
 export { fluxSchedule, calculateShift, linspace, eulerStep, transformerTimestep, loadSchedulerConfig, FLUX_SCHEDULER_CONFIG } from './scheduler.ts';
 export type { Schedule, FlowMatchSchedulerConfig } from './scheduler.ts';
-export { packLatents, unpackLatents, imageIds, textIds, latentGeometry, latentsToVaeSpace } from './latents.ts';
+export { packLatents, unpackLatents, imageIds, textIds, videoRopeIds, latentGeometry, latentsToVaeSpace } from './latents.ts';
 export type { LatentGeometry } from './latents.ts';
 export { toUint8HWC, quantizeHWC, denormalize, roundHalfEven, encodePng, writePng, readPng } from './image.ts';
 export { torchRandn, MT19937 } from './rng.ts';

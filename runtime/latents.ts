@@ -41,6 +41,23 @@ export function imageIds(h2: number, w2: number): Float32Array {
   return ids;
 }
 
+/**
+ * Wan's rope_ids [f*h*w, 3]: (frame, row, column) of every token of an f x h x w patch grid, row-major (the
+ * positions WanRotaryPosEmbed gives the patch tokens)
+ */
+export function videoRopeIds(f: number, h: number, w: number): Float32Array {
+  const ids = new Float32Array(f * h * w * 3);
+  let r = 0;
+  for (let a = 0; a < f; a++)
+    for (let i = 0; i < h; i++)
+      for (let j = 0; j < w; j++) {
+        ids[r++] = a;
+        ids[r++] = i;
+        ids[r++] = j;
+      }
+  return ids;
+}
+
 /** txt_ids [T, 3]: zeros */
 export function textIds(T: number): Float32Array {
   return new Float32Array(T * 3);

@@ -22,8 +22,10 @@ export interface PipelineFamily {
   planModel: string;
   /** components whose config.json from the directory overrides the model file's defaults */
   dirConfigs: readonly Component[];
-  /** the text stack: the tiny model's word tokenizer + encoder, or FluxPipeline's CLIP (pooled) + T5 */
-  text: 'tiny' | 'clip_t5';
+  /** the text stack: the tiny model's word tokenizer + encoder, FluxPipeline's CLIP (pooled) + T5, WanPipeline's UMT5 */
+  text: 'tiny' | 'clip_t5' | 'umt5';
+  /** what the pipeline makes: images (runtime/pipeline.ts) or videos (runtime/pipelines/wan.ts) */
+  output: 'image' | 'video';
   /** the components model_index.json must name, with the classes we run */
   components: Partial<Record<string, readonly string[]>>;
 }
@@ -33,6 +35,7 @@ export const TINY_FLUX_FAMILY: PipelineFamily = {
   planModel: 'tiny-flux',
   dirConfigs: [],
   text: 'tiny',
+  output: 'image',
   components: {},
 };
 
@@ -42,6 +45,7 @@ export const FLUX1_FAMILY: PipelineFamily = {
   planModel: 'flux1-dev',
   dirConfigs: ['transformer', 'text_encoder', 'text_encoder_2', 'vae'],
   text: 'clip_t5',
+  output: 'image',
   components: {
     transformer: ['FluxTransformer2DModel'],
     text_encoder: ['CLIPTextModel'],
@@ -53,7 +57,23 @@ export const FLUX1_FAMILY: PipelineFamily = {
   },
 };
 
-const FAMILIES = [FLUX1_FAMILY];
+/** diffusers WanPipeline (Wan 2.1 text-to-video, 1.3B and 14B) */
+export const WAN21_FAMILY: PipelineFamily = {
+  pipelineClass: 'WanPipeline',
+  planModel: 'wan2.1-t2v-1.3b',
+  dirConfigs: ['transformer', 'text_encoder', 'vae'],
+  text: 'umt5',
+  output: 'video',
+  components: {
+    transformer: ['WanTransformer3DModel'],
+    text_encoder: ['UMT5EncoderModel'],
+    tokenizer: ['T5TokenizerFast', 'T5Tokenizer'],
+    vae: ['AutoencoderKLWan'],
+    scheduler: ['UniPCMultistepScheduler'],
+  },
+};
+
+const FAMILIES = [FLUX1_FAMILY, WAN21_FAMILY];
 
 export function readJson(file: string): Record<string, unknown> {
   let text: string;

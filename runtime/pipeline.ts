@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
+import { ComponentRunners, forwardRunner, runnerOutput, setRunnerInputs, shapeKey, type Runner } from './component-runners.ts';
 import { WordTokenizer } from './tokenizer.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
 import { componentConfig, configNumber, familyOf, readJson, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './model-dir.ts';
@@ -16,7 +16,7 @@ import { packLatents, latentsToVaeSpace, imageIds, textIds, latentGeometry, type
 import { toUint8HWC } from './image.ts';
 import { torchRandn } from './rng.ts';
 import type { Component, Plan } from './plan.ts';
-import { loadNative, type Native, type NativeExecutor } from './native.ts';
+import { loadNative, type Native } from './native.ts';
 import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 import { needsTiling, tileGrid, tileShapes, tiledDecode, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from './vae-tiling.ts';
 import { denoiseLoop, type TextEmbeds } from './denoise.ts';
@@ -194,18 +194,6 @@ const KEY_INPUT: Record<Component, string> = {
 /** FluxPipeline's default `max_sequence_length` (and its limit) */
 const FLUX_MAX_SEQUENCE_LENGTH = 512;
 
-function shapeKey(shape: readonly number[]): string {
-  return shape.join('x');
-}
-
-function product(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
-interface Runner {
-  plan: Plan;
-  exec: NativeExecutor;
-}
 
 /** The text conditioning of a batch of prompts. */
 export interface EncodedPrompt {
@@ -257,9 +245,7 @@ export class Pipeline {
   readonly vaeTiling: VaeTilingConfig;
   /** channels of the decoded image (VAE config out_channels) */
   readonly vaeOutChannels: number;
-  private readonly runners = new Map<string, Runner>();
-  private readonly weights = new Map<Component, ComponentWeights>();
-  private readonly shippedPlans = new Map<Component, Plan | null>();
+  private readonly components: ComponentRunners;
 
   constructor(
     readonly name: string,
@@ -267,6 +253,7 @@ export class Pipeline {
     private readonly options: PipelineOptions,
     readonly family: PipelineFamily = TINY_FLUX_FAMILY,
   ) {
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}) });
     this.scheduler = loadSchedulerConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
     const vaeFile = path.join(dir, 'vae', 'config.json');
     const vae = readJson(vaeFile);
@@ -319,19 +306,6 @@ export class Pipeline {
     return latentGeometry(height, width, this.vaeScale, this.latentChannels);
   }
 
-  private async weightsOf(component: Component): Promise<ComponentWeights> {
-    let f = this.weights.get(component);
-    if (!f) {
-      try {
-        f = await ComponentWeights.open(path.join(this.dir, component));
-      } catch (e) {
-        throw new UserError((e as Error).message);
-      }
-      this.weights.set(component, f);
-    }
-    return f;
-  }
-
   /** The compile request for a component at these dims (the plan provider's third argument). */
   planRequest(component: Component, d: PlanDims): PlanRequest {
     const cfg = this.configs[component];
@@ -344,14 +318,6 @@ export class Pipeline {
     if (!cfg) return true;
     const planCfg = (p as { config?: Record<string, unknown> }).config ?? {};
     return Object.entries(planCfg).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
-  }
-
-  private shippedPlan(component: Component): Plan | null {
-    if (!this.shippedPlans.has(component)) {
-      const file = path.join(this.options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), this.name, component, 'plan.json');
-      this.shippedPlans.set(component, fs.existsSync(file) ? (readJson(file) as unknown as Plan) : null);
-    }
-    return this.shippedPlans.get(component)!;
   }
 
   private expectedKeyShape(component: Component, d: PlanDims): number[] {
@@ -378,7 +344,7 @@ export class Pipeline {
       (component !== 'transformer' || shapeKey(p.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape.slice(0, 2) ?? []) === shapeKey([dims.batch, dims.textTokens])) &&
       this.configMatches(component, p);
     for (const given of [this.options.plans?.[component]].flat()) if (fits(given)) return given;
-    const shipped = this.shippedPlan(component);
+    const shipped = this.components.shippedPlan(component);
     if (fits(shipped)) return shipped;
     if (this.options.planProvider) {
       const p = await this.options.planProvider(component, dims, this.planRequest(component, dims));
@@ -397,45 +363,8 @@ export class Pipeline {
   }
 
   /** Returns (creating and binding weights once) the executor for a component at the given dims. */
-  async runner(component: Component, dims: PlanDims): Promise<Runner> {
-    const key = `${component}:${shapeKey(this.expectedKeyShape(component, dims))}`;
-    let r = this.runners.get(key);
-    if (r) return r;
-    const plan = await this.planFor(component, dims);
-    const file = await this.weightsOf(component);
-    const native = getNative();
-    const exec = new native.Executor(JSON.stringify(plan), this.options.threads ? { threads: this.options.threads } : {});
-    try {
-      bindPlanWeights(exec, plan, file);
-    } catch (e) {
-      throw new UserError((e as Error).message);
-    }
-    r = { plan, exec };
-    this.runners.set(key, r);
-    return r;
-  }
-
-  private static async forward(r: Runner): Promise<void> {
-    for (const s of r.plan.segments) await r.exec.run(s.name);
-  }
-
-  private static setInputs(r: Runner, inputs: Record<string, Float32Array>): void {
-    for (const io of r.plan.inputs) {
-      const v = inputs[io.name];
-      if (!v) throw new Error(`${r.plan.model}/${r.plan.component} plan input "${io.name}" was not provided`);
-      if (v.length !== product(io.shape)) {
-        throw new Error(`${r.plan.component} input "${io.name}": ${v.length} values, plan shape [${io.shape.join(', ')}] needs ${product(io.shape)}`);
-      }
-      r.exec.setInput(io.name, v);
-    }
-  }
-
-  private static output(r: Runner, name: string): Float32Array {
-    const io = r.plan.outputs.find((o) => o.name === name);
-    if (!io) throw new Error(`${r.plan.component} plan has no output "${name}" (outputs: ${r.plan.outputs.map((o) => o.name).join(', ')})`);
-    const out = new Float32Array(product(io.shape));
-    r.exec.getOutput(name, out);
-    return out;
+  runner(component: Component, dims: PlanDims): Promise<Runner> {
+    return this.components.runner(component, shapeKey(this.expectedKeyShape(component, dims)), () => this.planFor(component, dims));
   }
 
   /** The plan dims of a request (text tokens: the transformer's; CLIP's count beside them for FLUX.1). */
@@ -462,9 +391,9 @@ export class Pipeline {
     if (encoder) out = await encoder(ids, mask);
     else {
       const r = await this.runner('text_encoder', this.dims(B, height, width));
-      Pipeline.setInputs(r, { input_ids: ids, attention_mask: mask });
-      await Pipeline.forward(r);
-      out = { encoderHiddenStates: Pipeline.output(r, 'encoder_hidden_states'), pooledProjections: Pipeline.output(r, 'pooled_projections') };
+      setRunnerInputs(r, { input_ids: ids, attention_mask: mask });
+      await forwardRunner(r);
+      out = { encoderHiddenStates: runnerOutput(r, 'encoder_hidden_states'), pooledProjections: runnerOutput(r, 'pooled_projections') };
     }
     return {
       ...out,
@@ -496,14 +425,14 @@ export class Pipeline {
     t5.forEach((e, b) => t5Ids.set(e.ids, b * textTokens));
     const d = this.dims(B, height, width, textTokens);
     const rc = await this.runner('text_encoder', d);
-    Pipeline.setInputs(rc, { input_ids: clipIds, pool_mask: poolMask });
-    await Pipeline.forward(rc);
+    setRunnerInputs(rc, { input_ids: clipIds, pool_mask: poolMask });
+    await forwardRunner(rc);
     const rt = await this.runner('text_encoder_2', d);
-    Pipeline.setInputs(rt, { input_ids: t5Ids });
-    await Pipeline.forward(rt);
+    setRunnerInputs(rt, { input_ids: t5Ids });
+    await forwardRunner(rt);
     return {
-      encoderHiddenStates: Pipeline.output(rt, 'last_hidden_state'),
-      pooledProjections: Pipeline.output(rc, 'pooler_output'),
+      encoderHiddenStates: runnerOutput(rt, 'last_hidden_state'),
+      pooledProjections: runnerOutput(rc, 'pooler_output'),
       inputIds: t5.map((e) => e.ids),
       clipInputIds: clip.map((e) => e.ids),
       unknownWords: [],
@@ -572,10 +501,10 @@ export class Pipeline {
   }): Promise<Float32Array> {
     const T = inputs.textTokens ?? this.textTokens;
     const r = await this.runner('transformer', this.dims(inputs.batch, inputs.height, inputs.width, T));
-    Pipeline.setInputs(r, this.transformerInputs({ ...inputs, textTokens: T }));
+    setRunnerInputs(r, this.transformerInputs({ ...inputs, textTokens: T }));
     if (this.cacheSession) await this.cacheSession.forward(r.plan, r.exec);
-    else await Pipeline.forward(r);
-    return Pipeline.output(r, 'output');
+    else await forwardRunner(r);
+    return runnerOutput(r, 'output');
   }
 
   /**
@@ -586,9 +515,9 @@ export class Pipeline {
     const grid = opts.tiling ? this.vaeTileGrid(height, width) : null;
     if (grid) return tiledDecode(z, batch, this.latentChannels, this.vaeOutChannels, grid, (tile, t) => this.decodeVaeTile(tile, batch, t, grid));
     const r = await this.runner('vae', this.dims(batch, height, width));
-    Pipeline.setInputs(r, { latents: z });
-    await Pipeline.forward(r);
-    return Pipeline.output(r, 'sample');
+    setRunnerInputs(r, { latents: z });
+    await forwardRunner(r);
+    return runnerOutput(r, 'sample');
   }
 
   /** The tile grid of a tiled decode at this image size, or null when the latents fit one tile (no tiling). */
@@ -605,9 +534,9 @@ export class Pipeline {
   /** Decodes one latent tile [B, C, t.h, t.w] with the VAE plan of its size -> [B, 3, t.h*scale, t.w*scale]. */
   async decodeVaeTile(tile: Float32Array, batch: number, t: VaeTile, grid: VaeTileGrid): Promise<Float32Array> {
     const r = await this.runner('vae', this.dims(batch, t.h * grid.scale, t.w * grid.scale));
-    Pipeline.setInputs(r, { latents: tile });
-    await Pipeline.forward(r);
-    return Pipeline.output(r, 'sample');
+    setRunnerInputs(r, { latents: tile });
+    await forwardRunner(r);
+    return runnerOutput(r, 'sample');
   }
 
 
@@ -743,14 +672,14 @@ export class Pipeline {
 
   /** worker threads of the executors (null before the first forward pass) */
   threads(): number | null {
-    for (const r of this.runners.values()) return typeof r.exec.threads === 'function' ? r.exec.threads() : (this.options.threads ?? null);
+    for (const r of this.components.all()) return typeof r.exec.threads === 'function' ? r.exec.threads() : (this.options.threads ?? null);
     return this.options.threads ?? null;
   }
 
   /** bytes of the executors' arenas */
   arenaBytes(): number {
     let n = 0;
-    for (const r of this.runners.values()) n += r.exec.arenaBytes();
+    for (const r of this.components.all()) n += r.exec.arenaBytes();
     return n;
   }
 }

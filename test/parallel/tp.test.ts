@@ -9,7 +9,7 @@ import { openSafetensors } from '../../runtime/io/safetensors.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
 import { ParallelBlockListRunner } from '../../runtime/parallel/cache.ts';
-import { wanRopeIds } from '../../models/wan2.1.ts';
+import { videoRopeIds } from '../../runtime/latents.ts';
 import { runNative } from '../helpers/run-plan.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import type { Plan } from '../../runtime/plan.ts';
@@ -218,7 +218,7 @@ describe.skipIf(!nativeAvailable())('TP on Wan 2.1 (norm_q / norm_k over all hea
     const w = randomW(ref, 21);
     const inputs = inputsFor(ref, 22);
     const d = ref.dims;
-    inputs.rope_ids = wanRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
+    inputs.rope_ids = videoRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
     inputs.timestep = Float32Array.of(120, 870);
     const want = runOneRank(ref, w, inputs);
     for (const tp of [2, 4]) {

@@ -6,7 +6,7 @@ import { native } from '../../runtime/native.ts';
 import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import type { Plan } from '../../runtime/plan.ts';
-import { wanRopeIds } from '../../models/wan2.1.ts';
+import { videoRopeIds } from '../../runtime/latents.ts';
 import { randomInputs, randomWeights, rng } from '../helpers/random.ts';
 import { runOneRank } from './helpers.ts';
 
@@ -29,7 +29,7 @@ export function wanInputs(plan: Plan, seed: number): Record<string, Float32Array
   const ins = randomInputs(plan, seed);
   const d = plan.dims;
   const r = rng(seed + 1);
-  ins.rope_ids = wanRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
+  ins.rope_ids = videoRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
   ins.timestep = Float32Array.from({ length: d.B! }, () => 50 + 900 * r());
   return ins;
 }

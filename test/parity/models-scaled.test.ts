@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { compilePlan, exportOnnx, inspectModel, listModels, type CompileOptions } from '../../compiler/index.ts';
 import { qwenImageRopeIds } from '../../models/qwen-image.ts';
 import { qwenImageReference, wanReference } from '../helpers/dit-reference.ts';
-import { wanRopeIds } from '../../models/wan2.1.ts';
+import { videoRopeIds } from '../../runtime/latents.ts';
 import type { Plan } from '../../runtime/plan.ts';
 import { randomInputs, randomWeights, rng } from '../helpers/random.ts';
 import { notRunnable, runNative, runOnnx } from '../helpers/run-plan.ts';
@@ -49,7 +49,7 @@ function modelInputs(model: string, plan: Plan, seed: number): Record<string, Fl
     for (let b = 0; b < d.B!; b++) for (let t = d.textTokens! - 2 * b; t < d.textTokens!; t++) mask[b * S + t] = 0;
     ins.joint_attention_mask = mask;
   } else {
-    ins.rope_ids = wanRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
+    ins.rope_ids = videoRopeIds(d.tokensF!, d.tokensH!, d.tokensW!);
     ins.timestep = Float32Array.from({ length: d.B! }, () => 50 + 900 * r());
   }
   return ins;

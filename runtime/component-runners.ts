@@ -1,0 +1,114 @@
+// The executors of one pipeline's components on the native runtime: where a component's plan comes from
+// (given, shipped under generated/<model>/<component>/plan.json, or compiled by the plan provider), its
+// checkpoint (opened once, bound into each executor), and the set-inputs / forward / read-output calls
+// every pipeline family makes.
+import fs from 'node:fs';
+import path from 'node:path';
+import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
+import { readJson, UserError } from './model-dir.ts';
+import { loadNative, type NativeExecutor } from './native.ts';
+import type { Component, Plan } from './plan.ts';
+
+export function shapeKey(shape: readonly number[]): string {
+  return shape.join('x');
+}
+
+export function product(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** a plan and the executor it runs on (weights bound) */
+export interface Runner {
+  plan: Plan;
+  exec: NativeExecutor;
+}
+
+/** runs every segment of the plan */
+export async function forwardRunner(r: Runner): Promise<void> {
+  for (const s of r.plan.segments) await r.exec.run(s.name);
+}
+
+/** sets every plan input (each must be given, with the plan's element count) */
+export function setRunnerInputs(r: Runner, inputs: Record<string, Float32Array>): void {
+  for (const io of r.plan.inputs) {
+    const v = inputs[io.name];
+    if (!v) throw new Error(`${r.plan.model}/${r.plan.component} plan input "${io.name}" was not provided`);
+    if (v.length !== product(io.shape)) {
+      throw new Error(`${r.plan.component} input "${io.name}": ${v.length} values, plan shape [${io.shape.join(', ')}] needs ${product(io.shape)}`);
+    }
+    r.exec.setInput(io.name, v);
+  }
+}
+
+/** a fresh copy of a plan output */
+export function runnerOutput(r: Runner, name: string): Float32Array {
+  const io = r.plan.outputs.find((o) => o.name === name);
+  if (!io) throw new Error(`${r.plan.component} plan has no output "${name}" (outputs: ${r.plan.outputs.map((o) => o.name).join(', ')})`);
+  const out = new Float32Array(product(io.shape));
+  r.exec.getOutput(name, out);
+  return out;
+}
+
+export interface ComponentRunnerOptions {
+  threads?: number;
+  /** directory holding <model>/<component>/plan.json (default: <package>/generated) */
+  generatedDir: string;
+}
+
+/** Checkpoints and executors of a pipeline directory's components, created once per shape. */
+export class ComponentRunners {
+  private readonly runners = new Map<string, Runner>();
+  private readonly weights = new Map<Component, ComponentWeights>();
+  private readonly shipped = new Map<Component, Plan | null>();
+
+  constructor(
+    readonly model: string,
+    readonly dir: string,
+    private readonly opts: ComponentRunnerOptions,
+  ) {}
+
+  /** the component's checkpoint (sharded or single file), opened on first use */
+  async weightsOf(component: Component): Promise<ComponentWeights> {
+    let f = this.weights.get(component);
+    if (!f) {
+      try {
+        f = await ComponentWeights.open(path.join(this.dir, component));
+      } catch (e) {
+        throw new UserError((e as Error).message);
+      }
+      this.weights.set(component, f);
+    }
+    return f;
+  }
+
+  /** the plan shipped for this model and component, or null */
+  shippedPlan(component: Component): Plan | null {
+    if (!this.shipped.has(component)) {
+      const file = path.join(this.opts.generatedDir, this.model, component, 'plan.json');
+      this.shipped.set(component, fs.existsSync(file) ? (readJson(file) as unknown as Plan) : null);
+    }
+    return this.shipped.get(component)!;
+  }
+
+  /** the executor cached under `key`, or one made from `plan()` with the component's weights bound */
+  async runner(component: Component, key: string, plan: () => Promise<Plan>, o: { partOfModel?: boolean } = {}): Promise<Runner> {
+    const k = `${component}:${key}`;
+    let r = this.runners.get(k);
+    if (r) return r;
+    const p = await plan();
+    const file = await this.weightsOf(component);
+    const exec = new (loadNative().Executor)(JSON.stringify(p), this.opts.threads ? { threads: this.opts.threads } : {});
+    try {
+      bindPlanWeights(exec, p, file, o);
+    } catch (e) {
+      throw new UserError((e as Error).message);
+    }
+    r = { plan: p, exec };
+    this.runners.set(k, r);
+    return r;
+  }
+
+  all(): Runner[] {
+    return [...this.runners.values()];
+  }
+}

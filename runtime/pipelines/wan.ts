@@ -1,0 +1,420 @@
+// diffusers WanPipeline (Wan 2.1 text-to-video) on compiled plans: T5 tokenizer -> UMT5 (padding zeroed
+// past each prompt's tokens) -> UniPC multistep loop over WanTransformer3DModel with classifier-free
+// guidance (cond, then uncond: Cache-DiT's separate-CFG order) -> latents de-normalised with the VAE's
+// per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
+// the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
+import path from 'node:path';
+import { ComponentRunners, forwardRunner, product, runnerOutput, setRunnerInputs, shapeKey, type Runner } from '../component-runners.ts';
+import { HfTokenizer } from '../hf-tokenizer.ts';
+import { quantizeHWC, denormalize } from '../image.ts';
+import { videoRopeIds } from '../latents.ts';
+import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
+import { loadNative } from '../native.ts';
+import type { Component, Plan } from '../plan.ts';
+import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from '../pipeline-cache.ts';
+import { combineCfg } from '../denoise.ts';
+import { torchRandn } from '../rng.ts';
+import { loadUniPCConfig, UniPCScheduler, type UniPCConfig } from '../schedulers/unipc.ts';
+import type { PipelineOptions, PlanDims, StageTimings } from '../pipeline.ts';
+
+export interface VideoGenerateOptions {
+  prompt: string;
+  /** default '' when CFG runs (WanPipeline) */
+  negativePrompt?: string;
+  /** CFG scale (WanPipeline guidance_scale, default 5.0; CFG runs when > 1) */
+  guidanceScale?: number;
+  /** default 50 */
+  steps?: number;
+  seed?: number;
+  /** initial latents [batch, z_dim, latent frames, h, w] (diffusers' `latents=`); overrides the seed */
+  latents?: Float32Array;
+  /** batch of `latents` (default 1) */
+  batch?: number;
+  /** defaults 480 x 832, 81 frames */
+  height?: number;
+  width?: number;
+  numFrames?: number;
+  /** UMT5 tokens (max_sequence_length, default 512) */
+  maxSequenceLength?: number;
+  cache?: PipelineCacheOptions;
+  onStep?: (info: { step: number; steps: number; timestep: number; sigma: number; ms: number }) => void;
+}
+
+export interface VideoGenerateResult {
+  /** per batch item: frames [F, H, W, 3] uint8 RGB */
+  videos: Uint8Array[];
+  numFrames: number;
+  height: number;
+  width: number;
+  /** final latents [B, z_dim, F', h, w] (output_type="latent") */
+  latents: Float32Array;
+  latentsShape: [number, number, number, number, number];
+  steps: number;
+  seed: number | null;
+  inputIds: number[];
+  timesteps: Int32Array;
+  sigmas: Float32Array;
+  timings: StageTimings;
+  cache?: PipelineCacheResult;
+}
+
+/** WanPipeline's prompt_clean without ftfy: html.unescape twice, whitespace runs to one space, strip */
+export function promptClean(text: string): string {
+  return unescapeHtml(unescapeHtml(text)).replace(/\s+/g, ' ').trim();
+}
+
+const NAMED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: '\u00a0' };
+
+/** the numeric and the common named character references (Python's html.unescape for those) */
+function unescapeHtml(s: string): string {
+  return s.replace(/&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);/g, (m, body: string) => {
+    if (body[0] === '#') {
+      const code = body[1] === 'x' || body[1] === 'X' ? parseInt(body.slice(2), 16) : parseInt(body.slice(1), 10);
+      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : m;
+    }
+    return NAMED[body] ?? m;
+  });
+}
+
+interface VaeLayout {
+  zDim: number;
+  mean: Float32Array;
+  /** 1 / std in float32, as WanPipeline builds `latents_std` */
+  invStd: Float32Array;
+  scaleTemporal: number;
+  scaleSpatial: number;
+}
+
+function floatList(cfg: Record<string, unknown>, key: string, file: string, n: number): number[] {
+  const v = cfg[key];
+  if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+    throw new UserError(`${file}: field "${key}" must be a list of ${n} numbers (one per latent channel, z_dim = ${n}), got ${JSON.stringify(v)}`);
+  }
+  return v as number[];
+}
+
+export class WanPipeline {
+  readonly tokenizer: HfTokenizer;
+  readonly scheduler: UniPCConfig;
+  private readonly components: ComponentRunners;
+  private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
+  private readonly vae: VaeLayout;
+  private readonly patch: [number, number, number];
+  private readonly textDim: number;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly name: string,
+    readonly dir: string,
+    private readonly options: PipelineOptions,
+    readonly family: PipelineFamily,
+    generatedDir: string,
+  ) {
+    this.components = new ComponentRunners(name, dir, { generatedDir, ...(options.threads ? { threads: options.threads } : {}) });
+    this.scheduler = loadUniPCConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
+    for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
+    this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
+    const vaeFile = path.join(dir, 'vae', 'config.json');
+    const v = this.configs.vae!;
+    const zDim = configNumber(v, 'z_dim', vaeFile, { int: true, min: 1 });
+    const std = floatList(v, 'latents_std', vaeFile, zDim);
+    if (std.some((x) => x === 0)) throw new UserError(`${vaeFile}: field "latents_std" has a zero entry`);
+    this.vae = {
+      zDim,
+      mean: Float32Array.from(floatList(v, 'latents_mean', vaeFile, zDim)),
+      invStd: Float32Array.from(std, (x) => Math.fround(1 / Math.fround(x))),
+      scaleTemporal: configNumber(v, 'scale_factor_temporal', vaeFile, { int: true, min: 1, fallback: 4 }),
+      scaleSpatial: configNumber(v, 'scale_factor_spatial', vaeFile, { int: true, min: 1, fallback: 8 }),
+    };
+    const tfFile = path.join(dir, 'transformer', 'config.json');
+    const tf = this.configs.transformer!;
+    const ps = tf.patch_size;
+    if (!Array.isArray(ps) || ps.length !== 3 || !ps.every((x) => Number.isInteger(x) && x > 0)) {
+      throw new UserError(`${tfFile}: field "patch_size" must be [t, h, w] positive integers, got ${JSON.stringify(ps)}`);
+    }
+    this.patch = ps as [number, number, number];
+    const inCh = configNumber(tf, 'in_channels', tfFile, { int: true, min: 1 });
+    if (inCh !== zDim) throw new UserError(`${tfFile}: in_channels ${inCh} differs from the VAE's z_dim ${zDim} (${vaeFile})`);
+    this.textDim = configNumber(tf, 'text_dim', tfFile, { int: true, min: 1 });
+    const teD = configNumber(this.configs.text_encoder!, 'd_model', path.join(dir, 'text_encoder', 'config.json'), { int: true, min: 1 });
+    if (teD !== this.textDim) throw new UserError(`${tfFile}: text_dim ${this.textDim} differs from the text encoder's d_model ${teD}`);
+  }
+
+  /** WanPipeline's defaults: 480 x 832, 81 frames */
+  defaultSize(): { height: number; width: number; numFrames: number } {
+    return { height: 480, width: 832, numFrames: 81 };
+  }
+
+  /** latent grid of a video: frames (F - 1) / 4 + 1, pixels / 8; refuses what WanPipeline's check_inputs refuses */
+  geometry(height: number, width: number, numFrames: number): { frames: number; h: number; w: number } {
+    const mult = this.vae.scaleSpatial * this.patch[1];
+    for (const [flag, v] of [['height', height], ['width', width]] as const) {
+      if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vae.scaleSpatial} x patch ${this.patch[1]}), got ${v}`);
+    }
+    const ft = this.vae.scaleTemporal;
+    if (!Number.isInteger(numFrames) || numFrames < 1 || (numFrames - 1) % ft !== 0) {
+      const lo = Math.max(1, Math.floor((numFrames - 1) / ft) * ft + 1);
+      throw new UserError(`--num-frames must be ${ft}k+1 (1, ${ft + 1}, ${2 * ft + 1}, ..., the VAE compresses time ${ft}x after the first frame), got ${numFrames}; e.g. ${lo} or ${lo + ft}`);
+    }
+    return { frames: (numFrames - 1) / ft + 1, h: height / this.vae.scaleSpatial, w: width / this.vae.scaleSpatial };
+  }
+
+  private request(component: Component, dims: Record<string, number>) {
+    const cfg = this.configs[component];
+    return { model: this.name, dims, ...(cfg ? { config: cfg } : {}) };
+  }
+
+  /** a given, shipped or provided plan whose inputs have these shapes and whose config is the directory's */
+  private async planFor(component: Component, dims: Record<string, number>, want: Record<string, number[]>): Promise<Plan> {
+    const cfg = this.configs[component] ?? {};
+    const fits = (p: Plan | null | undefined): p is Plan =>
+      !!p &&
+      p.component === component &&
+      Object.entries(want).every(([n, s]) => shapeKey(p.inputs.find((i) => i.name === n)?.shape ?? []) === shapeKey(s)) &&
+      (component !== 'vae' || (p as { dims?: Record<string, number> }).dims?.chunk === dims.chunk) &&
+      Object.entries((p as { config?: Record<string, unknown> }).config ?? {}).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
+    for (const given of [this.options.plans?.[component]].flat()) if (fits(given)) return given;
+    const shipped = this.components.shippedPlan(component);
+    if (fits(shipped)) return shipped;
+    if (!this.options.planProvider) {
+      throw new UserError(`no ${component} plan for ${JSON.stringify(dims)}: compile one with \`ditforge compile ${this.name}\` or use the CLI, which compiles missing sizes`);
+    }
+    const planDims: PlanDims = { batch: dims.batch ?? 1, height: dims.height ?? 0, width: dims.width ?? 0, textTokens: dims.textTokens ?? 0 };
+    const p = await this.options.planProvider(component, planDims, this.request(component, dims));
+    if (!fits(p)) throw new Error(`the plan provider returned a ${component} plan that does not fit ${JSON.stringify(want)}`);
+    return p;
+  }
+
+  private textRunner(batch: number, tokens: number): Promise<Runner> {
+    const dims = { batch, textTokens: tokens };
+    return this.components.runner('text_encoder', `${batch}x${tokens}`, () => this.planFor('text_encoder', dims, { input_ids: [batch, tokens] }));
+  }
+
+  private transformerRunner(batch: number, height: number, width: number, numFrames: number, tokens: number): Promise<Runner> {
+    const g = this.geometry(height, width, numFrames);
+    const dims = { batch, frames: numFrames, height, width, textTokens: tokens };
+    const want = { hidden_states: [batch, this.vae.zDim, g.frames, g.h, g.w], encoder_hidden_states: [batch, tokens, this.textDim] };
+    return this.components.runner('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), () => this.planFor('transformer', dims, want));
+  }
+
+  /** the VAE plan of chunk 1 (the first latent frame) or 2 (every later one) */
+  private vaeRunner(height: number, width: number, chunk: 1 | 2): Promise<Runner> {
+    const dims = { batch: 1, height, width, chunk };
+    const want = { latents: [1, this.vae.zDim, height / this.vae.scaleSpatial, width / this.vae.scaleSpatial] };
+    // the first chunk skips the temporal upsampling convs: its plan reads part of the checkpoint
+    return this.components.runner('vae', `${height}x${width}-${chunk}`, () => this.planFor('vae', dims, want), { partOfModel: chunk === 1 });
+  }
+
+  /** UMT5 over padded ids -> prompt_embeds [B, T, D] zeroed past each prompt's tokens (WanPipeline) */
+  async encodePrompt(prompts: string[], tokens: number): Promise<{ embeds: Float32Array; inputIds: number[][]; tokenizeMs: number }> {
+    const B = prompts.length;
+    const t0 = performance.now();
+    const enc = prompts.map((p) => this.tokenizer.encode(promptClean(p), tokens));
+    const tokenizeMs = performance.now() - t0;
+    const ids = new Float32Array(B * tokens);
+    const mask = new Float32Array(B * tokens);
+    enc.forEach((e, b) => {
+      ids.set(e.ids, b * tokens);
+      mask.set(e.attentionMask, b * tokens);
+    });
+    const r = await this.textRunner(B, tokens);
+    setRunnerInputs(r, { input_ids: ids, attention_mask: mask });
+    await forwardRunner(r);
+    const embeds = runnerOutput(r, 'last_hidden_state');
+    const D = embeds.length / (B * tokens);
+    enc.forEach((e, b) => {
+      const n = e.attentionMask.reduce((a, x) => a + x, 0);
+      embeds.fill(0, (b * tokens + n) * D, (b + 1) * tokens * D);
+    });
+    return { embeds, inputIds: enc.map((e) => e.ids), tokenizeMs };
+  }
+
+  /** one transformer forward: velocity [B, C, F', h, w] */
+  async transformer(
+    r: Runner,
+    inputs: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; grid: { frames: number; h: number; w: number } },
+    session: TransformerCacheSession | null,
+  ): Promise<Float32Array> {
+    const [pt, ph, pw] = this.patch;
+    const g = inputs.grid;
+    setRunnerInputs(r, {
+      hidden_states: inputs.hiddenStates,
+      timestep: inputs.timestep,
+      encoder_hidden_states: inputs.encoderHiddenStates,
+      rope_ids: videoRopeIds(g.frames / pt, g.h / ph, g.w / pw),
+    });
+    if (session) await session.forward(r.plan, r.exec);
+    else await forwardRunner(r);
+    return runnerOutput(r, 'output');
+  }
+
+  /** one transformer forward at these dims (plan and weights on first use): velocity [B, C, F', h, w] */
+  async transformerOnce(i: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; batch: number; height: number; width: number; numFrames: number; textTokens: number }): Promise<Float32Array> {
+    const r = await this.transformerRunner(i.batch, i.height, i.width, i.numFrames, i.textTokens);
+    return this.transformer(r, { ...i, grid: this.geometry(i.height, i.width, i.numFrames) }, null);
+  }
+
+  /**
+   * AutoencoderKLWan.decode of one video's VAE-space latents [z, F', h, w] -> frames [F, 3, H, W] in the
+   * decoder's range, clamped to [-1, 1]: latent frame 0 through the chunk-1 plan, each later one through the
+   * chunk-2 plan, every causal cache carried from one chunk to the next (zeros before the first).
+   */
+  async decodeVideo(z: Float32Array, frames: number, height: number, width: number): Promise<Float32Array[]> {
+    const Z = this.vae.zDim;
+    const hw = (height / this.vae.scaleSpatial) * (width / this.vae.scaleSpatial);
+    const caches = new Map<string, Float32Array>();
+    const out: Float32Array[] = [];
+    for (let f = 0; f < frames; f++) {
+      const r = await this.vaeRunner(height, width, f === 0 ? 1 : 2);
+      const lat = new Float32Array(Z * hw);
+      for (let c = 0; c < Z; c++) lat.set(z.subarray((c * frames + f) * hw, (c * frames + f + 1) * hw), c * hw);
+      const ins: Record<string, Float32Array> = { latents: lat };
+      for (const io of r.plan.inputs) if (io.name !== 'latents') ins[io.name] = caches.get(io.name) ?? new Float32Array(product(io.shape));
+      setRunnerInputs(r, ins);
+      await forwardRunner(r);
+      for (const io of r.plan.outputs) {
+        if (io.name.startsWith('next_cache.')) caches.set(`cache.${io.name.slice('next_cache.'.length)}`, runnerOutput(r, io.name));
+      }
+      const sample = runnerOutput(r, 'sample');
+      for (let i = 0; i < sample.length; i++) sample[i] = Math.min(1, Math.max(-1, sample[i]!));
+      out.push(sample);
+    }
+    return out;
+  }
+
+  /** the seeded initial noise [B, z, F', h, w] (torch.randn-compatible) */
+  noise(seed: number, batch: number, g: { frames: number; h: number; w: number }): Float32Array {
+    return torchRandn(batch * this.vae.zDim * g.frames * g.h * g.w, seed);
+  }
+
+  /** Text-to-video (WanPipeline semantics); concurrent calls run one after the other. */
+  generate(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
+    const run = this.queue.then(
+      () => this.generateNow(opts),
+      () => this.generateNow(opts),
+    );
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async generateNow(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
+    const t0 = performance.now();
+    const def = this.defaultSize();
+    const steps = opts.steps ?? 50;
+    if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
+    const height = opts.height ?? def.height;
+    const width = opts.width ?? def.width;
+    const numFrames = opts.numFrames ?? def.numFrames;
+    const g = this.geometry(height, width, numFrames);
+    const tokens = opts.maxSequenceLength ?? 512;
+    if (!Number.isInteger(tokens) || tokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
+    const batch = opts.batch ?? 1;
+    if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
+    if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
+    const gs = opts.guidanceScale ?? 5.0;
+    if (typeof gs !== 'number' || !Number.isFinite(gs)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
+    const doCfg = gs > 1;
+    const seed = opts.seed ?? 0;
+    if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UserError(`--seed must be a non-negative integer, got ${opts.seed}`);
+    const shape: [number, number, number, number, number] = [batch, this.vae.zDim, g.frames, g.h, g.w];
+    if (opts.latents && opts.latents.length !== product(shape)) {
+      throw new UserError(`latents must have shape [${shape.join(', ')}] (${product(shape)} values) for ${numFrames} frames of ${height}x${width}, got ${opts.latents.length} values`);
+    }
+    loadNative();
+
+    const ts = performance.now();
+    await this.textRunner(batch, tokens);
+    const tr = await this.transformerRunner(batch, height, width, numFrames, tokens);
+    await this.vaeRunner(height, width, 1);
+    if (g.frames > 1) await this.vaeRunner(height, width, 2);
+    const setup = performance.now() - ts;
+
+    const tTe = performance.now();
+    const pos = await this.encodePrompt(new Array<string>(batch).fill(opts.prompt), tokens);
+    const neg = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt ?? ''), tokens) : null;
+    const tokenize = pos.tokenizeMs + (neg?.tokenizeMs ?? 0);
+    const textEncoder = performance.now() - tTe - tokenize;
+
+    let session: TransformerCacheSession | null = null;
+    if (opts.cache) {
+      session = new TransformerCacheSession(loadNative(), opts.cache, { steps, separateCfg: doCfg });
+      try {
+        session.prepare(tr.plan, tr.exec);
+      } catch (e) {
+        throw new UserError((e as Error).message);
+      }
+    }
+
+    const sched = new UniPCScheduler(this.scheduler);
+    sched.setTimesteps(steps);
+    let x = opts.latents ? Float32Array.from(opts.latents) : this.noise(seed, batch, g);
+    const timestep = new Float32Array(batch);
+    const tDen = performance.now();
+    for (let i = 0; i < steps; i++) {
+      const tStep = performance.now();
+      timestep.fill(sched.timestepInput(i));
+      const v = await this.transformer(tr, { hiddenStates: x, encoderHiddenStates: pos.embeds, timestep, grid: g }, session);
+      if (neg) combineCfg(v, await this.transformer(tr, { hiddenStates: x, encoderHiddenStates: neg.embeds, timestep, grid: g }, session), gs);
+      x = sched.step(v, i, x);
+      opts.onStep?.({ step: i + 1, steps, timestep: sched.timesteps[i]!, sigma: sched.sigmas[i]!, ms: performance.now() - tStep });
+    }
+    const denoise = performance.now() - tDen;
+
+    const tVae = performance.now();
+    const videos: Uint8Array[] = [];
+    const per = this.vae.zDim * g.frames * g.h * g.w;
+    for (let b = 0; b < batch; b++) {
+      // latents / latents_std + latents_mean, latents_std = 1 / std (float32, as WanPipeline)
+      const z = new Float32Array(per);
+      const plane = g.frames * g.h * g.w;
+      for (let k = 0; k < per; k++) {
+        const c = Math.floor(k / plane);
+        z[k] = Math.fround(Math.fround(x[b * per + k]! / this.vae.invStd[c]!) + this.vae.mean[c]!);
+      }
+      const chunks = await this.decodeVideo(z, g.frames, height, width);
+      const frameSize = 3 * height * width;
+      const video = new Uint8Array(numFrames * height * width * 3);
+      let t = 0;
+      for (const ch of chunks) {
+        for (let k = 0; k + frameSize <= ch.length; k += frameSize) video.set(quantizeHWC(denormalize(ch.subarray(k, k + frameSize)), 3, height, width), (t++ * frameSize));
+      }
+      if (t !== numFrames) throw new Error(`the VAE decoded ${t} frames, expected ${numFrames}`);
+      videos.push(video);
+    }
+    const vae = performance.now() - tVae;
+    return {
+      videos,
+      numFrames,
+      height,
+      width,
+      latents: x,
+      latentsShape: shape,
+      steps,
+      seed: opts.latents ? null : seed,
+      inputIds: pos.inputIds[0]!,
+      timesteps: sched.timesteps,
+      sigmas: sched.sigmas,
+      timings: { tokenize, textEncoder, denoise, perStep: denoise / steps, vae, setup, total: performance.now() - t0 },
+      ...(session ? { cache: session.result() } : {}),
+    };
+  }
+
+  threads(): number | null {
+    for (const r of this.components.all()) return typeof r.exec.threads === 'function' ? r.exec.threads() : (this.options.threads ?? null);
+    return this.options.threads ?? null;
+  }
+
+  arenaBytes(): number {
+    let n = 0;
+    for (const r of this.components.all()) n += r.exec.arenaBytes();
+    return n;
+  }
+}
+
+/** A WanPipeline directory (model_index.json `_class_name` WanPipeline) on the native runtime. */
+export function loadWanPipeline(dir: string, options: PipelineOptions & { generatedDir: string }, family: PipelineFamily): WanPipeline {
+  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
+    throw new UserError(`--threads must be an integer >= 1, got ${options.threads}`);
+  }
+  return new WanPipeline(family.planModel, dir, options, family, options.generatedDir);
+}

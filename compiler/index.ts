@@ -202,8 +202,13 @@ export function inspectModel(
     const g = t.graph;
     out.push('', `${comp} (${t.className}) ${t.tag}  dims ${JSON.stringify(t.dims)}`);
     out.push(`  params ${fmtNum(paramCount(g))}  flops/forward ${fmtNum(graphFlops(g))}`);
-    out.push(`  inputs  ${g.inputs.map((i) => `${i.name}[${g.node(i.node).shape.join(',')}]`).join(' ')}`);
-    out.push(`  outputs ${g.outputs.map((i) => `${i.name}[${g.node(i.node).shape.join(',')}]`).join(' ')}`);
+    // a long list (the Wan VAE's causal caches) shows its first entries and a count
+    const ios = (xs: { name: string; node: number }[]): string => {
+      const items = xs.map((i) => `${i.name}[${g.node(i.node).shape.join(',')}]`);
+      return items.length > 6 ? `${items.slice(0, 4).join(' ')} ... (${items.length - 4} more)` : items.join(' ');
+    };
+    out.push(`  inputs  ${ios(g.inputs)}`);
+    out.push(`  outputs ${ios(g.outputs)}`);
     const rows: string[][] = [['segment / block', 'pattern', 'params', 'flops']];
     for (const s of g.segments) {
       const li = g.lists.find((l) => l.segment === s);

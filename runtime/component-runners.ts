@@ -91,7 +91,7 @@ export class ComponentRunners {
   }
 
   /** the executor cached under `key`, or one made from `plan()` with the component's weights bound */
-  async runner(component: Component, key: string, plan: () => Promise<Plan>, o: { partOfModel?: boolean } = {}): Promise<Runner> {
+  async runner(component: Component, key: string, plan: () => Promise<Plan>, o: { mayLeave?: (name: string) => boolean } = {}): Promise<Runner> {
     const k = `${component}:${key}`;
     let r = this.runners.get(k);
     if (r) return r;

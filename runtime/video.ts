@@ -53,8 +53,10 @@ function checkWritableDir(out: string, dir: string): string {
       throw new UserError(`cannot write video to ${out}: ${p}: ${code === 'ENOTDIR' ? 'a parent is not a directory' : 'cannot stat'} (${code})`);
     }
     if (!st.isDirectory()) throw new UserError(`cannot write video to ${out}: ${p} is not a directory (ENOTDIR)`);
+    // a real probe, not access(2): root passes W_OK everywhere, and a pseudo-filesystem (/proc, /sys)
+    // or a read-only mount refuses the write itself
     try {
-      fs.accessSync(p, fs.constants.W_OK | fs.constants.X_OK);
+      fs.rmdirSync(fs.mkdtempSync(path.join(p, '.ditforge-probe-')));
     } catch (e) {
       throw new UserError(`cannot write video to ${out}: directory ${p} is not writable (${errCode(e)})`);
     }

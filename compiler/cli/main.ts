@@ -52,7 +52,9 @@ function intOption(flag: string, min: number, what = `an integer >= ${min}`) {
 interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   model: string;
   prompt: string;
-  steps: number;
+  /** default: the pipeline's (FLUX 28, Wan 50) */
+  steps?: number;
+  numFrames?: number;
   seed: number;
   height?: number;
   width?: number;
@@ -60,7 +62,8 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   maxSequenceLength?: number;
   latents?: string;
   saveLatents?: string;
-  out: string;
+  /** default out.png (images), out.mp4 (videos) */
+  out?: string;
   json?: boolean;
   threads?: number;
   // multi-rank (runtime/pipeline-parallel.ts)
@@ -141,7 +144,11 @@ function peakRssMB(): number {
   return Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
 }
 
-async function readLatentsFile(file: string, height: number, width: number, tokens: number, channels: number): Promise<{ data: Float32Array; batch: number }> {
+/**
+ * `--latents`: the safetensors tensor "latents", float32, [batch, ...tail] (FLUX: tail [tokens, channels];
+ * Wan: [channels, frames, h, w]); `what` names the size in the shape error.
+ */
+async function readLatentsFile(file: string, tail: number[], tailNames: string, what: string): Promise<{ data: Float32Array; batch: number }> {
   const { openSafetensors } = await import('../../runtime/io/safetensors.ts');
   let f;
   try {
@@ -150,19 +157,48 @@ async function readLatentsFile(file: string, height: number, width: number, toke
     throw new CliError(`--latents: ${(e as Error).message}`);
   }
   if (!f.has('latents')) {
-    throw new CliError(`--latents: ${file} has no tensor "latents" (it has: ${f.names().join(', ') || 'no tensors'}); expected "latents" [batch, ${tokens}, ${channels}] float32`);
+    throw new CliError(`--latents: ${file} has no tensor "latents" (it has: ${f.names().join(', ') || 'no tensors'}); expected "latents" [batch, ${tail.join(', ')}] float32 (${tailNames})`);
   }
   const info = f.info('latents');
   if (info.dtype !== 'F32') throw new CliError(`--latents: ${file}: tensor "latents" is ${info.dtype}, expected F32`);
   const s = info.shape;
-  if (s.length !== 3 || s[0]! < 1 || s[1] !== tokens || s[2] !== channels) {
-    throw new CliError(`--latents: ${file}: tensor "latents" has shape [${s.join(', ')}], expected [batch, ${tokens}, ${channels}] for a ${height}x${width} image`);
+  if (s.length !== tail.length + 1 || s[0]! < 1 || tail.some((d, i) => s[i + 1] !== d)) {
+    throw new CliError(`--latents: ${file}: tensor "latents" has shape [${s.join(', ')}], expected [batch, ${tail.join(', ')}] (${tailNames}) for ${what}`);
   }
   const data = f.tensor('latents').data;
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i]!)) throw new CliError(`--latents: ${file}: tensor "latents" has a non-finite value at index ${i}`);
   }
   return { data: Float32Array.from(data), batch: s[0]! };
+}
+
+interface ProgressBar {
+  update(v: number, payload?: object): void;
+  stop(): void;
+}
+
+/** the denoising progress bar on stderr, only on a TTY and not with --json */
+async function progressBar(flags: GenerateFlags): Promise<ProgressBar | undefined> {
+  if (!process.stderr.isTTY || flags.json) return undefined;
+  const cliProgress = (await import('cli-progress')).default;
+  const bar = new cliProgress.SingleBar(
+    { stream: process.stderr, format: 'denoising [{bar}] {value}/{total} steps | {ms} ms/step', hideCursor: true, clearOnComplete: true },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(flags.steps!, 0, { ms: '-' });
+  return bar;
+}
+
+/** out.ext -> out_<tag>.ext with caching (Cache-DiT names its outputs by strify()), and _<b> for batch item b > 0 */
+function outputName(out: string, cacheTag: string | undefined, b: number, defaultExt: string): string {
+  // a directory of frames (`frames/`): name the directory
+  if (/[\\/]$/.test(out)) return `${outputName(out.replace(/[\\/]+$/, ''), cacheTag, b, defaultExt)}/`;
+  const ext = path.extname(out);
+  const stem = out.slice(0, out.length - ext.length);
+  const base = cacheTag ? `${stem}_${cacheTag}${ext || defaultExt}` : out;
+  if (b === 0) return base;
+  const e = path.extname(base);
+  return `${base.slice(0, base.length - e.length)}_${b}${e || defaultExt}`;
 }
 
 async function generate(flags: GenerateFlags): Promise<void> {
@@ -184,11 +220,15 @@ async function generate(flags: GenerateFlags): Promise<void> {
     );
   }
 
-  const planProvider = async (component: Component, dims: PlanDims, req: PlanRequest): Promise<Plan> => {
-    if (!flags.json) process.stderr.write(`compiling a ${component} plan for batch ${dims.batch}, ${dims.height}x${dims.width} ...\n`);
+  const planProvider = async (component: Component, _dims: PlanDims, req: PlanRequest): Promise<Plan> => {
+    if (!flags.json) process.stderr.write(`compiling a ${component} plan (${Object.entries(req.dims).map(([k, v]) => `${k} ${v}`).join(', ')}) ...\n`);
     const { compileRequest } = await importCompiler();
     return compileRequest(component, req);
   };
+  flags.steps ??= model.family.output === 'video' ? 50 : 28;
+  if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
+  flags.out ??= 'out.png';
+  if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
   const pipe = await loadPipeline(model.dir, { threads: flags.threads, planProvider });
   const size = pipe.defaultSize();
   const height = flags.height ?? size.height;
@@ -199,21 +239,12 @@ async function generate(flags: GenerateFlags): Promise<void> {
   let latents: Float32Array | undefined;
   let batch = 1;
   if (flags.latents) {
-    const l = await readLatentsFile(flags.latents, height, width, g.tokens, g.packedChannels);
+    const l = await readLatentsFile(flags.latents, [g.tokens, g.packedChannels], 'tokens, channels', `a ${height}x${width} image`);
     latents = l.data;
     batch = l.batch;
   }
 
-  // progress bar on stderr, only on a TTY and not with --json
-  let bar: { start(total: number, v: number, payload?: object): void; update(v: number, payload?: object): void; stop(): void } | undefined;
-  if (process.stderr.isTTY && !flags.json) {
-    const cliProgress = (await import('cli-progress')).default;
-    bar = new cliProgress.SingleBar(
-      { stream: process.stderr, format: 'denoising [{bar}] {value}/{total} steps | {ms} ms/step', hideCursor: true, clearOnComplete: true },
-      cliProgress.Presets.shades_classic,
-    );
-    bar.start(flags.steps, 0, { ms: '-' });
-  }
+  const bar = await progressBar(flags);
   const cache = await cacheFromFlags(flags);
   // tiny-flux: --guidance-scale is the true CFG scale; FLUX.1: --true-cfg-scale is (--guidance-scale: the guidance embedding)
   const cfgScale = tiny ? flags.guidanceScale : flags.trueCfgScale;
@@ -276,10 +307,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const outputs: string[] = [];
   // with caching the file name carries the run tag (Cache-DiT's generate names its images by strify()):
   // out.png -> out_DBCache_F1B0_W8I1M0MC3_R0.12_CFG0_T0O0_S11.png
-  const outBase = result.cache ? `${flags.out.slice(0, flags.out.length - path.extname(flags.out).length)}_${result.cache.tag}${path.extname(flags.out) || '.png'}` : flags.out;
-  const ext = path.extname(outBase);
   result.images.forEach((img, b) => {
-    const file = b === 0 ? outBase : `${outBase.slice(0, outBase.length - ext.length)}_${b}${ext || '.png'}`;
+    const file = outputName(flags.out!, result.cache?.tag, b, '.png');
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     writePng(file, img, result.width, result.height);
     outputs.push(file);
@@ -351,6 +380,118 @@ async function generate(flags: GenerateFlags): Promise<void> {
   }
 }
 
+/** `generate` for a video pipeline directory (WanPipeline): frames to .mp4 / .webp / .gif / a PNG directory */
+async function generateVideo(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
+  const cls = model.family.pipelineClass;
+  const notHere: [string, unknown][] = [
+    ['--true-cfg-scale', flags.trueCfgScale],
+    ['--parallel-text', flags.parallelText],
+    ['--parallel-vae', flags.parallelVae],
+    ['--vae-tiling', flags.vaeTiling],
+  ];
+  for (const [flag, v] of notHere) if (v !== undefined && v !== false) throw new CliError(`${flag} is not an option of ${cls} (CFG: --guidance-scale, with --negative-prompt or the empty one)`);
+  if (flags.world > 1 || flags.parallel) throw new CliError(`--world / --parallel are not yet supported for ${cls} directories: run with one rank`);
+  const { loadWanPipeline } = await import('../../runtime/pipelines/wan.ts');
+  const { checkVideoOutput, writeVideo } = await import('../../runtime/video.ts');
+  const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
+  const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
+  const out = flags.out ?? 'out.mp4';
+  const pipe = loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), planProvider, generatedDir: path.join(PACKAGE_ROOT, 'generated') }, model.family);
+  const def = pipe.defaultSize();
+  const height = flags.height ?? def.height;
+  const width = flags.width ?? def.width;
+  const numFrames = flags.numFrames ?? def.numFrames;
+  const g = pipe.geometry(height, width, numFrames);
+  // every output path is checked before any compute (a batch writes out, out_1, ...; caching adds the tag)
+  checkVideoOutput(out);
+  let latents: Float32Array | undefined;
+  let batch = 1;
+  if (flags.latents) {
+    const l = await readLatentsFile(flags.latents, [pipe.latentChannels, g.frames, g.h, g.w], 'channels, latent frames, height / 8, width / 8', `${numFrames} frames of ${height}x${width}`);
+    latents = l.data;
+    batch = l.batch;
+  }
+  const cache = await cacheFromFlags(flags);
+  const bar = await progressBar(flags);
+  let r: import('../../runtime/pipelines/wan.ts').VideoGenerateResult;
+  try {
+    r = await pipe.generate({
+      prompt: flags.prompt,
+      steps: flags.steps!,
+      seed: flags.seed,
+      ...(latents ? { latents, batch } : {}),
+      height,
+      width,
+      numFrames,
+      ...(cache ? { cache } : {}),
+      ...(flags.maxSequenceLength !== undefined ? { maxSequenceLength: flags.maxSequenceLength } : {}),
+      ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
+      ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
+      onStep: bar ? (s) => bar.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
+    });
+  } finally {
+    bar?.stop();
+  }
+  const outputs: string[] = [];
+  const targets = r.videos.map((_, b) => checkVideoOutput(outputName(out, r.cache?.tag, b, '')));
+  for (let b = 0; b < r.videos.length; b++) {
+    await writeVideo(targets[b]!, r.videos[b]!, r.numFrames, r.height, r.width, WAN_FPS);
+    outputs.push(targets[b]!.path);
+  }
+  if (flags.saveLatents) {
+    fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
+    writeSafetensors(
+      flags.saveLatents,
+      { latents: { dtype: 'F32', shape: r.latentsShape, data: r.latents } },
+      { prompt: flags.prompt, steps: String(r.steps), seed: r.seed === null ? '' : String(r.seed), height: String(r.height), width: String(r.width), num_frames: String(r.numFrames), kind: 'final latents [B, C, F, H, W] (WanPipeline output_type="latent")' },
+    );
+  }
+  if (r.cache && flags.summary) {
+    const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
+    for (const s of r.cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
+  }
+  const round = (x: number) => Math.round(x * 100) / 100;
+  const wall = performance.now() - t0;
+  if (flags.json) {
+    const { summaryJson } = await import('../../runtime/pipeline-cache.ts');
+    const lists = r.cache ? r.cache.summary.map(summaryJson) : [];
+    process.stdout.write(
+      JSON.stringify({
+        output: path.resolve(outputs[0]!),
+        outputs: outputs.map((o) => path.resolve(o)),
+        model: model.name,
+        pipeline: cls,
+        prompt: flags.prompt,
+        steps: r.steps,
+        seed: r.seed,
+        latents: flags.latents ? path.resolve(flags.latents) : null,
+        saveLatents: flags.saveLatents ? path.resolve(flags.saveLatents) : null,
+        batch,
+        height: r.height,
+        width: r.width,
+        numFrames: r.numFrames,
+        fps: WAN_FPS,
+        threads: pipe.threads(),
+        inputIds: r.inputIds,
+        timings: { ...Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, round(v)])), wall: round(wall) },
+        timingsUnit: 'ms',
+        peakRssMB: peakRssMB(),
+        arenaMB: mb(pipe.arenaBytes()),
+        ...(r.cache ? { cache: { tag: r.cache.tag, ...(lists[0] ?? {}), lists, probes: r.cache.probes } } : {}),
+        guidanceScale: flags.guidanceScale ?? 5,
+        ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
+      }) + '\n',
+    );
+  } else {
+    process.stderr.write(
+      `wrote ${outputs.join(', ')} (${r.numFrames} frames of ${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`,
+    );
+  }
+}
+
+/** WanPipeline's examples export at 16 fps */
+const WAN_FPS = 16;
+
 // ---- program ----
 
 function buildProgram(): Command {
@@ -364,10 +505,11 @@ function buildProgram(): Command {
 
   program
     .command('generate')
-    .description('generate an image from a prompt (FluxPipeline semantics, CPU)')
+    .description('generate an image (FluxPipeline) or a video (WanPipeline) from a prompt, CPU')
     .requiredOption('--model <name>', 'model name (tiny-flux) or a diffusers model directory')
     .requiredOption('--prompt <text>', 'the prompt')
-    .option('--steps <n>', 'denoising steps', intOption('--steps', 1), 28)
+    .addOption(new Option('--steps <n>', "denoising steps (default: the pipeline's, FLUX 28, Wan 50)").argParser(intOption('--steps', 1)))
+    .addOption(new Option('--num-frames <n>', 'Wan: frames (4k+1, default 81)').argParser(intOption('--num-frames', 1)))
     .option('--seed <n>', 'noise seed (torch.randn-compatible generator)', intOption('--seed', 0, 'a non-negative integer'), 0)
     .addOption(new Option('--height <px>', "image height (a multiple of the VAE scale x 2; default: the pipeline's, tiny-flux 32, FLUX.1 1024)").argParser(intOption('--height', 1, 'a positive integer')))
     .addOption(new Option('--width <px>', "image width (a multiple of the VAE scale x 2; default: the pipeline's)").argParser(intOption('--width', 1, 'a positive integer')))
@@ -375,7 +517,7 @@ function buildProgram(): Command {
     .addOption(new Option('--max-sequence-length <n>', 'FLUX.1: T5 tokens (max_sequence_length, default 512)').argParser(intOption('--max-sequence-length', 1)))
     .option('--latents <file>', 'initial packed latents: safetensors with tensor "latents" [batch, tokens, channels] float32')
     .option('--save-latents <file>', 'write the final packed latents (safetensors, tensor "latents")')
-    .option('--out <file>', 'output PNG', 'out.png')
+    .option('--out <file>', 'output: a PNG (images, default out.png); a .mp4, .webp, .gif or a directory of PNG frames (videos, default out.mp4)')
     .option('--json', 'print one JSON object on stdout (logs go to stderr)')
     .addOption(new Option('--threads <n>', 'executor threads (per rank with --world > 1)').argParser(intOption('--threads', 1)))
     .option('--world <n>', 'ranks (context parallelism); > 1 without --parallel: Ulysses, UAA where the sizes need it', intOption('--world', 1), 1)

@@ -124,16 +124,16 @@ function unreadOk(component: string, name: string): boolean {
  * Binds every weight of a plan from a component's checkpoint (a tensor-parallel plan: the rank's slice of
  * each tensor). A missing weight, a tensor a plan of the whole model does not read, or a shape that differs
  * from the plan is an error naming the file and the tensor (missing and unexpected tensors: before anything
- * is bound). `partOfModel`: the plan runs part of the component (the Wan VAE's first chunk, which skips the
- * temporal upsampling), so tensors it leaves are not unexpected; a plan of the whole runs beside it.
+ * is bound). `mayLeave`: the tensors a plan of part of the component leaves (the Wan VAE's first chunk skips
+ * the temporal upsampling convs); any other unread tensor is still unexpected.
  */
-export function bindPlanWeights(target: { bindWeight(name: string, data: Float32Array): void }, plan: Plan, weights: ComponentWeights, o: { partOfModel?: boolean } = {}): void {
+export function bindPlanWeights(target: { bindWeight(name: string, data: Float32Array): void }, plan: Plan, weights: ComponentWeights, o: { mayLeave?: (name: string) => boolean } = {}): void {
   const component = plan.component;
   const used = new Set(plan.weights.map((w) => w.name));
   // a tensor-parallel rank reads only its share (a row-parallel bias is added once, on one rank): the
   // tensors it leaves belong to the other ranks, so only a plan of the whole model checks for unread ones
-  const wholeModel = (plan.parallel?.tp ?? 1) <= 1 && !o.partOfModel;
-  const unexpected = wholeModel ? weights.names().filter((n) => !used.has(n) && !unreadOk(component, n)) : [];
+  const wholeModel = (plan.parallel?.tp ?? 1) <= 1;
+  const unexpected = wholeModel ? weights.names().filter((n) => !used.has(n) && !unreadOk(component, n) && !o.mayLeave?.(n)) : [];
   const listed = unexpected.length > 6 ? `${unexpected.slice(0, 6).join(', ')}, ... (${unexpected.length} tensors)` : unexpected.join(', ');
   const missing = plan.weights.find((w) => !weights.has(w.name));
   if (missing) {

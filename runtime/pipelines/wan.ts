@@ -140,6 +140,11 @@ export class WanPipeline {
     if (teD !== this.textDim) throw new UserError(`${tfFile}: text_dim ${this.textDim} differs from the text encoder's d_model ${teD}`);
   }
 
+  /** latent channels (the VAE's z_dim) */
+  get latentChannels(): number {
+    return this.vae.zDim;
+  }
+
   /** WanPipeline's defaults: 480 x 832, 81 frames */
   defaultSize(): { height: number; width: number; numFrames: number } {
     return { height: 480, width: 832, numFrames: 81 };
@@ -201,8 +206,8 @@ export class WanPipeline {
   private vaeRunner(height: number, width: number, chunk: 1 | 2): Promise<Runner> {
     const dims = { batch: 1, height, width, chunk };
     const want = { latents: [1, this.vae.zDim, height / this.vae.scaleSpatial, width / this.vae.scaleSpatial] };
-    // the first chunk skips the temporal upsampling convs: its plan reads part of the checkpoint
-    return this.components.runner('vae', `${height}x${width}-${chunk}`, () => this.planFor('vae', dims, want), { partOfModel: chunk === 1 });
+    // the first chunk skips the temporal upsampling convs: its plan leaves their weights
+    return this.components.runner('vae', `${height}x${width}-${chunk}`, () => this.planFor('vae', dims, want), chunk === 1 ? { mayLeave: (n) => n.includes('.upsamplers.0.time_conv.') } : {});
   }
 
   /** UMT5 over padded ids -> prompt_embeds [B, T, D] zeroed past each prompt's tokens (WanPipeline) */

@@ -3,28 +3,16 @@
 // a tokenizer file that is not JSON, an unsupported pipeline class. Each case breaks a copy of
 // test/fixtures/flux1-random and runs generate (or loadPipeline) on it; nothing may crash or produce an image.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
 import { clipPoolIndex, loadPipeline } from '../../runtime/pipeline.ts';
-import { writeSafetensors, openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { HfTokenizer } from '../../runtime/hf-tokenizer.ts';
+import { brokenCopies, editJson, renameTensor } from '../helpers/broken-dir.ts';
 
 const FIX = path.resolve(import.meta.dirname, '../fixtures/flux1-random');
 const PROMPT = 'a large red circle at the center on a black background';
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-modeldir-'));
-afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-let n = 0;
-/** a writable copy of the fixture (without its references), broken by `edit` */
-function broken(edit: (dir: string) => void): string {
-  const dir = path.join(tmp, `m${n++}`);
-  fs.cpSync(FIX, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}reference`) });
-  for (const f of fs.readdirSync(dir, { recursive: true }) as string[]) fs.chmodSync(path.join(dir, f), 0o755);
-  edit(dir);
-  return dir;
-}
+const broken = brokenCopies(FIX, 'ditforge-modeldir-');
 
 async function generate(dir: string) {
   const pipe = await loadPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
@@ -50,60 +38,45 @@ describe('FLUX.1 directory errors', () => {
     await expect(generate(dir)).rejects.toThrow(/diffusion_pytorch_model\.safetensors\.index\.json: shard "diffusion_pytorch_model-00002-of-00002\.safetensors" \(holding "[^"]+"\) is missing/);
   });
   it('a renamed key: the missing weight and the unexpected tensor are named with the file', async () => {
-    const dir = broken((d) => {
-      const f = path.join(d, 'text_encoder/model.safetensors');
-      const st = openSafetensorsSync(f);
-      const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-      for (const name of st.names()) {
-        const t = st.tensor(name);
-        tensors[name === 'text_model.final_layer_norm.weight' ? 'text_model.final_layer_norm.scale' : name] = { dtype: 'F32', shape: t.shape, data: Float32Array.from(t.data) };
-      }
-      fs.rmSync(f);
-      writeSafetensors(f, tensors);
-    });
+    const dir = broken((d) => renameTensor(path.join(d, 'text_encoder/model.safetensors'), 'text_model.final_layer_norm.weight', 'text_model.final_layer_norm.scale'));
     await expect(generate(dir)).rejects.toThrow(/text_encoder\/model\.safetensors: missing weight "text_model\.final_layer_norm\.weight" .*; the checkpoint has tensors the plan does not read: text_model\.final_layer_norm\.scale/);
   });
   it('a key in the index but not in its shard is named', async () => {
-    const dir = broken((d) => {
-      const f = path.join(d, 'transformer/diffusion_pytorch_model.safetensors.index.json');
-      const idx = JSON.parse(fs.readFileSync(f, 'utf8'));
-      idx.weight_map['proj_out.extra'] = 'diffusion_pytorch_model-00002-of-00002.safetensors';
-      fs.writeFileSync(f, JSON.stringify(idx));
-    });
+    const dir = broken((d) =>
+      editJson(path.join(d, 'transformer/diffusion_pytorch_model.safetensors.index.json'), (c) => {
+        (c.weight_map as Record<string, string>)['proj_out.extra'] = 'diffusion_pytorch_model-00002-of-00002.safetensors';
+      }),
+    );
     await expect(generate(dir)).rejects.toThrow(/the index diffusion_pytorch_model\.safetensors\.index\.json puts tensor "proj_out\.extra" in this shard, but it is not there/);
   });
   it('a config that does not fit the checkpoint (more layers) names the missing weight and its file', async () => {
-    const dir = broken((d) => {
-      const f = path.join(d, 'text_encoder_2/config.json');
-      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c.num_layers = 3;
-      fs.writeFileSync(f, JSON.stringify(c));
-    });
+    const dir = broken((d) =>
+      editJson(path.join(d, 'text_encoder_2/config.json'), (c) => {
+        c.num_layers = 3;
+      }),
+    );
     await expect(generate(dir)).rejects.toThrow(/text_encoder_2\/model\.safetensors\.index\.json: missing weight "encoder\.block\.2\./);
   });
   it('a mis-shaped key names the file, the weight and both shapes', async () => {
-    const dir = broken((d) => {
-      const f = path.join(d, 'text_encoder/config.json');
-      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c.intermediate_size = 64;
-      fs.writeFileSync(f, JSON.stringify(c));
-    });
+    const dir = broken((d) =>
+      editJson(path.join(d, 'text_encoder/config.json'), (c) => {
+        c.intermediate_size = 64;
+      }),
+    );
     await expect(generate(dir)).rejects.toThrow(/text_encoder\/model\.safetensors \(text_encoder plan\): weight "text_model\.encoder\.layers\.0\.mlp\.fc1\.weight" has shape \[96, 48\], the plan expects \[64, 48\]/);
   });
   it('a config field of the wrong type names the file and the field', async () => {
-    const dir = broken((d) => {
-      const f = path.join(d, 'vae/config.json');
-      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c.scaling_factor = 'large';
-      fs.writeFileSync(f, JSON.stringify(c));
-    });
+    const dir = broken((d) =>
+      editJson(path.join(d, 'vae/config.json'), (c) => {
+        c.scaling_factor = 'large';
+      }),
+    );
     await expect(loadPipeline(dir)).rejects.toThrow(/vae\/config\.json: field "scaling_factor" must be a number, got "large"/);
-    const dir2 = broken((d) => {
-      const f = path.join(d, 'transformer/config.json');
-      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c.guidance_embeds = 'yes';
-      fs.writeFileSync(f, JSON.stringify(c));
-    });
+    const dir2 = broken((d) =>
+      editJson(path.join(d, 'transformer/config.json'), (c) => {
+        c.guidance_embeds = 'yes';
+      }),
+    );
     await expect(loadPipeline(dir2)).rejects.toThrow(/transformer\/config\.json: field "guidance_embeds" must be true or false, got "yes"/);
   });
   it('a tokenizer file that is not JSON names the file', async () => {
@@ -111,19 +84,17 @@ describe('FLUX.1 directory errors', () => {
     await expect(loadPipeline(dir)).rejects.toThrow(/tokenizer_2\/tokenizer\.json: not valid JSON/);
   });
   it('an unsupported pipeline class or component class names model_index.json', async () => {
-    const dir = broken((d) => {
-      const f = path.join(d, 'model_index.json');
-      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c._class_name = 'StableDiffusionPipeline';
-      fs.writeFileSync(f, JSON.stringify(c));
-    });
-    await expect(loadPipeline(dir)).rejects.toThrow(/model_index\.json: _class_name "StableDiffusionPipeline" is not a supported pipeline \(supported: FluxPipeline\)/);
-    const dir2 = broken((d) => {
-      const f = path.join(d, 'model_index.json');
-      const c = JSON.parse(fs.readFileSync(f, 'utf8'));
-      c.vae = ['diffusers', 'AutoencoderTiny'];
-      fs.writeFileSync(f, JSON.stringify(c));
-    });
+    const dir = broken((d) =>
+      editJson(path.join(d, 'model_index.json'), (c) => {
+        c._class_name = 'StableDiffusionPipeline';
+      }),
+    );
+    await expect(loadPipeline(dir)).rejects.toThrow(/model_index\.json: _class_name "StableDiffusionPipeline" is not a supported pipeline \(supported: FluxPipeline, WanPipeline\)/);
+    const dir2 = broken((d) =>
+      editJson(path.join(d, 'model_index.json'), (c) => {
+        c.vae = ['diffusers', 'AutoencoderTiny'];
+      }),
+    );
     await expect(loadPipeline(dir2)).rejects.toThrow(/model_index\.json: vae class AutoencoderTiny is not supported by FluxPipeline here \(supported: AutoencoderKL\)/);
   });
   it('bad FLUX.1 options are refused before work', async () => {

@@ -8,6 +8,7 @@ import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
 import { readJson, UserError } from './model-dir.ts';
 import { loadNative, type NativeExecutor } from './native.ts';
 import type { Component, Plan } from './plan.ts';
+import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 
 export function shapeKey(shape: readonly number[]): string {
   return shape.join('x');
@@ -111,4 +112,39 @@ export class ComponentRunners {
   all(): Runner[] {
     return [...this.runners.values()];
   }
+}
+
+/** A per-request Cache-DiT session bound to one executor (runtime/pipeline-cache.ts). */
+export interface CachedForward {
+  forward(): Promise<void>;
+  result(): PipelineCacheResult;
+}
+
+/**
+ * What a pipeline drives a component through, whatever runs it: this process's native executor, or one
+ * rank's ParallelExecutor of a multi-rank run (runtime/parallel/rank-executor.ts).
+ */
+export interface ComponentExecutor {
+  readonly plan: Plan;
+  setInputs(inputs: Record<string, Float32Array>): void;
+  forward(): Promise<void>;
+  /** the full output (a multi-rank executor gathers it) */
+  output(name: string): Promise<Float32Array>;
+  /** a Cache-DiT session over the plan's block lists for one request (the config is validated now) */
+  cacheSession(opts: PipelineCacheOptions, request: { steps: number; separateCfg: boolean }): CachedForward;
+}
+
+/** the ComponentExecutor of a local runner */
+export function localExecutor(r: Runner): ComponentExecutor {
+  return {
+    plan: r.plan,
+    setInputs: (inputs) => setRunnerInputs(r, inputs),
+    forward: () => forwardRunner(r),
+    output: async (name) => runnerOutput(r, name),
+    cacheSession(opts, request) {
+      const s = new TransformerCacheSession(loadNative(), opts, request);
+      s.prepare(r.plan, r.exec);
+      return { forward: () => s.forward(r.plan, r.exec), result: () => s.result() };
+    },
+  };
 }

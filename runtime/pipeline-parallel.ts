@@ -23,16 +23,14 @@ import type { Communicator } from './comm/communicator.ts';
 import { launchRanks, type CommBackend } from './comm/index.ts';
 import { toUint8HWC } from './image.ts';
 import { openSafetensors, writeSafetensors } from './io/safetensors.ts';
-import { loadNative } from './native.ts';
-import { ParallelExecutor } from './parallel/executor.ts';
-import { ParallelBlockListRunner } from './parallel/cache.ts';
-import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
+import { rankExecutor } from './parallel/rank-executor.ts';
+import type { PipelineCacheOptions, PipelineCacheResult } from './pipeline-cache.ts';
 import type { Component, Plan } from './plan.ts';
 import { fluxSchedule } from './scheduler.ts';
 import { denoiseLoop, type TextEmbeds } from './denoise.ts';
 import { tiledDecodeParallel } from './vae-tiling.ts';
 import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type TextEncoderRun, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
-import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
+import { ComponentWeights } from './io/weights.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
 export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
@@ -339,11 +337,9 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
 
 /** TE-P: this rank's tensor-parallel text encoder plan as the pipeline's text encoder (collective on every rank). */
 async function textEncoderTp(comm: Communicator, plan: Plan, a: RankArgs): Promise<TextEncoderRun> {
-  const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
-  bindPlanWeights(pe, plan, await ComponentWeights.open(path.join(a.modelDir, 'text_encoder')));
+  const pe = rankExecutor(comm, plan, await ComponentWeights.open(path.join(a.modelDir, 'text_encoder')), { threads: a.threads });
   return async (inputIds, attentionMask) => {
-    pe.setInput('input_ids', inputIds);
-    pe.setInput('attention_mask', attentionMask);
+    pe.setInputs({ input_ids: inputIds, attention_mask: attentionMask });
     await pe.forward();
     return { encoderHiddenStates: await pe.output('encoder_hidden_states'), pooledProjections: await pe.output('pooled_projections') };
   };
@@ -360,17 +356,10 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
     ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
   });
   const g = pipe.geometry(a.height, a.width);
-  const pe = new ParallelExecutor(comm, plan, loadNative(), { threads: a.threads });
-  bindPlanWeights(pe, plan, await ComponentWeights.open(path.join(a.modelDir, 'transformer'))); // TP: the rank's slices
+  const tr = rankExecutor(comm, plan, await ComponentWeights.open(path.join(a.modelDir, 'transformer')), { threads: a.threads });
   // cache: the 1-rank session (separate CFG contexts under true CFG) over runners whose probe sums are
   // all-reduced, so every rank decides alike
-  const session = a.cache?.cache
-    ? new TransformerCacheSession<ParallelExecutor>((p, exec, seg) => new ParallelBlockListRunner(comm, exec, p, seg), a.cache, {
-        steps: a.steps,
-        separateCfg: a.cfgScale !== null,
-      })
-    : null;
-  session?.prepare(plan, pe);
+  const session = a.cache?.cache ? tr.cacheSession(a.cache, { steps: a.steps, separateCfg: a.cfgScale !== null }) : null;
   const setup = performance.now() - t0;
 
   const prompts = new Array<string>(a.batch).fill(a.prompt);
@@ -408,14 +397,10 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
         textTokens: a.textTokens,
         ...(guidance ? { guidance } : {}),
       });
-      for (const io of plan.inputs) {
-        const v = inputs[io.name];
-        if (!v) throw new Error(`${plan.model}/${plan.component} plan input "${io.name}" was not provided`);
-        pe.setInput(io.name, v);
-      }
-      if (session) await session.forward(plan, pe);
-      else await pe.forward();
-      return pe.output('output');
+      tr.setInputs(inputs);
+      if (session) await session.forward();
+      else await tr.forward();
+      return tr.output('output');
     },
   });
   const denoise = performance.now() - tDen;
@@ -448,7 +433,7 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
   return {
     rank: comm.rank,
     bytesPerStep,
-    commMsPerStep: pe.stats.commMs / a.steps,
+    commMsPerStep: tr.exec.stats.commMs / a.steps,
     perStep: denoise / a.steps,
     vaeTiles,
     vaeMs: vae,

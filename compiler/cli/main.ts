@@ -172,6 +172,15 @@ async function readLatentsFile(file: string, tail: number[], tailNames: string, 
   return { data: Float32Array.from(data), batch: s[0]! };
 }
 
+/** per-rank plans compiled on demand (the compiler's compileParallelPlans) */
+function parallelPlanProvider(flags: GenerateFlags): import('../../runtime/pipeline-parallel.ts').ParallelPlanProvider {
+  return async (component, _dims, parallel, req) => {
+    if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
+    const { compileParallelPlans, requestOptions } = await importCompiler();
+    return compileParallelPlans(req.model, { ...requestOptions(component, req), parallel });
+  };
+}
+
 interface ProgressBar {
   update(v: number, payload?: object): void;
   stop(): void;
@@ -284,11 +293,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
         ...(flags.vaeTiling ? { vaeTiling: true } : {}),
         ...(flags.threads ? { threads: flags.threads } : {}),
         planProvider,
-        parallelPlanProvider: async (component, _dims, parallel, req) => {
-          if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
-          const { compileParallelPlans, requestOptions } = await importCompiler();
-          return compileParallelPlans(req.model, { ...requestOptions(component, req), parallel });
-        },
+        parallelPlanProvider: parallelPlanProvider(flags),
       });
       bar?.update(flags.steps, { ms: r.timings.perStep.toFixed(1) });
       parallelInfo = { world: r.world, comm: r.backend, parallel: r.parallel.kind, ulyssesAnything: r.parallel.anything, ulyssesFloat8: r.parallel.float8, ulyssesAsync: r.parallel.async, ranks: r.ranks };
@@ -390,7 +395,6 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
     ['--vae-tiling', flags.vaeTiling],
   ];
   for (const [flag, v] of notHere) if (v !== undefined && v !== false) throw new CliError(`${flag} is not an option of ${cls} (CFG: --guidance-scale, with --negative-prompt or the empty one)`);
-  if (flags.world > 1 || flags.parallel) throw new CliError(`--world / --parallel are not yet supported for ${cls} directories: run with one rank`);
   const { loadWanPipeline } = await import('../../runtime/pipelines/wan.ts');
   const { checkVideoOutput, writeVideo } = await import('../../runtime/video.ts');
   const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
@@ -413,9 +417,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   }
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
-  let r: import('../../runtime/pipelines/wan.ts').VideoGenerateResult;
-  try {
-    r = await pipe.generate({
+  const request = {
       prompt: flags.prompt,
       steps: flags.steps!,
       seed: flags.seed,
@@ -427,8 +429,29 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
       ...(flags.maxSequenceLength !== undefined ? { maxSequenceLength: flags.maxSequenceLength } : {}),
       ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
       ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
-      onStep: bar ? (s) => bar.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
-    });
+  };
+  let r: import('../../runtime/pipelines/wan.ts').VideoGenerateResult;
+  let parallelInfo: Record<string, unknown> | null = null;
+  try {
+    if (flags.world > 1 || flags.parallel) {
+      const { generateWanParallel } = await import('../../runtime/pipelines/wan-parallel.ts');
+      const pr = await generateWanParallel(model.dir, model.family, {
+        ...request,
+        world: flags.world,
+        comm: flags.comm,
+        ...(flags.parallel ? { parallel: flags.parallel } : {}),
+        ulyssesAnything: flags.ulyssesAnything,
+        ulyssesFloat8: flags.ulyssesFloat8,
+        ulyssesAsync: flags.ulyssesAsync,
+        ...(flags.threads ? { threads: flags.threads } : {}),
+        generatedDir: path.join(PACKAGE_ROOT, 'generated'),
+        planProvider,
+        parallelPlanProvider: parallelPlanProvider(flags),
+      });
+      bar?.update(flags.steps!, { ms: pr.timings.perStep.toFixed(1) });
+      parallelInfo = { world: pr.world, comm: pr.backend, parallel: pr.parallel.kind, ulyssesAnything: pr.parallel.anything, ulyssesFloat8: pr.parallel.float8, ulyssesAsync: pr.parallel.async, ranks: pr.ranks };
+      r = pr;
+    } else r = await pipe.generate({ ...request, onStep: bar ? (s) => bar.update(s.step, { ms: s.ms.toFixed(1) }) : undefined });
   } finally {
     bar?.stop();
   }
@@ -477,6 +500,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
         timingsUnit: 'ms',
         peakRssMB: peakRssMB(),
         arenaMB: mb(pipe.arenaBytes()),
+        ...(parallelInfo ? { parallel: parallelInfo } : {}),
         ...(r.cache ? { cache: { tag: r.cache.tag, ...(lists[0] ?? {}), lists, probes: r.cache.probes } } : {}),
         guidanceScale: flags.guidanceScale ?? 5,
         ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),

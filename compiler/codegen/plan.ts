@@ -66,6 +66,8 @@ export function emitPlan(g: Graph, lw: Lowered, meta: PlanMeta, opts: { reuse?: 
     if (!kernels.includes(o.k)) kernels.push(o.k);
     const p: PlanOp = { k: o.k, t: o.t.map(tid), i: [...o.i], f: o.f.map((v) => Math.fround(v)) };
     if (o.src) p.src = o.src;
+    // parallel-lower fills in the group sizes of a CP gather point; the point's name travels from here
+    if (o.point) p.comm = { group: 'cp', sizes: [], hLocal: 0, hPad: 0, hReal: 0, float8: false, wait: true, stream: 'o', module: o.point };
     return p;
   };
   const planSegs: PlanSegment[] = segments.map((s) => {

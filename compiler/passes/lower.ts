@@ -46,6 +46,8 @@ export interface LOp {
   aliasOk: number[];
   /** copy into a block-list io tensor (candidate for elimination) */
   ioCopy?: boolean;
+  /** comm.all_gather: the CP gather point it implements (the tensors' names can be a reused slot's) */
+  point?: string;
   dead?: boolean;
 }
 
@@ -562,7 +564,7 @@ export function lower(g: Graph): Lowered {
         // [outer, n_local, inner] -> [outer, full, inner]; parallel-lower attaches the per-rank sizes
         const x = contig(I[0]!);
         const ax = (A.axis as number) < 0 ? (A.axis as number) + x.shape.length : (A.axis as number);
-        emit('comm.all_gather', [ref(x), ref(out())], [numel(x.shape.slice(0, ax)), x.shape[ax]!, numel(x.shape.slice(ax + 1))], []);
+        emit('comm.all_gather', [ref(x), ref(out())], [numel(x.shape.slice(0, ax)), x.shape[ax]!, numel(x.shape.slice(ax + 1))], [], { point: A.point as string });
         break;
       }
       case 'all_reduce':

@@ -182,11 +182,10 @@ export function ulyssesNeedsAnything(model: string, req: Omit<UlyssesRequest, 'p
 
 /** every `comm.all_gather` op of a plan (internal gather points) in plan order, with its point's name */
 function allGatherOps(plan: Plan): { op: PlanOp; point: string }[] {
-  const names = new Map(plan.tensors.map((t) => [t.id, t.name ?? '']));
   return plan.segments
     .flatMap((s) => [...(s.ops ?? []), ...(s.blocks ?? []).flatMap((b) => b.ops)])
     .filter((o) => o.k === 'comm.all_gather')
-    .map((op) => ({ op, point: /^cp\.gather\.(.+)$/.exec(names.get(op.t[1]!) ?? '')?.[1] ?? '' }));
+    .map((op) => ({ op, point: op.comm?.module ?? '' }));
 }
 
 /**

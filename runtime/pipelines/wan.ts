@@ -4,14 +4,16 @@
 // per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
 // the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
 import path from 'node:path';
-import { ComponentRunners, forwardRunner, product, runnerOutput, setRunnerInputs, shapeKey, type Runner } from '../component-runners.ts';
+import { ComponentRunners, forwardRunner, localExecutor, product, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
+import type { Communicator } from '../comm/communicator.ts';
+import { rankExecutor } from '../parallel/rank-executor.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { quantizeHWC, denormalize } from '../image.ts';
 import { videoRopeIds } from '../latents.ts';
 import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
 import { loadNative } from '../native.ts';
 import type { Component, Plan } from '../plan.ts';
-import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from '../pipeline-cache.ts';
+import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cache.ts';
 import { combineCfg } from '../denoise.ts';
 import { torchRandn } from '../rng.ts';
 import { loadUniPCConfig, UniPCScheduler, type UniPCConfig } from '../schedulers/unipc.ts';
@@ -37,7 +39,33 @@ export interface VideoGenerateOptions {
   /** UMT5 tokens (max_sequence_length, default 512) */
   maxSequenceLength?: number;
   cache?: PipelineCacheOptions;
+  /** decode the latents to frames (default true; the ranks of a multi-rank run other than 0 skip it) */
+  decode?: boolean;
   onStep?: (info: { step: number; steps: number; timestep: number; sigma: number; ms: number }) => void;
+}
+
+/** WanPipeline options: where plans come from; on a rank of a multi-rank run, its transformer plan */
+export interface WanPipelineOptions extends PipelineOptions {
+  generatedDir: string;
+  /** a rank: the transformer runs this rank's plan of a parallel lowering (text encoder and VAE stay local) */
+  rank?: { comm: Communicator; transformerPlan: Plan };
+}
+
+/** a VideoGenerateOptions with the pipeline's defaults, validated */
+export interface ResolvedVideoRequest {
+  steps: number;
+  height: number;
+  width: number;
+  numFrames: number;
+  /** latent frames and pixels */
+  grid: { frames: number; h: number; w: number };
+  tokens: number;
+  batch: number;
+  guidanceScale: number;
+  doCfg: boolean;
+  seed: number;
+  /** latents [B, C, F', h, w] */
+  shape: [number, number, number, number, number];
 }
 
 export interface VideoGenerateResult {
@@ -106,11 +134,10 @@ export class WanPipeline {
   constructor(
     readonly name: string,
     readonly dir: string,
-    private readonly options: PipelineOptions,
+    private readonly options: WanPipelineOptions,
     readonly family: PipelineFamily,
-    generatedDir: string,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir, ...(options.threads ? { threads: options.threads } : {}) });
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir, ...(options.threads ? { threads: options.threads } : {}) });
     this.scheduler = loadUniPCConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
     for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
     this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
@@ -195,11 +222,29 @@ export class WanPipeline {
     return this.components.runner('text_encoder', `${batch}x${tokens}`, () => this.planFor('text_encoder', dims, { input_ids: [batch, tokens] }));
   }
 
-  private transformerRunner(batch: number, height: number, width: number, numFrames: number, tokens: number): Promise<Runner> {
+  /** the transformer's compile request at these sizes (a multi-rank run compiles its per-rank plans from it) */
+  transformerRequest(batch: number, height: number, width: number, numFrames: number, tokens: number) {
+    return this.request('transformer', { batch, frames: numFrames, height, width, textTokens: tokens });
+  }
+
+  private rankTransformer: ComponentExecutor | null = null;
+
+  /** the transformer's executor at these sizes: a local runner, or this rank's plan of a parallel lowering */
+  private async transformerExecutor(batch: number, height: number, width: number, numFrames: number, tokens: number): Promise<ComponentExecutor> {
     const g = this.geometry(height, width, numFrames);
-    const dims = { batch, frames: numFrames, height, width, textTokens: tokens };
     const want = { hidden_states: [batch, this.vae.zDim, g.frames, g.h, g.w], encoder_hidden_states: [batch, tokens, this.textDim] };
-    return this.components.runner('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), () => this.planFor('transformer', dims, want));
+    const rank = this.options.rank;
+    if (rank) {
+      const p = rank.transformerPlan;
+      for (const [n, shape] of Object.entries(want)) {
+        const have = p.inputs.find((i) => i.name === n)?.shape ?? [];
+        if (shapeKey(have) !== shapeKey(shape)) throw new Error(`rank ${rank.comm.rank}: the transformer plan's ${n} is [${have.join(', ')}], the request needs [${shape.join(', ')}]`);
+      }
+      this.rankTransformer ??= rankExecutor(rank.comm, p, await this.components.weightsOf('transformer'), this.options.threads ? { threads: this.options.threads } : {});
+      return this.rankTransformer;
+    }
+    const dims = { batch, frames: numFrames, height, width, textTokens: tokens };
+    return localExecutor(await this.components.runner('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), () => this.planFor('transformer', dims, want)));
   }
 
   /** the VAE plan of chunk 1 (the first latent frame) or 2 (every later one) */
@@ -236,27 +281,27 @@ export class WanPipeline {
 
   /** one transformer forward: velocity [B, C, F', h, w] */
   async transformer(
-    r: Runner,
+    ex: ComponentExecutor,
     inputs: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; grid: { frames: number; h: number; w: number } },
-    session: TransformerCacheSession | null,
+    session: CachedForward | null,
   ): Promise<Float32Array> {
     const [pt, ph, pw] = this.patch;
     const g = inputs.grid;
-    setRunnerInputs(r, {
+    ex.setInputs({
       hidden_states: inputs.hiddenStates,
       timestep: inputs.timestep,
       encoder_hidden_states: inputs.encoderHiddenStates,
       rope_ids: videoRopeIds(g.frames / pt, g.h / ph, g.w / pw),
     });
-    if (session) await session.forward(r.plan, r.exec);
-    else await forwardRunner(r);
-    return runnerOutput(r, 'output');
+    if (session) await session.forward();
+    else await ex.forward();
+    return ex.output('output');
   }
 
   /** one transformer forward at these dims (plan and weights on first use): velocity [B, C, F', h, w] */
   async transformerOnce(i: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; batch: number; height: number; width: number; numFrames: number; textTokens: number }): Promise<Float32Array> {
-    const r = await this.transformerRunner(i.batch, i.height, i.width, i.numFrames, i.textTokens);
-    return this.transformer(r, { ...i, grid: this.geometry(i.height, i.width, i.numFrames) }, null);
+    const ex = await this.transformerExecutor(i.batch, i.height, i.width, i.numFrames, i.textTokens);
+    return this.transformer(ex, { ...i, grid: this.geometry(i.height, i.width, i.numFrames) }, null);
   }
 
   /**
@@ -302,8 +347,8 @@ export class WanPipeline {
     return run;
   }
 
-  private async generateNow(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
-    const t0 = performance.now();
+  /** A request with the pipeline's defaults filled in, validated before any work (errors name the flag). */
+  resolve(opts: VideoGenerateOptions): ResolvedVideoRequest {
     const def = this.defaultSize();
     const steps = opts.steps ?? 50;
     if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
@@ -316,22 +361,36 @@ export class WanPipeline {
     const batch = opts.batch ?? 1;
     if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
     if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
-    const gs = opts.guidanceScale ?? 5.0;
-    if (typeof gs !== 'number' || !Number.isFinite(gs)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
-    const doCfg = gs > 1;
+    const guidanceScale = opts.guidanceScale ?? 5.0;
+    if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
     const seed = opts.seed ?? 0;
     if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UserError(`--seed must be a non-negative integer, got ${opts.seed}`);
     const shape: [number, number, number, number, number] = [batch, this.vae.zDim, g.frames, g.h, g.w];
     if (opts.latents && opts.latents.length !== product(shape)) {
       throw new UserError(`latents must have shape [${shape.join(', ')}] (${product(shape)} values) for ${numFrames} frames of ${height}x${width}, got ${opts.latents.length} values`);
     }
+    return { steps, height, width, numFrames, grid: g, tokens, batch, guidanceScale, doCfg: guidanceScale > 1, seed, shape };
+  }
+
+  /** the text encoder and VAE plans of a request (given, shipped or compiled), e.g. for the ranks of a multi-rank run */
+  async localPlans(r: ResolvedVideoRequest): Promise<{ text_encoder: Plan; vae: Plan[] }> {
+    const te = await this.textRunner(r.batch, r.tokens);
+    const vae = [(await this.vaeRunner(r.height, r.width, 1)).plan];
+    if (r.grid.frames > 1) vae.push((await this.vaeRunner(r.height, r.width, 2)).plan);
+    return { text_encoder: te.plan, vae };
+  }
+
+  private async generateNow(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
+    const t0 = performance.now();
+    const { steps, height, width, numFrames, grid: g, tokens, batch, guidanceScale: gs, doCfg, seed, shape } = this.resolve(opts);
     loadNative();
 
     const ts = performance.now();
     await this.textRunner(batch, tokens);
-    const tr = await this.transformerRunner(batch, height, width, numFrames, tokens);
-    await this.vaeRunner(height, width, 1);
-    if (g.frames > 1) await this.vaeRunner(height, width, 2);
+    const tr = await this.transformerExecutor(batch, height, width, numFrames, tokens);
+    const decode = opts.decode !== false;
+    if (decode) await this.vaeRunner(height, width, 1);
+    if (decode && g.frames > 1) await this.vaeRunner(height, width, 2);
     const setup = performance.now() - ts;
 
     const tTe = performance.now();
@@ -340,11 +399,10 @@ export class WanPipeline {
     const tokenize = pos.tokenizeMs + (neg?.tokenizeMs ?? 0);
     const textEncoder = performance.now() - tTe - tokenize;
 
-    let session: TransformerCacheSession | null = null;
+    let session: CachedForward | null = null;
     if (opts.cache) {
-      session = new TransformerCacheSession(loadNative(), opts.cache, { steps, separateCfg: doCfg });
       try {
-        session.prepare(tr.plan, tr.exec);
+        session = tr.cacheSession(opts.cache, { steps, separateCfg: doCfg });
       } catch (e) {
         throw new UserError((e as Error).message);
       }
@@ -368,7 +426,7 @@ export class WanPipeline {
     const tVae = performance.now();
     const videos: Uint8Array[] = [];
     const per = this.vae.zDim * g.frames * g.h * g.w;
-    for (let b = 0; b < batch; b++) {
+    for (let b = 0; b < (decode ? batch : 0); b++) {
       // latents / latents_std + latents_mean, latents_std = 1 / std (float32, as WanPipeline)
       const z = new Float32Array(per);
       const plane = g.frames * g.h * g.w;
@@ -417,9 +475,9 @@ export class WanPipeline {
 }
 
 /** A WanPipeline directory (model_index.json `_class_name` WanPipeline) on the native runtime. */
-export function loadWanPipeline(dir: string, options: PipelineOptions & { generatedDir: string }, family: PipelineFamily): WanPipeline {
+export function loadWanPipeline(dir: string, options: WanPipelineOptions, family: PipelineFamily): WanPipeline {
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
     throw new UserError(`--threads must be an integer >= 1, got ${options.threads}`);
   }
-  return new WanPipeline(family.planModel, dir, options, family, options.generatedDir);
+  return new WanPipeline(family.planModel, dir, options, family);
 }

@@ -100,7 +100,7 @@ describe('ditforge generate', () => {
     writeSafetensors(wrongShape, { latents: { dtype: 'F32', shape: [1, 4, 8, 8], data: new Float32Array(256) } });
     expectCleanError(
       cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--latents', wrongShape]),
-      /tensor "latents" has shape \[1, 4, 8, 8\], expected \[batch, 16, 16\] for a 32x32 image/,
+      /tensor "latents" has shape \[1, 4, 8, 8\], expected \[batch, 16, 16\] \(tokens, channels\) for a 32x32 image/,
     );
     const wrongDtype = path.join(tmp, 'dtype.safetensors');
     writeSafetensors(wrongDtype, { latents: { dtype: 'I64', shape: [1, 16, 16], data: new Array(256).fill(0) } });

@@ -41,6 +41,16 @@ describe('generate --model <Wan 2.1 directory>', () => {
     const meta = await sharp(file, { animated: true }).metadata();
     expect([meta.pages, meta.width, meta.pageHeight]).toEqual([5, 64, 64]);
   });
+  it('--world 2 (Ulysses) writes the same frames as one rank', () => {
+    const one = cli(['--prompt', PROMPT, ...small, '--steps', '3', '--out', 'one/', '--json']);
+    const two = cli(['--prompt', PROMPT, ...small, '--steps', '3', '--world', '2', '--out', 'two/', '--json']);
+    expect([one.code, two.code], two.stderr).toEqual([0, 0]);
+    expect((JSON.parse(two.stdout) as { parallel: { world: number; parallel: string } }).parallel).toMatchObject({ world: 2, parallel: 'ulysses' });
+    for (let t = 0; t < 5; t++) {
+      const f = `frame_${String(t).padStart(4, '0')}.png`;
+      expect(maxAbsDiff(readPng(path.join(tmp, 'one', f)).pixels, readPng(path.join(tmp, 'two', f)).pixels)).toBeLessThanOrEqual(1);
+    }
+  });
   it('refuses bad outputs, sizes and latents before any work', () => {
     expectCleanError(cli(['--prompt', PROMPT, ...small, '--out', 'v.avi']), /\.avi.*\.mp4, \.webp, \.gif/);
     const ro = cli(['--prompt', PROMPT, ...small, '--out', '/proc/nope/v.gif']);

@@ -192,7 +192,7 @@ describe('bad dims get a clear error', () => {
     expect(() => compilePlan('qwen-image', { component: T, config: { zero_cond_t: true } })).toThrow(/config zero_cond_t=true is not supported/);
   });
 
-  it('wan: a head dim whose RoPE split diffusers cannot build is refused', () => {
-    expect(() => compilePlan('wan2.1-t2v-1.3b', { component: T, config: { attention_head_dim: 16 } })).toThrow(/attention_head_dim 16 is not supported: WanRotaryPosEmbed/);
+  it('wan: a head dim WanRotaryPosEmbed cannot split into even axes is refused', () => {
+    expect(() => compilePlan('wan2.1-t2v-1.3b', { component: T, config: { attention_head_dim: 15 } })).toThrow(/attention_head_dim 15 is not supported: WanRotaryPosEmbed needs an even head dim/);
   });
 });

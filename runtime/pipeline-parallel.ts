@@ -1,36 +1,28 @@
 // Multi-rank text-to-image (Cache-DiT context parallelism, cache-dit.md §4): N ranks (shm worker threads
-// or mpirun processes) each run their own executors; the transformer runs one per-rank plan of a
-// parallel lowering (plan.parallel, docs/architecture.md §3c) through ParallelExecutor: inputs split at
-// entry, Ulysses all-to-alls around every attention, output all-gathered, so every rank holds the full
+// or mpirun processes), each the one-rank Pipeline (runtime/pipeline.ts) whose transformer runs the rank's
+// plan of a parallel lowering (plan.parallel, docs/architecture.md §3c) on a ParallelExecutor: inputs split
+// at entry, Ulysses all-to-alls around every attention, output all-gathered, so every rank holds the full
 // velocity and steps the same latents. `--parallel tp` runs the tensor-parallel lowering instead
 // (compiler/passes/tp-lower.ts: sharded linears + all-reduces; every rank loads only its weight slices),
 // the `*_tp` / `tp_*` hybrids Cache-DiT's (ring, ulysses, tp) mesh (rank = cpRank * tp + tpRank).
 // Text encoder: replicated on every rank; --parallel-text is TE-P: the text encoder tensor-parallel over
 // all ranks (its component TP plan; heads must divide the world size).
-// The denoising loop is the 1-rank one (runtime/denoise.ts), so true CFG (negative prompt, guidance > 1)
-// runs cond then uncond on every rank, and caching uses the 1-rank TransformerCacheSession (separate
-// CFG contexts) over all-reducing block-list runners. VAE: rank 0 decodes (tiled with --vae-tiling);
-// --parallel-vae is VAE-P (runtime/vae-tiling.ts): tiling on, tile #c decoded by rank c % W, rank 0
-// blends and stitches, the image is passed down the rank chain so every rank has it (bit-identical to
-// the 1-rank tiled decode). Rank 0 writes the result; a rank that dies makes the others fail within the
+// Being the one-rank pipeline, a rank runs true CFG (cond, then uncond) and caching (the one-rank session,
+// separate CFG contexts, over block-list runners whose probe sums are all-reduced) exactly as one rank does.
+// VAE: rank 0 decodes (tiled with --vae-tiling); --parallel-vae is VAE-P (runtime/vae-tiling.ts): tiling on,
+// tile #c decoded by rank c % W, rank 0 blends and stitches, the image is passed down the rank chain so
+// every rank has it (bit-identical to the 1-rank tiled decode). Plans, the request and rank 0's result
+// travel as launchRanks arguments and return values; a rank that dies makes the others fail within the
 // communicator's bounded wait with an error naming it.
 import { createHash } from 'node:crypto';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Communicator } from './comm/communicator.ts';
 import { launchRanks, type CommBackend } from './comm/index.ts';
 import { toUint8HWC } from './image.ts';
-import { openSafetensors, writeSafetensors } from './io/safetensors.ts';
-import { rankExecutor } from './parallel/rank-executor.ts';
-import type { PipelineCacheOptions, PipelineCacheResult } from './pipeline-cache.ts';
 import type { Component, Plan } from './plan.ts';
 import { fluxSchedule } from './scheduler.ts';
-import { denoiseLoop, type TextEmbeds } from './denoise.ts';
-import { tiledDecodeParallel } from './vae-tiling.ts';
-import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type TextEncoderRun, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
-import { ComponentWeights } from './io/weights.ts';
+import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
 export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
@@ -167,44 +159,40 @@ export interface RankStats {
   cfgCachedSteps?: number[];
 }
 
+/** the request every rank runs (GenerateOptions without its callbacks and float arrays) */
+type RankRequest = Omit<GenerateOptions, 'latents' | 'onStep' | 'beforeStep' | 'decode'>;
+
 interface RankArgs {
   modelDir: string;
-  planFile: string;
-  outFile: string;
-  latentsFile: string | null;
   threads: number;
   generatedDir: string | null;
-  prompt: string;
-  /** true CFG: the negative prompt and true_cfg_scale (null: no CFG) */
-  negativePrompt: string | null;
-  cfgScale: number | null;
-  steps: number;
-  seed: number;
-  batch: number;
-  height: number;
-  width: number;
-  /** text tokens of the transformer (FLUX.1: T5's max_sequence_length) */
-  textTokens: number;
-  /** FLUX.1-dev: the request's guidance scale (Pipeline.guidanceInput makes the input; absent: its default) */
-  guidanceScale?: number;
-  die: { rank: number; step: number } | null;
-  cache: PipelineCacheOptions | null;
-  /** tiled decode (--vae-tiling, implied by --parallel-vae) */
-  vaeTiling: boolean;
+  /** per-rank transformer plans (index = rank), TE-P per-rank text encoder plans, plans the ranks cannot find shipped */
+  plans: { transformer: Plan[]; text_encoder_tp?: Plan[]; text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[] };
+  request: RankRequest;
+  /** initial latents as base64 float32, or null (seeded noise) */
+  latents: string | null;
   /** VAE-P: tiles over the ranks, every rank gets the image */
   parallelVae: boolean;
+  die: { rank: number; step: number } | null;
 }
 
+/** rank 0's GenerateResult with its float arrays as base64 (worker threads and mpirun processes alike) */
+type EncodedResult = Omit<GenerateResult, 'image' | 'images' | 'latents' | 'decoded' | 'schedule'> & { latents: string; decoded: string };
+
 interface RankResult extends RankStats {
-  cache: PipelineCacheResult | null;
-  timings: GenerateResult['timings'];
-  inputIds: number[];
-  unknownWords: string[];
+  result: EncodedResult | null;
+}
+
+const toB64 = (a: Float32Array): string => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
+function fromB64(s: string): Float32Array {
+  const b = Buffer.from(s, 'base64');
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
 }
 
 /**
  * Multi-rank generate: starts `world` ranks on `comm`, returns rank 0's result (same fields as
- * Pipeline.generate plus per-rank comm statistics).
+ * Pipeline.generate plus per-rank comm statistics). Every rank is the one-rank Pipeline with its
+ * transformer (and with TE-P its text encoder) on a ParallelExecutor.
  */
 export async function generateParallel(model: string, req: ParallelGenerateRequest): Promise<ParallelGenerateResult> {
   const t0 = performance.now();
@@ -220,13 +208,13 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   const width = req.width ?? pipe.defaultSize().width;
   const g = pipe.geometry(height, width);
   const batch = req.batch ?? 1;
-  const seed = req.seed ?? 0;
-  const cfgScale = trueCfgScale(req, pipe.family);
+  trueCfgScale(req, pipe.family); // validates the scale before any rank starts
   const dims = pipe.dims(batch, height, width, pipe.textTokensFor(req.maxSequenceLength));
-  pipe.guidanceInput(batch, req.guidanceScale); // validates the scale before any rank starts
+  pipe.guidanceInput(batch, req.guidanceScale);
   if (pipe.family.text !== 'tiny' && preq.extra_parallel_modules?.includes('text_encoder')) {
     throw new UserError('--parallel-text: TE-P covers the tiny-flux text encoder so far; FLUX.1 runs CLIP and T5 on every rank (drop --parallel-text)');
   }
+  if (req.latents && req.latents.length !== batch * g.tokens * g.packedChannels) throw new UserError(`latents must have ${batch * g.tokens * g.packedChannels} values`);
 
   let tPlans = req.transformerPlans;
   if (!tPlans) {
@@ -234,17 +222,16 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
     tPlans = await req.parallelPlanProvider('transformer', dims, preq, pipe.planRequest('transformer', dims));
   }
   if (tPlans.length !== world) throw new Error(`got ${tPlans.length} transformer plans for ${world} ranks`);
+  const plans: RankArgs['plans'] = { transformer: tPlans };
   // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
-  let teTp: Plan[] | undefined;
   if (preq.extra_parallel_modules?.includes('text_encoder') && world > 1) {
     if (!req.parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
-    teTp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder', dims));
-    if (teTp.length !== world) throw new Error(`got ${teTp.length} text encoder plans for ${world} ranks`);
+    plans.text_encoder_tp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder', dims));
+    if (plans.text_encoder_tp.length !== world) throw new Error(`got ${plans.text_encoder_tp.length} text encoder plans for ${world} ranks`);
   }
   // text encoder / VAE plans the ranks cannot find shipped (a tiled decode: one VAE plan per tile size)
   const vaeTiling = req.vaeTiling === true || req.parallelVae === true; // parallelize_vae enables tiling
   const grid = vaeTiling ? pipe.vaeTileGrid(height, width) : null;
-  const plans: { text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[] } = {};
   const missing = async (c: Component, d: PlanDims): Promise<Plan | null> => {
     try {
       await pipe.plan(c, d);
@@ -265,183 +252,79 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
     if (p) (plans.vae ??= []).push(p);
   }
 
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-par-'));
-  try {
-    const planFile = path.join(tmp, 'plans.json');
-    fs.writeFileSync(planFile, JSON.stringify({ transformer: tPlans, ...plans, ...(teTp ? { text_encoder_tp: teTp } : {}) }));
-    let latentsFile: string | null = null;
-    if (req.latents) {
-      if (req.latents.length !== batch * g.tokens * g.packedChannels) throw new UserError(`latents must have ${batch * g.tokens * g.packedChannels} values`);
-      latentsFile = path.join(tmp, 'latents.safetensors');
-      writeSafetensors(latentsFile, { latents: { dtype: 'F32', shape: [batch, g.tokens, g.packedChannels], data: req.latents } });
-    }
-    const args: RankArgs = {
-      modelDir: dir,
-      planFile,
-      outFile: path.join(tmp, 'result.safetensors'),
-      latentsFile,
-      threads: req.threads ?? Math.max(1, Math.floor(os.availableParallelism() / world)),
-      generatedDir: req.generatedDir ?? null,
-      prompt: req.prompt,
-      negativePrompt: cfgScale !== null ? req.negativePrompt! : null,
-      cfgScale,
-      steps,
-      seed,
-      batch,
-      height,
-      width,
-      textTokens: dims.textTokens,
-      ...(req.guidanceScale !== undefined ? { guidanceScale: req.guidanceScale } : {}),
-      die: req.faultInjection ?? null,
-      cache: req.cache?.cache ? req.cache : null,
-      vaeTiling,
-      parallelVae: req.parallelVae === true,
-    };
-    const results = await launchRanks<RankResult>(world, {
-      backend,
-      module: fileURLToPath(import.meta.url),
-      exportName: 'parallelGenerateRank',
-      args,
-      ...(req.jobTimeoutMs ? { jobTimeoutMs: req.jobTimeoutMs } : {}),
-    });
-    const f = await openSafetensors(args.outFile);
-    const latents = Float32Array.from(f.tensor('latents').data);
-    const decoded = Float32Array.from(f.tensor('decoded').data);
-    const images: Uint8Array[] = [];
-    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, pipe.vaeOutChannels, height, width, b));
-    const r0 = results[0]!;
-    return {
-      image: images[0]!,
-      images,
-      width,
-      height,
-      latents,
-      latentsShape: [batch, g.tokens, g.packedChannels],
-      decoded,
-      steps,
-      seed: req.latents ? null : seed,
-      inputIds: r0.inputIds,
-      unknownWords: r0.unknownWords,
-      schedule: fluxSchedule(steps, g.tokens, pipe.scheduler),
-      timings: { ...r0.timings, total: performance.now() - t0 },
-      ...(r0.cache ? { cache: r0.cache } : {}),
-      world,
-      backend,
-      parallel: tPlans[0]!.parallel!,
-      ranks: results.map(({ cache: _c, timings: _t, inputIds: _i, unknownWords: _u, ...stats }) => stats),
-    };
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-}
-
-/** TE-P: this rank's tensor-parallel text encoder plan as the pipeline's text encoder (collective on every rank). */
-async function textEncoderTp(comm: Communicator, plan: Plan, a: RankArgs): Promise<TextEncoderRun> {
-  const pe = rankExecutor(comm, plan, await ComponentWeights.open(path.join(a.modelDir, 'text_encoder')), { threads: a.threads });
-  return async (inputIds, attentionMask) => {
-    pe.setInputs({ input_ids: inputIds, attention_mask: attentionMask });
-    await pe.forward();
-    return { encoderHiddenStates: await pe.output('encoder_hidden_states'), pooledProjections: await pe.output('pooled_projections') };
+  const { latents, onStep: _o, beforeStep: _b, decode: _d, world: _w, comm: _c, parallel: _p, ulyssesAnything: _ua, ulyssesFloat8: _uf, ulyssesAsync: _us, parallelText: _pt, parallelVae: _pv, threads, transformerPlans: _tp, parallelPlanProvider: _ppp, planProvider: _pp, generatedDir, jobTimeoutMs, faultInjection, ...request } = req;
+  const args: RankArgs = {
+    modelDir: dir,
+    threads: threads ?? Math.max(1, Math.floor(os.availableParallelism() / world)),
+    generatedDir: generatedDir ?? null,
+    plans,
+    request: { ...request, steps, height, width, batch, ...(vaeTiling ? { vaeTiling: true } : {}), ...(req.cache?.cache ? { cache: req.cache } : {}) },
+    latents: latents ? toB64(latents) : null,
+    parallelVae: req.parallelVae === true,
+    die: faultInjection ?? null,
+  };
+  const results = await launchRanks<RankResult>(world, {
+    backend,
+    module: fileURLToPath(import.meta.url),
+    exportName: 'parallelGenerateRank',
+    args,
+    ...(jobTimeoutMs ? { jobTimeoutMs } : {}),
+  });
+  const e = results[0]!.result!;
+  const decoded = fromB64(e.decoded);
+  const images: Uint8Array[] = [];
+  for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, pipe.vaeOutChannels, height, width, b));
+  return {
+    ...e,
+    image: images[0]!,
+    images,
+    latents: fromB64(e.latents),
+    decoded,
+    schedule: fluxSchedule(steps, g.tokens, pipe.scheduler),
+    timings: { ...e.timings, total: performance.now() - t0 },
+    world,
+    backend,
+    parallel: tPlans[0]!.parallel!,
+    ranks: results.map(({ result: _r, ...stats }) => stats),
   };
 }
 
-/** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process). */
+/** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process): the one-rank Pipeline. */
 export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Promise<RankResult> {
-  const t0 = performance.now();
-  const all = JSON.parse(fs.readFileSync(a.planFile, 'utf8')) as { transformer: Plan[]; text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[]; text_encoder_tp?: Plan[] };
-  const plan = all.transformer[comm.rank]!;
+  const p = a.plans;
   const pipe = await loadPipeline(a.modelDir, {
     threads: a.threads,
-    plans: { ...(all.text_encoder ? { text_encoder: all.text_encoder } : {}), ...(all.text_encoder_2 ? { text_encoder_2: all.text_encoder_2 } : {}), ...(all.vae ? { vae: all.vae } : {}) },
+    plans: { ...(p.text_encoder ? { text_encoder: p.text_encoder } : {}), ...(p.text_encoder_2 ? { text_encoder_2: p.text_encoder_2 } : {}), ...(p.vae ? { vae: p.vae } : {}) },
     ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
+    rank: { comm, transformerPlan: p.transformer[comm.rank]!, ...(p.text_encoder_tp ? { textEncoderPlan: p.text_encoder_tp[comm.rank]! } : {}) },
   });
-  const g = pipe.geometry(a.height, a.width);
-  const tr = rankExecutor(comm, plan, await ComponentWeights.open(path.join(a.modelDir, 'transformer')), { threads: a.threads });
-  // cache: the 1-rank session (separate CFG contexts under true CFG) over runners whose probe sums are
-  // all-reduced, so every rank decides alike
-  const session = a.cache?.cache ? tr.cacheSession(a.cache, { steps: a.steps, separateCfg: a.cfgScale !== null }) : null;
-  const setup = performance.now() - t0;
-
-  const prompts = new Array<string>(a.batch).fill(a.prompt);
-  const tTe = performance.now();
-  const teRun = all.text_encoder_tp ? await textEncoderTp(comm, all.text_encoder_tp[comm.rank]!, a) : undefined;
-  const text = await pipe.encodePrompt(prompts, a.height, a.width, teRun, a.textTokens);
-  const textEncoder = performance.now() - tTe - text.tokenizeMs;
-  const negText = a.negativePrompt !== null ? await pipe.encodePrompt(new Array<string>(a.batch).fill(a.negativePrompt), a.height, a.width, teRun, a.textTokens) : null;
-  let x: Float32Array;
-  if (a.latentsFile) x = Float32Array.from((await openSafetensors(a.latentsFile)).tensor('latents').data);
-  else x = pipe.noise(a.seed, a.batch, a.height, a.width);
-  const schedule = fluxSchedule(a.steps, g.tokens, pipe.scheduler);
-  const guidance = pipe.guidanceInput(a.batch, a.guidanceScale);
-  comm.resetStats();
-  const tDen = performance.now();
-  await denoiseLoop({
-    x,
-    schedule,
-    steps: a.steps,
-    batch: a.batch,
-    pos: text,
-    neg: negText,
-    cfgScale: a.cfgScale ?? 1,
+  const steps = a.request.steps!;
+  let denoiseBytes = 0;
+  const r = await pipe.generate({
+    ...a.request,
+    ...(a.latents ? { latents: fromB64(a.latents) } : {}),
+    // VAE: rank 0 alone (tiled with --vae-tiling); VAE-P: the tiles over every rank (vae-tiling.ts)
+    decode: a.parallelVae ? 'parallel' : comm.rank === 0 ? 'local' : 'none',
     beforeStep: (i) => {
+      if (i === 0) comm.resetStats();
       if (a.die && a.die.rank === comm.rank && a.die.step === i) process.exit(3);
     },
-    velocity: async (t: TextEmbeds, timestep: Float32Array) => {
-      const inputs = pipe.transformerInputs({
-        hiddenStates: x,
-        encoderHiddenStates: t.encoderHiddenStates,
-        pooledProjections: t.pooledProjections,
-        timestep,
-        height: a.height,
-        width: a.width,
-        textTokens: a.textTokens,
-        ...(guidance ? { guidance } : {}),
-      });
-      tr.setInputs(inputs);
-      if (session) await session.forward();
-      else await tr.forward();
-      return tr.output('output');
+    onStep: (s) => {
+      if (s.step === s.steps) denoiseBytes = comm.stats.bytesSent;
     },
   });
-  const denoise = performance.now() - tDen;
-  const bytesPerStep = comm.stats.bytesSent / a.steps;
-  // VAE: rank 0 alone (tiled with --vae-tiling); VAE-P: the tiles over every rank (vae-tiling.ts), and
-  // without tiling (latents within one tile) every rank decodes the whole image, as Cache-DiT's ranks do
-  const tV = performance.now();
-  const grid = a.vaeTiling ? pipe.vaeTileGrid(a.height, a.width) : null;
-  let decoded: Float32Array | null = null;
-  let vaeTiles = 0;
-  if (a.parallelVae && grid) {
-    const z = pipe.toVaeSpace(x, a.batch, a.height, a.width);
-    decoded = await tiledDecodeParallel(comm, z, a.batch, pipe.latentChannels, pipe.vaeOutChannels, grid, (tile, t) => {
-      vaeTiles++;
-      return pipe.decodeVaeTile(tile, a.batch, t, grid);
-    });
-  } else if (a.parallelVae || comm.rank === 0) {
-    decoded = await pipe.decodeVaeSpace(pipe.toVaeSpace(x, a.batch, a.height, a.width), a.batch, a.height, a.width, { tiling: a.vaeTiling });
-    vaeTiles = grid ? grid.tiles.length : 1;
-  }
-  const vae = performance.now() - tV;
-  if (comm.rank === 0) {
-    writeSafetensors(a.outFile, {
-      latents: { dtype: 'F32', shape: [a.batch, g.tokens, g.packedChannels], data: x },
-      decoded: { dtype: 'F32', shape: [a.batch, pipe.vaeOutChannels, a.height, a.width], data: decoded! },
-    });
-  }
   await comm.barrier();
-  const cache = session ? session.result() : null;
+  const first = r.cache?.summary[0];
+  const { image: _i, images: _is, latents, decoded, schedule: _s, ...rest } = r;
   return {
     rank: comm.rank,
-    bytesPerStep,
-    commMsPerStep: tr.exec.stats.commMs / a.steps,
-    perStep: denoise / a.steps,
-    vaeTiles,
-    vaeMs: vae,
-    decodedSha256: decoded ? createHash('sha256').update(new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength)).digest('hex') : null,
-    ...(cache ? { cachedSteps: cache.summary[0]?.cached_steps ?? [], cfgCachedSteps: cache.summary[0]?.cfg_cached_steps ?? [] } : {}),
-    cache,
-    timings: { tokenize: text.tokenizeMs, textEncoder, denoise, perStep: denoise / a.steps, vae, setup, total: performance.now() - t0 },
-    inputIds: text.inputIds[0]!,
-    unknownWords: text.unknownWords,
+    bytesPerStep: denoiseBytes / steps,
+    commMsPerStep: pipe.transformerCommMs() / steps,
+    perStep: r.timings.perStep,
+    vaeTiles: r.vaeTiles,
+    vaeMs: r.timings.vae,
+    decodedSha256: decoded.length ? createHash('sha256').update(new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength)).digest('hex') : null,
+    ...(first ? { cachedSteps: first.cached_steps ?? [], cfgCachedSteps: first.cfg_cached_steps ?? [] } : {}),
+    result: comm.rank === 0 ? { ...rest, latents: toB64(latents), decoded: toB64(decoded) } : null,
   };
 }

@@ -7,7 +7,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ComponentRunners, forwardRunner, runnerOutput, setRunnerInputs, shapeKey, type Runner } from './component-runners.ts';
+import { ComponentRunners, forwardRunner, localExecutor, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from './component-runners.ts';
+import type { Communicator } from './comm/communicator.ts';
+import { rankExecutor, type RankExecutor } from './parallel/rank-executor.ts';
 import { WordTokenizer } from './tokenizer.ts';
 import { HfTokenizer } from './hf-tokenizer.ts';
 import { componentConfig, configNumber, familyOf, readJson, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './model-dir.ts';
@@ -17,8 +19,8 @@ import { toUint8HWC } from './image.ts';
 import { torchRandn } from './rng.ts';
 import type { Component, Plan } from './plan.ts';
 import { loadNative, type Native } from './native.ts';
-import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
-import { needsTiling, tileGrid, tileShapes, tiledDecode, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from './vae-tiling.ts';
+import type { PipelineCacheOptions, PipelineCacheResult } from './pipeline-cache.ts';
+import { needsTiling, tileGrid, tileShapes, tiledDecode, tiledDecodeParallel, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from './vae-tiling.ts';
 import { denoiseLoop, type TextEmbeds } from './denoise.ts';
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -90,6 +92,11 @@ export interface PipelineOptions {
   planProvider?: PlanProvider;
   /** directory holding <model>/<component>/plan.json (default: <package>/generated) */
   generatedDir?: string;
+  /**
+   * A rank of a multi-rank run (runtime/pipeline-parallel.ts): the transformer runs this rank's plan of a
+   * parallel lowering, and with TE-P the text encoder its tensor-parallel plan, on ParallelExecutors.
+   */
+  rank?: { comm: Communicator; transformerPlan: Plan; textEncoderPlan?: Plan };
 }
 
 export interface GenerateOptions {
@@ -120,6 +127,14 @@ export interface GenerateOptions {
   maxSequenceLength?: number;
   /** diffusers `vae.enable_tiling()`: decode in overlapping tiles when the latents exceed one tile (runtime/vae-tiling.ts) */
   vaeTiling?: boolean;
+  /**
+   * 'local' (default): decode here; 'none': skip the VAE (a rank that does not decode); 'parallel': VAE-P on
+   * a rank, tile #c decoded by rank c % world and blended on rank 0, every rank gets the image (without
+   * tiling, every rank decodes the whole image)
+   */
+  decode?: 'local' | 'none' | 'parallel';
+  /** called before each denoising step */
+  beforeStep?: (step: number) => void;
 }
 
 export interface StageTimings {
@@ -144,8 +159,10 @@ export interface GenerateResult {
   /** final packed latents [batch, tokens, channels] */
   latents: Float32Array;
   latentsShape: [number, number, number];
-  /** raw VAE decoder output [batch, 3, H, W] */
+  /** raw VAE decoder output [batch, 3, H, W] (empty with decode 'none') */
   decoded: Float32Array;
+  /** VAE tiles this process decoded (an untiled decode counts 1; decode 'none': 0) */
+  vaeTiles: number;
   steps: number;
   seed: number | null;
   inputIds: number[];
@@ -388,6 +405,7 @@ export class Pipeline {
       mask.set(e.attentionMask, b * T);
     });
     let out: { encoderHiddenStates: Float32Array; pooledProjections: Float32Array };
+    encoder ??= await this.rankTextEncoderRun();
     if (encoder) out = await encoder(ids, mask);
     else {
       const r = await this.runner('text_encoder', this.dims(B, height, width));
@@ -500,11 +518,43 @@ export class Pipeline {
     guidance?: Float32Array;
   }): Promise<Float32Array> {
     const T = inputs.textTokens ?? this.textTokens;
-    const r = await this.runner('transformer', this.dims(inputs.batch, inputs.height, inputs.width, T));
-    setRunnerInputs(r, this.transformerInputs({ ...inputs, textTokens: T }));
-    if (this.cacheSession) await this.cacheSession.forward(r.plan, r.exec);
-    else await forwardRunner(r);
-    return runnerOutput(r, 'output');
+    const ex = await this.transformerExecutor(this.dims(inputs.batch, inputs.height, inputs.width, T));
+    ex.setInputs(this.transformerInputs({ ...inputs, textTokens: T }));
+    if (this.cacheSession) await this.cacheSession.forward();
+    else await ex.forward();
+    return ex.output('output');
+  }
+
+  private rankTransformer: RankExecutor | null = null;
+  private rankTextEncoder: TextEncoderRun | null = null;
+
+  /** the transformer's executor at these dims: a local runner, or this rank's plan of a parallel lowering */
+  private async transformerExecutor(d: PlanDims): Promise<ComponentExecutor> {
+    const rank = this.options.rank;
+    // a rank's plan holds its split of the inputs: its ParallelExecutor checks the full sizes it is given
+    if (!rank) return localExecutor(await this.runner('transformer', d));
+    this.rankTransformer ??= rankExecutor(rank.comm, rank.transformerPlan, await this.components.weightsOf('transformer'), this.options.threads ? { threads: this.options.threads } : {});
+    return this.rankTransformer;
+  }
+
+  /** TE-P on a rank: the text encoder's tensor-parallel plan (collective on every rank) */
+  private async rankTextEncoderRun(): Promise<TextEncoderRun | undefined> {
+    const plan = this.options.rank?.textEncoderPlan;
+    if (!plan) return undefined;
+    if (!this.rankTextEncoder) {
+      const pe = rankExecutor(this.options.rank!.comm, plan, await this.components.weightsOf('text_encoder'), this.options.threads ? { threads: this.options.threads } : {});
+      this.rankTextEncoder = async (inputIds, attentionMask) => {
+        pe.setInputs({ input_ids: inputIds, attention_mask: attentionMask });
+        await pe.forward();
+        return { encoderHiddenStates: await pe.output('encoder_hidden_states'), pooledProjections: await pe.output('pooled_projections') };
+      };
+    }
+    return this.rankTextEncoder;
+  }
+
+  /** ms this rank's transformer spent in collectives (0 on one rank) */
+  transformerCommMs(): number {
+    return this.rankTransformer?.exec.stats.commMs ?? 0;
   }
 
   /**
@@ -555,7 +605,7 @@ export class Pipeline {
 
   private queue: Promise<unknown> = Promise.resolve();
   /** the request's cache session while a cached generate runs */
-  private cacheSession: TransformerCacheSession | null = null;
+  private cacheSession: CachedForward | null = null;
 
   /**
    * Text-to-image (FluxPipeline semantics). Concurrent calls on one pipeline run one after the other
@@ -597,12 +647,14 @@ export class Pipeline {
     // setup: executors for these shapes (first call only), timed separately
     const ts = performance.now();
     const dims = this.dims(batch, height, width, textTokens);
-    await this.runner('text_encoder', dims);
+    if (!this.options.rank?.textEncoderPlan) await this.runner('text_encoder', dims);
     if (flux1) await this.runner('text_encoder_2', dims);
-    await this.runner('transformer', dims);
+    const tr = await this.transformerExecutor(dims);
+    const decodeMode = opts.decode ?? 'local';
+    if (decodeMode === 'parallel' && !this.options.rank) throw new Error("decode 'parallel' (VAE-P) runs on the ranks of a multi-rank run");
     // a tiled decode never runs the full-size VAE plan (diffusers' tiled_decode): one executor per tile size
     const grid = opts.vaeTiling ? this.vaeTileGrid(height, width) : null;
-    for (const d of grid ? this.vaeTileDims(batch, grid) : [dims]) await this.runner('vae', d);
+    if (decodeMode !== 'none') for (const d of grid ? this.vaeTileDims(batch, grid) : [dims]) await this.runner('vae', d);
     const setup = performance.now() - ts;
 
     const prompts = new Array<string>(batch).fill(opts.prompt);
@@ -614,13 +666,10 @@ export class Pipeline {
     const cfgScale = trueCfgScale(opts, this.family);
     const doCfg = cfgScale !== null;
     const negText = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt!), height, width, undefined, textTokens) : null;
-    this.cacheSession = opts.cache ? new TransformerCacheSession(getNative(), opts.cache, { steps, separateCfg: doCfg }) : null;
-    if (this.cacheSession) {
-      const tr = await this.runner('transformer', dims);
+    if (opts.cache) {
       try {
-        this.cacheSession.prepare(tr.plan, tr.exec);
+        this.cacheSession = tr.cacheSession(opts.cache, { steps, separateCfg: doCfg });
       } catch (e) {
-        this.cacheSession = null;
         throw new UserError((e as Error).message);
       }
     }
@@ -640,13 +689,24 @@ export class Pipeline {
       velocity: (t: TextEmbeds, timestep: Float32Array) =>
         this.transformer({ hiddenStates: x, encoderHiddenStates: t.encoderHiddenStates, pooledProjections: t.pooledProjections, timestep, batch, height, width, textTokens, ...(guidance ? { guidance } : {}) }),
       ...(opts.onStep ? { onStep: opts.onStep } : {}),
+      ...(opts.beforeStep ? { beforeStep: opts.beforeStep } : {}),
     });
     const denoise = performance.now() - tDen;
 
     const tVae = performance.now();
-    const decoded = await this.decodeVaeSpace(this.toVaeSpace(x, batch, height, width), batch, height, width, { tiling: opts.vaeTiling === true });
+    let decoded: Float32Array = new Float32Array(0);
+    let vaeTiles = 0;
+    if (decodeMode === 'parallel' && grid) {
+      decoded = await tiledDecodeParallel(this.options.rank!.comm, this.toVaeSpace(x, batch, height, width), batch, this.latentChannels, this.vaeOutChannels, grid, (tile, t) => {
+        vaeTiles++;
+        return this.decodeVaeTile(tile, batch, t, grid);
+      });
+    } else if (decodeMode !== 'none') {
+      decoded = await this.decodeVaeSpace(this.toVaeSpace(x, batch, height, width), batch, height, width, { tiling: opts.vaeTiling === true });
+      vaeTiles = grid ? grid.tiles.length : 1;
+    }
     const images: Uint8Array[] = [];
-    for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, this.vaeOutChannels, height, width, b));
+    if (decoded.length) for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, this.vaeOutChannels, height, width, b));
     const vae = performance.now() - tVae;
 
     return {
@@ -657,6 +717,7 @@ export class Pipeline {
       latents: x,
       latentsShape: [batch, g.tokens, g.packedChannels],
       decoded,
+      vaeTiles,
       steps,
       seed: opts.latents ? null : seed,
       inputIds: text.inputIds[0]!,

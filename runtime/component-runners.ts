@@ -112,6 +112,19 @@ export class ComponentRunners {
   all(): Runner[] {
     return [...this.runners.values()];
   }
+
+  /** worker threads of the executors (the requested count before the first one exists) */
+  threads(): number | null {
+    for (const r of this.runners.values()) return typeof r.exec.threads === 'function' ? r.exec.threads() : (this.opts.threads ?? null);
+    return this.opts.threads ?? null;
+  }
+
+  /** bytes of the executors' arenas */
+  arenaBytes(): number {
+    let n = 0;
+    for (const r of this.runners.values()) n += r.exec.arenaBytes();
+    return n;
+  }
 }
 
 /** A per-request Cache-DiT session bound to one executor (runtime/pipeline-cache.ts). */

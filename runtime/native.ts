@@ -66,6 +66,8 @@ export interface Native {
   kernels(): string[];
   runKernel(name: string, t: (Float32Array | null)[], i: number[], f: number[]): void;
   mapFile(path: string): ArrayBuffer;
+  /** drops the resident whole pages of a byte range of a mapFile buffer (it reads the file again if touched) */
+  releaseMappedPages(buffer: ArrayBuffer, offset: number, length: number): void;
   Executor: new (plan: string, opts?: ExecutorOptions) => NativeExecutor;
   features(): NativeFeatures;
   /** y[M,N] = x[M,K] @ w[N,K]^T with OpenBLAS (benchmark peer); absent when built without OpenBLAS. */

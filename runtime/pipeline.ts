@@ -99,13 +99,14 @@ export interface PipelineOptions {
   rank?: { comm: Communicator; transformerPlan: Plan; textEncoderPlan?: Plan };
 }
 
-export interface GenerateOptions {
+/** What every pipeline family's generate takes (each family documents its defaults). */
+export interface BaseGenerateOptions {
   prompt: string;
-  /** denoising steps (integer >= 1), default 28 */
+  /** denoising steps (integer >= 1) */
   steps?: number;
   /** seed of the initial noise (torch.randn-compatible generator), default 0 */
   seed?: number;
-  /** initial packed latents [batch, tokens, channels] (diffusers' `latents=`); overrides the seed */
+  /** initial latents in the family's diffusers layout (diffusers' `latents=`); overrides the seed */
   latents?: Float32Array;
   /** batch size of `latents` (default 1) */
   batch?: number;
@@ -114,8 +115,14 @@ export interface GenerateOptions {
   onStep?: (info: { step: number; steps: number; timestep: number; sigma: number; ms: number }) => void;
   /** Cache-DiT caching on the transformer's block lists (runtime/pipeline-cache.ts) */
   cache?: PipelineCacheOptions;
-  /** true CFG (FluxPipeline `negative_prompt` + `true_cfg_scale`): two transformer calls per step */
+  /** the negative prompt of CFG */
   negativePrompt?: string;
+  /** the text encoder's token count (`max_sequence_length`) */
+  maxSequenceLength?: number;
+}
+
+/** FluxPipeline: steps default 28, latents packed [batch, tokens, channels], true CFG with the negative prompt */
+export interface GenerateOptions extends BaseGenerateOptions {
   /**
    * tiny-flux: FluxPipeline `true_cfg_scale` (default 1: no CFG; CFG runs when > 1 and a negative prompt is
    * given). FLUX.1: `guidance_scale`, the distilled guidance embedding (default 3.5).
@@ -123,8 +130,6 @@ export interface GenerateOptions {
   guidanceScale?: number;
   /** FLUX.1: FluxPipeline `true_cfg_scale` (default 1): true CFG when > 1 and a negative prompt is given */
   trueCfgScale?: number;
-  /** FLUX.1: T5 tokens (`max_sequence_length`, default 512, at most 512) */
-  maxSequenceLength?: number;
   /** diffusers `vae.enable_tiling()`: decode in overlapping tiles when the latents exceed one tile (runtime/vae-tiling.ts) */
   vaeTiling?: boolean;
   /**
@@ -733,15 +738,12 @@ export class Pipeline {
 
   /** worker threads of the executors (null before the first forward pass) */
   threads(): number | null {
-    for (const r of this.components.all()) return typeof r.exec.threads === 'function' ? r.exec.threads() : (this.options.threads ?? null);
-    return this.options.threads ?? null;
+    return this.components.threads();
   }
 
   /** bytes of the executors' arenas */
   arenaBytes(): number {
-    let n = 0;
-    for (const r of this.components.all()) n += r.exec.arenaBytes();
-    return n;
+    return this.components.arenaBytes();
   }
 }
 

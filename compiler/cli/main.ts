@@ -181,6 +181,31 @@ function parallelPlanProvider(flags: GenerateFlags): import('../../runtime/pipel
   };
 }
 
+/** the generate options every family takes from the flags */
+function baseRequest(flags: GenerateFlags, cache: import('../../runtime/pipeline-cache.ts').PipelineCacheOptions | null) {
+  return {
+    prompt: flags.prompt,
+    steps: flags.steps!,
+    seed: flags.seed,
+    ...(cache ? { cache } : {}),
+    ...(flags.maxSequenceLength !== undefined ? { maxSequenceLength: flags.maxSequenceLength } : {}),
+    ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
+    ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
+  };
+}
+
+/** the multi-rank options of the flags (world, comm, Cache-DiT's --parallel kind and Ulysses switches) */
+function parallelFlags(flags: GenerateFlags) {
+  return {
+    world: flags.world,
+    comm: flags.comm,
+    ...(flags.parallel ? { parallel: flags.parallel } : {}),
+    ulyssesAnything: flags.ulyssesAnything,
+    ulyssesFloat8: flags.ulyssesFloat8,
+    ulyssesAsync: flags.ulyssesAsync,
+  };
+}
+
 interface ProgressBar {
   update(v: number, payload?: object): void;
   stop(): void;
@@ -264,30 +289,19 @@ async function generate(flags: GenerateFlags): Promise<void> {
   let parallelInfo: Record<string, unknown> | null = null;
   // what the one-process and the parallel generate are both asked
   const request = {
-    prompt: flags.prompt,
-    steps: flags.steps,
-    seed: flags.seed,
+    ...baseRequest(flags, cache),
     latents,
     batch,
     height,
     width,
-    ...(cache ? { cache } : {}),
     ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}),
-    ...(flags.maxSequenceLength !== undefined ? { maxSequenceLength: flags.maxSequenceLength } : {}),
-    ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
-    ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
   };
   try {
     if (flags.world > 1 || flags.parallel) {
       const { generateParallel } = await import('../../runtime/pipeline-parallel.ts');
       const r = await generateParallel(model.dir, {
         ...request,
-        world: flags.world,
-        comm: flags.comm,
-        ...(flags.parallel ? { parallel: flags.parallel } : {}),
-        ulyssesAnything: flags.ulyssesAnything,
-        ulyssesFloat8: flags.ulyssesFloat8,
-        ulyssesAsync: flags.ulyssesAsync,
+        ...parallelFlags(flags),
         parallelText: flags.parallelText,
         parallelVae: flags.parallelVae,
         ...(flags.vaeTiling ? { vaeTiling: true } : {}),
@@ -340,40 +354,11 @@ async function generate(flags: GenerateFlags): Promise<void> {
     const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
     for (const s of result.cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
   }
-  const round = (x: number) => Math.round(x * 100) / 100;
-  const timings = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, round(v)]));
   const wall = performance.now() - t0;
   if (flags.json) {
     const out = {
-      output: path.resolve(outputs[0]!),
-      outputs: outputs.map((o) => path.resolve(o)),
-      model: model.name,
-      prompt: flags.prompt,
-      steps: result.steps,
-      seed: result.seed,
-      latents: flags.latents ? path.resolve(flags.latents) : null,
-      saveLatents: flags.saveLatents ? path.resolve(flags.saveLatents) : null,
-      batch,
-      height: result.height,
-      width: result.width,
-      threads: pipe.threads(),
-      inputIds: result.inputIds,
+      ...(await runJson(flags, { name: model.name, outputs, batch, result, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })),
       unknownWords: result.unknownWords,
-      timings: { ...timings, wall: round(wall) },
-      timingsUnit: 'ms',
-      peakRssMB: peakRssMB(),
-      arenaMB: mb(pipe.arenaBytes()),
-      ...(parallelInfo ? { parallel: parallelInfo } : {}),
-      ...(result.cache
-        ? {
-            cache: await (async () => {
-              const { summaryJson } = await import('../../runtime/pipeline-cache.ts');
-              const lists = result.cache!.summary.map(summaryJson);
-              // Cache-DiT's field names of the first (here: only) block list at the top level, all lists under `lists`
-              return { tag: result.cache!.tag, ...(lists[0] ?? {}), lists, probes: result.cache!.probes };
-            })(),
-          }
-        : {}),
       ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt, guidanceScale: flags.guidanceScale ?? 1 } : {}),
     };
     process.stdout.write(JSON.stringify(out) + '\n');
@@ -383,6 +368,48 @@ async function generate(flags: GenerateFlags): Promise<void> {
         `total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`,
     );
   }
+}
+
+/** the `--json` fields every pipeline family's generate prints (timings in ms, rounded to 0.01) */
+async function runJson(
+  flags: GenerateFlags,
+  o: {
+    name: string;
+    outputs: string[];
+    batch: number;
+    result: { steps: number; seed: number | null; height: number; width: number; inputIds: number[]; timings: object; cache?: import('../../runtime/pipeline-cache.ts').PipelineCacheResult };
+    threads: number | null;
+    arenaBytes: number;
+    wall: number;
+    parallel: Record<string, unknown> | null;
+  },
+): Promise<Record<string, unknown>> {
+  const round = (x: number) => Math.round(x * 100) / 100;
+  const r = o.result;
+  const { summaryJson } = await import('../../runtime/pipeline-cache.ts');
+  // Cache-DiT's field names of the first block list at the top level, all lists under `lists`
+  const lists = r.cache ? r.cache.summary.map(summaryJson) : [];
+  return {
+    output: path.resolve(o.outputs[0]!),
+    outputs: o.outputs.map((f) => path.resolve(f)),
+    model: o.name,
+    prompt: flags.prompt,
+    steps: r.steps,
+    seed: r.seed,
+    latents: flags.latents ? path.resolve(flags.latents) : null,
+    saveLatents: flags.saveLatents ? path.resolve(flags.saveLatents) : null,
+    batch: o.batch,
+    height: r.height,
+    width: r.width,
+    threads: o.threads,
+    inputIds: r.inputIds,
+    timings: { ...Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, round(v as number)])), wall: round(o.wall) },
+    timingsUnit: 'ms',
+    peakRssMB: peakRssMB(),
+    arenaMB: mb(o.arenaBytes),
+    ...(o.parallel ? { parallel: o.parallel } : {}),
+    ...(r.cache ? { cache: { tag: r.cache.tag, ...(lists[0] ?? {}), lists, probes: r.cache.probes } } : {}),
+  };
 }
 
 /** `generate` for a video pipeline directory (WanPipeline): frames to .mp4 / .webp / .gif / a PNG directory */
@@ -417,19 +444,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   }
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
-  const request = {
-      prompt: flags.prompt,
-      steps: flags.steps!,
-      seed: flags.seed,
-      ...(latents ? { latents, batch } : {}),
-      height,
-      width,
-      numFrames,
-      ...(cache ? { cache } : {}),
-      ...(flags.maxSequenceLength !== undefined ? { maxSequenceLength: flags.maxSequenceLength } : {}),
-      ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
-      ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
-  };
+  const request = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, numFrames };
   let r: import('../../runtime/pipelines/wan.ts').VideoGenerateResult;
   let parallelInfo: Record<string, unknown> | null = null;
   try {
@@ -437,12 +452,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
       const { generateWanParallel } = await import('../../runtime/pipelines/wan-parallel.ts');
       const pr = await generateWanParallel(model.dir, model.family, {
         ...request,
-        world: flags.world,
-        comm: flags.comm,
-        ...(flags.parallel ? { parallel: flags.parallel } : {}),
-        ulyssesAnything: flags.ulyssesAnything,
-        ulyssesFloat8: flags.ulyssesFloat8,
-        ulyssesAsync: flags.ulyssesAsync,
+        ...parallelFlags(flags),
         ...(flags.threads ? { threads: flags.threads } : {}),
         generatedDir: path.join(PACKAGE_ROOT, 'generated'),
         planProvider,
@@ -473,39 +483,17 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
     const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
     for (const s of r.cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
   }
-  const round = (x: number) => Math.round(x * 100) / 100;
   const wall = performance.now() - t0;
   if (flags.json) {
-    const { summaryJson } = await import('../../runtime/pipeline-cache.ts');
-    const lists = r.cache ? r.cache.summary.map(summaryJson) : [];
-    process.stdout.write(
-      JSON.stringify({
-        output: path.resolve(outputs[0]!),
-        outputs: outputs.map((o) => path.resolve(o)),
-        model: model.name,
-        pipeline: cls,
-        prompt: flags.prompt,
-        steps: r.steps,
-        seed: r.seed,
-        latents: flags.latents ? path.resolve(flags.latents) : null,
-        saveLatents: flags.saveLatents ? path.resolve(flags.saveLatents) : null,
-        batch,
-        height: r.height,
-        width: r.width,
-        numFrames: r.numFrames,
-        fps: WAN_FPS,
-        threads: pipe.threads(),
-        inputIds: r.inputIds,
-        timings: { ...Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, round(v)])), wall: round(wall) },
-        timingsUnit: 'ms',
-        peakRssMB: peakRssMB(),
-        arenaMB: mb(pipe.arenaBytes()),
-        ...(parallelInfo ? { parallel: parallelInfo } : {}),
-        ...(r.cache ? { cache: { tag: r.cache.tag, ...(lists[0] ?? {}), lists, probes: r.cache.probes } } : {}),
-        guidanceScale: flags.guidanceScale ?? 5,
-        ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
-      }) + '\n',
-    );
+    const out = {
+      ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })),
+      pipeline: cls,
+      numFrames: r.numFrames,
+      fps: WAN_FPS,
+      guidanceScale: flags.guidanceScale ?? 5,
+      ...(flags.negativePrompt !== undefined ? { negativePrompt: flags.negativePrompt } : {}),
+    };
+    process.stdout.write(JSON.stringify(out) + '\n');
   } else {
     process.stderr.write(
       `wrote ${outputs.join(', ')} (${r.numFrames} frames of ${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`,

@@ -65,6 +65,20 @@ function encoderStack(b: Module, ids: Tensor, mask: Tensor | undefined, c: T5Enc
   return enc.rmsNorm('final_layer_norm', h, { eps });
 }
 
+/** google/t5-v1_1-xxl (black-forest-labs/FLUX.1-dev text_encoder_2/config.json) */
+const T5_XXL: T5EncoderConfig = {
+  vocab_size: 32128,
+  d_model: 4096,
+  d_kv: 64,
+  d_ff: 10240,
+  num_layers: 24,
+  num_heads: 64,
+  relative_attention_num_buckets: 32,
+  relative_attention_max_distance: 128,
+  feed_forward_proj: 'gated-gelu',
+  layer_norm_epsilon: 1e-6,
+};
+
 const tokenDims = {
   defaults: { batch: 1, textTokens: 512 },
   resolve(_c: T5EncoderConfig, d: Record<string, number>) {
@@ -76,19 +90,7 @@ const tokenDims = {
 export const t5Encoder = component<T5EncoderConfig>({
   component: 'text_encoder_2',
   className: 'T5EncoderModel',
-  // google/t5-v1_1-xxl (black-forest-labs/FLUX.1-dev text_encoder_2/config.json)
-  config: {
-    vocab_size: 32128,
-    d_model: 4096,
-    d_kv: 64,
-    d_ff: 10240,
-    num_layers: 24,
-    num_heads: 64,
-    relative_attention_num_buckets: 32,
-    relative_attention_max_distance: 128,
-    feed_forward_proj: 'gated-gelu',
-    layer_norm_epsilon: 1e-6,
-  },
+  config: T5_XXL,
   dims: tokenDims,
   inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!] }),
   forward: (b, x, c) => ({ last_hidden_state: encoderStack(b, x.input_ids!, undefined, c, { perLayerBias: false }) }),
@@ -98,18 +100,8 @@ export const umt5Encoder = component<T5EncoderConfig>({
   component: 'text_encoder',
   className: 'UMT5EncoderModel',
   // google/umt5-xxl (Wan-AI/Wan2.1-T2V-14B-Diffusers text_encoder/config.json)
-  config: {
-    vocab_size: 256384,
-    d_model: 4096,
-    d_kv: 64,
-    d_ff: 10240,
-    num_layers: 24,
-    num_heads: 64,
-    relative_attention_num_buckets: 32,
-    relative_attention_max_distance: 128,
-    feed_forward_proj: 'gated-gelu',
-    layer_norm_epsilon: 1e-6,
-  },
+  // (the T5 v1.1 XXL sizes with mT5's vocabulary)
+  config: { ...T5_XXL, vocab_size: 256384 },
   dims: tokenDims,
   // attention_mask: the tokenizer's (1 = token, 0 = padding)
   inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!], attention_mask: [d.B!, d.textTokens!] }),

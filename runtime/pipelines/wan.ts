@@ -17,31 +17,18 @@ import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cach
 import { combineCfg } from '../denoise.ts';
 import { torchRandn } from '../rng.ts';
 import { loadUniPCConfig, UniPCScheduler, type UniPCConfig } from '../schedulers/unipc.ts';
-import type { PipelineOptions, PlanDims, StageTimings } from '../pipeline.ts';
+import type { BaseGenerateOptions, PipelineOptions, PlanDims, StageTimings } from '../pipeline.ts';
 
-export interface VideoGenerateOptions {
-  prompt: string;
-  /** default '' when CFG runs (WanPipeline) */
-  negativePrompt?: string;
-  /** CFG scale (WanPipeline guidance_scale, default 5.0; CFG runs when > 1) */
+/**
+ * WanPipeline: steps default 50, 480 x 832, 81 frames, CFG scale 5 with the empty negative prompt, latents
+ * [batch, z_dim, latent frames, h, w], UMT5 at 512 tokens
+ */
+export interface VideoGenerateOptions extends BaseGenerateOptions {
+  /** CFG scale (WanPipeline guidance_scale; CFG runs when > 1) */
   guidanceScale?: number;
-  /** default 50 */
-  steps?: number;
-  seed?: number;
-  /** initial latents [batch, z_dim, latent frames, h, w] (diffusers' `latents=`); overrides the seed */
-  latents?: Float32Array;
-  /** batch of `latents` (default 1) */
-  batch?: number;
-  /** defaults 480 x 832, 81 frames */
-  height?: number;
-  width?: number;
   numFrames?: number;
-  /** UMT5 tokens (max_sequence_length, default 512) */
-  maxSequenceLength?: number;
-  cache?: PipelineCacheOptions;
   /** decode the latents to frames (default true; the ranks of a multi-rank run other than 0 skip it) */
   decode?: boolean;
-  onStep?: (info: { step: number; steps: number; timestep: number; sigma: number; ms: number }) => void;
 }
 
 /** WanPipeline options: where plans come from; on a rank of a multi-rank run, its transformer plan */
@@ -458,15 +445,14 @@ export class WanPipeline {
     };
   }
 
+  /** worker threads of the executors */
   threads(): number | null {
-    for (const r of this.components.all()) return typeof r.exec.threads === 'function' ? r.exec.threads() : (this.options.threads ?? null);
-    return this.options.threads ?? null;
+    return this.components.threads();
   }
 
+  /** bytes of the executors' arenas */
   arenaBytes(): number {
-    let n = 0;
-    for (const r of this.components.all()) n += r.exec.arenaBytes();
-    return n;
+    return this.components.arenaBytes();
   }
 }
 

@@ -3,7 +3,7 @@
 // Writes bench/results.json and prints a table. Never run by the tests.
 //
 // env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 20 tiny / 5 mid),
-//      BENCH_SKIP=tiny,mid,gemm,rss,comm,parallel,cache (comma list of sections to skip)
+//      BENCH_SKIP=tiny,fixture,loadrss,mid,gemm,rss,comm,parallel,cache (comma list of sections to skip)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,7 +11,9 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
-import { compilePlan, exportOnnx } from '../../compiler/index.ts';
+import { compilePlan, directoryConfig, exportOnnx } from '../../compiler/index.ts';
+import { ComponentWeights } from '../../runtime/io/weights.ts';
+import { componentConfig } from '../../runtime/model-dir.ts';
 import { getNative, componentDims, type PlanDims } from '../../runtime/pipeline.ts';
 import { openSafetensors } from '../../runtime/io/safetensors.ts';
 import type { Plan } from '../../runtime/plan.ts';
@@ -153,6 +155,18 @@ async function benchTiny(): Promise<StepBench> {
   return benchTransformer('tiny-flux transformer', 'tiny-flux', plan, weights, dims, { component: 'transformer', dims: componentDims('transformer', dims) }, Number(process.env.BENCH_ITERS ?? 20));
 }
 
+/** the FLUX.1 fixture directory's own transformer (sharded bf16 weights, its config.json) at 128x128, 32 T5 tokens */
+async function benchFlux1Fixture(): Promise<StepBench> {
+  const dir = path.join(ROOT, 'test/fixtures/flux1-random');
+  const dims: PlanDims = { batch: 1, height: 128, width: 128, textTokens: 32 };
+  const config = directoryConfig('flux1-dev', 'transformer', componentConfig(dir, 'transformer'));
+  const opts = { component: 'transformer' as const, config, dims: componentDims('transformer', dims) };
+  const plan = compilePlan('flux1-dev', opts);
+  const file = await ComponentWeights.open(path.join(dir, 'transformer'));
+  const weights = new Map(plan.weights.map((w) => [w.name, file.tensor(w.name).data] as const));
+  return benchTransformer('flux1-random fixture transformer', 'flux1-dev', plan, weights, dims, opts, Number(process.env.BENCH_ITERS ?? 20));
+}
+
 async function benchMid(): Promise<StepBench> {
   const opts = { component: 'transformer' as const, config: MID_CONFIG, dims: componentDims('transformer', MID_DIMS) };
   const plan = compilePlan('flux1-dev', opts);
@@ -202,6 +216,15 @@ async function main(): Promise<void> {
     log('tiny-flux transformer step ...');
     steps.push(await benchTiny().catch((e: Error) => ({ model: 'tiny-flux transformer', tokens: '', params: 0, threads: THREADS, error: e.message })));
   }
+  if (!SKIP.has('fixture')) {
+    log('FLUX.1 fixture directory transformer step (its bf16 weights and config) ...');
+    steps.push(await benchFlux1Fixture().catch((e: Error) => ({ model: 'flux1-random fixture transformer', tokens: '', params: 0, threads: THREADS, error: e.message })));
+  }
+  if (!SKIP.has('loadrss')) {
+    log('peak RSS of loading a sharded bf16 checkpoint ...');
+    const { benchLoadRss } = await import('./load-rss.ts');
+    results.loadRss = benchLoadRss({ log });
+  }
   if (!SKIP.has('mid')) {
     log('mid-size FLUX transformer step (1024 + 128 tokens) ...');
     steps.push(await benchMid().catch((e: Error) => ({ model: 'flux1 mid (random weights)', tokens: '', params: 0, threads: THREADS, error: e.message })));
@@ -244,6 +267,7 @@ async function main(): Promise<void> {
   for (const s of steps) if (s.error) console.log(`  ${s.model}: ${s.error}`);
   if (results.gemm !== undefined) console.log(`\nGEMM: ${JSON.stringify(results.gemm, null, 1).replace(/\n\s*/g, ' ')}`);
   if (results.generate) console.log(`\ngenerate: ${JSON.stringify(results.generate)}`);
+  if (results.loadRss) console.log(`\nloading a sharded bf16 checkpoint: ${JSON.stringify(results.loadRss)}`);
   if (Array.isArray(results.parallelStep)) {
     console.log('\nshm ranks, mid-size FLUX step (2 cores: ranks share them, so scaling is not expected here):');
     for (const r of results.parallelStep as import('./parallel.ts').ParallelStepBench[]) {

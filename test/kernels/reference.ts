@@ -218,28 +218,12 @@ export function conv2dOutSize(H: number, W: number, kh: number, kw: number, stri
   return [Math.floor((H + 2 * pad - kh) / stride) + 1, Math.floor((W + 2 * pad - kw) / stride) + 1];
 }
 
-/** NCHW cross-correlation with zero padding */
+/** NCHW cross-correlation with zero padding: each image is a one-frame video of conv3dChannelFirst */
 export function conv2d(x: Arr, w: Arr, bias: Arr | null, N: number, Ci: number, H: number, W: number, Co: number, kh: number, kw: number,
   stride: number, pad: number): Float64Array {
   const [Ho, Wo] = conv2dOutSize(H, W, kh, kw, stride, pad);
   const y = new Float64Array(N * Co * Ho * Wo);
-  for (let n = 0; n < N; n++)
-    for (let co = 0; co < Co; co++)
-      for (let oh = 0; oh < Ho; oh++)
-        for (let ow = 0; ow < Wo; ow++) {
-          let acc = bias ? bias[co] : 0;
-          for (let ci = 0; ci < Ci; ci++)
-            for (let a = 0; a < kh; a++) {
-              const ih = oh * stride - pad + a;
-              if (ih < 0 || ih >= H) continue;
-              for (let b = 0; b < kw; b++) {
-                const iw = ow * stride - pad + b;
-                if (iw < 0 || iw >= W) continue;
-                acc += x[((n * Ci + ci) * H + ih) * W + iw] * w[((co * Ci + ci) * kh + a) * kw + b];
-              }
-            }
-          y[((n * Co + co) * Ho + oh) * Wo + ow] = acc;
-        }
+  for (let n = 0; n < N; n++) y.set(conv3dChannelFirst(Array.prototype.slice.call(x, n * Ci * H * W, (n + 1) * Ci * H * W) as number[], w, bias, Ci, 1, H, W, Co, 1, kh, kw, stride, pad), n * Co * Ho * Wo);
   return y;
 }
 

@@ -162,6 +162,23 @@ Napi::Value MapFile(const Napi::CallbackInfo& info) {
   }, m);
 }
 
+// Drops the resident pages of [offset, offset + length) of a mapFile mapping (the whole pages inside
+// it): a bf16 / fp16 tensor read once and converted to float32 need not stay in memory twice. The
+// mapping is private and never written, so a later read of the range reads the file again.
+Napi::Value ReleaseMappedPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsArrayBuffer() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw_js(env, "releaseMappedPages(buffer: ArrayBuffer, offset: number, length: number)");
+  auto buf = info[0].As<Napi::ArrayBuffer>();
+  const int64_t off = info[1].As<Napi::Number>().Int64Value(), len = info[2].As<Napi::Number>().Int64Value();
+  if (off < 0 || len < 0 || off + len > static_cast<int64_t>(buf.ByteLength())) throw_js(env, "releaseMappedPages: range outside the buffer");
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t base = reinterpret_cast<uintptr_t>(buf.Data());
+  const uintptr_t lo = (base + off + page - 1) / page * page, hi = (base + off + len) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  return env.Undefined();
+}
+
 // ---------------------------------------------------------------------------------------------
 Napi::Value Features(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -503,6 +520,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New(env, Kernels, "kernels"));
   exports.Set("runKernel", Napi::Function::New(env, RunKernel, "runKernel"));
   exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
+  exports.Set("releaseMappedPages", Napi::Function::New(env, ReleaseMappedPages, "releaseMappedPages"));
   exports.Set("features", Napi::Function::New(env, Features, "features"));
 #ifdef HAVE_OPENBLAS
   exports.Set("sgemmOpenBLAS", Napi::Function::New(env, SgemmOpenBLAS, "sgemmOpenBLAS"));

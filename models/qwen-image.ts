@@ -1,5 +1,6 @@
 // Qwen-Image (diffusers QwenImageTransformer2DModel): 60 dual-stream blocks, joint attention over
-// [text, image] tokens, Qwen's 3-axis RoPE with centred image positions. Compile-only for now.
+// [text, image] tokens, Qwen's 3-axis RoPE with centred image positions; its text encoder is the Qwen2.5-VL
+// text model (models/text-encoders/decoder-lm.ts). Compile-only for now.
 //
 // timestep is what the pipeline passes (t / 1000, in [0, 1]); the model scales it by 1000.
 // Inputs beyond diffusers' forward (the DSL has no iota / constant-fill op, so position ids and the
@@ -22,6 +23,7 @@ import {
   type Module,
   type Tensor,
 } from '../compiler/dsl/index.ts';
+import { decoderLm } from './text-encoders/decoder-lm.ts';
 import { JOINT_QKV_TP, feedForward, jointAttention, normOutProj } from './flux1.ts';
 
 /** diffusers QwenImageTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
@@ -215,7 +217,7 @@ export const QWEN_IMAGE_PARALLEL = {
 };
 
 export default model('qwen-image', {
-  components: { transformer: withConfig(qwenImageTransformer, {}) },
+  components: { transformer: withConfig(qwenImageTransformer, {}), text_encoder: withConfig(decoderLm, {}) },
   cache: QWEN_IMAGE_CACHE,
   parallel: QWEN_IMAGE_PARALLEL,
 });

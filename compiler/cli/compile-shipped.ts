@@ -2,8 +2,8 @@
 //   tiny-flux: all three components at default dims (plan.json + model.onnx, graph only)
 //   flux1-dev: transformer at 1024x1024 / 512 text tokens, CLIP at 77 and T5 at 512 tokens (plan.json only:
 //   a compile-only check, and the kernels a FLUX.1 directory's plans launch)
-//   qwen-image: transformer at small dims (plan.json only) so every fused kernel its plans launch is in
-//   the native library, at any size (kernels are size-generic)
+//   qwen-image: transformer and its Qwen2.5-VL text encoder at small dims (plan.json only) so every fused
+//   kernel their plans launch is in the native library, at any size (kernels are size-generic)
 //   wan2.1-t2v-1.3b: transformer, UMT5 and a VAE decoder chunk at small dims (plan.json only), likewise
 // `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
 import fs from 'node:fs';
@@ -25,7 +25,16 @@ export async function compileShipped(outRoot: string): Promise<string[]> {
       dims: { transformer: { batch: 1, height: 1024, width: 1024, textTokens: 512 }, text_encoder: { batch: 1, textTokens: 77 }, text_encoder_2: { batch: 1, textTokens: 512 } },
     })),
   );
-  files.push(...(await runCompile('qwen-image', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 256, width: 256, textTokens: 32 } } })));
+  files.push(
+    ...(await runCompile('qwen-image', {
+      out: outRoot,
+      kernels: false,
+      quiet: true,
+      onnx: false,
+      components: ['transformer', 'text_encoder'],
+      dims: { transformer: { batch: 1, height: 256, width: 256, textTokens: 32 }, text_encoder: { batch: 1, textTokens: 16 } },
+    })),
+  );
   files.push(
     ...(await runCompile('wan2.1-t2v-1.3b', {
       out: outRoot,

@@ -367,7 +367,10 @@ export function lower(g: Graph): Lowered {
           const shape = [...o.shape];
           shape[ax] = src.shape[ax]!;
           const dst: Layout = { st: o.st, off: o.off + pos * o.strides[ax]!, shape, strides: o.strides };
-          if (!writeInPlace(i, n, dst)) copy(src, dst);
+          // an input that appears more than once (repeat_kv's copies of one head) is copied each time: its
+          // producer can write straight into one slice only
+          const once = I.indexOf(i) === I.lastIndexOf(i);
+          if (!(once && writeInPlace(i, n, dst))) copy(src, dst);
           pos += src.shape[ax]!;
         }
         break;

@@ -1,0 +1,149 @@
+// The decoder-only language models diffusion pipelines use as text encoders, as transformers builds them
+// (LlamaModel, MistralModel, Qwen2Model, the Qwen2.5-VL text model, Qwen3Model): token embedding, pre-norm
+// blocks of causal grouped-query self-attention with rotate-half RoPE and a SwiGLU MLP, RMSNorm, final
+// norm. The pipeline reads one entry of `hidden_states` (Qwen-Image: the last, after the final norm;
+// Z-Image: the second to last): `output_hidden_state` picks it, transformers' indexing (0 = the embeddings,
+// num_hidden_layers = the final-normed output, negative from the end).
+//
+// Qwen2.5-VL's multimodal RoPE gives a text token the same position on its three axes, so on text it is this
+// 1-D RoPE. RoPE here is the DSL's interleaved-pair kernel: rotate_half pairs channel i with i + D/2, so q
+// and k are viewed with their two halves interleaved first (the same permutation on both leaves q . k
+// unchanged); v is untouched.
+import { applyRope, attention, component, concat, DslError, invalidDim, ropeTable, type Module, type Tensor } from '../../compiler/dsl/index.ts';
+
+/** transformers config keys the encoder reads, plus the pipeline's choice of hidden state */
+export interface DecoderLmConfig {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  /** null: hidden_size / num_attention_heads */
+  head_dim: number | null;
+  rms_norm_eps: number;
+  rope_theta: number | null;
+  /** transformers 5 keeps the RoPE base here ({ rope_theta, rope_type }); rope_scaling: transformers 4's type */
+  rope_parameters: Record<string, unknown> | null;
+  rope_scaling: Record<string, unknown> | null;
+  hidden_act: string;
+  /** q/k/v projections with bias (Qwen2 / Qwen2.5-VL: true; Llama, Mistral, Qwen3: false) */
+  attention_bias: boolean;
+  /** per-head RMSNorm of q and k before RoPE (Qwen3) */
+  qk_norm: boolean;
+  /** checkpoint key prefix of the language model ("model." for *ForCausalLM / Qwen2.5-VL as saved by transformers 4) */
+  weight_prefix: string;
+  /** which `hidden_states` entry is the output (transformers indexing; -1 = after the final norm) */
+  output_hidden_state: number;
+  [key: string]: unknown;
+}
+
+/** the RoPE base; scaled variants (Llama 3's, YaRN, ...) are refused. Qwen2.5-VL's mrope is the 1-D RoPE on text. */
+function ropeTheta(c: DecoderLmConfig): number {
+  for (const [key, v] of [['rope_parameters', c.rope_parameters], ['rope_scaling', c.rope_scaling]] as const) {
+    const type = v ? (v.rope_type ?? v.type ?? 'default') : 'default';
+    if (type !== 'default' && type !== 'mrope') throw new DslError(`decoder text encoder: ${key} type '${String(type)}' is not supported (supported: default, and mrope on text positions)`);
+  }
+  const theta = (c.rope_parameters?.rope_theta as number | undefined) ?? c.rope_theta;
+  if (typeof theta !== 'number' || !(theta > 0)) throw new DslError(`decoder text encoder: no RoPE base (rope_theta or rope_parameters.rope_theta), got ${JSON.stringify(theta)}`);
+  return theta;
+}
+
+function headDim(c: DecoderLmConfig): number {
+  return c.head_dim ?? c.hidden_size / c.num_attention_heads;
+}
+
+/** [B, S, H*D] with each head's halves interleaved: channel i and i + D/2 side by side */
+function interleaveHalves(x: Tensor, heads: number, D: number): Tensor {
+  const [B, S] = [x.dim(0), x.dim(1)];
+  return x.reshape(B * S * heads, 2, D / 2).transpose().reshape(B, S, heads * D);
+}
+
+/** [B, S, Hkv*D] -> [B, S, H*D]: each key/value head serves H / Hkv query heads (repeat_kv) */
+function repeatKv(x: Tensor, kvHeads: number, groups: number, D: number): Tensor {
+  if (groups === 1) return x;
+  const [B, S] = [x.dim(0), x.dim(1)];
+  const r = x.reshape(B * S * kvHeads, 1, D);
+  return concat(new Array<Tensor>(groups).fill(r), 1).reshape(B, S, kvHeads * groups * D);
+}
+
+function decoderLayer(m: Module, h: Tensor, mask: Tensor, rope: Tensor, c: DecoderLmConfig): Tensor {
+  const H = c.num_attention_heads;
+  const Hkv = c.num_key_value_heads;
+  const D = headDim(c);
+  const eps = c.rms_norm_eps;
+  const a = m.scope('self_attn');
+  const n = m.rmsNorm('input_layernorm', h, { eps });
+  const bias = c.attention_bias;
+  let q = a.linear('q_proj', n, H * D, { bias });
+  let k = a.linear('k_proj', n, Hkv * D, { bias });
+  const v = a.linear('v_proj', n, Hkv * D, { bias });
+  if (c.qk_norm) {
+    q = a.headRmsNorm('q_norm', q, { heads: H, eps });
+    k = a.headRmsNorm('k_norm', k, { heads: Hkv, eps });
+  }
+  q = applyRope(interleaveHalves(q, H, D), rope, { heads: H });
+  k = applyRope(interleaveHalves(k, Hkv, D), rope, { heads: Hkv });
+  const g = H / Hkv;
+  const o = attention(q, repeatKv(k, Hkv, g, D), repeatKv(v, Hkv, g, D), { heads: H, causal: true, keyMask: mask });
+  h = h.add(a.linear('o_proj', o, c.hidden_size, { bias: false }));
+  const f = m.scope('mlp');
+  const n2 = m.rmsNorm('post_attention_layernorm', h, { eps });
+  const act = f.linear('gate_proj', n2, c.intermediate_size, { bias: false, act: 'silu' }).mul(f.linear('up_proj', n2, c.intermediate_size, { bias: false }));
+  return h.add(f.linear('down_proj', act, c.hidden_size, { bias: false }));
+}
+
+export const decoderLm = component<DecoderLmConfig>({
+  component: 'text_encoder',
+  className: 'Qwen2_5_VLForConditionalGeneration',
+  // Qwen/Qwen-Image text_encoder/config.json (Qwen2.5-VL-7B-Instruct, text part)
+  config: {
+    vocab_size: 152064,
+    hidden_size: 3584,
+    intermediate_size: 18944,
+    num_hidden_layers: 28,
+    num_attention_heads: 28,
+    num_key_value_heads: 4,
+    head_dim: null,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    rope_parameters: null,
+    // mrope_section [16, 24, 24] in the real config: one position per text token makes it 1-D RoPE
+    rope_scaling: null,
+    hidden_act: 'silu',
+    attention_bias: true,
+    qk_norm: false,
+    weight_prefix: 'model.',
+    output_hidden_state: -1,
+  },
+  dims: {
+    defaults: { batch: 1, textTokens: 512 },
+    resolve(c, d) {
+      if (d.textTokens! < 1) invalidDim('textTokens', d.textTokens!, 'must be at least 1');
+      if (c.hidden_act !== 'silu') throw new DslError(`decoder text encoder: hidden_act '${c.hidden_act}' is not supported (supported: silu, the SwiGLU MLP of Llama / Mistral / Qwen)`);
+      ropeTheta(c);
+      const D = headDim(c);
+      if (!Number.isInteger(D) || D % 2 !== 0) throw new DslError(`decoder text encoder: head dim ${D} must be an even integer (RoPE rotates pairs)`);
+      if (c.num_attention_heads % c.num_key_value_heads !== 0) {
+        throw new DslError(`decoder text encoder: num_attention_heads ${c.num_attention_heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`);
+      }
+      const L = c.num_hidden_layers;
+      const k = c.output_hidden_state;
+      if (!Number.isInteger(k) || k < -(L + 1) || k > L) throw new DslError(`decoder text encoder: output_hidden_state ${k} is outside -${L + 1} .. ${L} (hidden_states has ${L + 1} entries)`);
+      return { dims: { B: d.batch!, textTokens: d.textTokens! }, tag: `b${d.batch}-t${d.textTokens}` };
+    },
+  },
+  // attention_mask: 1 = token, 0 = padding; position_ids [S, 1]: 0 .. S-1 (the DSL has no iota)
+  inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!], attention_mask: [d.B!, d.textTokens!], position_ids: [d.textTokens!, 1] }),
+  forward(b, x, c) {
+    const L = c.num_hidden_layers;
+    const want = c.output_hidden_state < 0 ? L + 1 + c.output_hidden_state : c.output_hidden_state;
+    const m = c.weight_prefix ? b.scope(c.weight_prefix.replace(/\.$/, '')) : b;
+    let h = m.embedding('embed_tokens', x.input_ids!, { num: c.vocab_size, dim: c.hidden_size });
+    if (want === 0) return { hidden_states: h };
+    const rope = ropeTable(x.position_ids!, { axes: [headDim(c)], theta: ropeTheta(c) });
+    // layers past the chosen hidden state never run (and their weights are not read)
+    for (let i = 0; i < Math.min(want, L); i++) h = decoderLayer(m.scope(`layers.${i}`), h, x.attention_mask!, rope, c);
+    return { hidden_states: want === L ? m.rmsNorm('norm', h, { eps: c.rms_norm_eps }) : h };
+  },
+});

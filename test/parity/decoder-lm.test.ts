@@ -1,0 +1,62 @@
+// The decoder-only text encoders (models/text-encoders/decoder-lm.ts) against transformers' own Llama,
+// Mistral, Qwen2 (= Qwen2.5-VL's text model on text) and Qwen3 at scaled-down sizes with random weights
+// (test/fixtures/decoder-lm, made by test/parity/make-decoder-lm-references.py): a right-padded batch of
+// two prompts, the last, the second-to-last and the first layer's hidden states within 1e-5 relative L2
+// (float32 end to end; measured ~1e-7), and the same plan on onnxruntime (the exported ONNX) alike.
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { compilePlan, exportOnnx } from '../../compiler/index.ts';
+import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
+import { relL2 } from '../../runtime/metrics.ts';
+import { nativeAvailable } from '../../runtime/native.ts';
+import { runNative } from '../helpers/run-plan.ts';
+
+const DIR = path.resolve(import.meta.dirname, '../fixtures/decoder-lm');
+const FAMILIES = { llama: {}, mistral: {}, qwen2: { attention_bias: true }, qwen3: { qk_norm: true } } as const;
+
+/** our config from the transformers config the reference was made with */
+function configOf(hf: Record<string, unknown>, extra: object, layer: number): Record<string, unknown> {
+  const keys = ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'rms_norm_eps', 'hidden_act', 'rope_parameters'];
+  const c: Record<string, unknown> = Object.fromEntries(keys.map((k) => [k, hf[k]]));
+  return { ...c, head_dim: (hf.head_dim as number | undefined) ?? null, rope_theta: null, attention_bias: false, qk_norm: false, weight_prefix: 'model.', output_hidden_state: layer, ...extra };
+}
+
+describe.skipIf(!nativeAvailable())('decoder-only text encoders vs transformers', () => {
+  for (const [family, extra] of Object.entries(FAMILIES)) {
+    it(`${family}: hidden_states[-1], [-2] and [1] within 1e-5; onnxruntime agrees`, async () => {
+      const f = openSafetensorsSync(path.join(DIR, `${family}.safetensors`));
+      const hf = JSON.parse(f.metadata.config!) as Record<string, unknown>;
+      const L = hf.num_hidden_layers as number;
+      const ids = Float32Array.from(f.ints('input_ids'));
+      const mask = Float32Array.from(f.ints('attention_mask'));
+      const [B, S] = f.info('input_ids').shape as [number, number];
+      const inputs = { input_ids: ids, attention_mask: mask, position_ids: Float32Array.from({ length: S }, (_, i) => i) };
+      for (const layer of [-1, -2, 1]) {
+        const config = configOf(hf, extra, layer);
+        const opts = { component: 'text_encoder' as const, dims: { batch: B, textTokens: S }, config };
+        const plan = compilePlan('qwen-image', opts);
+        const weights = new Map(plan.weights.map((w) => [w.name, f.tensor(w.name).data] as const));
+        const got = runNative(plan, weights, inputs).hidden_states!;
+        const want = f.tensor(`hidden_state_${layer < 0 ? L + 1 + layer : layer}`).data;
+        const e = relL2(got, want);
+        const sess = await ort.InferenceSession.create(exportOnnx('qwen-image', { ...opts, weights }));
+        const feeds = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, new ort.Tensor('float32', v, plan.inputs.find((i) => i.name === k)!.shape)]));
+        const o = (await sess.run(feeds)).hidden_states!.data as Float32Array;
+        await sess.release();
+        const eo = relL2(got, o);
+        console.log(`[decoder-lm] ${family} hidden_states[${layer}]: relL2 vs transformers ${e.toExponential(2)}, vs onnxruntime ${eo.toExponential(2)}`);
+        expect(e).toBeLessThan(1e-5);
+        expect(eo).toBeLessThan(1e-5);
+      }
+    });
+  }
+  it('refuses what it does not implement, naming the field', () => {
+    const base = { num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 96, vocab_size: 50 };
+    const bad = (c: object) => () => compilePlan('qwen-image', { component: 'text_encoder', dims: { batch: 1, textTokens: 4 }, config: { ...base, ...c } });
+    expect(bad({ hidden_act: 'gelu' })).toThrow(/hidden_act 'gelu' is not supported/);
+    expect(bad({ rope_parameters: { rope_type: 'llama3', rope_theta: 5e5 } })).toThrow(/rope_parameters type 'llama3' is not supported/);
+    expect(bad({ num_key_value_heads: 3 })).toThrow(/num_attention_heads 4 is not a multiple of num_key_value_heads 3/);
+    expect(bad({ output_hidden_state: 5 })).toThrow(/output_hidden_state 5 is outside -3 \.\. 2/);
+  });
+});

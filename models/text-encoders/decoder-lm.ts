@@ -53,18 +53,22 @@ function headDim(c: DecoderLmConfig): number {
   return c.head_dim ?? c.hidden_size / c.num_attention_heads;
 }
 
-/** [B, S, H*D] with each head's halves interleaved: channel i and i + D/2 side by side */
-function interleaveHalves(x: Tensor, heads: number, D: number): Tensor {
-  const [B, S] = [x.dim(0), x.dim(1)];
-  return x.reshape(B * S * heads, 2, D / 2).transpose().reshape(B, S, heads * D);
+// Head counts below come from the channels of the tensor at hand (no global head count baked into a
+// reshape). There is no TP plan yet: the tensor-parallel lowering refuses these per-head reshapes and
+// the repeat of key/value heads on sharded channels.
+
+/** [B, S, heads*D] with each head's halves interleaved: channel i and i + D/2 side by side */
+function interleaveHalves(x: Tensor, D: number): Tensor {
+  const [B, S, C] = [x.dim(0), x.dim(1), x.dim(2)];
+  return x.reshape((B * S * C) / D, 2, D / 2).transpose().reshape(B, S, C);
 }
 
-/** [B, S, Hkv*D] -> [B, S, H*D]: each key/value head serves H / Hkv query heads (repeat_kv) */
-function repeatKv(x: Tensor, kvHeads: number, groups: number, D: number): Tensor {
+/** [B, S, kvHeads*D] -> [B, S, kvHeads*groups*D]: each key/value head serves `groups` query heads (repeat_kv) */
+function repeatKv(x: Tensor, groups: number, D: number): Tensor {
   if (groups === 1) return x;
-  const [B, S] = [x.dim(0), x.dim(1)];
-  const r = x.reshape(B * S * kvHeads, 1, D);
-  return concat(new Array<Tensor>(groups).fill(r), 1).reshape(B, S, kvHeads * groups * D);
+  const [B, S, C] = [x.dim(0), x.dim(1), x.dim(2)];
+  const r = x.reshape((B * S * C) / D, 1, D);
+  return concat(new Array<Tensor>(groups).fill(r), 1).reshape(B, S, C * groups);
 }
 
 function decoderLayer(m: Module, h: Tensor, mask: Tensor, rope: Tensor, c: DecoderLmConfig): Tensor {
@@ -82,10 +86,10 @@ function decoderLayer(m: Module, h: Tensor, mask: Tensor, rope: Tensor, c: Decod
     q = a.headRmsNorm('q_norm', q, { heads: H, eps });
     k = a.headRmsNorm('k_norm', k, { heads: Hkv, eps });
   }
-  q = applyRope(interleaveHalves(q, H, D), rope, { heads: H });
-  k = applyRope(interleaveHalves(k, Hkv, D), rope, { heads: Hkv });
+  q = applyRope(interleaveHalves(q, D), rope, { heads: H });
+  k = applyRope(interleaveHalves(k, D), rope, { heads: Hkv });
   const g = H / Hkv;
-  const o = attention(q, repeatKv(k, Hkv, g, D), repeatKv(v, Hkv, g, D), { heads: H, causal: true, keyMask: mask });
+  const o = attention(q, repeatKv(k, g, D), repeatKv(v, g, D), { heads: H, causal: true, keyMask: mask });
   h = h.add(a.linear('o_proj', o, c.hidden_size, { bias: false }));
   const f = m.scope('mlp');
   const n2 = m.rmsNorm('post_attention_layernorm', h, { eps });

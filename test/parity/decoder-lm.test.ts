@@ -7,9 +7,9 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { compilePlan, exportOnnx } from '../../compiler/index.ts';
+import { nativeAvailable } from '../../runtime/native.ts';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { relL2 } from '../../runtime/metrics.ts';
-import { nativeAvailable } from '../../runtime/native.ts';
 import { runNative } from '../helpers/run-plan.ts';
 
 const DIR = path.resolve(import.meta.dirname, '../fixtures/decoder-lm');

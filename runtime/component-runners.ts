@@ -7,6 +7,7 @@ import path from 'node:path';
 import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
 import { readJson, UserError } from './model-dir.ts';
 import { loadNative, type NativeExecutor } from './native.ts';
+import { ExecutorBlockListRunner } from './cache/executor-runner.ts';
 import type { Component, Plan } from './plan.ts';
 import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 
@@ -52,6 +53,8 @@ export function runnerOutput(r: Runner, name: string): Float32Array {
 
 export interface ComponentRunnerOptions {
   threads?: number;
+  /** the executors' backend: "cpu" (default), "cuda", "cuda:N" */
+  device?: string;
   /** directory holding <model>/<component>/plan.json (default: <package>/generated) */
   generatedDir: string;
 }
@@ -98,7 +101,14 @@ export class ComponentRunners {
     if (r) return r;
     const p = await plan();
     const file = await this.weightsOf(component);
-    const exec = new (loadNative().Executor)(JSON.stringify(p), this.opts.threads ? { threads: this.opts.threads } : {});
+    let exec: NativeExecutor;
+    try {
+      exec = new (loadNative().Executor)(JSON.stringify(p), { ...(this.opts.threads ? { threads: this.opts.threads } : {}), ...(this.opts.device ? { device: this.opts.device } : {}) });
+    } catch (e) {
+      // a device that is not there (no GPU, no driver, a build without CUDA): the backend says what is missing
+      if (/--device|unknown device/.test((e as Error).message)) throw new UserError((e as Error).message);
+      throw e;
+    }
     try {
       bindPlanWeights(exec, p, file, o);
     } catch (e) {
@@ -155,7 +165,9 @@ export function localExecutor(r: Runner): ComponentExecutor {
     forward: () => forwardRunner(r),
     output: async (name) => runnerOutput(r, name),
     cacheSession(opts, request) {
-      const s = new TransformerCacheSession(loadNative(), opts, request);
+      // on a host backend the cache kernels run in place on the arena; elsewhere the io tensors are copied
+      // through the backend (readTensor / writeTensor) and the cache math runs on the host copies
+      const s = r.exec.device() === 'cpu' ? new TransformerCacheSession(loadNative(), opts, request) : new TransformerCacheSession((p, exec, seg) => new ExecutorBlockListRunner(exec, p, seg), opts, request);
       s.prepare(r.plan, r.exec);
       return { forward: () => s.forward(r.plan, r.exec), result: () => s.result() };
     },

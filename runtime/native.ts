@@ -37,11 +37,15 @@ export interface NativeExecutor {
   threads(): number;
   /** Segments in plan order; `blocks` is the block count of block-list segments, 0 otherwise. */
   segments(): { name: string; blocks: number }[];
+  /** The backend the plan runs on: "cpu", "cuda:0", ... (tensorView and runKernel need "cpu") */
+  device(): string;
 }
 
 export interface ExecutorOptions {
   /** default: env DITFORGE_THREADS, else hardware_concurrency */
   threads?: number;
+  /** "cpu" (default), "cuda" or "cuda:N" (runtime/native/src/backend.h); a device that is not there is a clear error */
+  device?: string;
 }
 
 export interface NativeFeatures {
@@ -66,6 +70,8 @@ export interface Native {
   kernels(): string[];
   runKernel(name: string, t: (Float32Array | null)[], i: number[], f: number[]): void;
   mapFile(path: string): ArrayBuffer;
+  /** the kernels the CUDA backend of this build implements (empty when it was built without CUDA) */
+  cudaKernels(): string[];
   /** drops the resident whole pages of a byte range of a mapFile buffer (it reads the file again if touched) */
   releaseMappedPages(buffer: ArrayBuffer, offset: number, length: number): void;
   Executor: new (plan: string, opts?: ExecutorOptions) => NativeExecutor;

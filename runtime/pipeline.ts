@@ -86,6 +86,8 @@ export type PlanProvider = (component: Component, dims: PlanDims, request: PlanR
 export interface PipelineOptions {
   /** worker threads of the native executor (default: the executor's default) */
   threads?: number;
+  /** where the plans run: "cpu" (default), "cuda", "cuda:N" (runtime/native/src/backend.h) */
+  device?: string;
   /** plans to use instead of the shipped ones (must match the requested shapes; a list: the one that fits, e.g. VAE tiles) */
   plans?: Partial<Record<Component, Plan | Plan[]>>;
   /** called for shapes with no shipped/given plan (the CLI passes the compiler's compilePlan) */
@@ -275,7 +277,7 @@ export class Pipeline {
     private readonly options: PipelineOptions,
     readonly family: PipelineFamily = TINY_FLUX_FAMILY,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}) });
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}) });
     this.scheduler = loadSchedulerConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
     const vaeFile = path.join(dir, 'vae', 'config.json');
     const vae = readJson(vaeFile);

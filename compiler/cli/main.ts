@@ -66,6 +66,7 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   out?: string;
   json?: boolean;
   threads?: number;
+  device: string;
   // multi-rank (runtime/pipeline-parallel.ts)
   world: number;
   comm: 'shm' | 'mpi';
@@ -260,10 +261,11 @@ async function generate(flags: GenerateFlags): Promise<void> {
     return compileRequest(component, req);
   };
   flags.steps ??= model.family.output === 'video' ? 50 : 28;
+  if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
-  const pipe = await loadPipeline(model.dir, { threads: flags.threads, planProvider });
+  const pipe = await loadPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider });
   const size = pipe.defaultSize();
   const height = flags.height ?? size.height;
   const width = flags.width ?? size.width;
@@ -427,7 +429,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
   const out = flags.out ?? 'out.mp4';
-  const pipe = loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), planProvider, generatedDir: path.join(PACKAGE_ROOT, 'generated') }, model.family);
+  const pipe = loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, generatedDir: path.join(PACKAGE_ROOT, 'generated') }, model.family);
   const def = pipe.defaultSize();
   const height = flags.height ?? def.height;
   const width = flags.width ?? def.width;
@@ -532,6 +534,7 @@ function buildProgram(): Command {
     .option('--out <file>', 'output: a PNG (images, default out.png); a .mp4, .webp, .gif or a directory of PNG frames (videos, default out.mp4)')
     .option('--json', 'print one JSON object on stdout (logs go to stderr)')
     .addOption(new Option('--threads <n>', 'executor threads (per rank with --world > 1)').argParser(intOption('--threads', 1)))
+    .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N (a device that is not there is a clear error)', 'cpu')
     .option('--world <n>', 'ranks (context parallelism); > 1 without --parallel: Ulysses, UAA where the sizes need it', intOption('--world', 1), 1)
     .addOption(new Option('--comm <backend>', 'communicator of the ranks').choices(['shm', 'mpi']).default('shm'))
     .addOption(new Option('--parallel <kind>', 'parallelism (Cache-DiT spelling)').choices(['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp']))

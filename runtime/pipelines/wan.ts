@@ -124,7 +124,7 @@ export class WanPipeline {
     private readonly options: WanPipelineOptions,
     readonly family: PipelineFamily,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir, ...(options.threads ? { threads: options.threads } : {}) });
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir, ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}) });
     this.scheduler = loadUniPCConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
     for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
     this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));

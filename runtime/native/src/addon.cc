@@ -265,6 +265,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
                            InstanceMethod("arenaBytes", &Executor::ArenaBytes),
                            InstanceMethod("threads", &Executor::Threads),
                            InstanceMethod("segments", &Executor::Segments),
+                           InstanceMethod("device", &Executor::Device),
                        });
   }
 
@@ -272,6 +273,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
     Napi::Env env = info.Env();
     std::string plan = str_arg(info, 0, "new Executor: plan (the plan.json text)");
     int threads = default_threads();
+    std::string device = "cpu";
     if (info.Length() > 1 && info[1].IsObject()) {
       Napi::Value t = info[1].As<Napi::Object>().Get("threads");
       if (t.IsNumber()) {
@@ -281,9 +283,12 @@ class Executor : public Napi::ObjectWrap<Executor> {
       } else if (!t.IsUndefined() && !t.IsNull()) {
         throw_type(env, "new Executor: opts.threads must be a number");
       }
+      Napi::Value d = info[1].As<Napi::Object>().Get("device");
+      if (d.IsString()) device = d.As<Napi::String>().Utf8Value();
+      else if (!d.IsUndefined() && !d.IsNull()) throw_type(env, "new Executor: opts.device must be a string (cpu, cuda, cuda:N)");
     }
     try {
-      exec_ = std::make_unique<df::PlanExecutor>(plan, threads);
+      exec_ = std::make_unique<df::PlanExecutor>(plan, df::make_backend(device, threads));
     } catch (const std::exception& e) {
       throw_js(env, e.what());
     }
@@ -323,9 +328,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
       if ((int64_t)data.ElementLength() != io.numel)
         throw df::PlanError(exec_->label() + ": setInput('" + name + "'): got " + std::to_string(data.ElementLength()) +
                             " floats, the input holds " + std::to_string(io.numel));
-      int64_t n;
-      float* p = exec_->tensor_ptr(io.tensor, &n, true);
-      std::memcpy(p, data.Data(), sizeof(float) * n);
+      exec_->write_tensor(io.tensor, data.Data(), io.numel);
     } catch (const std::exception& e) {
       throw_js(env, e.what());
     }
@@ -342,9 +345,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
       if ((int64_t)into.ElementLength() != io.numel)
         throw df::PlanError(exec_->label() + ": getOutput('" + name + "'): got a buffer of " + std::to_string(into.ElementLength()) +
                             " floats, the output holds " + std::to_string(io.numel));
-      int64_t n;
-      const float* p = exec_->tensor_ptr(io.tensor, &n, false);
-      std::memcpy(into.Data(), p, sizeof(float) * n);
+      exec_->read_tensor(io.tensor, into.Data(), io.numel);
     } catch (const std::exception& e) {
       throw_js(env, e.what());
     }
@@ -362,12 +363,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
     int64_t id = id_arg(info, "readTensor");
     auto into = f32_arg(info, 1, "readTensor: into");
     try {
-      int64_t n;
-      const float* p = exec_->tensor_ptr(id, &n, false);
-      if ((int64_t)into.ElementLength() != n)
-        throw df::PlanError(exec_->label() + ": readTensor(" + std::to_string(id) + "): got a buffer of " +
-                            std::to_string(into.ElementLength()) + " floats, the tensor holds " + std::to_string(n));
-      std::memcpy(into.Data(), p, sizeof(float) * n);
+      exec_->read_tensor(id, into.Data(), static_cast<int64_t>(into.ElementLength()));
     } catch (const std::exception& e) {
       throw_js(env, e.what());
     }
@@ -380,12 +376,7 @@ class Executor : public Napi::ObjectWrap<Executor> {
     int64_t id = id_arg(info, "writeTensor");
     auto data = f32_arg(info, 1, "writeTensor: data");
     try {
-      int64_t n;
-      float* p = exec_->tensor_ptr(id, &n, true);
-      if ((int64_t)data.ElementLength() != n)
-        throw df::PlanError(exec_->label() + ": writeTensor(" + std::to_string(id) + "): got " + std::to_string(data.ElementLength()) +
-                            " floats, the tensor holds " + std::to_string(n));
-      std::memcpy(p, data.Data(), sizeof(float) * n);
+      exec_->write_tensor(id, data.Data(), static_cast<int64_t>(data.ElementLength()));
     } catch (const std::exception& e) {
       throw_js(env, e.what());
     }
@@ -437,7 +428,11 @@ class Executor : public Napi::ObjectWrap<Executor> {
     Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
       std::lock_guard<std::mutex> lk(ex_->run_mu);
-      ex_->exec().execute(r_);
+      try {
+        ex_->exec().execute(r_);
+      } catch (const std::exception& e) {
+        SetError(ex_->exec().label() + ": " + e.what());
+      }
     }
     void OnOK() override {
       ex_->in_flight.fetch_sub(1);
@@ -485,7 +480,11 @@ class Executor : public Napi::ObjectWrap<Executor> {
       throw_js(env, e.what());
     }
     std::lock_guard<std::mutex> lk(run_mu);
-    exec_->execute(r);
+    try {
+      exec_->execute(r);
+    } catch (const std::exception& e) {
+      throw_js(env, exec_->label() + ": " + e.what());
+    }
     return env.Undefined();
   }
 
@@ -498,8 +497,12 @@ class Executor : public Napi::ObjectWrap<Executor> {
   // queueing on the global pool); not while a run() is in flight (the pool is busy then)
   Napi::Value RunKernelHere(const Napi::CallbackInfo& info) {
     not_busy(info.Env(), "runKernel");
-    return run_kernel_on(info, exec_->pool());
+    df::ThreadPool* pool = exec_->pool();
+    if (!pool) throw_js(info.Env(), "runKernel: " + exec_->label() + " runs on " + exec_->backend().name() + "; runKernel takes host arrays (CPU executors only)");
+    return run_kernel_on(info, *pool);
   }
+  Napi::Value Device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), exec_->backend().name()); }
+
   Napi::Value Segments(const Napi::CallbackInfo& info) {
     auto names = exec_->segment_names();
     auto arr = Napi::Array::New(info.Env(), names.size());
@@ -520,6 +523,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New(env, Kernels, "kernels"));
   exports.Set("runKernel", Napi::Function::New(env, RunKernel, "runKernel"));
   exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
+  exports.Set("cudaKernels", Napi::Function::New(
+                                 env,
+                                 [](const Napi::CallbackInfo& info) -> Napi::Value {
+                                   auto names = df::cuda_kernel_names();
+                                   auto arr = Napi::Array::New(info.Env(), names.size());
+                                   for (size_t k = 0; k < names.size(); ++k) arr.Set(static_cast<uint32_t>(k), names[k]);
+                                   return arr;
+                                 },
+                                 "cudaKernels"));
   exports.Set("releaseMappedPages", Napi::Function::New(env, ReleaseMappedPages, "releaseMappedPages"));
   exports.Set("features", Napi::Function::New(env, Features, "features"));
 #ifdef HAVE_OPENBLAS

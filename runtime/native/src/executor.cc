@@ -41,7 +41,7 @@ const std::vector<json::Value>& as_arr(const json::Value& v, const std::string& 
 
 void PlanExecutor::fail(const std::string& msg) const { throw PlanError(label_ + ": " + msg); }
 
-PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
+PlanExecutor::PlanExecutor(const std::string& plan_json, std::unique_ptr<Backend> backend) : backend_(std::move(backend)) {
   json::Value root;
   try {
     root = json::parse(plan_json);
@@ -134,15 +134,14 @@ PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
     read_io("inputs", inputs_);
     read_io("outputs", outputs_);
 
-    // arena (64-byte aligned, zeroed)
-    size_t bytes = static_cast<size_t>(arena_floats_) * sizeof(float);
-    size_t alloc = ((bytes + 63) / 64) * 64;
-    if (alloc == 0) alloc = 64;
-    arena_ = static_cast<float*>(std::aligned_alloc(64, alloc));
-    if (!arena_) fail("cannot allocate the arena (" + std::to_string(bytes) + " bytes)");
-    std::memset(arena_, 0, alloc);
+    // arena (one zeroed buffer of the backend)
+    try {
+      arena_ = backend_->alloc(arena_floats_);
+    } catch (const BackendError& e) {
+      fail(std::string("cannot allocate the arena (") + std::to_string(arena_floats_ * 4) + " bytes): " + e.what());
+    }
 
-    // ops
+    // ops: argument signatures (kernel_sigs.cc) and elementwise arities from the catalogue, kernels from the backend
     const Registry& reg = registry();
     auto add_ops = [&](const json::Value& ops, const std::string& where, Range& range) {
       range.begin = ops_.size();
@@ -154,9 +153,10 @@ PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
           if (src->is_string()) ow += " (" + src->str + ")";
         const std::string& k = as_str(need(o, "k", label_ + ": " + ow), label_ + ": " + ow + " k");
         ow = where + " op " + std::to_string(idx) + " '" + k + "'" + ow.substr((where + " op " + std::to_string(idx)).size());
-        KernelFn fn = reg.find(k);
-        if (!fn) fail("unknown kernel '" + k + "' in " + ow + "; this build registers " + std::to_string(reg.names.size()) +
+        if (!reg.find(k)) fail("unknown kernel '" + k + "' in " + ow + "; this build registers " + std::to_string(reg.names.size()) +
                       " kernels (re-render generated/kernels and rebuild the addon if the plan is newer)");
+        const void* fn = backend_->find(k);
+        if (!fn) fail("kernel '" + k + "' in " + ow + " is not implemented by the " + backend_->name() + " backend");
         Op op{};
         op.fn = fn;
         for (auto& t : op.tid) t = -1;
@@ -228,14 +228,17 @@ PlanExecutor::PlanExecutor(const std::string& plan_json, int threads) {
       }
     }
   } catch (...) {
-    std::free(arena_);
+    if (arena_) backend_->free(arena_);
     arena_ = nullptr;
     throw;
   }
-  pool_ = std::make_unique<ThreadPool>(threads);
 }
 
-PlanExecutor::~PlanExecutor() { std::free(arena_); }
+PlanExecutor::~PlanExecutor() {
+  for (auto& w : weights_)
+    if (w.owned) backend_->free(w.data);
+  if (arena_) backend_->free(arena_);
+}
 
 void PlanExecutor::patch_weight(int w) {
   const Weight& wt = weights_[w];
@@ -251,7 +254,15 @@ void PlanExecutor::bind_weight(const std::string& name, float* data, int64_t len
   if (w.max_view_end > len)
     fail("bindWeight('" + name + "'): got " + std::to_string(len) + " floats, but a tensor view of it ends at " +
          std::to_string(w.max_view_end));
-  w.data = data;
+  if (w.owned) backend_->free(w.data);
+  w.owned = false;
+  if (backend_->host_addressable()) {
+    w.data = data;
+  } else {
+    w.data = backend_->alloc(len);  // uploaded once
+    w.owned = true;
+    backend_->upload(w.data, data, len);
+  }
   w.len = len;
   patch_weight(it->second);
 }
@@ -272,15 +283,40 @@ const PlanExecutor::IO& PlanExecutor::output(const std::string& name) const {
   fail("no output named '" + name + "' (outputs: " + (have.empty() ? "none" : have) + ")");
 }
 
-float* PlanExecutor::tensor_ptr(int64_t id, int64_t* numel, bool writable) const {
+const PlanExecutor::TensorView& PlanExecutor::view(int64_t id) const {
   auto it = tensors_.find(id);
   if (it == tensors_.end()) fail("no tensor with id " + std::to_string(id));
-  const TensorView& v = it->second;
-  *numel = v.numel;
+  return it->second;
+}
+
+float* PlanExecutor::view_ptr(const TensorView& v) const {
   if (v.arena) return arena_ + v.offset;
-  if (writable) fail("tensor " + std::to_string(id) + " is a view of weight '" + weights_[v.weight].name + "'; only arena tensors can be written");
-  if (!weights_[v.weight].data) fail("tensor " + std::to_string(id) + " views weight '" + weights_[v.weight].name + "', which is not bound");
+  if (!weights_[v.weight].data) fail("a tensor views weight '" + weights_[v.weight].name + "', which is not bound");
   return weights_[v.weight].data + v.offset;
+}
+
+int64_t PlanExecutor::tensor_numel(int64_t id) const { return view(id).numel; }
+
+float* PlanExecutor::tensor_ptr(int64_t id, int64_t* numel, bool writable) const {
+  const TensorView& v = view(id);
+  if (!backend_->host_addressable())
+    fail("tensor " + std::to_string(id) + " lives on " + backend_->name() + ": there is no host view of it (read it with readTensor, write it with writeTensor)");
+  *numel = v.numel;
+  if (!v.arena && writable) fail("tensor " + std::to_string(id) + " is a view of weight '" + weights_[v.weight].name + "'; only arena tensors can be written");
+  return view_ptr(v);
+}
+
+void PlanExecutor::read_tensor(int64_t id, float* into, int64_t n) const {
+  const TensorView& v = view(id);
+  if (n != v.numel) fail("readTensor(" + std::to_string(id) + "): got a buffer of " + std::to_string(n) + " floats, the tensor holds " + std::to_string(v.numel));
+  backend_->download(into, view_ptr(v), n);
+}
+
+void PlanExecutor::write_tensor(int64_t id, const float* from, int64_t n) {
+  const TensorView& v = view(id);
+  if (!v.arena) fail("tensor " + std::to_string(id) + " is a view of weight '" + weights_[v.weight].name + "'; only arena tensors can be written");
+  if (n != v.numel) fail("writeTensor(" + std::to_string(id) + "): got " + std::to_string(n) + " floats, the tensor holds " + std::to_string(v.numel));
+  backend_->upload(view_ptr(v), from, n);
 }
 
 PlanExecutor::RunRange PlanExecutor::resolve_run(const std::string& segment, int64_t begin, int64_t end) const {
@@ -315,12 +351,13 @@ PlanExecutor::RunRange PlanExecutor::resolve_run(const std::string& segment, int
 
 void PlanExecutor::execute(const RunRange& r) {
   const Segment& seg = segments_[r.segment];
-  KernelCtx ctx{pool_.get()};
   if (r.begin >= r.end) return;
   size_t b = seg.ranges[r.begin].begin;
   size_t e = seg.ranges[r.end - 1].end;
   const Op* ops = ops_.data();
-  for (size_t k = b; k < e; ++k) ops[k].fn(ops[k].args, ctx);
+  Backend& be = *backend_;
+  for (size_t k = b; k < e; ++k) be.launch(ops[k].fn, ops[k].args);
+  be.synchronize();  // a device backend reports a failed launch here
 }
 
 std::vector<std::string> PlanExecutor::segment_names() const {

@@ -68,7 +68,10 @@ export interface NativeFeatures {
 
 export interface Native {
   kernels(): string[];
-  runKernel(name: string, t: (Float32Array | null)[], i: number[], f: number[]): void;
+  /** runs one kernel; `device` other than "cpu": on that backend, every tensor copied there and back */
+  runKernel(name: string, t: (Float32Array | null)[], i: number[], f: number[], device?: string): void;
+  /** floats each tensor slot needs for these parameters (the kernel's argument signature) */
+  kernelNeeds(name: string, present: boolean[], ints: number[], nFloats: number): number[];
   mapFile(path: string): ArrayBuffer;
   /** the kernels the CUDA backend of this build implements (empty when it was built without CUDA) */
   cudaKernels(): string[];

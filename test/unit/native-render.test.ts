@@ -16,7 +16,7 @@ const specs = [
 const hasGxx = spawnSync('g++', ['--version']).status === 0;
 
 describe('renderKernelLibrary', () => {
-  it('renders every cpu and cuda template plus registry.cpp, deterministically', () => {
+  it('renders every cpu and cuda template plus registry.cpp and registry.cu, deterministically', () => {
     const out1 = join(tmp, 'a', 'kernels', 'cpu'), out2 = join(tmp, 'b', 'kernels', 'cpu');
     const f1 = renderKernelLibrary({ elementwise: specs, outDir: out1 });
     const f2 = renderKernelLibrary({ elementwise: [...specs].reverse(), outDir: out2 });
@@ -32,7 +32,10 @@ describe('renderKernelLibrary', () => {
     expect(ew).toContain('return static_cast<float>(a0 * (1.0f + a1) + f0);');
     expect(ew).toContain('{"ew_0a0a", 1 },');
     expect(ew).toContain('{"ew_selftest", 3 },');
-    expect(readdirSync(join(tmp, 'a', 'kernels', 'cuda')).sort()).toEqual(listFamilies(DEFAULT_TEMPLATES_DIR, 'cuda').map((f) => `${f}.cu`));
+    const cudaFams = listFamilies(DEFAULT_TEMPLATES_DIR, 'cuda');
+    expect(readdirSync(join(tmp, 'a', 'kernels', 'cuda')).sort()).toEqual([...cudaFams.map((f) => `${f}.cu`), 'registry.cu'].sort());
+    const cudaReg = readFileSync(join(tmp, 'a', 'kernels', 'cuda', 'registry.cu'), 'utf8');
+    for (const fam of cudaFams) expect(cudaReg).toContain(`ditforge_cuda_table_${fam},`);
     expect(ew).not.toMatch(/\d{4}-\d{2}-\d{2}/); // no timestamps
   });
 

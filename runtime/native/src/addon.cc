@@ -17,6 +17,9 @@
 #include <vector>
 
 #include "ditforge/thread_pool.h"
+#include <unordered_map>
+
+#include "backend.h"
 #include "executor.h"
 #include "kernel_sigs.h"
 #include "registry_index.h"
@@ -121,7 +124,96 @@ Napi::Value run_kernel_on(const Napi::CallbackInfo& info, df::ThreadPool& pool) 
   return env.Undefined();
 }
 
-Napi::Value RunKernel(const Napi::CallbackInfo& info) { return run_kernel_on(info, global_pool()); }
+// runKernel on a non-host backend (the backend test's eval(cpu, device)): the same argument checks, then
+// each tensor copied to a device buffer, the backend's kernel launched, every tensor copied back.
+Napi::Value run_kernel_on_device(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = str_arg(info, 0, "runKernel: name");
+  std::string device = info[4].As<Napi::String>().Utf8Value();
+  static std::unordered_map<std::string, std::unique_ptr<df::Backend>> backends;
+  auto& be = backends[device];
+  try {
+    if (!be) be = df::make_backend(device, 1);
+  } catch (const std::exception& e) {
+    backends.erase(device);
+    throw_js(env, e.what());
+  }
+  const void* fn = be->find(name);
+  if (!fn) throw_js(env, "runKernel(" + name + "): not implemented by the " + be->name() + " backend");
+  if (!info[1].IsArray() || !info[2].IsArray() || !info[3].IsArray()) throw_type(env, "runKernel(" + name + "): expected (name, tensors[], ints[], floats[], device)");
+  auto ta = info[1].As<Napi::Array>();
+  auto ia = info[2].As<Napi::Array>();
+  auto fa = info[3].As<Napi::Array>();
+  if (ta.Length() > 8 || ia.Length() > 16 || fa.Length() > 8) throw_js(env, "runKernel(" + name + "): at most 8 tensors, 16 ints and 8 floats");
+  df::KernelArgs args{};
+  df::TensorArg targs[8];
+  std::vector<Napi::Float32Array> host(8);
+  for (uint32_t k = 0; k < ta.Length(); ++k) {
+    Napi::Value v = ta.Get(k);
+    if (v.IsNull() || v.IsUndefined()) continue;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_type(env, "runKernel(" + name + "): t[" + std::to_string(k) + "] must be a Float32Array or null");
+    host[k] = v.As<Napi::Float32Array>();
+    targs[k].present = true;
+    targs[k].numel = static_cast<int64_t>(host[k].ElementLength());
+  }
+  for (uint32_t k = 0; k < ia.Length(); ++k) args.i[k] = static_cast<int64_t>(ia.Get(k).As<Napi::Number>().DoubleValue());
+  for (uint32_t k = 0; k < fa.Length(); ++k) args.f[k] = fa.Get(k).As<Napi::Number>().FloatValue();
+  std::string bad = df::validate_kernel_args(name, df::registry().arity(name), static_cast<int>(ta.Length()), targs,
+                                             static_cast<int>(ia.Length()), args.i, static_cast<int>(fa.Length()));
+  if (!bad.empty()) throw_js(env, "runKernel(" + name + "): " + bad);
+  std::vector<float*> dev(8, nullptr);
+  try {
+    for (uint32_t k = 0; k < ta.Length(); ++k) {
+      if (!targs[k].present) continue;
+      dev[k] = be->alloc(targs[k].numel);
+      be->upload(dev[k], host[k].Data(), targs[k].numel);
+      args.t[k] = dev[k];
+    }
+    be->launch(fn, args);
+    be->synchronize();
+    for (uint32_t k = 0; k < ta.Length(); ++k)
+      if (dev[k]) be->download(host[k].Data(), dev[k], targs[k].numel);
+  } catch (const std::exception& e) {
+    for (float* p : dev)
+      if (p) be->free(p);
+    throw_js(env, "runKernel(" + name + ") on " + be->name() + ": " + e.what());
+  }
+  for (float* p : dev)
+    if (p) be->free(p);
+  return env.Undefined();
+}
+
+Napi::Value RunKernel(const Napi::CallbackInfo& info) {
+  // runKernel(name, t, i, f, device): on another backend, every tensor goes to a device buffer and back
+  if (info.Length() > 4 && info[4].IsString() && info[4].As<Napi::String>().Utf8Value() != "cpu") return run_kernel_on_device(info);
+  return run_kernel_on(info, global_pool());
+}
+
+// kernelNeeds(name, present[], ints[], nFloats): the floats each tensor slot needs for these parameters
+Napi::Value KernelNeeds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = str_arg(info, 0, "kernelNeeds: name");
+  if (info.Length() < 4 || !info[1].IsArray() || !info[2].IsArray() || !info[3].IsNumber())
+    throw_type(env, "kernelNeeds(name, present: boolean[], ints: number[], nFloats: number)");
+  auto pa = info[1].As<Napi::Array>();
+  auto ia = info[2].As<Napi::Array>();
+  if (pa.Length() > 8 || ia.Length() > 16) throw_js(env, "kernelNeeds: at most 8 tensors and 16 ints");
+  df::TensorArg t[8];
+  for (uint32_t k = 0; k < pa.Length(); ++k) {
+    t[k].present = pa.Get(k).ToBoolean().Value();
+    t[k].numel = INT64_MAX / 4;
+  }
+  int64_t iv[16] = {0};
+  for (uint32_t k = 0; k < ia.Length(); ++k) iv[k] = static_cast<int64_t>(ia.Get(k).As<Napi::Number>().DoubleValue());
+  std::vector<int64_t> needs;
+  std::string bad = df::validate_kernel_args(name, df::registry().arity(name), static_cast<int>(pa.Length()), t, static_cast<int>(ia.Length()), iv,
+                                             info[3].As<Napi::Number>().Int32Value(), &needs);
+  if (!bad.empty()) throw_js(env, "kernelNeeds(" + name + "): " + bad);
+  auto out = Napi::Array::New(env, needs.size());
+  for (size_t k = 0; k < needs.size(); ++k) out.Set(static_cast<uint32_t>(k), Napi::Number::New(env, static_cast<double>(needs[k])));
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 struct Mapping {
@@ -523,6 +615,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New(env, Kernels, "kernels"));
   exports.Set("runKernel", Napi::Function::New(env, RunKernel, "runKernel"));
   exports.Set("mapFile", Napi::Function::New(env, MapFile, "mapFile"));
+  exports.Set("kernelNeeds", Napi::Function::New(env, KernelNeeds, "kernelNeeds"));
   exports.Set("cudaKernels", Napi::Function::New(
                                  env,
                                  [](const Napi::CallbackInfo& info) -> Napi::Value {

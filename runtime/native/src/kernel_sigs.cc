@@ -66,7 +66,7 @@ int64_t strided(int64_t rows, int64_t stride, int64_t width) { return rows <= 0 
 }  // namespace
 
 std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, const TensorArg* t, int ni,
-                                 const int64_t* iv, int nf) {
+                                 const int64_t* iv, int nf, std::vector<int64_t>* needs) {
   std::ostringstream err;
   if (nt > 8) return "at most 8 tensors, got " + std::to_string(nt);
   if (ni > 16) return "at most 16 ints, got " + std::to_string(ni);
@@ -303,6 +303,7 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       return err.str();
     }
   }
+  if (needs) needs->assign(need.begin(), need.begin() + expect_nt);
   return "";
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ditforge {
 
@@ -14,7 +15,8 @@ struct TensorArg {
 // Returns "" when the call is valid, otherwise a message (without the kernel name prefix).
 // ew_arity: arity for elementwise kernels (from ditforge_cpu_elementwise_info), -1 otherwise.
 // Kernels not in the catalogue and without arity are accepted with only the generic limits.
+// `needs`: when given and the call is valid, the floats every slot needs (what a test sizes its buffers by).
 std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, const TensorArg* t, int ni,
-                                 const int64_t* i, int nf);
+                                 const int64_t* i, int nf, std::vector<int64_t>* needs = nullptr);
 
 }  // namespace ditforge

@@ -1,4 +1,5 @@
-// A Hugging Face tokenizer from a component directory's own `tokenizer.json` (+ `tokenizer_config.json`),
+// A Hugging Face tokenizer from a component directory's own `tokenizer.json` (+ `tokenizer_config.json`; a
+// directory with only the slow files gets the tokenizer.json transformers would convert them to),
 // through the kept library @huggingface/tokenizers (CLIP byte-level BPE, T5 / UMT5 unigram, Qwen2 BPE, ...),
 // with the padding and truncation a diffusers pipeline asks for: `padding="max_length",
 // max_length=L, truncation=True` (the content is cut so the special tokens still fit, as the Rust
@@ -6,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
+import { tokenizerJsonFromSlowFiles, type SlowTokenizerError } from './tokenizers/slow-files.ts';
 
 export class TokenizerError extends Error {
   constructor(message: string, readonly file: string) {
@@ -80,12 +82,23 @@ export class HfTokenizer {
   /** Reads `tokenizer.json` and `tokenizer_config.json` of a tokenizer directory. */
   static fromDir(dir: string): HfTokenizer {
     const tj = path.join(dir, 'tokenizer.json');
-    if (!fs.existsSync(tj)) {
-      throw new TokenizerError(`${tj}: missing (ditforge reads the fast-tokenizer file tokenizer.json; convert slow files with transformers' AutoTokenizer(...).save_pretrained)`, tj);
-    }
     const cfgFile = path.join(dir, 'tokenizer_config.json');
     const config = fs.existsSync(cfgFile) ? readJson(cfgFile) : {};
-    return new HfTokenizer(dir, readJson(tj), config);
+    if (fs.existsSync(tj)) return new HfTokenizer(dir, readJson(tj), config);
+    // only the slow files: the tokenizer.json transformers' converter would build from them
+    let converted: Record<string, unknown> | null;
+    try {
+      converted = tokenizerJsonFromSlowFiles(dir, config);
+    } catch (e) {
+      throw new TokenizerError((e as Error).message, (e as SlowTokenizerError).file ?? dir);
+    }
+    if (!converted) {
+      throw new TokenizerError(
+        `${tj}: missing, and no slow files ditforge converts for tokenizer_class ${JSON.stringify(config.tokenizer_class ?? null)} (it reads tokenizer.json, or spiece.model for T5 / UMT5, or vocab.json + merges.txt for CLIP)`,
+        tj,
+      );
+    }
+    return new HfTokenizer(dir, converted, config);
   }
 
   /** `tokenizer(text, padding="max_length", max_length=L, truncation=True)` */

@@ -13,6 +13,8 @@ export interface FlowMatchSchedulerConfig {
   base_image_seq_len: number;
   max_image_seq_len: number;
   time_shift_type: 'exponential' | 'linear';
+  /** stretch the shifted sigmas so the last one is this (Qwen-Image: 0.02); null: off */
+  shift_terminal: number | null;
 }
 
 export const FLUX_SCHEDULER_CONFIG: FlowMatchSchedulerConfig = {
@@ -24,6 +26,7 @@ export const FLUX_SCHEDULER_CONFIG: FlowMatchSchedulerConfig = {
   base_image_seq_len: 256,
   max_image_seq_len: 4096,
   time_shift_type: 'exponential',
+  shift_terminal: null,
 };
 
 const f = Math.fround;
@@ -38,7 +41,8 @@ export function loadSchedulerConfig(file: string): FlowMatchSchedulerConfig {
   for (const k of ['use_karras_sigmas', 'use_exponential_sigmas', 'use_beta_sigmas', 'invert_sigmas', 'stochastic_sampling'] as const) {
     if ((raw as Record<string, unknown>)[k]) throw new Error(`${file}: scheduler option ${k}=true is not supported`);
   }
-  if ((raw as Record<string, unknown>).shift_terminal) throw new Error(`${file}: scheduler option shift_terminal is not supported`);
+  const st = (raw as Record<string, unknown>).shift_terminal;
+  if (st !== undefined && st !== null && (typeof st !== 'number' || !(st >= 0 && st < 1))) throw new Error(`${file}: field "shift_terminal" must be a number in [0, 1) or null, got ${JSON.stringify(st)}`);
   return cfg;
 }
 
@@ -103,6 +107,11 @@ export function fluxSchedule(steps: number, imageSeqLen: number, cfg: FlowMatchS
       const si = f(s[i]!);
       sigmas[i] = f(f(sh * si) / f(1 + f(f(sh - 1) * si)));
     }
+  }
+  if (cfg.shift_terminal) {
+    // stretch_shift_to_terminal, float32: 1 - (1 - s) / ((1 - s_last) / (1 - shift_terminal))
+    const scale = f(f(1 - sigmas[steps - 1]!) / f(1 - cfg.shift_terminal));
+    for (let i = 0; i < steps; i++) sigmas[i] = f(1 - f(f(1 - sigmas[i]!) / scale));
   }
   for (let i = 0; i < steps; i++) timesteps[i] = f(sigmas[i]! * cfg.num_train_timesteps);
   sigmas[steps] = 0;

@@ -4,6 +4,7 @@
 // per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
 // the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
 import path from 'node:path';
+import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 import { ComponentRunners, forwardRunner, localExecutor, product, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
 import type { Communicator } from '../comm/communicator.ts';
 import { rankExecutor } from '../parallel/rank-executor.ts';
@@ -13,7 +14,7 @@ import { videoRopeIds } from '../latents.ts';
 import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
 import { loadNative } from '../native.ts';
 import type { Component, Plan } from '../plan.ts';
-import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cache.ts';
+import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import { combineCfg } from '../denoise.ts';
 import { torchRandn } from '../rng.ts';
 import { loadUniPCConfig, UniPCScheduler, type UniPCConfig } from '../schedulers/unipc.ts';
@@ -91,29 +92,12 @@ function unescapeHtml(s: string): string {
   });
 }
 
-interface VaeLayout {
-  zDim: number;
-  mean: Float32Array;
-  /** 1 / std in float32, as WanPipeline builds `latents_std` */
-  invStd: Float32Array;
-  scaleTemporal: number;
-  scaleSpatial: number;
-}
-
-function floatList(cfg: Record<string, unknown>, key: string, file: string, n: number): number[] {
-  const v = cfg[key];
-  if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-    throw new UserError(`${file}: field "${key}" must be a list of ${n} numbers (one per latent channel, z_dim = ${n}), got ${JSON.stringify(v)}`);
-  }
-  return v as number[];
-}
-
 export class WanPipeline {
   readonly tokenizer: HfTokenizer;
   readonly scheduler: UniPCConfig;
   private readonly components: ComponentRunners;
   private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
-  private readonly vae: VaeLayout;
+  private readonly vae: WanVaeLayout;
   private readonly patch: [number, number, number];
   private readonly textDim: number;
   private queue: Promise<unknown> = Promise.resolve();
@@ -129,17 +113,8 @@ export class WanPipeline {
     for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
     this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
     const vaeFile = path.join(dir, 'vae', 'config.json');
-    const v = this.configs.vae!;
-    const zDim = configNumber(v, 'z_dim', vaeFile, { int: true, min: 1 });
-    const std = floatList(v, 'latents_std', vaeFile, zDim);
-    if (std.some((x) => x === 0)) throw new UserError(`${vaeFile}: field "latents_std" has a zero entry`);
-    this.vae = {
-      zDim,
-      mean: Float32Array.from(floatList(v, 'latents_mean', vaeFile, zDim)),
-      invStd: Float32Array.from(std, (x) => Math.fround(1 / Math.fround(x))),
-      scaleTemporal: configNumber(v, 'scale_factor_temporal', vaeFile, { int: true, min: 1, fallback: 4 }),
-      scaleSpatial: configNumber(v, 'scale_factor_spatial', vaeFile, { int: true, min: 1, fallback: 8 }),
-    };
+    this.vae = wanVaeLayout(this.configs.vae!, vaeFile);
+    const zDim = this.vae.zDim;
     const tfFile = path.join(dir, 'transformer', 'config.json');
     const tf = this.configs.transformer!;
     const ps = tf.patch_size;
@@ -293,26 +268,8 @@ export class WanPipeline {
    * chunk-2 plan, every causal cache carried from one chunk to the next (zeros before the first).
    */
   async decodeVideo(z: Float32Array, frames: number, height: number, width: number): Promise<Float32Array[]> {
-    const Z = this.vae.zDim;
-    const hw = (height / this.vae.scaleSpatial) * (width / this.vae.scaleSpatial);
-    const caches = new Map<string, Float32Array>();
-    const out: Float32Array[] = [];
-    for (let f = 0; f < frames; f++) {
-      const r = await this.vaeRunner(height, width, f === 0 ? 1 : 2);
-      const lat = new Float32Array(Z * hw);
-      for (let c = 0; c < Z; c++) lat.set(z.subarray((c * frames + f) * hw, (c * frames + f + 1) * hw), c * hw);
-      const ins: Record<string, Float32Array> = { latents: lat };
-      for (const io of r.plan.inputs) if (io.name !== 'latents') ins[io.name] = caches.get(io.name) ?? new Float32Array(product(io.shape));
-      setRunnerInputs(r, ins);
-      await forwardRunner(r);
-      for (const io of r.plan.outputs) {
-        if (io.name.startsWith('next_cache.')) caches.set(`cache.${io.name.slice('next_cache.'.length)}`, runnerOutput(r, io.name));
-      }
-      const sample = runnerOutput(r, 'sample');
-      for (let i = 0; i < sample.length; i++) sample[i] = Math.min(1, Math.max(-1, sample[i]!));
-      out.push(sample);
-    }
-    return out;
+    const s = this.vae.scaleSpatial;
+    return decodeWanVae(z, frames, height / s, width / s, this.vae.zDim, (chunk) => this.vaeRunner(height, width, chunk));
   }
 
   /** the seeded initial noise [B, z, F', h, w] (torch.randn-compatible) */
@@ -410,13 +367,7 @@ export class WanPipeline {
     const videos: Uint8Array[] = [];
     const per = this.vae.zDim * g.frames * g.h * g.w;
     for (let b = 0; b < (decode ? batch : 0); b++) {
-      // latents / latents_std + latents_mean, latents_std = 1 / std (float32, as WanPipeline)
-      const z = new Float32Array(per);
-      const plane = g.frames * g.h * g.w;
-      for (let k = 0; k < per; k++) {
-        const c = Math.floor(k / plane);
-        z[k] = Math.fround(Math.fround(x[b * per + k]! / this.vae.invStd[c]!) + this.vae.mean[c]!);
-      }
+      const z = toWanVaeSpace(x.subarray(b * per, (b + 1) * per), this.vae);
       const chunks = await this.decodeVideo(z, g.frames, height, width);
       const frameSize = 3 * height * width;
       const video = new Uint8Array(numFrames * height * width * 3);

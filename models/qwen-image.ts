@@ -4,7 +4,7 @@
 //
 // timestep is what the pipeline passes (t / 1000, in [0, 1]); the model scales it by 1000.
 // Inputs beyond diffusers' forward (the DSL has no iota / constant-fill op, so position ids and the
-// joint mask come from the caller; `qwenImageRopeIds` below computes the ids exactly as QwenEmbedRope):
+// joint mask come from the caller; `qwenImageRopeIds` in runtime/latents.ts computes the ids exactly as QwenEmbedRope):
 //   txt_rope_ids [T, 3], img_rope_ids [N, 3]: positions per RoPE axis (frame, height, width);
 //   joint_attention_mask [B, T + N]: diffusers' joint mask `cat([encoder_hidden_states_mask, ones])`
 //     (1 keeps a key, 0 drops it); all ones when the prompt is not padded.
@@ -23,6 +23,7 @@ import {
   type Module,
   type Tensor,
 } from '../compiler/dsl/index.ts';
+import { autoencoderKLWan } from './autoencoder-kl-wan.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
 import { JOINT_QKV_TP, feedForward, jointAttention, normOutProj } from './flux1.ts';
 
@@ -65,28 +66,6 @@ function tokenGrid(c: QwenImageConfig, d: { height: number; width: number }): { 
   return { h: d.height / step, w: d.width / step };
 }
 
-/**
- * QwenEmbedRope(theta 10000, scale_rope=True) positions, text rows first: image token (i, j) of an
- * h x w grid gets (0, i - ceil(h/2), j - ceil(w/2)) (centred); text token t gets m + t on all three
- * axes with m = max(floor(h/2), floor(w/2)). Returns { txt [T*3], img [h*w*3] } (row-major [S, 3]).
- */
-export function qwenImageRopeIds(h: number, w: number, textTokens: number): { txt: Float32Array; img: Float32Array } {
-  const m = Math.max(Math.floor(h / 2), Math.floor(w / 2));
-  const txt = new Float32Array(textTokens * 3);
-  for (let t = 0; t < textTokens; t++) txt.fill(m + t, t * 3, t * 3 + 3);
-  const img = new Float32Array(h * w * 3);
-  const h0 = h - Math.floor(h / 2);
-  const w0 = w - Math.floor(w / 2);
-  for (let i = 0; i < h; i++) {
-    for (let j = 0; j < w; j++) {
-      const r = (i * w + j) * 3;
-      img[r] = 0;
-      img[r + 1] = i - h0;
-      img[r + 2] = j - w0;
-    }
-  }
-  return { txt, img };
-}
 
 /** QwenImageTransformerBlock: returns (encoder_hidden_states, hidden_states) = Cache-DiT Pattern_1 */
 export const qwenImageBlock = block<QwenImageConfig, QwenCtx>('transformer_blocks', Pattern.P1, (m, s, { temb, rope, mask }, c) => {
@@ -217,7 +196,7 @@ export const QWEN_IMAGE_PARALLEL = {
 };
 
 export default model('qwen-image', {
-  components: { transformer: withConfig(qwenImageTransformer, {}), text_encoder: withConfig(decoderLm, {}) },
+  components: { transformer: withConfig(qwenImageTransformer, {}), text_encoder: withConfig(decoderLm, {}), vae: withConfig(autoencoderKLWan, {}) },
   cache: QWEN_IMAGE_CACHE,
   parallel: QWEN_IMAGE_PARALLEL,
 });

@@ -118,6 +118,13 @@ export class HfTokenizer {
     };
   }
 
+  /** `tokenizer(text, max_length=L, truncation=True)` without padding (the ids, with special tokens) */
+  encodeTruncated(text: string, maxLength: number): number[] {
+    const full = this.tok.encode(text, { add_special_tokens: true }).ids;
+    if (full.length <= maxLength) return full;
+    return [...full.slice(0, this.prefix + maxLength - this.prefix - this.suffix), ...full.slice(full.length - this.suffix)];
+  }
+
   tokenToId(token: string): number | undefined {
     return this.tok.token_to_id(token);
   }

@@ -58,6 +58,29 @@ export function videoRopeIds(f: number, h: number, w: number): Float32Array {
   return ids;
 }
 
+/**
+ * QwenEmbedRope(theta 10000, scale_rope=True) positions, text rows first: image token (i, j) of an
+ * h x w grid gets (0, i - ceil(h/2), j - ceil(w/2)) (centred); text token t gets m + t on all three
+ * axes with m = max(floor(h/2), floor(w/2)). Returns { txt [T*3], img [h*w*3] } (row-major [S, 3]).
+ */
+export function qwenImageRopeIds(h: number, w: number, textTokens: number): { txt: Float32Array; img: Float32Array } {
+  const m = Math.max(Math.floor(h / 2), Math.floor(w / 2));
+  const txt = new Float32Array(textTokens * 3);
+  for (let t = 0; t < textTokens; t++) txt.fill(m + t, t * 3, t * 3 + 3);
+  const img = new Float32Array(h * w * 3);
+  const h0 = h - Math.floor(h / 2);
+  const w0 = w - Math.floor(w / 2);
+  for (let i = 0; i < h; i++) {
+    for (let j = 0; j < w; j++) {
+      const r = (i * w + j) * 3;
+      img[r] = 0;
+      img[r + 1] = i - h0;
+      img[r + 2] = j - w0;
+    }
+  }
+  return { txt, img };
+}
+
 /** txt_ids [T, 3]: zeros */
 export function textIds(T: number): Float32Array {
   return new Float32Array(T * 3);

@@ -22,8 +22,8 @@ export interface PipelineFamily {
   planModel: string;
   /** components whose config.json from the directory overrides the model file's defaults */
   dirConfigs: readonly Component[];
-  /** the text stack: the tiny model's word tokenizer + encoder, FluxPipeline's CLIP (pooled) + T5, WanPipeline's UMT5 */
-  text: 'tiny' | 'clip_t5' | 'umt5';
+  /** the text stack: the tiny model's word tokenizer + encoder, FluxPipeline's CLIP (pooled) + T5, WanPipeline's UMT5, QwenImagePipeline's Qwen2.5-VL */
+  text: 'tiny' | 'clip_t5' | 'umt5' | 'qwen2_5_vl';
   /** what the pipeline makes: images (runtime/pipeline.ts) or videos (runtime/pipelines/wan.ts) */
   output: 'image' | 'video';
   /** the components model_index.json must name, with the classes we run */
@@ -73,7 +73,23 @@ export const WAN21_FAMILY: PipelineFamily = {
   },
 };
 
-const FAMILIES = [FLUX1_FAMILY, WAN21_FAMILY];
+/** diffusers QwenImagePipeline (Qwen-Image text-to-image) */
+export const QWEN_IMAGE_FAMILY: PipelineFamily = {
+  pipelineClass: 'QwenImagePipeline',
+  planModel: 'qwen-image',
+  dirConfigs: ['transformer', 'text_encoder', 'vae'],
+  text: 'qwen2_5_vl',
+  output: 'image',
+  components: {
+    transformer: ['QwenImageTransformer2DModel'],
+    text_encoder: ['Qwen2_5_VLForConditionalGeneration'],
+    tokenizer: ['Qwen2Tokenizer', 'Qwen2TokenizerFast'],
+    vae: ['AutoencoderKLQwenImage'],
+    scheduler: ['FlowMatchEulerDiscreteScheduler'],
+  },
+};
+
+const FAMILIES = [FLUX1_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY];
 
 export function readJson(file: string): Record<string, unknown> {
   let text: string;

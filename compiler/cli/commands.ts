@@ -161,7 +161,12 @@ function inspectDirectory(dir: string): string {
     .filter(([k, v]) => !k.startsWith('_') && Array.isArray(v))
     .map(([k, v]) => `  ${k.padEnd(16)} ${(v as string[]).join('.')}`);
   const configs: Record<string, Record<string, unknown>> = {};
-  for (const c of family.dirConfigs) configs[c] = directoryConfig(name, c, componentConfig(dir, c));
+  for (const c of family.dirConfigs) {
+    const raw = componentConfig(dir, c);
+    // a multimodal config (Qwen2.5-VL) keeps the language model's fields under text_config
+    const text = raw.text_config && typeof raw.text_config === 'object' ? (raw.text_config as Record<string, unknown>) : raw;
+    configs[c] = directoryConfig(name, c, text);
+  }
   const head = [`${path.resolve(dir)}: ${String(idx._class_name)} (plans: ${name})`, ...rows, ''];
   return head.join('\n') + inspectModel(name, { configs });
 }

@@ -263,6 +263,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   flags.steps ??= model.family.output === 'video' ? 50 : 28;
   if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
+  if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
   const pipe = await loadPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider });
@@ -500,6 +501,57 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
     process.stderr.write(
       `wrote ${outputs.join(', ')} (${r.numFrames} frames of ${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`,
     );
+  }
+}
+
+/** `generate` for a QwenImagePipeline directory (one rank; PNG out) */
+async function generateQwenImage(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
+  const cls = model.family.pipelineClass;
+  for (const [flag, v] of [['--world / --parallel', flags.world > 1 || flags.parallel], ['--parallel-text', flags.parallelText], ['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--guidance-scale', flags.guidanceScale]] as const) {
+    if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories yet (true CFG: --negative-prompt with --true-cfg-scale)`);
+  }
+  const { loadQwenImagePipeline } = await import('../../runtime/pipelines/qwen-image.ts');
+  const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
+  const { writePng } = await import('../../runtime/image.ts');
+  const out = flags.out ?? 'out.png';
+  const pipe = loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, generatedDir: path.join(PACKAGE_ROOT, 'generated') }, model.family);
+  const height = flags.height ?? pipe.defaultSize().height;
+  const width = flags.width ?? pipe.defaultSize().width;
+  const g = pipe.geometry(height, width);
+  let latents: Float32Array | undefined;
+  let batch = 1;
+  if (flags.latents) {
+    const l = await readLatentsFile(flags.latents, [g.tokens, g.packedChannels], 'tokens, channels', `a ${height}x${width} image`);
+    latents = l.data;
+    batch = l.batch;
+  }
+  const cache = await cacheFromFlags(flags);
+  const bar = await progressBar(flags);
+  let r: import('../../runtime/pipelines/qwen-image.ts').QwenImageResult;
+  try {
+    r = await pipe.generate({
+      ...baseRequest(flags, cache),
+      ...(latents ? { latents, batch } : {}),
+      height,
+      width,
+      ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}),
+      onStep: bar ? (s) => bar.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
+    });
+  } finally {
+    bar?.stop();
+  }
+  const outputs = r.images.map((img, b) => {
+    const file = outputName(out, r.cache?.tag, b, '.png');
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    writePng(file, img, r.width, r.height);
+    return file;
+  });
+  const wall = performance.now() - t0;
+  if (flags.json) {
+    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: null })), pipeline: cls, trueCfgScale: flags.trueCfgScale ?? 4 };
+    process.stdout.write(JSON.stringify(j) + '\n');
+  } else {
+    process.stderr.write(`wrote ${outputs.join(', ')} (${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`);
   }
 }
 

@@ -3,7 +3,7 @@
 // the full-size configs compile with the diffusers checkpoint names and shapes; bad dims are refused.
 import { describe, expect, it } from 'vitest';
 import { compilePlan, exportOnnx, inspectModel, listModels, type CompileOptions } from '../../compiler/index.ts';
-import { qwenImageRopeIds } from '../../models/qwen-image.ts';
+import { qwenImageRopeIds } from '../../runtime/latents.ts';
 import { qwenImageReference, wanReference } from '../helpers/dit-reference.ts';
 import { videoRopeIds } from '../../runtime/latents.ts';
 import type { Plan } from '../../runtime/plan.ts';

@@ -9,6 +9,7 @@ import { readJson, UserError } from './model-dir.ts';
 import { loadNative, type NativeExecutor } from './native.ts';
 import { ExecutorBlockListRunner } from './cache/executor-runner.ts';
 import type { Component, Plan } from './plan.ts';
+import type { PlanProvider } from './pipeline.ts';
 import { TransformerCacheSession, type PipelineCacheOptions, type PipelineCacheResult } from './pipeline-cache.ts';
 
 export function shapeKey(shape: readonly number[]): string {
@@ -172,4 +173,45 @@ export function localExecutor(r: Runner): ComponentExecutor {
       return { forward: () => s.forward(r.plan, r.exec), result: () => s.result() };
     },
   };
+}
+
+/** Runs calls one after the other (a pipeline's generate calls share its executors' arenas). */
+export class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const r = this.tail.then(fn, fn);
+    this.tail = r.catch(() => undefined);
+    return r;
+  }
+}
+
+/** Where a plan may come from, and the directory config it must have been built with. */
+export interface PlanSources {
+  given?: Plan | Plan[];
+  provider?: PlanProvider;
+  /** the compile request (model, dims, the directory's config) */
+  request: { model: string; dims: Record<string, number>; config?: Record<string, unknown> };
+}
+
+/**
+ * A plan of `component` whose inputs have the `want` shapes and whose recorded config agrees with the
+ * directory's: given, else shipped, else from the provider; `also` adds a check (the Wan VAE's chunk).
+ */
+export async function resolvePlan(runners: ComponentRunners, component: Component, want: Record<string, number[]>, src: PlanSources, also?: (p: Plan) => boolean): Promise<Plan> {
+  const cfg = src.request.config ?? {};
+  const fits = (p: Plan | null | undefined): p is Plan =>
+    !!p &&
+    p.component === component &&
+    Object.entries(want).every(([n, s]) => shapeKey(p.inputs.find((i) => i.name === n)?.shape ?? []) === shapeKey(s)) &&
+    (also ? also(p) : true) &&
+    Object.entries((p as { config?: Record<string, unknown> }).config ?? {}).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
+  for (const given of [src.given].flat()) if (fits(given)) return given;
+  const shipped = runners.shippedPlan(component);
+  if (fits(shipped)) return shipped;
+  const dims = src.request.dims;
+  if (!src.provider) throw new UserError(`no ${component} plan for ${JSON.stringify(dims)}: compile one with \`ditforge compile ${runners.model}\` or use the CLI, which compiles missing sizes`);
+  const planDims = { batch: dims.batch ?? 1, height: dims.height ?? 0, width: dims.width ?? 0, textTokens: dims.textTokens ?? 0 };
+  const p = await src.provider(component, planDims, src.request);
+  if (!fits(p)) throw new Error(`the plan provider returned a ${component} plan that does not fit ${JSON.stringify(want)}`);
+  return p;
 }

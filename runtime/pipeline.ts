@@ -7,7 +7,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ComponentRunners, forwardRunner, localExecutor, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from './component-runners.ts';
+import { checkLatents, checkRequest } from './request-checks.ts';
+import { ComponentRunners, forwardRunner, localExecutor, SerialQueue, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from './component-runners.ts';
 import type { Communicator } from './comm/communicator.ts';
 import { rankExecutor, type RankExecutor } from './parallel/rank-executor.ts';
 import { WordTokenizer } from './tokenizer.ts';
@@ -610,7 +611,7 @@ export class Pipeline {
     return packLatents(raw, batch, g.latentChannels, g.latentHeight, g.latentWidth);
   }
 
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   /** the request's cache session while a cached generate runs */
   private cacheSession: CachedForward | null = null;
 
@@ -619,18 +620,12 @@ export class Pipeline {
    * (they share the executors' arenas).
    */
   generate(opts: GenerateOptions): Promise<GenerateResult> {
-    const run = this.queue.then(
-      () => this.generateNow(opts),
-      () => this.generateNow(opts),
-    );
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(() => this.generateNow(opts));
   }
 
   private async generateNow(opts: GenerateOptions): Promise<GenerateResult> {
     const t0 = performance.now();
-    const steps = opts.steps ?? 28;
-    if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
+    const { steps, batch, seed } = checkRequest(opts, 28);
     const flux1 = this.family.text === 'clip_t5';
     // FluxPipeline's default size: default_sample_size (128) x vae_scale_factor
     const height = opts.height ?? this.defaultSize().height;
@@ -638,18 +633,8 @@ export class Pipeline {
     const textTokens = this.textTokensFor(opts.maxSequenceLength);
     if (!flux1 && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.name} takes the CFG scale as --guidance-scale`);
     const g = this.geometry(height, width);
-    const batch = opts.batch ?? 1;
-    if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
     const guidance = this.guidanceInput(batch, opts.guidanceScale);
-    if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
-    const seed = opts.seed ?? 0;
-    if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) {
-      throw new UserError(`--seed must be a non-negative integer, got ${opts.seed}`);
-    }
-    const numel = batch * g.tokens * g.packedChannels;
-    if (opts.latents && opts.latents.length !== numel) {
-      throw new UserError(`latents must have shape [${batch}, ${g.tokens}, ${g.packedChannels}] (${numel} values) for ${height}x${width}, got ${opts.latents.length} values`);
-    }
+    checkLatents(opts.latents, [batch, g.tokens, g.packedChannels], `${height}x${width}`);
 
     // setup: executors for these shapes (first call only), timed separately
     const ts = performance.now();

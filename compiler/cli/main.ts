@@ -236,6 +236,13 @@ function outputName(out: string, cacheTag: string | undefined, b: number, defaul
   return `${base.slice(0, base.length - e.length)}_${b}${e || defaultExt}`;
 }
 
+/** `--latents` of an image pipeline: packed [batch, tokens, channels] (FluxPipeline / QwenImagePipeline) */
+async function packedLatentsFlag(flags: GenerateFlags, g: { tokens: number; packedChannels: number }, height: number, width: number): Promise<{ latents: Float32Array | undefined; batch: number }> {
+  if (!flags.latents) return { latents: undefined, batch: 1 };
+  const l = await readLatentsFile(flags.latents, [g.tokens, g.packedChannels], 'tokens, channels', `a ${height}x${width} image`);
+  return { latents: l.data, batch: l.batch };
+}
+
 async function generate(flags: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const { loadPipeline, resolveModelDir, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
@@ -273,13 +280,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const g = pipe.geometry(height, width);
   const tiny = model.family.text === 'tiny';
 
-  let latents: Float32Array | undefined;
-  let batch = 1;
-  if (flags.latents) {
-    const l = await readLatentsFile(flags.latents, [g.tokens, g.packedChannels], 'tokens, channels', `a ${height}x${width} image`);
-    latents = l.data;
-    batch = l.batch;
-  }
+  const { latents, batch } = await packedLatentsFlag(flags, g, height, width);
 
   const bar = await progressBar(flags);
   const cache = await cacheFromFlags(flags);
@@ -518,13 +519,7 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   const height = flags.height ?? pipe.defaultSize().height;
   const width = flags.width ?? pipe.defaultSize().width;
   const g = pipe.geometry(height, width);
-  let latents: Float32Array | undefined;
-  let batch = 1;
-  if (flags.latents) {
-    const l = await readLatentsFile(flags.latents, [g.tokens, g.packedChannels], 'tokens, channels', `a ${height}x${width} image`);
-    latents = l.data;
-    batch = l.batch;
-  }
+  const { latents, batch } = await packedLatentsFlag(flags, g, height, width);
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
   let r: import('../../runtime/pipelines/qwen-image.ts').QwenImageResult;

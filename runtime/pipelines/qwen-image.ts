@@ -4,7 +4,7 @@
 // (cond then uncond: Cache-DiT's separate-CFG order) -> latents unpacked, de-normalised with the VAE's
 // per-channel mean / std -> AutoencoderKLQwenImage (the Wan decoder, one frame) -> uint8 pixels.
 import path from 'node:path';
-import { ComponentRunners, localExecutor, runnerOutput, setRunnerInputs, forwardRunner, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
+import { ComponentRunners, localExecutor, resolvePlan, SerialQueue, runnerOutput, setRunnerInputs, forwardRunner, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { denormalize, quantizeHWC } from '../image.ts';
 import { latentGeometry, packLatents, qwenImageRopeIds, unpackLatents, type LatentGeometry } from '../latents.ts';
@@ -12,9 +12,10 @@ import { componentConfig, configNumber, UserError, type PipelineFamily } from '.
 import { loadNative } from '../native.ts';
 import type { Component, Plan } from '../plan.ts';
 import type { PipelineCacheResult } from '../pipeline-cache.ts';
-import type { BaseGenerateOptions, PipelineOptions, PlanDims, StageTimings } from '../pipeline.ts';
+import type { BaseGenerateOptions, PipelineOptions, StageTimings } from '../pipeline.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerStep, fluxSchedule, loadSchedulerConfig, transformerTimestep, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
+import { checkLatents, checkRequest } from '../request-checks.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 
 /** QwenImagePipeline's prompt_template_encode and the tokens of its prefix the pipeline drops */
@@ -54,7 +55,7 @@ export class QwenImagePipeline {
   /** VAE pixels per latent pixel (2^len(temperal_downsample)) */
   private readonly vaeScale: number;
   private readonly textDim: number;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(
     readonly name: string,
@@ -104,20 +105,10 @@ export class QwenImagePipeline {
     return { model: this.name, dims, config: this.configs[component]! };
   }
 
-  private async planFor(component: Component, dims: Record<string, number>, want: Record<string, number[]>): Promise<Plan> {
-    const cfg = this.configs[component] ?? {};
-    const fits = (p: Plan | null | undefined): p is Plan =>
-      !!p &&
-      p.component === component &&
-      Object.entries(want).every(([n, s]) => shapeKey(p.inputs.find((i) => i.name === n)?.shape ?? []) === shapeKey(s)) &&
-      (component !== 'vae' || (p as { dims?: Record<string, number> }).dims?.chunk === 1) &&
-      Object.entries((p as { config?: Record<string, unknown> }).config ?? {}).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
-    for (const given of [this.options.plans?.[component]].flat()) if (fits(given)) return given;
-    if (!this.options.planProvider) throw new UserError(`no ${component} plan for ${JSON.stringify(dims)}: use the CLI, which compiles missing sizes, or pass a planProvider`);
-    const planDims: PlanDims = { batch: dims.batch ?? 1, height: dims.height ?? 0, width: dims.width ?? 0, textTokens: dims.textTokens ?? 0 };
-    const p = await this.options.planProvider(component, planDims, this.request(component, dims));
-    if (!fits(p)) throw new Error(`the plan provider returned a ${component} plan that does not fit ${JSON.stringify(want)}`);
-    return p;
+  private planFor(component: Component, dims: Record<string, number>, want: Record<string, number[]>): Promise<Plan> {
+    return resolvePlan(this.components, component, want, { given: this.options.plans?.[component], ...(this.options.planProvider ? { provider: this.options.planProvider } : {}), request: this.request(component, dims) }, (p) =>
+      component !== 'vae' || (p as { dims?: Record<string, number> }).dims?.chunk === 1,
+    );
   }
 
   private textRunner(batch: number, tokens: number): Promise<Runner> {
@@ -179,31 +170,20 @@ export class QwenImagePipeline {
   }
 
   generate(opts: QwenImageGenerateOptions): Promise<QwenImageResult> {
-    const run = this.queue.then(
-      () => this.generateNow(opts),
-      () => this.generateNow(opts),
-    );
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(() => this.generateNow(opts));
   }
 
   private async generateNow(opts: QwenImageGenerateOptions): Promise<QwenImageResult> {
     const t0 = performance.now();
-    const steps = opts.steps ?? 50;
-    if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
+    const { steps, batch, seed } = checkRequest(opts, 50);
     const height = opts.height ?? this.defaultSize().height;
     const width = opts.width ?? this.defaultSize().width;
     const g = this.geometry(height, width);
-    const batch = opts.batch ?? 1;
-    if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
-    if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
     const scale = opts.trueCfgScale ?? 4.0;
     if (!Number.isFinite(scale)) throw new UserError(`--true-cfg-scale must be a number, got ${opts.trueCfgScale}`);
     const doCfg = scale > 1 && opts.negativePrompt !== undefined;
-    const seed = opts.seed ?? 0;
-    if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UserError(`--seed must be a non-negative integer, got ${opts.seed}`);
     const numel = batch * g.tokens * g.packedChannels;
-    if (opts.latents && opts.latents.length !== numel) throw new UserError(`latents must have shape [${batch}, ${g.tokens}, ${g.packedChannels}] (${numel} values) for ${height}x${width}, got ${opts.latents.length} values`);
+    checkLatents(opts.latents, [batch, g.tokens, g.packedChannels], `${height}x${width}`);
     loadNative();
 
     const tTe = performance.now();

@@ -4,8 +4,9 @@
 // per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
 // the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
 import path from 'node:path';
+import { checkLatents, checkRequest } from '../request-checks.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
-import { ComponentRunners, forwardRunner, localExecutor, product, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
+import { ComponentRunners, forwardRunner, localExecutor, resolvePlan, SerialQueue, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
 import type { Communicator } from '../comm/communicator.ts';
 import { rankExecutor } from '../parallel/rank-executor.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
@@ -18,7 +19,7 @@ import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import { combineCfg } from '../denoise.ts';
 import { torchRandn } from '../rng.ts';
 import { loadUniPCConfig, UniPCScheduler, type UniPCConfig } from '../schedulers/unipc.ts';
-import type { BaseGenerateOptions, PipelineOptions, PlanDims, StageTimings } from '../pipeline.ts';
+import type { BaseGenerateOptions, PipelineOptions, StageTimings } from '../pipeline.ts';
 
 /**
  * WanPipeline: steps default 50, 480 x 832, 81 frames, CFG scale 5 with the empty negative prompt, latents
@@ -100,7 +101,7 @@ export class WanPipeline {
   private readonly vae: WanVaeLayout;
   private readonly patch: [number, number, number];
   private readonly textDim: number;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(
     readonly name: string,
@@ -159,24 +160,10 @@ export class WanPipeline {
   }
 
   /** a given, shipped or provided plan whose inputs have these shapes and whose config is the directory's */
-  private async planFor(component: Component, dims: Record<string, number>, want: Record<string, number[]>): Promise<Plan> {
-    const cfg = this.configs[component] ?? {};
-    const fits = (p: Plan | null | undefined): p is Plan =>
-      !!p &&
-      p.component === component &&
-      Object.entries(want).every(([n, s]) => shapeKey(p.inputs.find((i) => i.name === n)?.shape ?? []) === shapeKey(s)) &&
-      (component !== 'vae' || (p as { dims?: Record<string, number> }).dims?.chunk === dims.chunk) &&
-      Object.entries((p as { config?: Record<string, unknown> }).config ?? {}).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
-    for (const given of [this.options.plans?.[component]].flat()) if (fits(given)) return given;
-    const shipped = this.components.shippedPlan(component);
-    if (fits(shipped)) return shipped;
-    if (!this.options.planProvider) {
-      throw new UserError(`no ${component} plan for ${JSON.stringify(dims)}: compile one with \`ditforge compile ${this.name}\` or use the CLI, which compiles missing sizes`);
-    }
-    const planDims: PlanDims = { batch: dims.batch ?? 1, height: dims.height ?? 0, width: dims.width ?? 0, textTokens: dims.textTokens ?? 0 };
-    const p = await this.options.planProvider(component, planDims, this.request(component, dims));
-    if (!fits(p)) throw new Error(`the plan provider returned a ${component} plan that does not fit ${JSON.stringify(want)}`);
-    return p;
+  private planFor(component: Component, dims: Record<string, number>, want: Record<string, number[]>): Promise<Plan> {
+    return resolvePlan(this.components, component, want, { given: this.options.plans?.[component], ...(this.options.planProvider ? { provider: this.options.planProvider } : {}), request: this.request(component, dims) }, (p) =>
+      component !== 'vae' || (p as { dims?: Record<string, number> }).dims?.chunk === dims.chunk,
+    );
   }
 
   private textRunner(batch: number, tokens: number): Promise<Runner> {
@@ -279,36 +266,23 @@ export class WanPipeline {
 
   /** Text-to-video (WanPipeline semantics); concurrent calls run one after the other. */
   generate(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
-    const run = this.queue.then(
-      () => this.generateNow(opts),
-      () => this.generateNow(opts),
-    );
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.queue.run(() => this.generateNow(opts));
   }
 
   /** A request with the pipeline's defaults filled in, validated before any work (errors name the flag). */
   resolve(opts: VideoGenerateOptions): ResolvedVideoRequest {
     const def = this.defaultSize();
-    const steps = opts.steps ?? 50;
-    if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
+    const { steps, batch, seed } = checkRequest(opts, 50);
     const height = opts.height ?? def.height;
     const width = opts.width ?? def.width;
     const numFrames = opts.numFrames ?? def.numFrames;
     const g = this.geometry(height, width, numFrames);
     const tokens = opts.maxSequenceLength ?? 512;
     if (!Number.isInteger(tokens) || tokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
-    const batch = opts.batch ?? 1;
-    if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
-    if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
     const guidanceScale = opts.guidanceScale ?? 5.0;
     if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
-    const seed = opts.seed ?? 0;
-    if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UserError(`--seed must be a non-negative integer, got ${opts.seed}`);
     const shape: [number, number, number, number, number] = [batch, this.vae.zDim, g.frames, g.h, g.w];
-    if (opts.latents && opts.latents.length !== product(shape)) {
-      throw new UserError(`latents must have shape [${shape.join(', ')}] (${product(shape)} values) for ${numFrames} frames of ${height}x${width}, got ${opts.latents.length} values`);
-    }
+    checkLatents(opts.latents, shape, `${numFrames} frames of ${height}x${width}`);
     return { steps, height, width, numFrames, grid: g, tokens, batch, guidanceScale, doCfg: guidanceScale > 1, seed, shape };
   }
 

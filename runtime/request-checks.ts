@@ -1,0 +1,20 @@
+// The checks every pipeline family makes of a generate request before any work (the flag names are the CLI's).
+import { UserError } from './model-dir.ts';
+
+/** steps (default the family's), batch (default 1), the prompt, the seed (unless latents are given) */
+export function checkRequest(opts: { prompt: unknown; steps?: number; batch?: number; seed?: number; latents?: Float32Array }, defaultSteps: number): { steps: number; batch: number; seed: number } {
+  const steps = opts.steps ?? defaultSteps;
+  if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${opts.steps}`);
+  const batch = opts.batch ?? 1;
+  if (!Number.isInteger(batch) || batch < 1) throw new UserError(`batch must be an integer >= 1, got ${batch}`);
+  if (typeof opts.prompt !== 'string') throw new UserError('--prompt is required');
+  const seed = opts.seed ?? 0;
+  if (opts.latents === undefined && (!Number.isSafeInteger(seed) || seed < 0)) throw new UserError(`--seed must be a non-negative integer, got ${opts.seed}`);
+  return { steps, batch, seed };
+}
+
+/** latents given by the caller must have the layout's element count (the shape is named in the error) */
+export function checkLatents(latents: Float32Array | undefined, shape: readonly number[], what: string): void {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (latents && latents.length !== n) throw new UserError(`latents must have shape [${shape.join(', ')}] (${n} values) for ${what}, got ${latents.length} values`);
+}

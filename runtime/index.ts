@@ -19,3 +19,10 @@ export { generateParallel, parallelRequest, PARALLEL_KINDS } from './pipeline-pa
 export type { ParallelGenerateRequest, ParallelGenerateResult, ParallelKind, ParallelOptions, ParallelPlanProvider, ParallelRequest } from './pipeline-parallel.ts';
 export { ParallelExecutor, nativeStagePlan } from './parallel/executor.ts';
 export { ParallelBlockListRunner } from './parallel/cache.ts';
+export { loadWanPipeline, WanPipeline, promptClean } from './pipelines/wan.ts';
+export type { VideoGenerateOptions, VideoGenerateResult } from './pipelines/wan.ts';
+export { generateWanParallel } from './pipelines/wan-parallel.ts';
+export { loadQwenImagePipeline, QwenImagePipeline } from './pipelines/qwen-image.ts';
+export type { QwenImageGenerateOptions, QwenImageResult } from './pipelines/qwen-image.ts';
+export { familyOf } from './model-dir.ts';
+export { checkVideoOutput, writeVideo } from './video.ts';

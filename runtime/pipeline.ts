@@ -743,6 +743,8 @@ export async function loadPipeline(model: string, options: PipelineOptions = {})
     throw new UserError(`--threads must be an integer >= 1, got ${options.threads}`);
   }
   const { name, dir, family } = resolveModelDir(model);
+  const other: Record<string, string> = { WanPipeline: 'loadWanPipeline (runtime/pipelines/wan.ts)', QwenImagePipeline: 'loadQwenImagePipeline (runtime/pipelines/qwen-image.ts)' };
+  if (other[family.pipelineClass]) throw new UserError(`${dir}: a ${family.pipelineClass} directory; load it with ${other[family.pipelineClass]} (the CLI's generate takes any of them)`);
   // the native addon is loaded on the first forward pass (so inputs can be validated without it)
   return new Pipeline(name, dir, options, family);
 }

@@ -21,7 +21,7 @@ export { ParallelExecutor, nativeStagePlan } from './parallel/executor.ts';
 export { ParallelBlockListRunner } from './parallel/cache.ts';
 export { loadWanPipeline, WanPipeline, promptClean } from './pipelines/wan.ts';
 export type { VideoGenerateOptions, VideoGenerateResult } from './pipelines/wan.ts';
-export { generateWanParallel } from './pipelines/wan-parallel.ts';
+export { generateOnRanks } from './pipelines/multi-rank.ts';
 export { loadQwenImagePipeline, QwenImagePipeline } from './pipelines/qwen-image.ts';
 export type { QwenImageGenerateOptions, QwenImageResult } from './pipelines/qwen-image.ts';
 export { familyOf } from './model-dir.ts';

@@ -354,10 +354,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (result.unknownWords.length) {
     process.stderr.write(`warning: words not in the tiny-flux vocabulary (encoded as <unk>): ${result.unknownWords.join(', ')}\n`);
   }
-  if (result.cache && flags.summary) {
-    const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
-    for (const s of result.cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
-  }
+  await printCacheSummary(flags, result.cache);
   const wall = performance.now() - t0;
   if (flags.json) {
     const out = {
@@ -416,6 +413,45 @@ async function runJson(
   };
 }
 
+/** the cache summary table on stderr (--summary) */
+async function printCacheSummary(flags: GenerateFlags, cache: import('../../runtime/pipeline-cache.ts').PipelineCacheResult | undefined): Promise<void> {
+  if (!cache || !flags.summary) return;
+  const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
+  for (const s of cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
+}
+
+/** a Wan / Qwen-Image request on one rank (the pipeline) or on --world ranks (runtime/pipelines/multi-rank.ts) */
+async function runFamily<O extends { onStep?: unknown }, R extends { timings: { perStep: number } }>(
+  flags: GenerateFlags,
+  model: { dir: string; family: import('../../runtime/model-dir.ts').PipelineFamily },
+  pipe: { generate(o: O): Promise<R> },
+  request: O,
+  planProvider: import('../../runtime/pipeline.ts').PlanProvider,
+  bar: ProgressBar | undefined,
+): Promise<{ r: R; parallelInfo: Record<string, unknown> | null }> {
+  try {
+    if (flags.world > 1 || flags.parallel) {
+      const { generateOnRanks } = await import('../../runtime/pipelines/multi-rank.ts');
+      const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
+      const pr = await generateOnRanks(model.dir, model.family, {
+        ...(request as object as import("../../runtime/pipelines/wan.ts").VideoGenerateOptions),
+        ...parallelFlags(flags),
+        ...(flags.threads ? { threads: flags.threads } : {}),
+        generatedDir: path.join(PACKAGE_ROOT, 'generated'),
+        planProvider,
+        parallelPlanProvider: parallelPlanProvider(flags),
+      });
+      bar?.update(flags.steps!, { ms: pr.timings.perStep.toFixed(1) });
+      const info = { world: pr.world, comm: pr.backend, parallel: pr.parallel.kind, ulyssesAnything: pr.parallel.anything, ulyssesFloat8: pr.parallel.float8, ulyssesAsync: pr.parallel.async, ranks: pr.ranks };
+      return { r: pr as unknown as R, parallelInfo: info };
+    }
+    const onStep = bar ? (st: { step: number; ms: number }) => bar.update(st.step, { ms: st.ms.toFixed(1) }) : undefined;
+    return { r: await pipe.generate({ ...request, onStep }), parallelInfo: null };
+  } finally {
+    bar?.stop();
+  }
+}
+
 /** `generate` for a video pipeline directory (WanPipeline): frames to .mp4 / .webp / .gif / a PNG directory */
 async function generateVideo(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
   const cls = model.family.pipelineClass;
@@ -449,26 +485,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
   const request = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, numFrames };
-  let r: import('../../runtime/pipelines/wan.ts').VideoGenerateResult;
-  let parallelInfo: Record<string, unknown> | null = null;
-  try {
-    if (flags.world > 1 || flags.parallel) {
-      const { generateWanParallel } = await import('../../runtime/pipelines/wan-parallel.ts');
-      const pr = await generateWanParallel(model.dir, model.family, {
-        ...request,
-        ...parallelFlags(flags),
-        ...(flags.threads ? { threads: flags.threads } : {}),
-        generatedDir: path.join(PACKAGE_ROOT, 'generated'),
-        planProvider,
-        parallelPlanProvider: parallelPlanProvider(flags),
-      });
-      bar?.update(flags.steps!, { ms: pr.timings.perStep.toFixed(1) });
-      parallelInfo = { world: pr.world, comm: pr.backend, parallel: pr.parallel.kind, ulyssesAnything: pr.parallel.anything, ulyssesFloat8: pr.parallel.float8, ulyssesAsync: pr.parallel.async, ranks: pr.ranks };
-      r = pr;
-    } else r = await pipe.generate({ ...request, onStep: bar ? (s) => bar.update(s.step, { ms: s.ms.toFixed(1) }) : undefined });
-  } finally {
-    bar?.stop();
-  }
+  const { r, parallelInfo } = await runFamily<import('../../runtime/pipelines/wan.ts').VideoGenerateOptions, import('../../runtime/pipelines/wan.ts').VideoGenerateResult>(flags, model, pipe, request, planProvider, bar);
   const outputs: string[] = [];
   const targets = r.videos.map((_, b) => checkVideoOutput(outputName(out, r.cache?.tag, b, '')));
   for (let b = 0; b < r.videos.length; b++) {
@@ -483,10 +500,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
       { prompt: flags.prompt, steps: String(r.steps), seed: r.seed === null ? '' : String(r.seed), height: String(r.height), width: String(r.width), num_frames: String(r.numFrames), kind: 'final latents [B, C, F, H, W] (WanPipeline output_type="latent")' },
     );
   }
-  if (r.cache && flags.summary) {
-    const { formatSummaryTable } = await import('../../runtime/pipeline-cache.ts');
-    for (const s of r.cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
-  }
+  await printCacheSummary(flags, r.cache);
   const wall = performance.now() - t0;
   if (flags.json) {
     const out = {
@@ -508,7 +522,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
 /** `generate` for a QwenImagePipeline directory (one rank; PNG out) */
 async function generateQwenImage(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
   const cls = model.family.pipelineClass;
-  for (const [flag, v] of [['--world / --parallel', flags.world > 1 || flags.parallel], ['--parallel-text', flags.parallelText], ['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--guidance-scale', flags.guidanceScale]] as const) {
+  for (const [flag, v] of [['--parallel-text', flags.parallelText], ['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--guidance-scale', flags.guidanceScale]] as const) {
     if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories yet (true CFG: --negative-prompt with --true-cfg-scale)`);
   }
   const { loadQwenImagePipeline } = await import('../../runtime/pipelines/qwen-image.ts');
@@ -522,19 +536,10 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   const { latents, batch } = await packedLatentsFlag(flags, g, height, width);
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
-  let r: import('../../runtime/pipelines/qwen-image.ts').QwenImageResult;
-  try {
-    r = await pipe.generate({
-      ...baseRequest(flags, cache),
-      ...(latents ? { latents, batch } : {}),
-      height,
-      width,
-      ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}),
-      onStep: bar ? (s) => bar.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
-    });
-  } finally {
-    bar?.stop();
-  }
+  type Opts = import('../../runtime/pipelines/qwen-image.ts').QwenImageGenerateOptions;
+  type Res = import('../../runtime/pipelines/qwen-image.ts').QwenImageResult;
+  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}) };
+  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar);
   const outputs = r.images.map((img, b) => {
     const file = outputName(out, r.cache?.tag, b, '.png');
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
@@ -543,7 +548,7 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   });
   const wall = performance.now() - t0;
   if (flags.json) {
-    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: null })), pipeline: cls, trueCfgScale: flags.trueCfgScale ?? 4 };
+    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: cls, trueCfgScale: flags.trueCfgScale ?? 4 };
     process.stdout.write(JSON.stringify(j) + '\n');
   } else {
     process.stderr.write(`wrote ${outputs.join(', ')} (${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`);

@@ -16,6 +16,7 @@ import type { BaseGenerateOptions, PipelineOptions, StageTimings } from '../pipe
 import { torchRandn } from '../rng.ts';
 import { eulerStep, fluxSchedule, loadSchedulerConfig, transformerTimestep, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import { checkLatents, checkRequest } from '../request-checks.ts';
+import { rankTransformer, type RankOption, type RankPrep } from './rank-option.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 
 /** QwenImagePipeline's prompt_template_encode and the tokens of its prefix the pipeline drops */
@@ -28,6 +29,14 @@ const MAX_TOKENS = 1024;
 /** QwenImagePipeline: steps 50, 1024 x 1024, true CFG (true_cfg_scale 4) when a negative prompt is given */
 export interface QwenImageGenerateOptions extends BaseGenerateOptions {
   trueCfgScale?: number;
+  /** decode the latents (default true; the ranks of a multi-rank run other than 0 skip it) */
+  decode?: boolean;
+}
+
+export interface QwenImageOptions extends Omit<PipelineOptions, 'rank'> {
+  generatedDir: string;
+  /** a rank: the transformer runs this rank's plans of a parallel lowering, by text tokens */
+  rank?: RankOption;
 }
 
 export interface QwenImageResult {
@@ -60,7 +69,7 @@ export class QwenImagePipeline {
   constructor(
     readonly name: string,
     readonly dir: string,
-    private readonly options: PipelineOptions & { generatedDir: string },
+    private readonly options: QwenImageOptions,
     readonly family: PipelineFamily,
   ) {
     this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir, ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}) });
@@ -119,7 +128,11 @@ export class QwenImagePipeline {
     });
   }
 
+  private readonly rankTransformers = new Map<number, ComponentExecutor>();
+
   private async transformerExecutor(batch: number, g: LatentGeometry, tokens: number): Promise<ComponentExecutor> {
+    const rank = this.options.rank;
+    if (rank) return rankTransformer(this.rankTransformers, rank, tokens, () => this.components.weightsOf('transformer'), this.options.threads);
     const dims = { batch, height: g.height, width: g.width, textTokens: tokens };
     const want = { hidden_states: [batch, g.tokens, g.packedChannels], encoder_hidden_states: [batch, tokens, this.textDim] };
     return localExecutor(await this.components.runner('transformer', shapeKey([batch, g.tokens, tokens]), () => this.planFor('transformer', dims, want)));
@@ -132,9 +145,32 @@ export class QwenImagePipeline {
     return this.components.runner('vae', `${height}x${width}`, () => this.planFor('vae', dims, want), { mayLeave: (n) => n.includes('.upsamplers.0.time_conv.') });
   }
 
+  /** the prompt's token ids in the template (truncated as the pipeline does) */
+  private templateIds(prompt: string): number[] {
+    return this.tokenizer.encodeTruncated(TEMPLATE.replace('{}', prompt), MAX_TOKENS + DROP);
+  }
+
+  /** what the ranks of a multi-rank run need (runtime/pipelines/multi-rank.ts) */
+  async prepareRanks(opts: QwenImageGenerateOptions): Promise<RankPrep> {
+    const height = opts.height ?? this.defaultSize().height;
+    const width = opts.width ?? this.defaultSize().width;
+    this.geometry(height, width);
+    const { batch } = checkRequest(opts, 50);
+    const prompts = [opts.prompt, ...(opts.negativePrompt !== undefined && (opts.trueCfgScale ?? 4) > 1 ? [opts.negativePrompt] : [])];
+    const transformer: RankPrep['transformer'] = {};
+    const te: Plan[] = [];
+    for (const p of prompts) {
+      const L = this.templateIds(p).length;
+      te.push((await this.textRunner(batch, L)).plan);
+      transformer[L - DROP] = this.request('transformer', { batch, height, width, textTokens: L - DROP });
+    }
+    const { latents: _l, onStep: _o, ...rest } = opts;
+    return { transformer, plans: { text_encoder: te, vae: (await this.vaeRunner(height, width)).plan }, opts: { ...rest, height, width, batch, steps: opts.steps ?? 50, seed: opts.seed ?? 0 } };
+  }
+
   /** the template around each prompt, Qwen2.5-VL's last hidden state, the template prefix dropped: [B, T, D] */
   async encodePrompt(prompts: string[]): Promise<{ embeds: Float32Array; tokens: number; inputIds: number[][] }> {
-    const enc = prompts.map((p) => this.tokenizer.encodeTruncated(TEMPLATE.replace('{}', p), MAX_TOKENS + DROP));
+    const enc = prompts.map((p) => this.templateIds(p));
     // padding=True pads to the longest prompt: this pipeline encodes equal prompts only (batch = copies)
     const L = enc[0]!.length;
     if (enc.some((e) => e.length !== L)) throw new UserError('QwenImagePipeline here encodes a batch of one prompt (repeated); prompts of different token lengths are not supported yet');
@@ -193,7 +229,8 @@ export class QwenImagePipeline {
     const ts = performance.now();
     const tr = await this.transformerExecutor(batch, g, pos.tokens);
     const trNeg = neg ? await this.transformerExecutor(batch, g, neg.tokens) : null;
-    await this.vaeRunner(height, width);
+    const decode = opts.decode !== false;
+    if (decode) await this.vaeRunner(height, width);
     const setup = performance.now() - ts;
     // caching: Cache-DiT's separate CFG contexts need one executor for both branches; the two text
     // lengths give two plans here, so a cached run needs equal lengths
@@ -228,7 +265,7 @@ export class QwenImagePipeline {
     const unpacked = unpackLatents(x, batch, g.latentChannels, g.latentHeight, g.latentWidth);
     const images: Uint8Array[] = [];
     const per = g.latentChannels * g.latentHeight * g.latentWidth;
-    for (let b = 0; b < batch; b++) {
+    for (let b = 0; b < (decode ? batch : 0); b++) {
       const z = toWanVaeSpace(unpacked.subarray(b * per, (b + 1) * per), this.vae);
       const [frame] = await decodeWanVae(z, 1, g.latentHeight, g.latentWidth, this.vae.zDim, () => this.vaeRunner(height, width));
       images.push(quantizeHWC(denormalize(frame!), 3, height, width));
@@ -283,6 +320,6 @@ export function rescaledCfg(cond: Float32Array, neg: Float32Array, scale: number
 }
 
 /** A QwenImagePipeline directory (model_index.json `_class_name` QwenImagePipeline) on the native runtime. */
-export function loadQwenImagePipeline(dir: string, options: PipelineOptions & { generatedDir: string }, family: PipelineFamily): QwenImagePipeline {
+export function loadQwenImagePipeline(dir: string, options: QwenImageOptions, family: PipelineFamily): QwenImagePipeline {
   return new QwenImagePipeline(family.planModel, dir, options, family);
 }

@@ -7,8 +7,7 @@ import path from 'node:path';
 import { checkLatents, checkRequest } from '../request-checks.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 import { ComponentRunners, forwardRunner, localExecutor, resolvePlan, SerialQueue, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
-import type { Communicator } from '../comm/communicator.ts';
-import { rankExecutor } from '../parallel/rank-executor.ts';
+import { rankTransformer, type RankOption, type RankPrep } from './rank-option.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { quantizeHWC, denormalize } from '../image.ts';
 import { videoRopeIds } from '../latents.ts';
@@ -34,10 +33,10 @@ export interface VideoGenerateOptions extends BaseGenerateOptions {
 }
 
 /** WanPipeline options: where plans come from; on a rank of a multi-rank run, its transformer plan */
-export interface WanPipelineOptions extends PipelineOptions {
+export interface WanPipelineOptions extends Omit<PipelineOptions, 'rank'> {
   generatedDir: string;
-  /** a rank: the transformer runs this rank's plan of a parallel lowering (text encoder and VAE stay local) */
-  rank?: { comm: Communicator; transformerPlan: Plan };
+  /** a rank: the transformer runs this rank's plans of a parallel lowering, by text tokens (text encoder and VAE stay local) */
+  rank?: RankOption;
 }
 
 /** a VideoGenerateOptions with the pipeline's defaults, validated */
@@ -176,7 +175,7 @@ export class WanPipeline {
     return this.request('transformer', { batch, frames: numFrames, height, width, textTokens: tokens });
   }
 
-  private rankTransformer: ComponentExecutor | null = null;
+  private readonly rankTransformers = new Map<number, ComponentExecutor>();
 
   /** the transformer's executor at these sizes: a local runner, or this rank's plan of a parallel lowering */
   private async transformerExecutor(batch: number, height: number, width: number, numFrames: number, tokens: number): Promise<ComponentExecutor> {
@@ -184,10 +183,7 @@ export class WanPipeline {
     const want = { hidden_states: [batch, this.vae.zDim, g.frames, g.h, g.w], encoder_hidden_states: [batch, tokens, this.textDim] };
     const rank = this.options.rank;
     // a rank's plan may hold its split of the inputs: its ParallelExecutor checks the full sizes it is given
-    if (rank) {
-      this.rankTransformer ??= rankExecutor(rank.comm, rank.transformerPlan, await this.components.weightsOf('transformer'), this.options.threads ? { threads: this.options.threads } : {});
-      return this.rankTransformer;
-    }
+    if (rank) return rankTransformer(this.rankTransformers, rank, tokens, () => this.components.weightsOf('transformer'), this.options.threads);
     const dims = { batch, frames: numFrames, height, width, textTokens: tokens };
     return localExecutor(await this.components.runner('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), () => this.planFor('transformer', dims, want)));
   }
@@ -286,12 +282,18 @@ export class WanPipeline {
     return { steps, height, width, numFrames, grid: g, tokens, batch, guidanceScale, doCfg: guidanceScale > 1, seed, shape };
   }
 
-  /** the text encoder and VAE plans of a request (given, shipped or compiled), e.g. for the ranks of a multi-rank run */
-  async localPlans(r: ResolvedVideoRequest): Promise<{ text_encoder: Plan; vae: Plan[] }> {
+  /** what the ranks of a multi-rank run need (runtime/pipelines/multi-rank.ts): transformer requests, the other plans, the resolved request */
+  async prepareRanks(opts: VideoGenerateOptions): Promise<RankPrep> {
+    const r = this.resolve(opts);
     const te = await this.textRunner(r.batch, r.tokens);
     const vae = [(await this.vaeRunner(r.height, r.width, 1)).plan];
     if (r.grid.frames > 1) vae.push((await this.vaeRunner(r.height, r.width, 2)).plan);
-    return { text_encoder: te.plan, vae };
+    const { latents: _l, onStep: _o, ...rest } = opts;
+    return {
+      transformer: { [r.tokens]: this.transformerRequest(r.batch, r.height, r.width, r.numFrames, r.tokens) },
+      plans: { text_encoder: te.plan, vae },
+      opts: { ...rest, steps: r.steps, height: r.height, width: r.width, numFrames: r.numFrames, batch: r.batch, seed: r.seed, guidanceScale: r.guidanceScale, maxSequenceLength: r.tokens },
+    };
   }
 
   private async generateNow(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {

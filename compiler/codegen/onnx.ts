@@ -196,6 +196,15 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const H = A.heads as number;
         const D = C / H;
         const r0 = A.row0 as number;
+        if (A.half) {
+          // rotate_half: (x1, x2) -> (-x2, x1); pair j's angle sits at table column 2j
+          const x4 = reshape(x(0), [B, S, H, D]);
+          const [h1, h2] = b.opMulti('Split', [x4, b.i64([D / 2, D / 2])], 2, { axis: 3 });
+          const rot = b.op('Concat', [b.op('Neg', [h2!]), h1!], { axis: 3 });
+          const cols = b.i64([...Array.from({ length: D / 2 }, (_, j) => 2 * j), ...Array.from({ length: D / 2 }, (_, j) => 2 * j)]);
+          const tab = (k: number): string => reshape(b.op('Gather', [b.op('Slice', [x(1), b.i64([k, r0]), b.i64([k + 1, r0 + S]), b.i64([0, 1])]), cols], { axis: 2 }), [1, S, 1, D]);
+          return reshape(b.op('Add', [b.op('Mul', [x4, tab(0)]), b.op('Mul', [rot, tab(1)])]), [B, S, C]);
+        }
         const x5 = reshape(x(0), [B, S, H, D / 2, 2]);
         const [x0, x1] = b.opMulti('Split', [x5, b.i64([1, 1])], 2, { axis: 4 });
         const rot = reshape(b.op('Concat', [b.op('Neg', [x1!]), x0!], { axis: 4 }), [B, S, H, D]);
@@ -211,8 +220,12 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         const H = A.heads as number;
         const D = C / H;
         const q = b.op('Transpose', [reshape(x(0), [B, Sq, H, D])], { perm: [0, 2, 1, 3] });
-        const k = b.op('Transpose', [reshape(x(1), [B, Sk, H, D])], { perm: [0, 2, 3, 1] });
-        const vv = b.op('Transpose', [reshape(x(2), [B, Sk, H, D])], { perm: [0, 2, 1, 3] });
+        // grouped-query attention: each of the kvHeads key/value heads repeated for its H / kvHeads query heads
+        const Hk = (A.kvHeads as number | undefined) ?? H;
+        const heads = (t: string): string =>
+          Hk === H ? reshape(t, [B, Sk, H, D]) : reshape(b.op('Expand', [reshape(t, [B, Sk, Hk, 1, D]), b.i64([B, Sk, Hk, H / Hk, D])]), [B, Sk, H, D]);
+        const k = b.op('Transpose', [heads(x(1))], { perm: [0, 2, 3, 1] });
+        const vv = b.op('Transpose', [heads(x(2))], { perm: [0, 2, 1, 3] });
         let s = b.op('Mul', [b.op('MatMul', [q, k]), b.scalar(A.scale as number)]);
         const maskSlot = n.op === 'attention' ? 3 : 4;
         if (has(maskSlot)) {

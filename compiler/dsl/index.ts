@@ -170,6 +170,8 @@ export interface AttentionOptions {
   causal?: boolean;
   /** `[H, Sq, Sk]` added to the scaled scores, shared by the batch (T5's relative position bias) */
   bias?: Tensor;
+  /** key / value heads of grouped-query attention (k and v hold kvHeads*D channels; default heads) */
+  kvHeads?: number;
 }
 
 /** Multi-head scaled dot-product attention on token-major `[B, S, H*D]` tensors. */
@@ -179,6 +181,13 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   if (C % heads !== 0) throw new DslError(`attention: ${C} channels cannot be split into ${heads} heads`, callerLocation());
   const D = C / heads;
   const scale = o.scale ?? 1 / Math.sqrt(D);
+  if (o.kvHeads !== undefined && o.kvHeads !== o.heads) {
+    // grouped-query attention (the decoder LMs): the text encoders' kernel, each kv head serving heads / kvHeads
+    if (o.heads % o.kvHeads !== 0) throw new DslError(`attention: ${o.heads} heads are not a multiple of ${o.kvHeads} key/value heads`, callerLocation());
+    if (o.bias) throw new DslError('attention: an attention bias with grouped-query attention is not supported', callerLocation());
+    const kvHeads = localHeads(k, o.kvHeads, 'attention (key/value heads)');
+    return rec('attention_bias', [q, k, v, null, o.keyMask ?? null], { heads, kvHeads, scale, causal: o.causal === true });
+  }
   if (o.causal || o.bias) {
     // the text encoders' attention (kernel attention_bias): a causal mask and/or an additive bias
     if (o.bias && heads !== o.heads) throw new DslError('attention: an attention bias on a tensor-parallel rank is not supported', callerLocation());
@@ -201,11 +210,12 @@ export function ropeTable(ids: Tensor, o: { axes: number[]; theta: number }): Te
 }
 
 /**
- * Interleaved RoPE on `[B, S, H*D]` with rows `row0 .. row0+S` of `table` (so the text and image parts
- * of a joint sequence can be rotated separately).
+ * RoPE on `[B, S, H*D]` with rows `row0 .. row0+S` of `table` (so the text and image parts of a joint
+ * sequence can be rotated separately); pairs interleaved (diffusers), or with `half` channel j with j + D/2
+ * (transformers' rotate_half).
  */
-export function applyRope(x: Tensor, table: Tensor, o: { heads: number; row0?: number }): Tensor {
-  return rec('rope', [x, table], { heads: localHeads(x, o.heads, 'rope'), row0: o.row0 ?? 0 });
+export function applyRope(x: Tensor, table: Tensor, o: { heads: number; row0?: number; half?: boolean }): Tensor {
+  return rec('rope', [x, table], { heads: localHeads(x, o.heads, 'rope'), row0: o.row0 ?? 0, ...(o.half ? { half: true } : {}) });
 }
 
 export interface TimestepEmbeddingOptions {

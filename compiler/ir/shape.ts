@@ -119,7 +119,9 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       const H = A.heads as number;
       need(q.length === 3 && k.length === 3 && v.length === 3, `attention: q/k/v must be [B, S, H*D]`);
       need(q[0] === k[0] && k[0] === v[0], `attention: batch mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
-      need(q[2] === k[2] && k[2] === v[2], `attention: channel mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
+      // grouped-query attention: k and v hold kvHeads of the head dim
+      const kvC = A.kvHeads ? (q[2]! / H) * (A.kvHeads as number) : q[2]!;
+      need(k[2] === kvC && k[2] === v[2], `attention: channel mismatch q ${fmt(q)} k ${fmt(k)} v ${fmt(v)}`);
       need(k[1] === v[1], `attention: k has ${k[1]} tokens, v has ${v[1]}`);
       need(q[2]! % H === 0, `attention: ${q[2]} channels cannot be split into ${H} heads`);
       // input 3: attention's key mask [B, Sk], or attention_bias's bias [H, Sq, Sk]

@@ -127,7 +127,7 @@ export function fuseQkNormRope(g: Graph): number {
     if (u.op === 'rope') {
       const p = g.node(u.inputs[0]!);
       if (p.op !== 'head_rms_norm' || !foldable(g, users, p, u)) continue;
-      replace(u, 'qk_norm_rope', [p.inputs[0]!, p.inputs[1]!, u.inputs[1]!], { heads: u.attrs.heads, row0: u.attrs.row0, eps: p.attrs.eps });
+      replace(u, 'qk_norm_rope', [p.inputs[0]!, p.inputs[1]!, u.inputs[1]!], { heads: u.attrs.heads, row0: u.attrs.row0, eps: p.attrs.eps, ...(u.attrs.half ? { half: true } : {}) });
       u.src = p.src;
       p.dead = true;
       n++;

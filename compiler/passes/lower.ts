@@ -467,8 +467,10 @@ export function lower(g: Graph): Lowered {
           sin = { st: tl.st, off: tl.off + (St + r0) * D, numel: S * D, shape: [S, D] };
         }
         const o = out();
-        if (n.op === 'rope') emit('rope', [ref(x.l), cos, sin, ref(o)], [B, S, H, D, x.stride, C], []);
-        else emit('qk_norm_rope', [ref(x.l), ref(lay(I[1]!)), cos, sin, ref(o)], [B, S, H, D, x.stride, C], [A.eps as number]);
+        // i[6] = 1: rotate-half pairs (absent = interleaved)
+        const ints = [B, S, H, D, x.stride, C, ...(A.half ? [1] : [])];
+        if (n.op === 'rope') emit('rope', [ref(x.l), cos, sin, ref(o)], ints, []);
+        else emit('qk_norm_rope', [ref(x.l), ref(lay(I[1]!)), cos, sin, ref(o)], ints, [A.eps as number]);
         break;
       }
       case 'rope_table': {
@@ -495,6 +497,7 @@ export function lower(g: Graph): Lowered {
         const extra = [opt(I[3], contig)];
         if (n.op === 'attention_bias') {
           ints.push(A.causal ? 1 : 0);
+          if (A.kvHeads) ints.push(A.kvHeads as number);
           extra.push(opt(I[4], contig));
         }
         emit(n.op, [ref(q.l), ref(k.l), ref(v.l), ...extra, ref(out())], ints, [A.scale as number]);

@@ -186,6 +186,11 @@ export class TpHook implements TpTraceHook {
         if (!ins[0] || !ins[1] || !ins[2] || key(ins[0]) !== key(ins[1]) || key(ins[0]) !== key(ins[2])) bad('needs q, k and v sharded alike');
         if (ins[3]) bad('key mask is sharded');
         return set(ins[0]);
+      case 'attention_bias':
+        // the text encoders' attention on the rank's heads: q by query heads, k and v by key/value heads (GQA)
+        if (!ins[0] || !ins[1] || !ins[2] || key(ins[1]) !== key(ins[2])) bad('needs q, k and v sharded by heads');
+        if (ins[3] || ins[4]) bad('bias / key mask is sharded');
+        return set(ins[0]);
       case 'concat':
         if (sharded.length !== n.inputs.length) bad('mixes channel-sharded and replicated inputs');
         if (lastAxis(n.attrs.axis)) return set(sharded.flat());
@@ -204,8 +209,12 @@ export class TpHook implements TpTraceHook {
 function checkHeads(model: string, req: UlyssesRequest, T: number): void {
   const g = traceComponent(getModel(model), req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) }).graph;
   for (const n of g.live()) {
-    if (n.op !== 'attention') continue;
+    if (n.op !== 'attention' && n.op !== 'attention_bias') continue;
     const H = n.attrs.heads as number;
+    const Hk = (n.attrs.kvHeads as number | undefined) ?? H;
+    if (Hk % T !== 0) {
+      throw new CompileError(`${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src}) has ${Hk} key/value heads, not divisible by tp_size ${T}: use a tp_size that divides ${Hk}`);
+    }
     if (H % T !== 0) {
       throw new CompileError(
         `${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src}) has ${H} heads, not divisible by tp_size ${T} (Cache-DiT shard_div_attr): use a tp_size that divides ${H}`,

@@ -6,10 +6,9 @@
 // num_hidden_layers = the final-normed output, negative from the end).
 //
 // Qwen2.5-VL's multimodal RoPE gives a text token the same position on its three axes, so on text it is this
-// 1-D RoPE. RoPE here is the DSL's interleaved-pair kernel: rotate_half pairs channel i with i + D/2, so q
-// and k are viewed with their two halves interleaved first (the same permutation on both leaves q . k
-// unchanged); v is untouched.
-import { applyRope, attention, component, concat, DslError, invalidDim, ropeTable, type Module, type Tensor } from '../../compiler/dsl/index.ts';
+// 1-D RoPE (the rope kernel's rotate-half pairs: channel j with j + D/2). Grouped-query attention is the
+// attention kernel's own (each key/value head serves H / kvHeads query heads; no repeat_kv copies).
+import { applyRope, attention, component, DslError, invalidDim, ropeTable, type Module, type Tensor } from '../../compiler/dsl/index.ts';
 
 /** transformers config keys the encoder reads, plus the pipeline's choice of hidden state */
 export interface DecoderLmConfig {
@@ -53,24 +52,6 @@ function headDim(c: DecoderLmConfig): number {
   return c.head_dim ?? c.hidden_size / c.num_attention_heads;
 }
 
-// Head counts below come from the channels of the tensor at hand (no global head count baked into a
-// reshape). There is no TP plan yet: the tensor-parallel lowering refuses these per-head reshapes and
-// the repeat of key/value heads on sharded channels.
-
-/** [B, S, heads*D] with each head's halves interleaved: channel i and i + D/2 side by side */
-function interleaveHalves(x: Tensor, D: number): Tensor {
-  const [B, S, C] = [x.dim(0), x.dim(1), x.dim(2)];
-  return x.reshape((B * S * C) / D, 2, D / 2).transpose().reshape(B, S, C);
-}
-
-/** [B, S, kvHeads*D] -> [B, S, kvHeads*groups*D]: each key/value head serves `groups` query heads (repeat_kv) */
-function repeatKv(x: Tensor, groups: number, D: number): Tensor {
-  if (groups === 1) return x;
-  const [B, S, C] = [x.dim(0), x.dim(1), x.dim(2)];
-  const r = x.reshape((B * S * C) / D, 1, D);
-  return concat(new Array<Tensor>(groups).fill(r), 1).reshape(B, S, C * groups);
-}
-
 function decoderLayer(m: Module, h: Tensor, mask: Tensor, rope: Tensor, c: DecoderLmConfig): Tensor {
   const H = c.num_attention_heads;
   const Hkv = c.num_key_value_heads;
@@ -86,10 +67,9 @@ function decoderLayer(m: Module, h: Tensor, mask: Tensor, rope: Tensor, c: Decod
     q = a.headRmsNorm('q_norm', q, { heads: H, eps });
     k = a.headRmsNorm('k_norm', k, { heads: Hkv, eps });
   }
-  q = applyRope(interleaveHalves(q, D), rope, { heads: H });
-  k = applyRope(interleaveHalves(k, D), rope, { heads: Hkv });
-  const g = H / Hkv;
-  const o = attention(q, repeatKv(k, g, D), repeatKv(v, g, D), { heads: H, causal: true, keyMask: mask });
+  q = applyRope(q, rope, { heads: H, half: true });
+  k = applyRope(k, rope, { heads: Hkv, half: true });
+  const o = attention(q, k, v, { heads: H, kvHeads: Hkv, causal: true, keyMask: mask });
   h = h.add(a.linear('o_proj', o, c.hidden_size, { bias: false }));
   const f = m.scope('mlp');
   const n2 = m.rmsNorm('post_attention_layernorm', h, { eps });
@@ -149,5 +129,16 @@ export const decoderLm = component<DecoderLmConfig>({
     // layers past the chosen hidden state never run (and their weights are not read)
     for (let i = 0; i < Math.min(want, L); i++) h = decoderLayer(m.scope(`layers.${i}`), h, x.attention_mask!, rope, c);
     return { hidden_states: want === L ? m.rmsNorm('norm', h, { eps: c.rms_norm_eps }) : h };
+  },
+  // TE-P (Cache-DiT §4.9): query and key/value heads and the MLP hidden split over the ranks (tp_size must
+  // divide num_key_value_heads); the names under the default weight_prefix 'model.'
+  tp: {
+    'model.layers.*.self_attn.q_proj': 'colwise',
+    'model.layers.*.self_attn.k_proj': 'colwise',
+    'model.layers.*.self_attn.v_proj': 'colwise',
+    'model.layers.*.self_attn.o_proj': 'rowwise',
+    'model.layers.*.mlp.gate_proj': 'colwise',
+    'model.layers.*.mlp.up_proj': 'colwise',
+    'model.layers.*.mlp.down_proj': 'rowwise',
   },
 });

@@ -65,6 +65,18 @@ describe('attention_bias', () => {
     native.runKernel('attention_bias', [q, k, v, randn(Sk * Sk, 7), mask, o], [1, Sk, Sk, 1, D, D, D, D, D, 0], [1]);
     for (const x of o) expect(Math.abs(x)).toBeLessThan(10);
   });
+  it('grouped-query attention (kvHeads = 2 of H = 6, causal, key mask): the repeat_kv reference', () => {
+    const B = 2, S = 9, H = 6, Hk = 2, D = 8, g = H / Hk;
+    const q = randn(B * S * H * D, 31), k = randn(B * S * Hk * D, 32), v = randn(B * S * Hk * D, 33);
+    const keyMask = prefixMask(B, S, 3);
+    const o = sentinel(B * S * H * D);
+    native.runKernel('attention_bias', [q, k, v, null, keyMask, o], [B, S, S, H, D, H * D, Hk * D, Hk * D, H * D, 1, Hk], [1 / Math.sqrt(D)]);
+    // transformers' repeat_kv: query head h reads key/value head floor(h / g)
+    const rep = (t: Float32Array) => Float32Array.from({ length: B * S * H * D }, (_, i) => t[Math.floor(i / (H * D)) * Hk * D + Math.floor((i % (H * D)) / D / g) * D + (i % D)]!);
+    const want = attentionRef({ q, k: rep(k), v: rep(v), keyMask, bias: null, causal: true, B, Sq: S, Sk: S, H, D, qStride: H * D, kStride: H * D, vStride: H * D, scale: 1 / Math.sqrt(D) });
+    expectClose(o, want.o, 0, 0, want.tol, 'attention_bias GQA');
+    expect(() => native.runKernel('attention_bias', [q, k, v, null, null, o], [B, S, S, H, D, H * D, Hk * D, Hk * D, H * D, 0, 4], [1])).toThrow(/kvHeads must divide H/);
+  });
   it('causal and bias together', () => {
     runCase({ B: 1, Sq: 41, Sk: 41, H: 2, D: 32, causal: true, bias: true, seed: 9 });
   });

@@ -48,6 +48,7 @@ const CASES: OpCase[] = [
   { name: 'attn_merge', present: [true, true, true, true, true, true], i: [B, Sq, H, D, HD, HD, HD] },
   { name: 'attention_bias', present: [true, true, true, true, true, true], i: [B, Sq, Sk, H, D, HD, HD, HD, HD, 0], f: [1], init: { 4: mask01(Sk) } },
   { name: 'attention_bias', label: 'causal', present: [true, true, true, false, false, true], i: [B, Sq, Sq, H, D, HD, HD, HD, HD, 1], f: [0.35] },
+  { name: 'attention_bias', label: 'grouped-query (kvHeads 1 of 3)', present: [true, true, true, false, true, true], i: [B, Sq, Sk, H, D, HD, D, D, HD, 1, 1], f: [0.35], init: { 4: mask01(Sk) } },
   { name: 't5_position_bias', present: [true, true], i: [H, Sq, Sk, 32, 128, 1] },
   { name: 'cache_probe', present: [true, true, true, true, true], i: [37] },
   { name: 'residual_store', present: [true, true, true], i: [37] },
@@ -80,6 +81,8 @@ const CASES: OpCase[] = [
   { name: 'rms_norm_apply', present: [true, true, true, true], i: [7, 16, 16], f: [1e-6], init: { 1: (n, s) => Float32Array.from(randn(n, s), (v) => 1 + Math.abs(v)) } },
   { name: 'group_norm', present: [true, true, true, true], i: [2, 8, 15, 4, 1], f: [1e-6] },
   { name: 'rope', present: [true, true, true, true], i: [B, Sq, H, D, HD, HD] },
+  { name: 'rope', label: 'rotate-half', present: [true, true, true, true], i: [B, Sq, H, D, HD, HD, 1] },
+  { name: 'qk_norm_rope', label: 'rotate-half', present: [true, true, true, true, true], i: [B, Sq, H, D, HD, HD, 1], f: [1e-6] },
   { name: 'qk_norm_rope', present: [true, true, true, true, true], i: [B, Sq, H, D, HD, HD], f: [1e-6] },
   { name: 'rope_table', present: [true, true, true], i: [5, 2, 6, 10, 0, 0], f: [10000], init: { 0: ints(40) } },
 ];

@@ -31,6 +31,24 @@ describe('rope', () => {
   it('rejects odd D', () => {
     expect(() => native.runKernel('rope', [randn(9, 1), randn(9, 1), randn(9, 1), sentinel(9)], [1, 1, 1, 9, 9, 9], [])).toThrow(/D must be even/);
   });
+  it('rotate-half (half = 1, transformers LLMs): y = x cos + rotate_half(x) sin, pair j at table columns 2j, 2j + 1', () => {
+    const B = 2, S = 7, H = 3, D = 12, xs = H * D + 3;
+    const x = randn((B * S - 1) * xs + H * D, 5, 1.5), { cos, sin } = tables(S, D, 6);
+    const y = sentinel(B * S * H * D);
+    native.runKernel('rope', [x, cos, sin, y], [B, S, H, D, xs, H * D, 1], []);
+    // transformers' apply_rotary_pos_emb in float64 on the same angles
+    const want = new Float64Array(B * S * H * D);
+    for (let r = 0; r < B * S; r++)
+      for (let h = 0; h < H; h++)
+        for (let d = 0; d < D; d++) {
+          // the first half takes the pair's table column 2j, the second half column 2j + 1 (equal in a real table)
+          const s0 = r % S, j = d % (D / 2), col = d < D / 2 ? 2 * j : 2 * j + 1, xr = x[r * xs + h * D + d]!;
+          const rot = d < D / 2 ? -x[r * xs + h * D + d + D / 2]! : x[r * xs + h * D + d - D / 2]!;
+          want[(r * H + h) * D + d] = xr * cos[s0 * D + col]! + rot * sin[s0 * D + col]!;
+        }
+    expectClose(y, want, 3e-6);
+    expect(() => native.runKernel('rope', [x, cos, sin, y], [B, S, H, D, xs, H * D, 2], [])).toThrow(/half must be 0/);
+  });
 });
 
 describe('qk_norm_rope', () => {

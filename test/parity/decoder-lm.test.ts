@@ -2,12 +2,16 @@
 // Mistral, Qwen2 (= Qwen2.5-VL's text model on text) and Qwen3 at scaled-down sizes with random weights
 // (test/fixtures/decoder-lm, made by test/parity/make-decoder-lm-references.py): a right-padded batch of
 // two prompts, the last, the second-to-last and the first layer's hidden states within 1e-5 relative L2
-// (float32 end to end; measured ~1e-7), and the same plan on onnxruntime (the exported ONNX) alike.
+// (float32 end to end; measured ~1e-7), the same plan on onnxruntime (the exported ONNX) alike, and the
+// tensor-parallel plan (TE-P) on 2 ranks.
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { compilePlan, exportOnnx } from '../../compiler/index.ts';
-import { nativeAvailable } from '../../runtime/native.ts';
+import { compileParallelPlans, compilePlan, exportOnnx } from '../../compiler/index.ts';
+import { runShm } from '../../runtime/comm/index.ts';
+import { native, nativeAvailable } from '../../runtime/native.ts';
+import { ParallelExecutor } from '../../runtime/parallel/executor.ts';
+import { planWeightData } from '../../runtime/parallel/tp.ts';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import { runNative } from '../helpers/run-plan.ts';
@@ -51,6 +55,29 @@ describe.skipIf(!nativeAvailable())('decoder-only text encoders vs transformers'
       }
     });
   }
+  it('TE-P: qwen3 (GQA 4:2, qk-norm) and qwen2 (q/k/v bias) tensor-parallel over 2 ranks == transformers within 1e-5', async () => {
+    for (const family of ['qwen3', 'qwen2'] as const) {
+      const f = openSafetensorsSync(path.join(DIR, `${family}.safetensors`));
+      const hf = JSON.parse(f.metadata.config!) as Record<string, unknown>;
+      const [B, S] = f.info('input_ids').shape as [number, number];
+      const inputs = { input_ids: Float32Array.from(f.ints('input_ids')), attention_mask: Float32Array.from(f.ints('attention_mask')), position_ids: Float32Array.from({ length: S }, (_, i) => i) };
+      const opts = { component: 'text_encoder' as const, dims: { batch: B, textTokens: S }, config: configOf(hf, FAMILIES[family], -1) };
+      const plans = compileParallelPlans('qwen-image', { ...opts, parallel: { tp_size: 2 } });
+      const outs = await runShm(2, async (comm) => {
+        const pe = new ParallelExecutor(comm, plans[comm.rank]!, native, { threads: 1 });
+        for (const w of pe.plan.weights) pe.bindWeight(w.name, planWeightData(w, f.tensor(w.name), `${family}.safetensors`));
+        for (const [k, v] of Object.entries(inputs)) pe.setInput(k, v);
+        await pe.forward();
+        return pe.output('hidden_states');
+      });
+      const want = f.tensor(`hidden_state_${hf.num_hidden_layers as number}`).data;
+      for (const o of outs) {
+        const e = relL2(o, want);
+        console.log(`[decoder-lm] ${family} tp=2: relL2 vs transformers ${e.toExponential(2)}`);
+        expect(e).toBeLessThan(1e-5);
+      }
+    }
+  });
   it('refuses what it does not implement, naming the field', () => {
     const base = { num_hidden_layers: 2, hidden_size: 64, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 96, vocab_size: 50 };
     const bad = (c: object) => () => compilePlan('qwen-image', { component: 'text_encoder', dims: { batch: 1, textTokens: 4 }, config: { ...base, ...c } });

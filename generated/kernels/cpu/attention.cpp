@@ -380,7 +380,8 @@ static void attn_merge(const KernelArgs& a, KernelCtx& ctx) {
 }
 
 
-// `attention_bias`: t = [q, k, v, bias?, mask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, causal],
+// `attention_bias`: t = [q, k, v, bias?, mask?, o], i = [B, Sq, Sk, H, D, qStride, kStride, vStride, oStride, causal,
+//   kvHeads] (grouped-query attention: query head h reads key/value head h / (H / kvHeads); 0 = H),
 //   f = [scale]. o = softmax(q k^T * scale + bias[h]) v per (b, h), the text encoders' attention: bias
 //   [H, Sq, Sk] (T5's relative position bias, shared by the batch) is added to the scaled scores;
 //   causal = 1 drops the keys j > i (CLIP's causal mask: the additive finfo.min of transformers gives
@@ -398,6 +399,7 @@ static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
   const int64_t B = a.i[0], Sq = a.i[1], Sk = a.i[2], H = a.i[3], D = a.i[4];
   const int64_t qs = a.i[5], ks = a.i[6], vs = a.i[7], os = a.i[8];
   const bool causal = a.i[9] != 0;
+  const int64_t group = H / (a.i[10] == 0 ? H : a.i[10]);
   const float scale = a.f[0];
   const int64_t items = B * H * Sq;
   if (items <= 0 || D <= 0) return;
@@ -416,7 +418,7 @@ static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
           p[j] = -std::numeric_limits<float>::infinity();
           continue;
         }
-        const float* kr = k + (b * Sk + j) * ks + h * D;
+        const float* kr = k + (b * Sk + j) * ks + (h / group) * D;
         float dot = 0.0f;
         for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
         float sv = dot * scale;
@@ -431,7 +433,7 @@ static void attention_bias(const KernelArgs& a, KernelCtx& ctx) {
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t j = 0; j < nk; ++j) {
-        const float* vr = v + (b * Sk + j) * vs + h * D;
+        const float* vr = v + (b * Sk + j) * vs + (h / group) * D;
         const float pj = p[j];
         for (int64_t d = 0; d < D; ++d) acc[d] += pj * vr[d];
       }

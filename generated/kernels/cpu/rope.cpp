@@ -11,17 +11,29 @@
 namespace ditforge {
 namespace {
 
-// interleaved pairs: y[2j] = x[2j]c[2j] - x[2j+1]s[2j] ; y[2j+1] = x[2j+1]c[2j+1] + x[2j]s[2j+1]
-inline void rope_head(const float* x, const float* c, const float* s, float* y, int64_t D) {
+// pair j = channels (a, b): interleaved (2j, 2j+1) (diffusers), or rotate-half (j, j + D/2) (transformers'
+// LLMs); either way y[a] = x[a]c[2j] - x[b]s[2j], y[b] = x[b]c[2j+1] + x[a]s[2j+1] (the table holds pair j's
+// angle at 2j and 2j+1)
+inline void rope_head(const float* x, const float* c, const float* s, float* y, int64_t D, bool half) {
+  const int64_t h2 = D / 2;
+  if (half) {
 #pragma omp simd
-  for (int64_t j = 0; j < D / 2; ++j) {
+    for (int64_t j = 0; j < h2; ++j) {
+      const float x0 = x[j], x1 = x[j + h2];
+      y[j] = x0 * c[2 * j] - x1 * s[2 * j];
+      y[j + h2] = x1 * c[2 * j + 1] + x0 * s[2 * j + 1];
+    }
+    return;
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < h2; ++j) {
     const float x0 = x[2 * j], x1 = x[2 * j + 1];
     y[2 * j] = x0 * c[2 * j] - x1 * s[2 * j];
     y[2 * j + 1] = x1 * c[2 * j + 1] + x0 * s[2 * j + 1];
   }
 }
 
-// t: x, cos[S, D], sin[S, D], y ; i: B, S, H, D, xStride, yStride
+// t: x, cos[S, D], sin[S, D], y ; i: B, S, H, D, xStride, yStride, half (0 interleaved, 1 rotate-half)
 void kernel_rope(const KernelArgs& args, KernelCtx& ctx) {
   const float* x = args.t[0];
   const float* cs = args.t[1];
@@ -32,12 +44,12 @@ void kernel_rope(const KernelArgs& args, KernelCtx& ctx) {
   parallel_for(ctx, B * S, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, H * D)), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t s = r % S;
-      for (int64_t h = 0; h < H; ++h) rope_head(x + r * xs + h * D, cs + s * D, sn + s * D, y + r * ys + h * D, D);
+      for (int64_t h = 0; h < H; ++h) rope_head(x + r * xs + h * D, cs + s * D, sn + s * D, y + r * ys + h * D, D, args.i[6] != 0);
     }
   });
 }
 
-// t: x, w[D], cos?, sin?, y ; i: B, S, H, D, xStride, yStride ; f: eps
+// t: x, w[D], cos?, sin?, y ; i: B, S, H, D, xStride, yStride, half ; f: eps
 // per head: rms_norm over D (weight w) then rope; cos == null: no rope
 void kernel_qk_norm_rope(const KernelArgs& args, KernelCtx& ctx) {
   const float* x = args.t[0];
@@ -68,7 +80,7 @@ void kernel_qk_norm_rope(const KernelArgs& args, KernelCtx& ctx) {
           for (int64_t d = 0; d < D; ++d) t[d] = xh[d] * rs;
         }
         if (cs && sn) {
-          rope_head(t, cs + s * D, sn + s * D, yh, D);
+          rope_head(t, cs + s * D, sn + s * D, yh, D, args.i[6] != 0);
         } else {
 #pragma omp simd
           for (int64_t d = 0; d < D; ++d) yh[d] = t[d];

@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __r
                                                                 const float* __restrict__ v, const float* __restrict__ bias,
                                                                 const float* __restrict__ mask, float* __restrict__ o, int64_t Sq, int64_t Sk, int64_t H,
                                                                 int64_t D, int64_t qs, int64_t ks, int64_t vs, int64_t os,
-                                                                int causal, float scale) {
+                                                                int causal, float scale, int64_t group) {
   extern __shared__ float p[];  // [Sk]
   const int64_t r = blockIdx.x;
   const int64_t s = r % Sq, h = (r / Sq) % H, b = r / (Sq * H);
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __r
       p[j] = -INFINITY;
       continue;
     }
-    const float* kr = k + (b * Sk + j) * ks + h * D;
+    const float* kr = k + (b * Sk + j) * ks + (h / group) * D;
     float dot = 0.0f;
     for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
     float sv = dot * scale;
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(ATB_THREADS) attention_bias_k(const float* __r
   float* orow = o + (b * Sq + s) * os + h * D;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = 0.0f;
-    for (int64_t j = 0; j < nk; ++j) acc += p[j] * v[(b * Sk + j) * vs + h * D + d];
+    for (int64_t j = 0; j < nk; ++j) acc += p[j] * v[(b * Sk + j) * vs + (h / group) * D + d];
     orow[d] = acc * inv;
   }
 }
@@ -288,7 +288,8 @@ extern "C" int ditforge_cuda_attention_bias(const KernelArgs* a, void* stream) {
     if (e != cudaSuccess) return static_cast<int>(e);
   }
   cuda::attention_bias_k<<<static_cast<unsigned>(blocks), cuda::ATB_THREADS, smem, DF_STREAM(stream)>>>(
-      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], a->t[5], Sq, Sk, H, D, a->i[5], a->i[6], a->i[7], a->i[8], static_cast<int>(a->i[9]), a->f[0]);
+      a->t[0], a->t[1], a->t[2], a->t[3], a->t[4], a->t[5], Sq, Sk, H, D, a->i[5], a->i[6], a->i[7], a->i[8], static_cast<int>(a->i[9]), a->f[0],
+      H / (a->i[10] == 0 ? H : a->i[10]));
   return DF_LAUNCH_RESULT();
 }
 

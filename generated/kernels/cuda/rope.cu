@@ -6,7 +6,7 @@ namespace ditforge {
 namespace cuda {
 
 __global__ void rope_k(const float* x, const float* cs, const float* sn, float* y, int64_t S, int64_t H, int64_t D,
-                       int64_t xs, int64_t ys, const float* w, float eps, int norm) {
+                       int64_t xs, int64_t ys, const float* w, float eps, int norm, int half) {
   const int64_t r = blockIdx.x / H, h = blockIdx.x % H, s = r % S;
   const float* xh = x + r * xs + h * D;
   float* yh = y + r * ys + h * D;
@@ -17,20 +17,22 @@ __global__ void rope_k(const float* x, const float* cs, const float* sn, float* 
     rs = rsqrtf(block_sum(ss) / static_cast<float>(D) + eps);
   }
   // pairs are handled by one thread each, so y may alias x
+  // pair j = channels (ia, ib): interleaved (2j, 2j+1) or rotate-half (j, j + D/2); cos/sin of pair j at 2j, 2j+1
   for (int64_t j = threadIdx.x; j < D / 2; j += blockDim.x) {
-    float x0 = xh[2 * j] * rs, x1 = xh[2 * j + 1] * rs;
+    const int64_t ia = half ? j : 2 * j, ib = half ? j + D / 2 : 2 * j + 1;
+    float x0 = xh[ia] * rs, x1 = xh[ib] * rs;
     if (w) {
-      x0 *= w[2 * j];
-      x1 *= w[2 * j + 1];
+      x0 *= w[ia];
+      x1 *= w[ib];
     }
     if (cs) {
       const float* c = cs + s * D;
       const float* sv = sn + s * D;
-      yh[2 * j] = x0 * c[2 * j] - x1 * sv[2 * j];
-      yh[2 * j + 1] = x1 * c[2 * j + 1] + x0 * sv[2 * j + 1];
+      yh[ia] = x0 * c[2 * j] - x1 * sv[2 * j];
+      yh[ib] = x1 * c[2 * j + 1] + x0 * sv[2 * j + 1];
     } else {
-      yh[2 * j] = x0;
-      yh[2 * j + 1] = x1;
+      yh[ia] = x0;
+      yh[ib] = x1;
     }
   }
 }
@@ -70,7 +72,7 @@ extern "C" int ditforge_cuda_rope(const KernelArgs* a, void* stream) {
   const int64_t blocks = a->i[0] * a->i[1] * a->i[2];
   if (blocks <= 0 || a->i[3] <= 0) return 0;
   cuda::rope_k<<<static_cast<unsigned>(blocks), 64, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], a->t[2], a->t[3], a->i[1], a->i[2],
-                                                                           a->i[3], a->i[4], a->i[5], nullptr, 0.0f, 0);
+                                                                           a->i[3], a->i[4], a->i[5], nullptr, 0.0f, 0, static_cast<int>(a->i[6]));
   return DF_LAUNCH_RESULT();
 }
 
@@ -78,7 +80,7 @@ extern "C" int ditforge_cuda_qk_norm_rope(const KernelArgs* a, void* stream) {
   const int64_t blocks = a->i[0] * a->i[1] * a->i[2];
   if (blocks <= 0 || a->i[3] <= 0) return 0;
   cuda::rope_k<<<static_cast<unsigned>(blocks), 64, 0, DF_STREAM(stream)>>>(a->t[0], a->t[2], a->t[3], a->t[4], a->i[1], a->i[2],
-                                                                           a->i[3], a->i[4], a->i[5], a->t[1], a->f[0], 1);
+                                                                           a->i[3], a->i[4], a->i[5], a->t[1], a->f[0], 1, static_cast<int>(a->i[6]));
   return DF_LAUNCH_RESULT();
 }
 

@@ -23,12 +23,12 @@ const Sig kSigs[] = {
     {"rms_sumsq", 2, 2, 0, "rr", {"x", "ss"}},
     {"rms_norm_apply", 4, 3, 1, "rror", {"x", "ss", "w", "y"}},
     {"gate_residual", 4, 4, 0, "rrrr", {"r", "g", "x", "y"}},
-    {"rope", 4, 6, 0, "rrrr", {"x", "cos", "sin", "y"}},
-    {"qk_norm_rope", 5, 6, 1, "rroor", {"x", "w", "cos", "sin", "y"}},
+    {"rope", 4, 7, 0, "rrrr", {"x", "cos", "sin", "y"}},
+    {"qk_norm_rope", 5, 7, 1, "rroor", {"x", "w", "cos", "sin", "y"}},
     {"attention", 5, 9, 1, "rrror", {"q", "k", "v", "keyMask", "o"}},
     {"attention_lse", 6, 9, 1, "rrrorr", {"q", "k", "v", "keyMask", "o", "lse"}},
     {"attn_merge", 6, 7, 0, "rrrrrr", {"prevOut", "prevLse", "out", "lse", "yOut", "yLse"}},
-    {"attention_bias", 6, 10, 1, "rrroor", {"q", "k", "v", "bias", "mask", "o"}},
+    {"attention_bias", 6, 11, 1, "rrroor", {"q", "k", "v", "bias", "mask", "o"}},
     {"t5_position_bias", 2, 6, 0, "rr", {"table", "bias"}},
     {"timestep_embedding", 2, 3, 3, "rr", {"t", "y"}},
     {"rope_table", 3, 6, 1, "rrr", {"ids", "cos", "sin"}},
@@ -148,6 +148,7 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       int64_t B = I[0], S = I[1], H = I[2], D = I[3], xs = I[4], ys = I[5];
       if (D % 2) return "D must be even, got " + std::to_string(D);
       if (xs < H * D || ys < H * D) return "xStride and yStride must be >= H*D";
+      if (I[6] != 0 && I[6] != 1) return "half must be 0 (interleaved pairs) or 1 (rotate-half), got " + std::to_string(I[6]);
       int64_t rows = B * S;
       if (name == "rope") {
         need[0] = strided(rows, xs, H * D); need[1] = S * D; need[2] = S * D; need[3] = strided(rows, ys, H * D);
@@ -167,11 +168,15 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
       need[5] = B * Sq * H;  // attention_lse: lse [B, Sq, H]
     } else if (name == "attention_bias") {
       int64_t B = I[0], Sq = I[1], Sk = I[2], H = I[3], D = I[4];
-      if (I[5] < H * D || I[6] < H * D || I[7] < H * D || I[8] < H * D) return "strides must be >= H*D";
+      // i[10]: key/value heads (grouped-query attention; 0 = H), each serving H / kvHeads query heads
+      int64_t Hk = I[10] == 0 ? H : I[10];
+      if (H % Hk) return "kvHeads must divide H (H=" + std::to_string(H) + ", kvHeads=" + std::to_string(Hk) + ")";
+      if (I[5] < H * D || I[8] < H * D) return "strides must be >= H*D";
+      if (I[6] < Hk * D || I[7] < Hk * D) return "key / value strides must be >= kvHeads*D";
       if (I[9] != 0 && I[9] != 1) return "causal must be 0 or 1, got " + std::to_string(I[9]);
       need[0] = strided(B * Sq, I[5], H * D);
-      need[1] = strided(B * Sk, I[6], H * D);
-      need[2] = strided(B * Sk, I[7], H * D);
+      need[1] = strided(B * Sk, I[6], Hk * D);
+      need[2] = strided(B * Sk, I[7], Hk * D);
       need[3] = H * Sq * Sk;
       need[4] = B * Sk;
       need[5] = strided(B * Sq, I[8], H * D);

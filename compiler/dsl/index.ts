@@ -190,7 +190,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions):
   }
   if (o.causal || o.bias) {
     // the text encoders' attention (kernel attention_bias): a causal mask and/or an additive bias
-    if (o.bias && heads !== o.heads) throw new DslError('attention: an attention bias on a tensor-parallel rank is not supported', callerLocation());
+    if (o.bias && o.bias.dim(0) !== heads) throw new DslError(`attention: the bias has ${o.bias.dim(0)} heads, the attention ${heads} (on a tensor-parallel rank: make the bias from a headParam)`, callerLocation());
     return rec('attention_bias', [q, k, v, o.bias ?? null, o.keyMask ?? null], { heads, scale, causal: o.causal === true });
   }
   return rec('attention', [q, k, v, o.keyMask ?? null], { heads, scale });
@@ -337,6 +337,16 @@ export class Module {
     if (C % heads !== 0) throw new DslError(`per-head RMSNorm '${this.prefix}${name}': ${C} channels cannot be split into ${heads} heads`, callerLocation());
     const w = this.param(`${name}.weight`, [C / heads]);
     return rec('head_rms_norm', [x, w], { heads, eps: o.eps });
+  }
+
+  /**
+   * A parameter with one entry per attention head along `axis` (T5's relative position bias table
+   * `[buckets, heads]`): on a tensor-parallel rank, the rank's heads of it.
+   */
+  headParam(name: string, shape: number[], axis: number): Tensor {
+    const tp = currentTracer().tp;
+    if (!tp) return this.param(name, shape);
+    return this.param(name, tp.headParam(`${this.prefix}${name}`, shape, axis, callerLocation()));
   }
 
   /** `table[ids]` with `<name>.weight [num, dim]`; ids are float32 */

@@ -63,6 +63,8 @@ export interface TpTraceHook {
   norm(module: string | null, x: number, src: string): { full: number } | undefined;
   /** heads of a multi-head op whose input is node x (`what` names it in errors) */
   heads(x: number, heads: number, what: string, src: string): number;
+  /** a parameter with one entry per attention head along `axis` (T5's bias table): the rank's shape, its slice recorded */
+  headParam(name: string, shape: number[], axis: number, src: string): number[];
   /** every recorded node: propagates and checks the channel sharding */
   recorded(n: Node): void;
   /** a shape error while recording `op`: the error to throw (explains sharded inputs) */

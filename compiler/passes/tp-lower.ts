@@ -135,6 +135,16 @@ export class TpHook implements TpTraceHook {
     return { full: F };
   }
 
+  headParam(name: string, shape: number[], axis: number, src: string): number[] {
+    const H = shape[axis]!;
+    if (H % this.T !== 0) this.fail(`'${name}' has ${H} heads along axis ${axis}, not divisible by ${this.T}`, src);
+    const n = H / this.T;
+    this.slices.set(name, { full: [...shape], axis, ranges: [[this.rank * n, n]] });
+    const local = [...shape];
+    local[axis] = n;
+    return local;
+  }
+
   heads(x: number, heads: number, what: string, src: string): number {
     const xp = this.parts.get(x);
     if (!xp) return heads;
@@ -212,7 +222,7 @@ function checkHeads(model: string, req: UlyssesRequest, T: number): void {
     if (n.op !== 'attention' && n.op !== 'attention_bias') continue;
     const H = n.attrs.heads as number;
     const Hk = (n.attrs.kvHeads as number | undefined) ?? H;
-    if (Hk % T !== 0) {
+    if (Hk !== H && Hk % T !== 0) {
       throw new CompileError(`${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src}) has ${Hk} key/value heads, not divisible by tp_size ${T}: use a tp_size that divides ${Hk}`);
     }
     if (H % T !== 0) {

@@ -43,7 +43,8 @@ function encoderStack(b: Module, ids: Tensor, mask: Tensor | undefined, c: T5Enc
   let h = b.embedding('shared', ids, { num: c.vocab_size, dim: c.d_model });
   const enc = b.scope('encoder');
   const positionBias = (layer: number): Tensor => {
-    const table = enc.param(`block.${layer}.layer.0.SelfAttention.relative_attention_bias.weight`, [c.relative_attention_num_buckets, c.num_heads]);
+    // [buckets, heads]: a tensor-parallel rank keeps its heads' columns
+    const table = enc.headParam(`block.${layer}.layer.0.SelfAttention.relative_attention_bias.weight`, [c.relative_attention_num_buckets, c.num_heads], 1);
     return t5PositionBias(table, { queries: T, keys: T, numBuckets: c.relative_attention_num_buckets, maxDistance: c.relative_attention_max_distance, bidirectional: true });
   };
   const shared = o.perLayerBias ? null : positionBias(0);
@@ -79,6 +80,17 @@ const T5_XXL: T5EncoderConfig = {
   layer_norm_epsilon: 1e-6,
 };
 
+/** TE-P (Cache-DiT §4.9): heads (and their relative-bias columns) and the gated-GELU hidden over the ranks */
+const T5_TP = {
+  'encoder.block.*.layer.0.SelfAttention.q': 'colwise',
+  'encoder.block.*.layer.0.SelfAttention.k': 'colwise',
+  'encoder.block.*.layer.0.SelfAttention.v': 'colwise',
+  'encoder.block.*.layer.0.SelfAttention.o': 'rowwise',
+  'encoder.block.*.layer.1.DenseReluDense.wi_0': 'colwise',
+  'encoder.block.*.layer.1.DenseReluDense.wi_1': 'colwise',
+  'encoder.block.*.layer.1.DenseReluDense.wo': 'rowwise',
+} as const;
+
 const tokenDims = {
   defaults: { batch: 1, textTokens: 512 },
   resolve(_c: T5EncoderConfig, d: Record<string, number>) {
@@ -93,6 +105,7 @@ export const t5Encoder = component<T5EncoderConfig>({
   config: T5_XXL,
   dims: tokenDims,
   inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!] }),
+  tp: T5_TP,
   forward: (b, x, c) => ({ last_hidden_state: encoderStack(b, x.input_ids!, undefined, c, { perLayerBias: false }) }),
 });
 
@@ -105,5 +118,6 @@ export const umt5Encoder = component<T5EncoderConfig>({
   dims: tokenDims,
   // attention_mask: the tokenizer's (1 = token, 0 = padding)
   inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!], attention_mask: [d.B!, d.textTokens!] }),
+  tp: T5_TP,
   forward: (b, x, c) => ({ last_hidden_state: encoderStack(b, x.input_ids!, x.attention_mask!, c, { perLayerBias: true }) }),
 });

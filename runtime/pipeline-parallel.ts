@@ -167,7 +167,7 @@ interface RankArgs {
   threads: number;
   generatedDir: string | null;
   /** per-rank transformer plans (index = rank), TE-P per-rank text encoder plans, plans the ranks cannot find shipped */
-  plans: { transformer: Plan[]; text_encoder_tp?: Plan[]; text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[] };
+  plans: { transformer: Plan[]; text_encoder_tp?: Plan[]; text_encoder_2_tp?: Plan[]; text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[] };
   request: RankRequest;
   /** initial latents as base64 float32, or null (seeded noise) */
   latents: string | null;
@@ -211,9 +211,6 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
   trueCfgScale(req, pipe.family); // validates the scale before any rank starts
   const dims = pipe.dims(batch, height, width, pipe.textTokensFor(req.maxSequenceLength));
   pipe.guidanceInput(batch, req.guidanceScale);
-  if (pipe.family.text !== 'tiny' && preq.extra_parallel_modules?.includes('text_encoder')) {
-    throw new UserError('--parallel-text: TE-P covers the tiny-flux text encoder so far; FLUX.1 runs CLIP and T5 on every rank (drop --parallel-text)');
-  }
   if (req.latents && req.latents.length !== batch * g.tokens * g.packedChannels) throw new UserError(`latents must have ${batch * g.tokens * g.packedChannels} values`);
 
   let tPlans = req.transformerPlans;
@@ -228,6 +225,8 @@ export async function generateParallel(model: string, req: ParallelGenerateReque
     if (!req.parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
     plans.text_encoder_tp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder', dims));
     if (plans.text_encoder_tp.length !== world) throw new Error(`got ${plans.text_encoder_tp.length} text encoder plans for ${world} ranks`);
+    // FLUX.1: T5 too (CLIP is text_encoder)
+    if (pipe.family.text === 'clip_t5') plans.text_encoder_2_tp = await req.parallelPlanProvider('text_encoder_2', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder_2', dims));
   }
   // text encoder / VAE plans the ranks cannot find shipped (a tiled decode: one VAE plan per tile size)
   const vaeTiling = req.vaeTiling === true || req.parallelVae === true; // parallelize_vae enables tiling
@@ -296,7 +295,12 @@ export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Pro
     threads: a.threads,
     plans: { ...(p.text_encoder ? { text_encoder: p.text_encoder } : {}), ...(p.text_encoder_2 ? { text_encoder_2: p.text_encoder_2 } : {}), ...(p.vae ? { vae: p.vae } : {}) },
     ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
-    rank: { comm, transformerPlan: p.transformer[comm.rank]!, ...(p.text_encoder_tp ? { textEncoderPlan: p.text_encoder_tp[comm.rank]! } : {}) },
+    rank: {
+      comm,
+      transformerPlan: p.transformer[comm.rank]!,
+      ...(p.text_encoder_tp ? { textEncoderPlan: p.text_encoder_tp[comm.rank]! } : {}),
+      ...(p.text_encoder_2_tp ? { textEncoder2Plan: p.text_encoder_2_tp[comm.rank]! } : {}),
+    },
   });
   const steps = a.request.steps!;
   let denoiseBytes = 0;

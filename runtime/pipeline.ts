@@ -99,7 +99,7 @@ export interface PipelineOptions {
    * A rank of a multi-rank run (runtime/pipeline-parallel.ts): the transformer runs this rank's plan of a
    * parallel lowering, and with TE-P the text encoder its tensor-parallel plan, on ParallelExecutors.
    */
-  rank?: { comm: Communicator; transformerPlan: Plan; textEncoderPlan?: Plan };
+  rank?: { comm: Communicator; transformerPlan: Plan; textEncoderPlan?: Plan; textEncoder2Plan?: Plan };
 }
 
 /** What every pipeline family's generate takes (each family documents its defaults). */
@@ -413,13 +413,12 @@ export class Pipeline {
       mask.set(e.attentionMask, b * T);
     });
     let out: { encoderHiddenStates: Float32Array; pooledProjections: Float32Array };
-    encoder ??= await this.rankTextEncoderRun();
     if (encoder) out = await encoder(ids, mask);
     else {
-      const r = await this.runner('text_encoder', this.dims(B, height, width));
-      setRunnerInputs(r, { input_ids: ids, attention_mask: mask });
-      await forwardRunner(r);
-      out = { encoderHiddenStates: runnerOutput(r, 'encoder_hidden_states'), pooledProjections: runnerOutput(r, 'pooled_projections') };
+      const te = await this.textExecutor('text_encoder', this.dims(B, height, width));
+      te.setInputs({ input_ids: ids, attention_mask: mask });
+      await te.forward();
+      out = { encoderHiddenStates: await te.output('encoder_hidden_states'), pooledProjections: await te.output('pooled_projections') };
     }
     return {
       ...out,
@@ -450,15 +449,15 @@ export class Pipeline {
     const t5Ids = new Float32Array(B * textTokens);
     t5.forEach((e, b) => t5Ids.set(e.ids, b * textTokens));
     const d = this.dims(B, height, width, textTokens);
-    const rc = await this.runner('text_encoder', d);
-    setRunnerInputs(rc, { input_ids: clipIds, pool_mask: poolMask });
-    await forwardRunner(rc);
-    const rt = await this.runner('text_encoder_2', d);
-    setRunnerInputs(rt, { input_ids: t5Ids });
-    await forwardRunner(rt);
+    const rc = await this.textExecutor('text_encoder', d);
+    rc.setInputs({ input_ids: clipIds, pool_mask: poolMask });
+    await rc.forward();
+    const rt = await this.textExecutor('text_encoder_2', d);
+    rt.setInputs({ input_ids: t5Ids });
+    await rt.forward();
     return {
-      encoderHiddenStates: runnerOutput(rt, 'last_hidden_state'),
-      pooledProjections: runnerOutput(rc, 'pooler_output'),
+      encoderHiddenStates: await rt.output('last_hidden_state'),
+      pooledProjections: await rc.output('pooler_output'),
       inputIds: t5.map((e) => e.ids),
       clipInputIds: clip.map((e) => e.ids),
       unknownWords: [],
@@ -534,7 +533,7 @@ export class Pipeline {
   }
 
   private rankTransformer: RankExecutor | null = null;
-  private rankTextEncoder: TextEncoderRun | null = null;
+  private readonly rankTextEncoders = new Map<Component, ComponentExecutor>();
 
   /** the transformer's executor at these dims: a local runner, or this rank's plan of a parallel lowering */
   private async transformerExecutor(d: PlanDims): Promise<ComponentExecutor> {
@@ -545,19 +544,17 @@ export class Pipeline {
     return this.rankTransformer;
   }
 
-  /** TE-P on a rank: the text encoder's tensor-parallel plan (collective on every rank) */
-  private async rankTextEncoderRun(): Promise<TextEncoderRun | undefined> {
-    const plan = this.options.rank?.textEncoderPlan;
-    if (!plan) return undefined;
-    if (!this.rankTextEncoder) {
-      const pe = rankExecutor(this.options.rank!.comm, plan, await this.components.weightsOf('text_encoder'), this.options.threads ? { threads: this.options.threads } : {});
-      this.rankTextEncoder = async (inputIds, attentionMask) => {
-        pe.setInputs({ input_ids: inputIds, attention_mask: attentionMask });
-        await pe.forward();
-        return { encoderHiddenStates: await pe.output('encoder_hidden_states'), pooledProjections: await pe.output('pooled_projections') };
-      };
+  /** a text encoder's executor: TE-P on a rank (its tensor-parallel plan, collective on every rank), else local */
+  private async textExecutor(component: 'text_encoder' | 'text_encoder_2', d: PlanDims): Promise<ComponentExecutor> {
+    const rank = this.options.rank;
+    const plan = component === 'text_encoder' ? rank?.textEncoderPlan : rank?.textEncoder2Plan;
+    if (!rank || !plan) return localExecutor(await this.runner(component, d));
+    let ex = this.rankTextEncoders.get(component);
+    if (!ex) {
+      ex = rankExecutor(rank.comm, plan, await this.components.weightsOf(component), this.options.threads ? { threads: this.options.threads } : {});
+      this.rankTextEncoders.set(component, ex);
     }
-    return this.rankTextEncoder;
+    return ex;
   }
 
   /** ms this rank's transformer spent in collectives (0 on one rank) */
@@ -640,7 +637,7 @@ export class Pipeline {
     const ts = performance.now();
     const dims = this.dims(batch, height, width, textTokens);
     if (!this.options.rank?.textEncoderPlan) await this.runner('text_encoder', dims);
-    if (flux1) await this.runner('text_encoder_2', dims);
+    if (flux1 && !this.options.rank?.textEncoder2Plan) await this.runner('text_encoder_2', dims);
     const tr = await this.transformerExecutor(dims);
     const decodeMode = opts.decode ?? 'local';
     if (decodeMode === 'parallel' && !this.options.rank) throw new Error("decode 'parallel' (VAE-P) runs on the ranks of a multi-rank run");

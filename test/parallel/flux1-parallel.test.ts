@@ -1,5 +1,5 @@
 // A FLUX.1 diffusers directory (test/fixtures/flux1-random) on 2 ranks == 1 rank: Ulysses and TP, true
-// CFG, and DBCache caching the 1-rank steps. Same multi-rank path as tiny-flux (runtime/pipeline-parallel.ts),
+// CFG, TE-P (CLIP and T5 tensor-parallel), and DBCache caching the 1-rank steps. Same multi-rank path as tiny-flux (runtime/pipeline-parallel.ts),
 // with the directory's configs in the per-rank compile requests and the guidance embedding on every rank.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -20,6 +20,7 @@ describe.skipIf(!nativeAvailable())('FLUX.1 directory on 2 ranks == 1 rank', () 
     ['ulysses', { parallel: 'ulysses' }, {}],
     ['tp', { parallel: 'tp' }, {}],
     ['ulysses + true CFG', { parallel: 'ulysses' }, { negativePrompt: 'blue', trueCfgScale: 4 }],
+    ['tp + TE-P (CLIP and T5 tensor-parallel)', { parallel: 'tp', parallelText: true }, {}],
   ] as const) {
     it(`${label}: latents within 1e-5 relative L2`, async () => {
       const one = await (await loadPipeline(DIR, { threads: 1, planProvider })).generate({ ...BASE, ...opts });

@@ -2,6 +2,7 @@
 // and every rank of the multi-rank one (runtime/pipeline-parallel.ts), so both call the transformer in the
 // same order (cond, then uncond: the order Cache-DiT's separate-CFG contexts count on) and combine alike.
 import { eulerStep, transformerTimestep, type Schedule } from './scheduler.ts';
+import { assertFinite } from './request-checks.ts';
 
 /** The text conditioning of one branch (text encoder outputs). */
 export interface TextEmbeds {
@@ -43,6 +44,7 @@ export async function denoiseLoop(o: DenoiseOptions): Promise<void> {
     const v = await o.velocity(o.pos, timestep);
     if (o.neg) combineCfg(v, await o.velocity(o.neg, timestep), o.cfgScale);
     eulerStep(o.x, v, o.schedule, i);
+    assertFinite(o.x, `the latents after denoising step ${i + 1} of ${o.steps} (the transformer's output)`);
     o.onStep?.({ step: i + 1, steps: o.steps, timestep: o.schedule.timesteps[i]!, sigma: o.schedule.sigmas[i]!, ms: performance.now() - tStep });
   }
 }

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkLatents, checkRequest } from './request-checks.ts';
+import { assertFinite, checkLatents, checkRequest } from './request-checks.ts';
 import { ComponentRunners, forwardRunner, localExecutor, SerialQueue, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from './component-runners.ts';
 import type { Communicator } from './comm/communicator.ts';
 import { rankExecutor, type RankExecutor } from './parallel/rank-executor.ts';
@@ -694,6 +694,7 @@ export class Pipeline {
       decoded = await this.decodeVaeSpace(this.toVaeSpace(x, batch, height, width), batch, height, width, { tiling: opts.vaeTiling === true });
       vaeTiles = grid ? grid.tiles.length : 1;
     }
+    assertFinite(decoded, "the VAE decoder's image");
     const images: Uint8Array[] = [];
     if (decoded.length) for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, this.vaeOutChannels, height, width, b));
     const vae = performance.now() - tVae;

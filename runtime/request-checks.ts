@@ -18,3 +18,20 @@ export function checkLatents(latents: Float32Array | undefined, shape: readonly 
   const n = shape.reduce((a, b) => a * b, 1);
   if (latents && latents.length !== n) throw new UserError(`latents must have shape [${shape.join(', ')}] (${n} values) for ${what}, got ${latents.length} values`);
 }
+
+/**
+ * Non-finite numbers never become an image: the first NaN / inf in `x` is an error naming `what` (the
+ * tensor, or the step and the component that produced it). One pass over an array the caller holds anyway.
+ */
+export function assertFinite(x: Float32Array, what: string): void {
+  for (let i = 0; i < x.length; i++) {
+    if (!Number.isFinite(x[i]!)) throw new NonFiniteError(`${what} has a non-finite value (${x[i]}) at index ${i}`);
+  }
+}
+
+export class NonFiniteError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NonFiniteError';
+  }
+}

@@ -152,5 +152,12 @@ export function bindPlanWeights(target: { bindWeight(name: string, data: Float32
     );
   }
   // one tensor at a time: a TP slice is a copy, and only one is held at once
-  for (const w of plan.weights) target.bindWeight(w.name, planWeightData(w, weights.tensor(w.name), `${weights.fileOf(w.name)} (${component} plan)`));
+  for (const w of plan.weights) {
+    const data = planWeightData(w, weights.tensor(w.name), `${weights.fileOf(w.name)} (${component} plan)`);
+    // non-finite weights never reach a plan: one pass at load (the executor reads every value anyway)
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i]!)) throw new SafetensorsError(`${weights.fileOf(w.name)}: tensor "${w.name}" has a non-finite value (${data[i]}) at index ${i}`, weights.fileOf(w.name), w.name);
+    }
+    target.bindWeight(w.name, data);
+  }
 }

@@ -15,7 +15,7 @@ import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import type { BaseGenerateOptions, PipelineOptions, StageTimings } from '../pipeline.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerStep, fluxSchedule, loadSchedulerConfig, transformerTimestep, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
-import { checkLatents, checkRequest } from '../request-checks.ts';
+import { assertFinite, checkLatents, checkRequest } from '../request-checks.ts';
 import { rankTransformer, type RankOption, type RankPrep } from './rank-option.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 
@@ -257,6 +257,7 @@ export class QwenImagePipeline {
         rescaledCfg(v, u, scale, g.packedChannels);
       }
       eulerStep(x, v, schedule, i);
+      assertFinite(x, `the latents after denoising step ${i + 1} of ${steps} (the transformer's output)`);
       opts.onStep?.({ step: i + 1, steps, timestep: schedule.timesteps[i]!, sigma: schedule.sigmas[i]!, ms: performance.now() - tStep });
     }
     const denoise = performance.now() - tDen;
@@ -268,6 +269,7 @@ export class QwenImagePipeline {
     for (let b = 0; b < (decode ? batch : 0); b++) {
       const z = toWanVaeSpace(unpacked.subarray(b * per, (b + 1) * per), this.vae);
       const [frame] = await decodeWanVae(z, 1, g.latentHeight, g.latentWidth, this.vae.zDim, () => this.vaeRunner(height, width));
+      assertFinite(frame!, "the VAE decoder's image");
       images.push(quantizeHWC(denormalize(frame!), 3, height, width));
     }
     const vae = performance.now() - tVae;

@@ -4,7 +4,7 @@
 // per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
 // the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
 import path from 'node:path';
-import { checkLatents, checkRequest } from '../request-checks.ts';
+import { assertFinite, checkLatents, checkRequest } from '../request-checks.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 import { ComponentRunners, forwardRunner, localExecutor, resolvePlan, SerialQueue, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
 import { rankTransformer, type RankOption, type RankPrep } from './rank-option.ts';
@@ -335,6 +335,7 @@ export class WanPipeline {
       const v = await this.transformer(tr, { hiddenStates: x, encoderHiddenStates: pos.embeds, timestep, grid: g }, session);
       if (neg) combineCfg(v, await this.transformer(tr, { hiddenStates: x, encoderHiddenStates: neg.embeds, timestep, grid: g }, session), gs);
       x = sched.step(v, i, x);
+      assertFinite(x, `the latents after denoising step ${i + 1} of ${steps} (the transformer's output)`);
       opts.onStep?.({ step: i + 1, steps, timestep: sched.timesteps[i]!, sigma: sched.sigmas[i]!, ms: performance.now() - tStep });
     }
     const denoise = performance.now() - tDen;
@@ -345,6 +346,7 @@ export class WanPipeline {
     for (let b = 0; b < (decode ? batch : 0); b++) {
       const z = toWanVaeSpace(x.subarray(b * per, (b + 1) * per), this.vae);
       const chunks = await this.decodeVideo(z, g.frames, height, width);
+      chunks.forEach((ch, k) => assertFinite(ch, `the VAE decoder's frames of latent frame ${k}`));
       const frameSize = 3 * height * width;
       const video = new Uint8Array(numFrames * height * width * 3);
       let t = 0;

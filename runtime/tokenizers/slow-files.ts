@@ -1,7 +1,7 @@
 // Tokenizer directories that hold only the "slow" files: the same tokenizer.json transformers' own
 // converters (convert_slow_tokenizer.py: T5Converter over SpmConverter, CLIPConverter) build from them,
 // so the kept library (@huggingface/tokenizers) runs it. T5 / UMT5: `spiece.model` (a SentencePiece
-// ModelProto, read here with a minimal protobuf reader). CLIP: `vocab.json` + `merges.txt`.
+// ModelProto, read here with a minimal protobuf reader). CLIP and Qwen2: `vocab.json` + `merges.txt`.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -144,21 +144,7 @@ export function t5TokenizerJson(spieceFile: string, config: Record<string, unkno
 
 /** transformers' CLIPConverter: NFC + whitespace + lowercase, CLIP's split regex + byte-level BPE with `</w>` */
 export function clipTokenizerJson(vocabFile: string, mergesFile: string, config: Record<string, unknown>): Record<string, unknown> {
-  let vocab: Record<string, number>;
-  try {
-    vocab = JSON.parse(fs.readFileSync(vocabFile, 'utf8')) as Record<string, number>;
-  } catch (e) {
-    throw new SlowTokenizerError(`${vocabFile}: not valid JSON (${(e as Error).message})`, vocabFile);
-  }
-  const merges = fs
-    .readFileSync(mergesFile, 'utf8')
-    .split('\n')
-    .filter((l, i) => l.trim() !== '' && !(i === 0 && l.startsWith('#version')))
-    .map((l, i) => {
-      const pair = l.split(' ');
-      if (pair.length !== 2) throw new SlowTokenizerError(`${mergesFile}: line ${i + 2} is not a merge "a b": ${JSON.stringify(l)}`, mergesFile);
-      return pair as [string, string];
-    });
+  const { vocab, merges } = readBpe(vocabFile, mergesFile);
   const bos = tokenName(config.bos_token) ?? '<|startoftext|>';
   const eos = tokenName(config.eos_token) ?? '<|endoftext|>';
   const unk = tokenName(config.unk_token) ?? eos;
@@ -185,9 +171,60 @@ export function clipTokenizerJson(vocabFile: string, mergesFile: string, config:
   };
 }
 
+/** the BPE vocabulary and merges of a slow tokenizer folder (vocab.json + merges.txt) */
+function readBpe(vocabFile: string, mergesFile: string): { vocab: Record<string, number>; merges: [string, string][] } {
+  let vocab: Record<string, number>;
+  try {
+    vocab = JSON.parse(fs.readFileSync(vocabFile, 'utf8')) as Record<string, number>;
+  } catch (e) {
+    throw new SlowTokenizerError(`${vocabFile}: not valid JSON (${(e as Error).message})`, vocabFile);
+  }
+  const merges = fs
+    .readFileSync(mergesFile, 'utf8')
+    .split('\n')
+    .map((l, i) => [l, i] as const)
+    .filter(([l, i]) => l.trim() !== '' && !(i === 0 && l.startsWith('#version')))
+    .map(([l, i]) => {
+      const pair = l.split(' ');
+      if (pair.length !== 2) throw new SlowTokenizerError(`${mergesFile}: line ${i + 1} is not a merge "a b": ${JSON.stringify(l)}`, mergesFile);
+      return pair as [string, string];
+    });
+  return { vocab, merges };
+}
+
+/**
+ * transformers' Qwen2Converter: NFC, Qwen's split regex + byte-level BPE, no special tokens added around the
+ * text; the added tokens (`<|endoftext|>`, `<|im_start|>`, ...) from tokenizer_config.json's added_tokens_decoder.
+ */
+export function qwen2TokenizerJson(vocabFile: string, mergesFile: string, config: Record<string, unknown>, configFile: string): Record<string, unknown> {
+  const { vocab, merges } = readBpe(vocabFile, mergesFile);
+  const decoder = config.added_tokens_decoder;
+  if (!decoder || typeof decoder !== 'object') throw new SlowTokenizerError(`${configFile}: field "added_tokens_decoder" (the special tokens) is missing`, configFile);
+  const added = Object.entries(decoder as Record<string, { content: string; special?: boolean; lstrip?: boolean; rstrip?: boolean; normalized?: boolean; single_word?: boolean }>)
+    .map(([id, t]) => ({ id: Number(id), content: t.content, single_word: t.single_word ?? false, lstrip: t.lstrip ?? false, rstrip: t.rstrip ?? false, normalized: t.normalized ?? false, special: t.special ?? true }))
+    .sort((a, b) => a.id - b.id);
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: added,
+    normalizer: { type: 'NFC' },
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, behavior: 'Isolated', invert: false },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: { type: 'TemplateProcessing', single: [{ Sequence: { id: 'A', type_id: 0 } }], pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: {} },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+  };
+}
+
 /**
  * The tokenizer.json of a directory that has only slow files, by its tokenizer_config.json class:
- * T5Tokenizer (spiece.model) or CLIPTokenizer (vocab.json + merges.txt); null when neither applies.
+ * T5Tokenizer (spiece.model), CLIPTokenizer or Qwen2Tokenizer (vocab.json + merges.txt); null when none applies.
  */
 export function tokenizerJsonFromSlowFiles(dir: string, config: Record<string, unknown>): Record<string, unknown> | null {
   const cls = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
@@ -196,5 +233,6 @@ export function tokenizerJsonFromSlowFiles(dir: string, config: Record<string, u
   const merges = path.join(dir, 'merges.txt');
   if (fs.existsSync(spiece) && (cls === '' || /^(T5|UMT5|MT5)Tokenizer(Fast)?$/.test(cls))) return t5TokenizerJson(spiece, config);
   if (fs.existsSync(vocab) && fs.existsSync(merges) && (cls === '' || /^CLIPTokenizer(Fast)?$/.test(cls))) return clipTokenizerJson(vocab, merges, config);
+  if (fs.existsSync(vocab) && fs.existsSync(merges) && /^Qwen2Tokenizer(Fast)?$/.test(cls)) return qwen2TokenizerJson(vocab, merges, config, path.join(dir, 'tokenizer_config.json'));
   return null;
 }

@@ -1,5 +1,5 @@
 // Tokenizer directories with only the slow files (spiece.model for T5 / UMT5, vocab.json + merges.txt for
-// CLIP): the tokenizer.json ditforge builds from them (runtime/tokenizers/slow-files.ts) gives, token for
+// CLIP and Qwen2): the tokenizer.json ditforge builds from them (runtime/tokenizers/slow-files.ts) gives, token for
 // token, the ids transformers gives from the same files (test/fixtures/slow-tokenizer-ids.json, made by
 // test/parity/make-slow-tokenizer-references.py) and the ids of the directory's own tokenizer.json.
 import fs from 'node:fs';

@@ -209,7 +209,11 @@ export async function resolvePlan(runners: ComponentRunners, component: Componen
   const shipped = runners.shippedPlan(component);
   if (fits(shipped)) return shipped;
   const dims = src.request.dims;
-  if (!src.provider) throw new UserError(`no ${component} plan for ${JSON.stringify(dims)}: compile one with \`ditforge compile ${runners.model}\` or use the CLI, which compiles missing sizes`);
+  if (!src.provider) {
+    const size = dims.height !== undefined && dims.width !== undefined ? `, ${dims.height}x${dims.width}` : '';
+    const shapes = Object.entries(want).map(([n, sh]) => `${n} [${sh.join(', ')}]`).join(', ');
+    throw new UserError(`no ${component} plan for batch ${dims.batch ?? 1}${size} (${shapes}): compile one with \`ditforge compile ${runners.model}\` or use the CLI, which compiles missing sizes`);
+  }
   const planDims = { batch: dims.batch ?? 1, height: dims.height ?? 0, width: dims.width ?? 0, textTokens: dims.textTokens ?? 0 };
   const p = await src.provider(component, planDims, src.request);
   if (!fits(p)) throw new Error(`the plan provider returned a ${component} plan that does not fit ${JSON.stringify(want)}`);

@@ -1,6 +1,7 @@
 // Public runtime API: `import { loadPipeline } from 'ditforge'`.
-export { loadPipeline, componentDims, Pipeline, UserError, resolveModelDir, SHIPPED_MODELS, PACKAGE_ROOT, getNative } from './pipeline.ts';
-export type { PipelineOptions, GenerateOptions, GenerateResult, StageTimings, PlanDims, PlanProvider, NativeModule, NativeExecutor } from './pipeline.ts';
+export { loadPipeline, loadFluxPipeline, loadWanPipeline, loadQwenImagePipeline, componentDims, Pipeline, UserError, resolveModelDir, SHIPPED_MODELS, PACKAGE_ROOT, getNative } from './pipeline.ts';
+export type { PipelineOptions, BaseGenerateOptions, GenerateOptions, GenerateResult, StageTimings, PlanDims, PlanProvider, NativeModule, NativeExecutor, FluxPipeline, WanPipeline, QwenImagePipeline } from './pipeline.ts';
+export type { PipelineSpec, PipelineContext, PlanNeed, Sampler, ResolvedRequest, DecodeMode } from './pipelines/spec.ts';
 export { openSafetensors, openSafetensorsSync, writeSafetensors, encodeSafetensors, SafetensorsFile, SafetensorsError, f16ToF32, bf16ToF32 } from './io/safetensors.ts';
 export type { SafetensorsDType, TensorInfo, FloatTensor, WriteTensor } from './io/safetensors.ts';
 export { WordTokenizer } from './tokenizer.ts';
@@ -12,17 +13,15 @@ export { toUint8HWC, quantizeHWC, denormalize, roundHalfEven, encodePng, writePn
 export { torchRandn, MT19937 } from './rng.ts';
 export { vaeTilingConfig, needsTiling, tileGrid, tileShapes, extractTile, blendV, blendH, stitchTiles, tiledDecode, tiledDecodeParallel } from './vae-tiling.ts';
 export type { VaeTilingConfig, VaeTile, VaeTileGrid } from './vae-tiling.ts';
-export { denoiseLoop, combineCfg } from './denoise.ts';
-export type { DenoiseOptions, TextEmbeds } from './denoise.ts';
+export { combineCfg } from './denoise.ts';
 export type { Plan, Component } from './plan.ts';
 export { generateParallel, parallelRequest, PARALLEL_KINDS } from './pipeline-parallel.ts';
-export type { ParallelGenerateRequest, ParallelGenerateResult, ParallelKind, ParallelOptions, ParallelPlanProvider, ParallelRequest } from './pipeline-parallel.ts';
+export type { ParallelGenerateRequest, ParallelGenerateResult, ParallelKind, ParallelOptions, ParallelPlanProvider, ParallelRequest, RankStats } from './pipeline-parallel.ts';
 export { ParallelExecutor, nativeStagePlan } from './parallel/executor.ts';
 export { ParallelBlockListRunner } from './parallel/cache.ts';
-export { loadWanPipeline, WanPipeline, promptClean } from './pipelines/wan.ts';
+export { promptClean } from './pipelines/wan.ts';
 export type { VideoGenerateOptions, VideoGenerateResult } from './pipelines/wan.ts';
-export { generateOnRanks } from './pipelines/multi-rank.ts';
-export { loadQwenImagePipeline, QwenImagePipeline } from './pipelines/qwen-image.ts';
+export { rescaledCfg } from './pipelines/qwen-image.ts';
 export type { QwenImageGenerateOptions, QwenImageResult } from './pipelines/qwen-image.ts';
 export { familyOf } from './model-dir.ts';
 export { checkVideoOutput, writeVideo } from './video.ts';

@@ -1,28 +1,32 @@
-// Multi-rank text-to-image (Cache-DiT context parallelism, cache-dit.md §4): N ranks (shm worker threads
-// or mpirun processes), each the one-rank Pipeline (runtime/pipeline.ts) whose transformer runs the rank's
-// plan of a parallel lowering (plan.parallel, docs/architecture.md §3c) on a ParallelExecutor: inputs split
-// at entry, Ulysses all-to-alls around every attention, output all-gathered, so every rank holds the full
-// velocity and steps the same latents. `--parallel tp` runs the tensor-parallel lowering instead
-// (compiler/passes/tp-lower.ts: sharded linears + all-reduces; every rank loads only its weight slices),
-// the `*_tp` / `tp_*` hybrids Cache-DiT's (ring, ulysses, tp) mesh (rank = cpRank * tp + tpRank).
-// Text encoder: replicated on every rank; --parallel-text is TE-P: the text encoder tensor-parallel over
+// Multi-rank generate for every pipeline family (Cache-DiT context parallelism, cache-dit.md §4): N ranks
+// (shm worker threads or mpirun processes), each the one Pipeline (runtime/pipeline.ts) whose transformer
+// runs the rank's plan of a parallel lowering (plan.parallel, docs/architecture.md §3c) on a
+// ParallelExecutor: inputs split at entry, Ulysses all-to-alls around every attention, output
+// all-gathered, so every rank holds the full velocity and steps the same latents. `--parallel tp` runs the
+// tensor-parallel lowering instead (compiler/passes/tp-lower.ts: sharded linears + all-reduces; every rank
+// loads only its weight slices), the `*_tp` / `tp_*` hybrids Cache-DiT's (ring, ulysses, tp) mesh
+// (rank = cpRank * tp + tpRank).
+// Text encoders: replicated on every rank; --parallel-text is TE-P: each text encoder tensor-parallel over
 // all ranks (its component TP plan; heads must divide the world size).
-// Being the one-rank pipeline, a rank runs true CFG (cond, then uncond) and caching (the one-rank session,
+// Being the one-rank pipeline, a rank runs CFG (cond, then uncond) and caching (the one-rank session,
 // separate CFG contexts, over block-list runners whose probe sums are all-reduced) exactly as one rank does.
-// VAE: rank 0 decodes (tiled with --vae-tiling); --parallel-vae is VAE-P (runtime/vae-tiling.ts): tiling on,
-// tile #c decoded by rank c % W, rank 0 blends and stitches, the image is passed down the rank chain so
-// every rank has it (bit-identical to the 1-rank tiled decode). Plans, the request and rank 0's result
-// travel as launchRanks arguments and return values; a rank that dies makes the others fail within the
-// communicator's bounded wait with an error naming it.
+// VAE: rank 0 decodes (tiled with --vae-tiling); --parallel-vae is VAE-P where the family has it (FLUX,
+// runtime/vae-tiling.ts): tiling on, tile #c decoded by rank c % W, rank 0 blends and stitches, the image is
+// passed down the rank chain so every rank has it (bit-identical to the 1-rank tiled decode). Plans, the
+// request and rank 0's result travel as launchRanks arguments and return values (runtime/parallel/wire.ts:
+// no files between threads); a rank that dies makes the others fail within the communicator's bounded wait
+// with an error naming it.
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Communicator } from './comm/communicator.ts';
 import { launchRanks, type CommBackend } from './comm/index.ts';
-import { toUint8HWC } from './image.ts';
+import { fromWire, toWire } from './parallel/wire.ts';
 import type { Component, Plan } from './plan.ts';
-import { fluxSchedule } from './scheduler.ts';
-import { loadPipeline, resolveModelDir, trueCfgScale, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
+import { loadPipeline, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
+import type { QwenImageGenerateOptions } from './pipelines/qwen-image.ts';
+import type { PlanNeed } from './pipelines/spec.ts';
+import type { VideoGenerateOptions } from './pipelines/wan.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
 export const PARALLEL_KINDS = ['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp'] as const;
@@ -117,7 +121,10 @@ export function parallelRequest(o: ParallelOptions): ParallelRequest {
   return req;
 }
 
-export interface ParallelGenerateRequest extends GenerateOptions, ParallelOptions {
+/** every family's generate options (each family reads its own) */
+export type AnyGenerateOptions = GenerateOptions & Omit<VideoGenerateOptions, keyof GenerateOptions> & Omit<QwenImageGenerateOptions, keyof GenerateOptions>;
+
+export interface ParallelGenerateRequest extends AnyGenerateOptions, ParallelOptions {
   /** executor threads per rank (default: cores / world, at least 1) */
   threads?: number;
   /** per-rank transformer plans (else `parallelPlanProvider`) */
@@ -132,18 +139,20 @@ export interface ParallelGenerateRequest extends GenerateOptions, ParallelOption
   faultInjection?: { rank: number; step: number };
 }
 
-export interface ParallelGenerateResult extends GenerateResult {
+export interface RanksInfo {
   world: number;
   backend: CommBackend;
   /** the lowering every rank ran */
   parallel: NonNullable<Plan['parallel']>;
   /**
    * per rank: bytes sent per denoising step, ms in comm ops per step, ms per step; `decodedSha256` of the
-   * image the rank holds (null where it has none: without --parallel-vae only rank 0 decodes); with caching
+   * output the rank holds (null where it has none: without --parallel-vae only rank 0 decodes); with caching
    * the rank's cached steps per branch (first block list)
    */
   ranks: RankStats[];
 }
+
+export type ParallelGenerateResult<R = GenerateResult> = R & RanksInfo;
 
 export interface RankStats {
   rank: number;
@@ -159,176 +168,140 @@ export interface RankStats {
   cfgCachedSteps?: number[];
 }
 
-/** the request every rank runs (GenerateOptions without its callbacks and float arrays) */
-type RankRequest = Omit<GenerateOptions, 'latents' | 'onStep' | 'beforeStep' | 'decode'>;
-
 interface RankArgs {
   modelDir: string;
   threads: number;
   generatedDir: string | null;
-  /** per-rank transformer plans (index = rank), TE-P per-rank text encoder plans, plans the ranks cannot find shipped */
-  plans: { transformer: Plan[]; text_encoder_tp?: Plan[]; text_encoder_2_tp?: Plan[]; text_encoder?: Plan; text_encoder_2?: Plan; vae?: Plan[] };
-  request: RankRequest;
-  /** initial latents as base64 float32, or null (seeded noise) */
-  latents: string | null;
+  /** plans every rank runs whole that it cannot find shipped */
+  plans: Partial<Record<Component, Plan[]>>;
+  /** per rank: its plans of parallel lowerings by `component:key` */
+  rankPlans: Record<string, Plan>[];
+  /** the generate request (no callbacks) */
+  request: Record<string, unknown>;
   /** VAE-P: tiles over the ranks, every rank gets the image */
   parallelVae: boolean;
   die: { rank: number; step: number } | null;
 }
 
-/** rank 0's GenerateResult with its float arrays as base64 (worker threads and mpirun processes alike) */
-type EncodedResult = Omit<GenerateResult, 'image' | 'images' | 'latents' | 'decoded' | 'schedule'> & { latents: string; decoded: string };
-
 interface RankResult extends RankStats {
-  result: EncodedResult | null;
+  result: unknown;
 }
 
-const toB64 = (a: Float32Array): string => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-function fromB64(s: string): Float32Array {
-  const b = Buffer.from(s, 'base64');
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+/** the PlanDims a parallel plan provider takes, from a need's compile dims */
+function planDims(n: PlanNeed): PlanDims {
+  const d = n.dims;
+  return { batch: d.batch ?? 1, height: d.height ?? 0, width: d.width ?? 0, textTokens: d.textTokens ?? 0 };
 }
 
 /**
- * Multi-rank generate: starts `world` ranks on `comm`, returns rank 0's result (same fields as
- * Pipeline.generate plus per-rank comm statistics). Every rank is the one-rank Pipeline with its
- * transformer (and with TE-P its text encoder) on a ParallelExecutor.
+ * Multi-rank generate of any supported directory (or shipped model): starts `world` ranks on `comm` and
+ * returns rank 0's result (the family's generate result) with per-rank comm statistics. Every rank is the
+ * one Pipeline with its transformer (and with TE-P its text encoders) on ParallelExecutors.
  */
-export async function generateParallel(model: string, req: ParallelGenerateRequest): Promise<ParallelGenerateResult> {
+export async function generateParallel<R = GenerateResult>(model: string, req: ParallelGenerateRequest): Promise<ParallelGenerateResult<R>> {
   const t0 = performance.now();
   const world = req.world;
   const backend: CommBackend = req.comm ?? 'shm';
   if (backend !== 'shm' && backend !== 'mpi') throw new UserError(`--comm must be shm or mpi, got "${String(backend)}"`);
   const preq = parallelRequest(req);
-  const { dir } = resolveModelDir(model);
-  const pipe = await loadPipeline(dir, { ...(req.generatedDir ? { generatedDir: req.generatedDir } : {}) });
-  const steps = req.steps ?? 28;
-  if (!Number.isInteger(steps) || steps < 1) throw new UserError(`--steps must be an integer >= 1, got ${req.steps}`);
-  const height = req.height ?? pipe.defaultSize().height;
-  const width = req.width ?? pipe.defaultSize().width;
-  const g = pipe.geometry(height, width);
-  const batch = req.batch ?? 1;
-  trueCfgScale(req, pipe.family); // validates the scale before any rank starts
-  const dims = pipe.dims(batch, height, width, pipe.textTokensFor(req.maxSequenceLength));
-  pipe.guidanceInput(batch, req.guidanceScale);
-  if (req.latents && req.latents.length !== batch * g.tokens * g.packedChannels) throw new UserError(`latents must have ${batch * g.tokens * g.packedChannels} values`);
+  const { world: _w, comm: _c, parallel: _p, ulyssesAnything: _ua, ulyssesFloat8: _uf, ulyssesAsync: _us, parallelText, parallelVae, threads, transformerPlans, parallelPlanProvider, planProvider, generatedDir, jobTimeoutMs, faultInjection, onStep: _o, beforeStep: _b, decode: _d, latents, ...rest } = req;
+  const host = await loadPipeline(model, { ...(generatedDir ? { generatedDir } : {}), ...(planProvider ? { planProvider } : {}) });
+  // parallelize_vae enables tiling (FLUX's VAE-P); the request is validated before any rank starts
+  const request: Record<string, unknown> = { ...rest, ...(parallelVae ? { vaeTiling: true } : {}), ...(latents ? { latents } : {}) };
+  const q = host.spec.resolve(request);
+  if (latents && latents.length !== q.latentsShape.reduce((a: number, b: number) => a * b, 1)) throw new UserError(`latents must have shape [${q.latentsShape.join(', ')}] for ${q.latentsFor}, got ${latents.length} values`);
 
-  let tPlans = req.transformerPlans;
-  if (!tPlans) {
-    if (!req.parallelPlanProvider) throw new UserError('multi-rank generate needs per-rank transformer plans: pass transformerPlans or parallelPlanProvider (the CLI compiles them)');
-    tPlans = await req.parallelPlanProvider('transformer', dims, preq, pipe.planRequest('transformer', dims));
-  }
-  if (tPlans.length !== world) throw new Error(`got ${tPlans.length} transformer plans for ${world} ranks`);
-  const plans: RankArgs['plans'] = { transformer: tPlans };
-  // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
-  if (preq.extra_parallel_modules?.includes('text_encoder') && world > 1) {
-    if (!req.parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
-    plans.text_encoder_tp = await req.parallelPlanProvider('text_encoder', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder', dims));
-    if (plans.text_encoder_tp.length !== world) throw new Error(`got ${plans.text_encoder_tp.length} text encoder plans for ${world} ranks`);
-    // FLUX.1: T5 too (CLIP is text_encoder)
-    if (pipe.family.text === 'clip_t5') plans.text_encoder_2_tp = await req.parallelPlanProvider('text_encoder_2', dims, { tp_size: world, ulysses_anything: false }, pipe.planRequest('text_encoder_2', dims));
-  }
-  // text encoder / VAE plans the ranks cannot find shipped (a tiled decode: one VAE plan per tile size)
-  const vaeTiling = req.vaeTiling === true || req.parallelVae === true; // parallelize_vae enables tiling
-  const grid = vaeTiling ? pipe.vaeTileGrid(height, width) : null;
-  const missing = async (c: Component, d: PlanDims): Promise<Plan | null> => {
-    try {
-      await pipe.plan(c, d);
-      return null;
-    } catch (e) {
-      if (!(e instanceof UserError) || !req.planProvider) throw e;
-      return req.planProvider(c, d, pipe.planRequest(c, d));
+  const rankPlans: Record<string, Plan>[] = Array.from({ length: world }, () => ({}));
+  const plans: RankArgs['plans'] = {};
+  let parallel: Plan['parallel'] | undefined;
+  const teP = parallelText === true && world > 1;
+  for (const n of host.spec.needs(q, parallelVae ? 'parallel' : 'local') as PlanNeed[]) {
+    let per: Plan[] | null = null;
+    if (n.component === 'transformer') {
+      if (transformerPlans) per = transformerPlans;
+      else if (!parallelPlanProvider) throw new UserError('multi-rank generate needs per-rank transformer plans: pass transformerPlans or parallelPlanProvider (the CLI compiles them)');
+      else per = await parallelPlanProvider('transformer', planDims(n), preq, host.planRequest(n));
+      parallel = per[0]?.parallel;
+    } else if (teP && n.textParallel) {
+      // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
+      if (!parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
+      per = await parallelPlanProvider(n.component, planDims(n), { tp_size: world, ulysses_anything: false }, host.planRequest(n));
     }
-  };
-  const te = await missing('text_encoder', dims);
-  if (te) plans.text_encoder = te;
-  if (pipe.family.text === 'clip_t5') {
-    const te2 = await missing('text_encoder_2', dims);
-    if (te2) plans.text_encoder_2 = te2;
+    if (per) {
+      if (per.length !== world) throw new Error(`got ${per.length} ${n.component} plans for ${world} ranks`);
+      per.forEach((p, r) => (rankPlans[r]![`${n.component}:${n.key}`] = p));
+      continue;
+    }
+    // a plan the ranks run whole: sent unless it is the shipped one
+    const p = await host.plan(n);
+    if (!host.isShipped(p) && !(plans[n.component] ??= []).includes(p)) plans[n.component]!.push(p);
   }
-  for (const d of grid ? pipe.vaeTileDims(batch, grid) : [dims]) {
-    const p = await missing('vae', d);
-    if (p) (plans.vae ??= []).push(p);
-  }
+  if (!parallel) throw new Error(`${model}: the request runs no transformer`);
 
-  const { latents, onStep: _o, beforeStep: _b, decode: _d, world: _w, comm: _c, parallel: _p, ulyssesAnything: _ua, ulyssesFloat8: _uf, ulyssesAsync: _us, parallelText: _pt, parallelVae: _pv, threads, transformerPlans: _tp, parallelPlanProvider: _ppp, planProvider: _pp, generatedDir, jobTimeoutMs, faultInjection, ...request } = req;
   const args: RankArgs = {
-    modelDir: dir,
+    modelDir: host.dir,
     threads: threads ?? Math.max(1, Math.floor(os.availableParallelism() / world)),
     generatedDir: generatedDir ?? null,
     plans,
-    request: { ...request, steps, height, width, batch, ...(vaeTiling ? { vaeTiling: true } : {}), ...(req.cache?.cache ? { cache: req.cache } : {}) },
-    latents: latents ? toB64(latents) : null,
-    parallelVae: req.parallelVae === true,
+    rankPlans,
+    request,
+    parallelVae: parallelVae === true,
     die: faultInjection ?? null,
   };
   const results = await launchRanks<RankResult>(world, {
     backend,
     module: fileURLToPath(import.meta.url),
     exportName: 'parallelGenerateRank',
-    args,
+    args: toWire(args),
     ...(jobTimeoutMs ? { jobTimeoutMs } : {}),
   });
-  const e = results[0]!.result!;
-  const decoded = fromB64(e.decoded);
-  const images: Uint8Array[] = [];
-  for (let b = 0; b < batch; b++) images.push(toUint8HWC(decoded, pipe.vaeOutChannels, height, width, b));
-  return {
-    ...e,
-    image: images[0]!,
-    images,
-    latents: fromB64(e.latents),
-    decoded,
-    schedule: fluxSchedule(steps, g.tokens, pipe.scheduler),
-    timings: { ...e.timings, total: performance.now() - t0 },
-    world,
-    backend,
-    parallel: tPlans[0]!.parallel!,
-    ranks: results.map(({ result: _r, ...stats }) => stats),
-  };
+  const r = fromWire<R & { timings: { total: number } }>(results[0]!.result);
+  return { ...r, timings: { ...r.timings, total: performance.now() - t0 }, world, backend, parallel, ranks: results.map(({ result: _r, ...stats }) => stats) };
 }
 
-/** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process): the one-rank Pipeline. */
-export async function parallelGenerateRank(comm: Communicator, a: RankArgs): Promise<RankResult> {
-  const p = a.plans;
+/** sha256 of what a rank decoded (FLUX's raw decoder output, else its images / videos), null when it decoded nothing */
+function decodedHash(r: { decoded?: Float32Array; images?: Uint8Array[]; videos?: Uint8Array[] }): string | null {
+  const parts: Uint8Array[] = r.decoded ? [new Uint8Array(r.decoded.buffer, r.decoded.byteOffset, r.decoded.byteLength)] : (r.images ?? r.videos ?? []);
+  if (!parts.some((p) => p.length)) return null;
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest('hex');
+}
+
+/** One rank of generateParallel (launchRanks entry; runs in a worker thread or an mpirun process): the one Pipeline. */
+export async function parallelGenerateRank(comm: Communicator, wired: unknown): Promise<RankResult> {
+  const a = fromWire<RankArgs>(wired);
   const pipe = await loadPipeline(a.modelDir, {
     threads: a.threads,
-    plans: { ...(p.text_encoder ? { text_encoder: p.text_encoder } : {}), ...(p.text_encoder_2 ? { text_encoder_2: p.text_encoder_2 } : {}), ...(p.vae ? { vae: p.vae } : {}) },
+    plans: a.plans,
     ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
-    rank: {
-      comm,
-      transformerPlan: p.transformer[comm.rank]!,
-      ...(p.text_encoder_tp ? { textEncoderPlan: p.text_encoder_tp[comm.rank]! } : {}),
-      ...(p.text_encoder_2_tp ? { textEncoder2Plan: p.text_encoder_2_tp[comm.rank]! } : {}),
-    },
+    rank: { comm, plans: a.rankPlans[comm.rank]! },
   });
-  const steps = a.request.steps!;
   let denoiseBytes = 0;
   const r = await pipe.generate({
-    ...a.request,
-    ...(a.latents ? { latents: fromB64(a.latents) } : {}),
+    ...(a.request as unknown as AnyGenerateOptions),
     // VAE: rank 0 alone (tiled with --vae-tiling); VAE-P: the tiles over every rank (vae-tiling.ts)
     decode: a.parallelVae ? 'parallel' : comm.rank === 0 ? 'local' : 'none',
-    beforeStep: (i) => {
+    beforeStep: (i: number) => {
       if (i === 0) comm.resetStats();
       if (a.die && a.die.rank === comm.rank && a.die.step === i) process.exit(3);
     },
-    onStep: (s) => {
+    onStep: (s: { step: number; steps: number }) => {
       if (s.step === s.steps) denoiseBytes = comm.stats.bytesSent;
     },
   });
   await comm.barrier();
   const first = r.cache?.summary[0];
-  const { image: _i, images: _is, latents, decoded, schedule: _s, ...rest } = r;
+  const decodedSha256 = decodedHash(r);
   return {
     rank: comm.rank,
-    bytesPerStep: denoiseBytes / steps,
-    commMsPerStep: pipe.transformerCommMs() / steps,
+    bytesPerStep: denoiseBytes / r.steps,
+    commMsPerStep: pipe.commMs() / r.steps,
     perStep: r.timings.perStep,
-    vaeTiles: r.vaeTiles,
+    vaeTiles: r.vaeTiles ?? (decodedSha256 ? 1 : 0),
     vaeMs: r.timings.vae,
-    decodedSha256: decoded.length ? createHash('sha256').update(new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength)).digest('hex') : null,
+    decodedSha256,
     ...(first ? { cachedSteps: first.cached_steps ?? [], cfgCachedSteps: first.cfg_cached_steps ?? [] } : {}),
-    result: comm.rank === 0 ? { ...rest, latents: toB64(latents), decoded: toB64(decoded) } : null,
+    result: comm.rank === 0 ? toWire(r) : null,
   };
 }

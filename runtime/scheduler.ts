@@ -128,3 +128,17 @@ export function eulerStep(x: Float32Array, v: Float32Array, schedule: Schedule, 
   const dt = f(schedule.sigmas[i + 1]! - schedule.sigmas[i]!);
   for (let j = 0; j < x.length; j++) x[j] = x[j]! + f(dt * v[j]!);
 }
+
+/** FlowMatchEulerDiscreteScheduler over a schedule as a pipeline's sampler (steps x in place) */
+export function eulerSampler(schedule: Schedule): { schedule: Schedule; timesteps: Float32Array; sigmas: Float32Array; modelTimestep(i: number): number; step(v: Float32Array, i: number, x: Float32Array): Float32Array } {
+  return {
+    schedule,
+    timesteps: schedule.timesteps,
+    sigmas: schedule.sigmas,
+    modelTimestep: (i) => transformerTimestep(schedule, i),
+    step(v, i, x) {
+      eulerStep(x, v, schedule, i);
+      return x;
+    },
+  };
+}

@@ -245,7 +245,7 @@ async function packedLatentsFlag(flags: GenerateFlags, g: { tokens: number; pack
 
 async function generate(flags: GenerateFlags): Promise<void> {
   const t0 = performance.now();
-  const { loadPipeline, resolveModelDir, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
+  const { loadFluxPipeline, resolveModelDir, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
   const { writePng } = await import('../../runtime/image.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
 
@@ -273,11 +273,11 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
-  const pipe = await loadPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider });
-  const size = pipe.defaultSize();
+  const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider });
+  const size = pipe.spec.defaultSize();
   const height = flags.height ?? size.height;
   const width = flags.width ?? size.width;
-  const g = pipe.geometry(height, width);
+  const g = pipe.spec.geometry(height, width);
   const tiny = model.family.text === 'tiny';
 
   const { latents, batch } = await packedLatentsFlag(flags, g, height, width);
@@ -289,9 +289,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (cfgScale !== undefined && cfgScale > 1 && flags.negativePrompt === undefined) {
     throw new CliError(`${tiny ? '--guidance-scale' : '--true-cfg-scale'} > 1 needs --negative-prompt (true CFG)`);
   }
-  let result: GenerateResult;
-  let parallelInfo: Record<string, unknown> | null = null;
-  // what the one-process and the parallel generate are both asked
+  // what the one-process and the parallel generate are both asked; VAE-P on one rank is the tiled decode
+  // (Cache-DiT's parallelize_vae enables tiling)
   const request = {
     ...baseRequest(flags, cache),
     latents,
@@ -299,33 +298,9 @@ async function generate(flags: GenerateFlags): Promise<void> {
     height,
     width,
     ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}),
+    ...(flags.vaeTiling || flags.parallelVae ? { vaeTiling: true } : {}),
   };
-  try {
-    if (flags.world > 1 || flags.parallel) {
-      const { generateParallel } = await import('../../runtime/pipeline-parallel.ts');
-      const r = await generateParallel(model.dir, {
-        ...request,
-        ...parallelFlags(flags),
-        parallelText: flags.parallelText,
-        parallelVae: flags.parallelVae,
-        ...(flags.vaeTiling ? { vaeTiling: true } : {}),
-        ...(flags.threads ? { threads: flags.threads } : {}),
-        planProvider,
-        parallelPlanProvider: parallelPlanProvider(flags),
-      });
-      bar?.update(flags.steps, { ms: r.timings.perStep.toFixed(1) });
-      parallelInfo = { world: r.world, comm: r.backend, parallel: r.parallel.kind, ulyssesAnything: r.parallel.anything, ulyssesFloat8: r.parallel.float8, ulyssesAsync: r.parallel.async, ranks: r.ranks };
-      result = r;
-    } else
-    result = await pipe.generate({
-      ...request,
-      onStep: bar ? (s) => bar!.update(s.step, { ms: s.ms.toFixed(1) }) : undefined,
-      // VAE-P on one rank is the tiled decode (Cache-DiT's parallelize_vae enables tiling)
-      ...(flags.vaeTiling || flags.parallelVae ? { vaeTiling: true } : {}),
-    });
-  } finally {
-    bar?.stop();
-  }
+  const { r: result, parallelInfo } = await runFamily<import('../../runtime/pipeline.ts').GenerateOptions, GenerateResult>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText, parallelVae: flags.parallelVae });
 
   const outputs: string[] = [];
   // with caching the file name carries the run tag (Cache-DiT's generate names its images by strify()):
@@ -420,30 +395,30 @@ async function printCacheSummary(flags: GenerateFlags, cache: import('../../runt
   for (const s of cache.summary) process.stderr.write(`Optimization: ${s.tag}\n${formatSummaryTable(s)}\n`);
 }
 
-/** a Wan / Qwen-Image request on one rank (the pipeline) or on --world ranks (runtime/pipelines/multi-rank.ts) */
+/** a request of any family on one rank (the pipeline) or on --world ranks (runtime/pipeline-parallel.ts) */
 async function runFamily<O extends { onStep?: unknown }, R extends { timings: { perStep: number } }>(
   flags: GenerateFlags,
-  model: { dir: string; family: import('../../runtime/model-dir.ts').PipelineFamily },
+  model: { dir: string },
   pipe: { generate(o: O): Promise<R> },
   request: O,
   planProvider: import('../../runtime/pipeline.ts').PlanProvider,
   bar: ProgressBar | undefined,
+  extra: { parallelText?: boolean; parallelVae?: boolean } = {},
 ): Promise<{ r: R; parallelInfo: Record<string, unknown> | null }> {
   try {
     if (flags.world > 1 || flags.parallel) {
-      const { generateOnRanks } = await import('../../runtime/pipelines/multi-rank.ts');
-      const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
-      const pr = await generateOnRanks(model.dir, model.family, {
-        ...(request as object as import("../../runtime/pipelines/wan.ts").VideoGenerateOptions),
+      const { generateParallel } = await import('../../runtime/pipeline-parallel.ts');
+      const pr = await generateParallel<R>(model.dir, {
+        ...(request as object as import('../../runtime/pipeline-parallel.ts').AnyGenerateOptions),
         ...parallelFlags(flags),
+        ...extra,
         ...(flags.threads ? { threads: flags.threads } : {}),
-        generatedDir: path.join(PACKAGE_ROOT, 'generated'),
         planProvider,
         parallelPlanProvider: parallelPlanProvider(flags),
       });
       bar?.update(flags.steps!, { ms: pr.timings.perStep.toFixed(1) });
       const info = { world: pr.world, comm: pr.backend, parallel: pr.parallel.kind, ulyssesAnything: pr.parallel.anything, ulyssesFloat8: pr.parallel.float8, ulyssesAsync: pr.parallel.async, ranks: pr.ranks };
-      return { r: pr as unknown as R, parallelInfo: info };
+      return { r: pr, parallelInfo: info };
     }
     const onStep = bar ? (st: { step: number; ms: number }) => bar.update(st.step, { ms: st.ms.toFixed(1) }) : undefined;
     return { r: await pipe.generate({ ...request, onStep }), parallelInfo: null };
@@ -457,35 +432,33 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   const cls = model.family.pipelineClass;
   const notHere: [string, unknown][] = [
     ['--true-cfg-scale', flags.trueCfgScale],
-    ['--parallel-text', flags.parallelText],
     ['--parallel-vae', flags.parallelVae],
     ['--vae-tiling', flags.vaeTiling],
   ];
   for (const [flag, v] of notHere) if (v !== undefined && v !== false) throw new CliError(`${flag} is not an option of ${cls} (CFG: --guidance-scale, with --negative-prompt or the empty one)`);
-  const { loadWanPipeline } = await import('../../runtime/pipelines/wan.ts');
+  const { loadWanPipeline } = await import('../../runtime/pipeline.ts');
   const { checkVideoOutput, writeVideo } = await import('../../runtime/video.ts');
-  const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
   const out = flags.out ?? 'out.mp4';
-  const pipe = loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, generatedDir: path.join(PACKAGE_ROOT, 'generated') }, model.family);
-  const def = pipe.defaultSize();
+  const pipe = await loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
+  const def = pipe.spec.defaultSize();
   const height = flags.height ?? def.height;
   const width = flags.width ?? def.width;
   const numFrames = flags.numFrames ?? def.numFrames;
-  const g = pipe.geometry(height, width, numFrames);
+  const g = pipe.spec.geometry(height, width, numFrames);
   // every output path is checked before any compute (a batch writes out, out_1, ...; caching adds the tag)
   checkVideoOutput(out);
   let latents: Float32Array | undefined;
   let batch = 1;
   if (flags.latents) {
-    const l = await readLatentsFile(flags.latents, [pipe.latentChannels, g.frames, g.h, g.w], 'channels, latent frames, height / 8, width / 8', `${numFrames} frames of ${height}x${width}`);
+    const l = await readLatentsFile(flags.latents, [pipe.spec.latentChannels, g.frames, g.h, g.w], 'channels, latent frames, height / 8, width / 8', `${numFrames} frames of ${height}x${width}`);
     latents = l.data;
     batch = l.batch;
   }
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
   const request = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, numFrames };
-  const { r, parallelInfo } = await runFamily<import('../../runtime/pipelines/wan.ts').VideoGenerateOptions, import('../../runtime/pipelines/wan.ts').VideoGenerateResult>(flags, model, pipe, request, planProvider, bar);
+  const { r, parallelInfo } = await runFamily<import('../../runtime/pipelines/wan.ts').VideoGenerateOptions, import('../../runtime/pipelines/wan.ts').VideoGenerateResult>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs: string[] = [];
   const targets = r.videos.map((_, b) => checkVideoOutput(outputName(out, r.cache?.tag, b, '')));
   for (let b = 0; b < r.videos.length; b++) {
@@ -522,24 +495,23 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
 /** `generate` for a QwenImagePipeline directory (one rank; PNG out) */
 async function generateQwenImage(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
   const cls = model.family.pipelineClass;
-  for (const [flag, v] of [['--parallel-text', flags.parallelText], ['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--guidance-scale', flags.guidanceScale]] as const) {
+  for (const [flag, v] of [['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--guidance-scale', flags.guidanceScale]] as const) {
     if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories yet (true CFG: --negative-prompt with --true-cfg-scale)`);
   }
-  const { loadQwenImagePipeline } = await import('../../runtime/pipelines/qwen-image.ts');
-  const { PACKAGE_ROOT } = await import('../../runtime/pipeline.ts');
+  const { loadQwenImagePipeline } = await import('../../runtime/pipeline.ts');
   const { writePng } = await import('../../runtime/image.ts');
   const out = flags.out ?? 'out.png';
-  const pipe = loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, generatedDir: path.join(PACKAGE_ROOT, 'generated') }, model.family);
-  const height = flags.height ?? pipe.defaultSize().height;
-  const width = flags.width ?? pipe.defaultSize().width;
-  const g = pipe.geometry(height, width);
+  const pipe = await loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
+  const height = flags.height ?? pipe.spec.defaultSize().height;
+  const width = flags.width ?? pipe.spec.defaultSize().width;
+  const g = pipe.spec.geometry(height, width);
   const { latents, batch } = await packedLatentsFlag(flags, g, height, width);
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
   type Opts = import('../../runtime/pipelines/qwen-image.ts').QwenImageGenerateOptions;
   type Res = import('../../runtime/pipelines/qwen-image.ts').QwenImageResult;
   const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}) };
-  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar);
+  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs = r.images.map((img, b) => {
     const file = outputName(out, r.cache?.tag, b, '.png');
     fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });

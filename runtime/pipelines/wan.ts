@@ -4,21 +4,20 @@
 // per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
 // the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
 import path from 'node:path';
-import { assertFinite, checkLatents, checkRequest } from '../request-checks.ts';
+import { assertFinite, checkRequest } from '../request-checks.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
-import { ComponentRunners, forwardRunner, localExecutor, resolvePlan, SerialQueue, runnerOutput, setRunnerInputs, shapeKey, type CachedForward, type ComponentExecutor, type Runner } from '../component-runners.ts';
-import { rankTransformer, type RankOption, type RankPrep } from './rank-option.ts';
+import { shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { quantizeHWC, denormalize } from '../image.ts';
 import { videoRopeIds } from '../latents.ts';
 import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
-import { loadNative } from '../native.ts';
-import type { Component, Plan } from '../plan.ts';
+import type { Component } from '../plan.ts';
 import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import { combineCfg } from '../denoise.ts';
 import { torchRandn } from '../rng.ts';
 import { loadUniPCConfig, UniPCScheduler, type UniPCConfig } from '../schedulers/unipc.ts';
-import type { BaseGenerateOptions, PipelineOptions, StageTimings } from '../pipeline.ts';
+import type { BaseGenerateOptions, StageTimings } from '../pipeline.ts';
+import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /**
  * WanPipeline: steps default 50, 480 x 832, 81 frames, CFG scale 5 with the empty negative prompt, latents
@@ -28,32 +27,21 @@ export interface VideoGenerateOptions extends BaseGenerateOptions {
   /** CFG scale (WanPipeline guidance_scale; CFG runs when > 1) */
   guidanceScale?: number;
   numFrames?: number;
-  /** decode the latents to frames (default true; the ranks of a multi-rank run other than 0 skip it) */
-  decode?: boolean;
-}
-
-/** WanPipeline options: where plans come from; on a rank of a multi-rank run, its transformer plan */
-export interface WanPipelineOptions extends Omit<PipelineOptions, 'rank'> {
-  generatedDir: string;
-  /** a rank: the transformer runs this rank's plans of a parallel lowering, by text tokens (text encoder and VAE stay local) */
-  rank?: RankOption;
 }
 
 /** a VideoGenerateOptions with the pipeline's defaults, validated */
-export interface ResolvedVideoRequest {
-  steps: number;
-  height: number;
-  width: number;
+export interface ResolvedVideoRequest extends ResolvedRequest {
   numFrames: number;
   /** latent frames and pixels */
   grid: { frames: number; h: number; w: number };
   tokens: number;
-  batch: number;
   guidanceScale: number;
-  doCfg: boolean;
-  seed: number;
   /** latents [B, C, F', h, w] */
   shape: [number, number, number, number, number];
+}
+
+interface WanText extends EncodedText {
+  embeds: Float32Array;
 }
 
 export interface VideoGenerateResult {
@@ -92,23 +80,19 @@ function unescapeHtml(s: string): string {
   });
 }
 
-export class WanPipeline {
+export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideoRequest, WanText, Uint8Array[], VideoGenerateResult> {
   readonly tokenizer: HfTokenizer;
   readonly scheduler: UniPCConfig;
-  private readonly components: ComponentRunners;
   private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
   private readonly vae: WanVaeLayout;
   private readonly patch: [number, number, number];
   private readonly textDim: number;
-  private readonly queue = new SerialQueue();
 
   constructor(
-    readonly name: string,
-    readonly dir: string,
-    private readonly options: WanPipelineOptions,
+    private readonly ctx: PipelineContext,
     readonly family: PipelineFamily,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir, ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}) });
+    const dir = ctx.dir;
     this.scheduler = loadUniPCConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
     for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
     this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
@@ -153,116 +137,30 @@ export class WanPipeline {
     return { frames: (numFrames - 1) / ft + 1, h: height / this.vae.scaleSpatial, w: width / this.vae.scaleSpatial };
   }
 
-  private request(component: Component, dims: Record<string, number>) {
+  private need(component: Component, key: string, dims: Record<string, number>, want: Record<string, number[]>, extra: Partial<PlanNeed> = {}): PlanNeed {
     const cfg = this.configs[component];
-    return { model: this.name, dims, ...(cfg ? { config: cfg } : {}) };
+    return { component, key, dims, want, ...(cfg ? { config: cfg } : {}), ...extra };
   }
 
-  /** a given, shipped or provided plan whose inputs have these shapes and whose config is the directory's */
-  private planFor(component: Component, dims: Record<string, number>, want: Record<string, number[]>): Promise<Plan> {
-    return resolvePlan(this.components, component, want, { given: this.options.plans?.[component], ...(this.options.planProvider ? { provider: this.options.planProvider } : {}), request: this.request(component, dims) }, (p) =>
-      component !== 'vae' || (p as { dims?: Record<string, number> }).dims?.chunk === dims.chunk,
-    );
+  private textNeed(batch: number, tokens: number): PlanNeed {
+    return this.need('text_encoder', `${batch}x${tokens}`, { batch, textTokens: tokens }, { input_ids: [batch, tokens] }, { textParallel: true });
   }
 
-  private textRunner(batch: number, tokens: number): Promise<Runner> {
-    const dims = { batch, textTokens: tokens };
-    return this.components.runner('text_encoder', `${batch}x${tokens}`, () => this.planFor('text_encoder', dims, { input_ids: [batch, tokens] }));
-  }
-
-  /** the transformer's compile request at these sizes (a multi-rank run compiles its per-rank plans from it) */
-  transformerRequest(batch: number, height: number, width: number, numFrames: number, tokens: number) {
-    return this.request('transformer', { batch, frames: numFrames, height, width, textTokens: tokens });
-  }
-
-  private readonly rankTransformers = new Map<number, ComponentExecutor>();
-
-  /** the transformer's executor at these sizes: a local runner, or this rank's plan of a parallel lowering */
-  private async transformerExecutor(batch: number, height: number, width: number, numFrames: number, tokens: number): Promise<ComponentExecutor> {
+  /** the transformer's need at these sizes */
+  transformerNeedAt(batch: number, height: number, width: number, numFrames: number, tokens: number): PlanNeed {
     const g = this.geometry(height, width, numFrames);
     const want = { hidden_states: [batch, this.vae.zDim, g.frames, g.h, g.w], encoder_hidden_states: [batch, tokens, this.textDim] };
-    const rank = this.options.rank;
-    // a rank's plan may hold its split of the inputs: its ParallelExecutor checks the full sizes it is given
-    if (rank) return rankTransformer(this.rankTransformers, rank, tokens, () => this.components.weightsOf('transformer'), this.options.threads);
-    const dims = { batch, frames: numFrames, height, width, textTokens: tokens };
-    return localExecutor(await this.components.runner('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), () => this.planFor('transformer', dims, want)));
+    return this.need('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), { batch, frames: numFrames, height, width, textTokens: tokens }, want);
   }
 
   /** the VAE plan of chunk 1 (the first latent frame) or 2 (every later one) */
-  private vaeRunner(height: number, width: number, chunk: 1 | 2): Promise<Runner> {
-    const dims = { batch: 1, height, width, chunk };
-    const want = { latents: [1, this.vae.zDim, height / this.vae.scaleSpatial, width / this.vae.scaleSpatial] };
-    // the first chunk skips the temporal upsampling convs: its plan leaves their weights
-    return this.components.runner('vae', `${height}x${width}-${chunk}`, () => this.planFor('vae', dims, want), chunk === 1 ? { mayLeave: (n) => n.includes('.upsamplers.0.time_conv.') } : {});
-  }
-
-  /** UMT5 over padded ids -> prompt_embeds [B, T, D] zeroed past each prompt's tokens (WanPipeline) */
-  async encodePrompt(prompts: string[], tokens: number): Promise<{ embeds: Float32Array; inputIds: number[][]; tokenizeMs: number }> {
-    const B = prompts.length;
-    const t0 = performance.now();
-    const enc = prompts.map((p) => this.tokenizer.encode(promptClean(p), tokens));
-    const tokenizeMs = performance.now() - t0;
-    const ids = new Float32Array(B * tokens);
-    const mask = new Float32Array(B * tokens);
-    enc.forEach((e, b) => {
-      ids.set(e.ids, b * tokens);
-      mask.set(e.attentionMask, b * tokens);
-    });
-    const r = await this.textRunner(B, tokens);
-    setRunnerInputs(r, { input_ids: ids, attention_mask: mask });
-    await forwardRunner(r);
-    const embeds = runnerOutput(r, 'last_hidden_state');
-    const D = embeds.length / (B * tokens);
-    enc.forEach((e, b) => {
-      const n = e.attentionMask.reduce((a, x) => a + x, 0);
-      embeds.fill(0, (b * tokens + n) * D, (b + 1) * tokens * D);
-    });
-    return { embeds, inputIds: enc.map((e) => e.ids), tokenizeMs };
-  }
-
-  /** one transformer forward: velocity [B, C, F', h, w] */
-  async transformer(
-    ex: ComponentExecutor,
-    inputs: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; grid: { frames: number; h: number; w: number } },
-    session: CachedForward | null,
-  ): Promise<Float32Array> {
-    const [pt, ph, pw] = this.patch;
-    const g = inputs.grid;
-    ex.setInputs({
-      hidden_states: inputs.hiddenStates,
-      timestep: inputs.timestep,
-      encoder_hidden_states: inputs.encoderHiddenStates,
-      rope_ids: videoRopeIds(g.frames / pt, g.h / ph, g.w / pw),
-    });
-    if (session) await session.forward();
-    else await ex.forward();
-    return ex.output('output');
-  }
-
-  /** one transformer forward at these dims (plan and weights on first use): velocity [B, C, F', h, w] */
-  async transformerOnce(i: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; batch: number; height: number; width: number; numFrames: number; textTokens: number }): Promise<Float32Array> {
-    const ex = await this.transformerExecutor(i.batch, i.height, i.width, i.numFrames, i.textTokens);
-    return this.transformer(ex, { ...i, grid: this.geometry(i.height, i.width, i.numFrames) }, null);
-  }
-
-  /**
-   * AutoencoderKLWan.decode of one video's VAE-space latents [z, F', h, w] -> frames [F, 3, H, W] in the
-   * decoder's range, clamped to [-1, 1]: latent frame 0 through the chunk-1 plan, each later one through the
-   * chunk-2 plan, every causal cache carried from one chunk to the next (zeros before the first).
-   */
-  async decodeVideo(z: Float32Array, frames: number, height: number, width: number): Promise<Float32Array[]> {
+  private vaeNeed(height: number, width: number, chunk: 1 | 2): PlanNeed {
     const s = this.vae.scaleSpatial;
-    return decodeWanVae(z, frames, height / s, width / s, this.vae.zDim, (chunk) => this.vaeRunner(height, width, chunk));
-  }
-
-  /** the seeded initial noise [B, z, F', h, w] (torch.randn-compatible) */
-  noise(seed: number, batch: number, g: { frames: number; h: number; w: number }): Float32Array {
-    return torchRandn(batch * this.vae.zDim * g.frames * g.h * g.w, seed);
-  }
-
-  /** Text-to-video (WanPipeline semantics); concurrent calls run one after the other. */
-  generate(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
-    return this.queue.run(() => this.generateNow(opts));
+    return this.need('vae', `${height}x${width}-${chunk}`, { batch: 1, height, width, chunk }, { latents: [1, this.vae.zDim, height / s, width / s] }, {
+      also: (p) => (p as { dims?: Record<string, number> }).dims?.chunk === chunk,
+      // the first chunk skips the temporal upsampling convs: its plan leaves their weights
+      ...(chunk === 1 ? { mayLeave: (n: string) => n.includes('.upsamplers.0.time_conv.') } : {}),
+    });
   }
 
   /** A request with the pipeline's defaults filled in, validated before any work (errors name the flag). */
@@ -278,72 +176,113 @@ export class WanPipeline {
     const guidanceScale = opts.guidanceScale ?? 5.0;
     if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
     const shape: [number, number, number, number, number] = [batch, this.vae.zDim, g.frames, g.h, g.w];
-    checkLatents(opts.latents, shape, `${numFrames} frames of ${height}x${width}`);
-    return { steps, height, width, numFrames, grid: g, tokens, batch, guidanceScale, doCfg: guidanceScale > 1, seed, shape };
-  }
-
-  /** what the ranks of a multi-rank run need (runtime/pipelines/multi-rank.ts): transformer requests, the other plans, the resolved request */
-  async prepareRanks(opts: VideoGenerateOptions): Promise<RankPrep> {
-    const r = this.resolve(opts);
-    const te = await this.textRunner(r.batch, r.tokens);
-    const vae = [(await this.vaeRunner(r.height, r.width, 1)).plan];
-    if (r.grid.frames > 1) vae.push((await this.vaeRunner(r.height, r.width, 2)).plan);
-    const { latents: _l, onStep: _o, ...rest } = opts;
+    const doCfg = guidanceScale > 1;
     return {
-      transformer: { [r.tokens]: this.transformerRequest(r.batch, r.height, r.width, r.numFrames, r.tokens) },
-      plans: { text_encoder: te.plan, vae },
-      opts: { ...rest, steps: r.steps, height: r.height, width: r.width, numFrames: r.numFrames, batch: r.batch, seed: r.seed, guidanceScale: r.guidanceScale, maxSequenceLength: r.tokens },
+      steps,
+      height,
+      width,
+      numFrames,
+      grid: g,
+      tokens,
+      batch,
+      seed,
+      prompt: opts.prompt,
+      negativePrompt: doCfg ? (opts.negativePrompt ?? '') : null,
+      cfgScale: doCfg ? guidanceScale : null,
+      guidanceScale,
+      shape,
+      latentsShape: shape,
+      latentsFor: `${numFrames} frames of ${height}x${width}`,
     };
   }
 
-  private async generateNow(opts: VideoGenerateOptions): Promise<VideoGenerateResult> {
+  needs(q: ResolvedVideoRequest, decode: DecodeMode): PlanNeed[] {
+    if (decode === 'parallel') throw new UserError('--parallel-vae is not supported for WanPipeline yet (rank 0 decodes)');
+    const out = [this.textNeed(q.batch, q.tokens), this.transformerNeedAt(q.batch, q.height, q.width, q.numFrames, q.tokens)];
+    if (decode !== 'none') out.push(this.vaeNeed(q.height, q.width, 1));
+    if (decode !== 'none' && q.grid.frames > 1) out.push(this.vaeNeed(q.height, q.width, 2));
+    return out;
+  }
+
+  encode(q: ResolvedVideoRequest, prompts: string[]): Promise<WanText> {
+    return this.encodePrompt(prompts, q.tokens);
+  }
+
+  /** UMT5 over padded ids -> prompt_embeds [B, T, D] zeroed past each prompt's tokens (WanPipeline) */
+  async encodePrompt(prompts: string[], tokens: number): Promise<WanText> {
+    const B = prompts.length;
     const t0 = performance.now();
-    const { steps, height, width, numFrames, grid: g, tokens, batch, guidanceScale: gs, doCfg, seed, shape } = this.resolve(opts);
-    loadNative();
+    const enc = prompts.map((p) => this.tokenizer.encode(promptClean(p), tokens));
+    const tokenizeMs = performance.now() - t0;
+    const ids = new Float32Array(B * tokens);
+    const mask = new Float32Array(B * tokens);
+    enc.forEach((e, b) => {
+      ids.set(e.ids, b * tokens);
+      mask.set(e.attentionMask, b * tokens);
+    });
+    const te = await this.ctx.executor(this.textNeed(B, tokens));
+    te.setInputs({ input_ids: ids, attention_mask: mask });
+    await te.forward();
+    const embeds = await te.output('last_hidden_state');
+    const D = embeds.length / (B * tokens);
+    enc.forEach((e, b) => {
+      const n = e.attentionMask.reduce((a, x) => a + x, 0);
+      embeds.fill(0, (b * tokens + n) * D, (b + 1) * tokens * D);
+    });
+    return { embeds, inputIds: enc.map((e) => e.ids), tokenizeMs };
+  }
 
-    const ts = performance.now();
-    await this.textRunner(batch, tokens);
-    const tr = await this.transformerExecutor(batch, height, width, numFrames, tokens);
-    const decode = opts.decode !== false;
-    if (decode) await this.vaeRunner(height, width, 1);
-    if (decode && g.frames > 1) await this.vaeRunner(height, width, 2);
-    const setup = performance.now() - ts;
+  transformerNeed(q: ResolvedVideoRequest): PlanNeed {
+    return this.transformerNeedAt(q.batch, q.height, q.width, q.numFrames, q.tokens);
+  }
 
-    const tTe = performance.now();
-    const pos = await this.encodePrompt(new Array<string>(batch).fill(opts.prompt), tokens);
-    const neg = doCfg ? await this.encodePrompt(new Array<string>(batch).fill(opts.negativePrompt ?? ''), tokens) : null;
-    const tokenize = pos.tokenizeMs + (neg?.tokenizeMs ?? 0);
-    const textEncoder = performance.now() - tTe - tokenize;
+  transformerInputs(q: ResolvedVideoRequest, x: Float32Array, text: WanText, timestep: Float32Array): Record<string, Float32Array> {
+    return this.inputsAt(q.grid, x, text.embeds, timestep);
+  }
 
-    let session: CachedForward | null = null;
-    if (opts.cache) {
-      try {
-        session = tr.cacheSession(opts.cache, { steps, separateCfg: doCfg });
-      } catch (e) {
-        throw new UserError((e as Error).message);
-      }
-    }
+  private inputsAt(g: { frames: number; h: number; w: number }, x: Float32Array, embeds: Float32Array, timestep: Float32Array): Record<string, Float32Array> {
+    const [pt, ph, pw] = this.patch;
+    return { hidden_states: x, timestep, encoder_hidden_states: embeds, rope_ids: videoRopeIds(g.frames / pt, g.h / ph, g.w / pw) };
+  }
 
+  /** one transformer forward at these dims (plan and weights on first use): velocity [B, C, F', h, w] */
+  async transformerOnce(i: { hiddenStates: Float32Array; encoderHiddenStates: Float32Array; timestep: Float32Array; batch: number; height: number; width: number; numFrames: number; textTokens: number }): Promise<Float32Array> {
+    const ex = await this.ctx.executor(this.transformerNeedAt(i.batch, i.height, i.width, i.numFrames, i.textTokens));
+    ex.setInputs(this.inputsAt(this.geometry(i.height, i.width, i.numFrames), i.hiddenStates, i.encoderHiddenStates, i.timestep));
+    await ex.forward();
+    return ex.output('output');
+  }
+
+  /** the seeded initial noise [B, z, F', h, w] (torch.randn-compatible) */
+  noise(q: ResolvedVideoRequest): Float32Array {
+    return torchRandn(q.batch * this.vae.zDim * q.grid.frames * q.grid.h * q.grid.w, q.seed);
+  }
+
+  sampler(q: ResolvedVideoRequest): UniPCScheduler & { modelTimestep(i: number): number } {
     const sched = new UniPCScheduler(this.scheduler);
-    sched.setTimesteps(steps);
-    let x = opts.latents ? Float32Array.from(opts.latents) : this.noise(seed, batch, g);
-    const timestep = new Float32Array(batch);
-    const tDen = performance.now();
-    for (let i = 0; i < steps; i++) {
-      const tStep = performance.now();
-      timestep.fill(sched.timestepInput(i));
-      const v = await this.transformer(tr, { hiddenStates: x, encoderHiddenStates: pos.embeds, timestep, grid: g }, session);
-      if (neg) combineCfg(v, await this.transformer(tr, { hiddenStates: x, encoderHiddenStates: neg.embeds, timestep, grid: g }, session), gs);
-      x = sched.step(v, i, x);
-      assertFinite(x, `the latents after denoising step ${i + 1} of ${steps} (the transformer's output)`);
-      opts.onStep?.({ step: i + 1, steps, timestep: sched.timesteps[i]!, sigma: sched.sigmas[i]!, ms: performance.now() - tStep });
-    }
-    const denoise = performance.now() - tDen;
+    sched.setTimesteps(q.steps);
+    return Object.assign(sched, { modelTimestep: (i: number) => sched.timestepInput(i) });
+  }
 
-    const tVae = performance.now();
+  combineCfg(q: ResolvedVideoRequest, cond: Float32Array, uncond: Float32Array): void {
+    combineCfg(cond, uncond, q.guidanceScale);
+  }
+
+  /**
+   * AutoencoderKLWan.decode of one video's VAE-space latents [z, F', h, w] -> frames [F, 3, H, W] in the
+   * decoder's range, clamped to [-1, 1]: latent frame 0 through the chunk-1 plan, each later one through the
+   * chunk-2 plan, every causal cache carried from one chunk to the next (zeros before the first).
+   */
+  async decodeVideo(z: Float32Array, frames: number, height: number, width: number): Promise<Float32Array[]> {
+    const s = this.vae.scaleSpatial;
+    return decodeWanVae(z, frames, height / s, width / s, this.vae.zDim, (chunk) => this.ctx.runner(this.vaeNeed(height, width, chunk)));
+  }
+
+  async decode(q: ResolvedVideoRequest, x: Float32Array, mode: DecodeMode): Promise<Uint8Array[]> {
+    const { grid: g, height, width, numFrames } = q;
     const videos: Uint8Array[] = [];
     const per = this.vae.zDim * g.frames * g.h * g.w;
-    for (let b = 0; b < (decode ? batch : 0); b++) {
+    for (let b = 0; b < (mode === 'none' ? 0 : q.batch); b++) {
       const z = toWanVaeSpace(x.subarray(b * per, (b + 1) * per), this.vae);
       const chunks = await this.decodeVideo(z, g.frames, height, width);
       chunks.forEach((ch, k) => assertFinite(ch, `the VAE decoder's frames of latent frame ${k}`));
@@ -351,44 +290,30 @@ export class WanPipeline {
       const video = new Uint8Array(numFrames * height * width * 3);
       let t = 0;
       for (const ch of chunks) {
-        for (let k = 0; k + frameSize <= ch.length; k += frameSize) video.set(quantizeHWC(denormalize(ch.subarray(k, k + frameSize)), 3, height, width), (t++ * frameSize));
+        for (let k = 0; k + frameSize <= ch.length; k += frameSize) video.set(quantizeHWC(denormalize(ch.subarray(k, k + frameSize)), 3, height, width), t++ * frameSize);
       }
       if (t !== numFrames) throw new Error(`the VAE decoded ${t} frames, expected ${numFrames}`);
       videos.push(video);
     }
-    const vae = performance.now() - tVae;
+    return videos;
+  }
+
+  result(q: ResolvedVideoRequest, o: DenoiseOutcome<WanText>, videos: Uint8Array[]): VideoGenerateResult {
+    const s = o.sampler as unknown as UniPCScheduler;
     return {
       videos,
-      numFrames,
-      height,
-      width,
-      latents: x,
-      latentsShape: shape,
-      steps,
-      seed: opts.latents ? null : seed,
-      inputIds: pos.inputIds[0]!,
-      timesteps: sched.timesteps,
-      sigmas: sched.sigmas,
-      timings: { tokenize, textEncoder, denoise, perStep: denoise / steps, vae, setup, total: performance.now() - t0 },
-      ...(session ? { cache: session.result() } : {}),
+      numFrames: q.numFrames,
+      height: q.height,
+      width: q.width,
+      latents: o.latents,
+      latentsShape: q.shape,
+      steps: q.steps,
+      seed: o.seed,
+      inputIds: o.pos.inputIds[0]!,
+      timesteps: s.timesteps,
+      sigmas: s.sigmas,
+      timings: o.timings,
+      ...(o.cache ? { cache: o.cache } : {}),
     };
   }
-
-  /** worker threads of the executors */
-  threads(): number | null {
-    return this.components.threads();
-  }
-
-  /** bytes of the executors' arenas */
-  arenaBytes(): number {
-    return this.components.arenaBytes();
-  }
-}
-
-/** A WanPipeline directory (model_index.json `_class_name` WanPipeline) on the native runtime. */
-export function loadWanPipeline(dir: string, options: WanPipelineOptions, family: PipelineFamily): WanPipeline {
-  if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
-    throw new UserError(`--threads must be an integer >= 1, got ${options.threads}`);
-  }
-  return new WanPipeline(family.planModel, dir, options, family);
 }

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadPipeline, type GenerateResult, type Pipeline } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, type GenerateResult, type FluxPipeline } from '../../runtime/pipeline.ts';
 import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type CacheConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
 import { stepsMask } from '../../runtime/cache/steps-mask.ts';
 import { psnr, ssimRgb } from '../../runtime/metrics.ts';
@@ -86,7 +86,7 @@ const METHODS: Method[] = [
   { name: 'DBPrune F1B0 W4 MC3', points: [0.04, 0.08, 0.12, 0.2, 0.3], headline: 0.12, make: (r) => ({ cache: dbPruneConfig({ ...W4MC3, residual_diff_threshold: r }) }) },
 ];
 
-async function timed(pipe: Pipeline, steps: number, reps: number, cache?: ReturnType<Method['make']>): Promise<{ r: GenerateResult; denoise: number; total: number }> {
+async function timed(pipe: FluxPipeline, steps: number, reps: number, cache?: ReturnType<Method['make']>): Promise<{ r: GenerateResult; denoise: number; total: number }> {
   const d: number[] = [];
   const t: number[] = [];
   let r: GenerateResult | undefined;
@@ -103,7 +103,7 @@ export async function benchCache(
 ): Promise<CacheBenchRow[]> {
   const reps = opts.reps ?? Number(process.env.BENCH_CACHE_REPS ?? 5);
   // 1 thread by default: a 32x32 tiny-flux step is ~3 ms, where thread wake-ups on a shared machine are noise
-  const pipe = await loadPipeline('tiny-flux', { threads: opts.threads ?? Number(process.env.BENCH_CACHE_THREADS ?? 1) });
+  const pipe = await loadFluxPipeline('tiny-flux', { threads: opts.threads ?? Number(process.env.BENCH_CACHE_THREADS ?? 1) });
   const rows: CacheBenchRow[] = [];
   for (const steps of opts.stepsList ?? [28, 50]) {
     await timed(pipe, steps, 2); // warm up

@@ -5,16 +5,16 @@
 // outputs the host reads are `cache_probe` (2 float64 sums) and, for DMD's host-side fit, `dmd_gram`
 // (batch x k x k float64 Gram matrices, launched at compute steps; they come back with the next probe's sums).
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { loadPipeline, type Pipeline } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, type FluxPipeline } from '../../runtime/pipeline.ts';
 import { loadNative } from '../../runtime/native.ts';
 import { dbCacheConfig, dmdConfig, focaConfig, taylorSeerConfig, type CalibratorConfig } from '../../runtime/cache/config.ts';
 import { hostOps } from '../../runtime/cache/tensor-ops.ts';
 
 const PROMPT = 'a large red circle at the center on a black background';
-let pipe: Pipeline;
+let pipe: FluxPipeline;
 
 beforeAll(async () => {
-  pipe = await loadPipeline('tiny-flux', { threads: 2 });
+  pipe = await loadFluxPipeline('tiny-flux', { threads: 2 });
 }, 60_000);
 
 afterEach(() => {

@@ -2,13 +2,13 @@
 // threshold 0 == uncached bit for bit, a cached run caches steps and stays close, decisions are
 // deterministic, TaylorSeer / FoCa / DMD / DBPrune / SCM runs work, true CFG keeps separate stats per branch.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadPipeline, type GenerateResult, type Pipeline } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, type GenerateResult, type FluxPipeline } from '../../runtime/pipeline.ts';
 import { dbCacheConfig, dbPruneConfig, dmdConfig, focaConfig, taylorSeerConfig, type DBCacheConfig } from '../../runtime/cache/config.ts';
 import { stepsMask } from '../../runtime/cache/steps-mask.ts';
 import { psnr, ssimRgb } from '../../runtime/metrics.ts';
 
 const PROMPT = 'a large red circle at the center on a black background';
-let pipe: Pipeline;
+let pipe: FluxPipeline;
 let base: GenerateResult;
 const F1B0_R012_W4_MC3 = () => dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.12, max_warmup_steps: 4, max_continuous_cached_steps: 3 });
 
@@ -17,7 +17,7 @@ function bitEqual(a: Float32Array, b: Float32Array): boolean {
 }
 
 beforeAll(async () => {
-  pipe = await loadPipeline('tiny-flux', { threads: 2 });
+  pipe = await loadFluxPipeline('tiny-flux', { threads: 2 });
   base = await pipe.generate({ prompt: PROMPT, steps: 28, seed: 0 });
 }, 60_000);
 

@@ -14,14 +14,14 @@ import { dbCacheConfig } from '../../runtime/cache/config.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
-import { componentDims, loadPipeline } from '../../runtime/pipeline.ts';
+import { componentDims, loadFluxPipeline } from '../../runtime/pipeline.ts';
 
 const provider: ParallelPlanProvider = (component, dims, parallel) => compileParallelPlans('tiny-flux', { component, dims: componentDims(component, dims), parallel });
 const CFG = { prompt: 'a large red circle at the center on a black background', negativePrompt: 'a small blue square', guidanceScale: 3.5, seed: 3 };
 
 describe.skipIf(!nativeAvailable())('true CFG on N ranks == 1 rank (tiny-flux)', () => {
   it('uncached, 4 steps: shm world 2 and 3 (UAA) reproduce the 1-rank CFG latents', async () => {
-    const pipe = await loadPipeline('tiny-flux', { threads: 1 });
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 1 });
     const one = await pipe.generate({ ...CFG, steps: 4 });
     const noCfg = await pipe.generate({ ...CFG, negativePrompt: undefined, steps: 4 });
     // the guard: CFG really changes the result, so matching it is not matching the plain run
@@ -36,7 +36,7 @@ describe.skipIf(!nativeAvailable())('true CFG on N ranks == 1 rank (tiny-flux)',
 
   it('DBCache F1B0 (separate CFG contexts), 12 steps, shm world 2: the 1-rank cached steps per branch on every rank', async () => {
     const cache = { cache: dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.2, max_warmup_steps: 2 }) };
-    const one = await (await loadPipeline('tiny-flux', { threads: 1 })).generate({ ...CFG, steps: 12, cache });
+    const one = await (await loadFluxPipeline('tiny-flux', { threads: 1 })).generate({ ...CFG, steps: 12, cache });
     const s1 = one.cache!.summary[0]!;
     // the branches cache different steps here, so per-branch equality is a real check
     expect(s1.cached_steps).not.toEqual(s1.cfg_cached_steps);

@@ -7,7 +7,7 @@ import { compileParallelPlans, compileRequest, requestOptions } from '../../comp
 import { relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
-import { loadPipeline, type GenerateOptions, type PlanProvider } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, type GenerateOptions, type PlanProvider } from '../../runtime/pipeline.ts';
 import { dbCacheConfig } from '../../runtime/cache/config.ts';
 
 const DIR = path.resolve(import.meta.dirname, '../fixtures/flux1-random');
@@ -23,7 +23,7 @@ describe.skipIf(!nativeAvailable())('FLUX.1 directory on 2 ranks == 1 rank', () 
     ['tp + TE-P (CLIP and T5 tensor-parallel)', { parallel: 'tp', parallelText: true }, {}],
   ] as const) {
     it(`${label}: latents within 1e-5 relative L2`, async () => {
-      const one = await (await loadPipeline(DIR, { threads: 1, planProvider })).generate({ ...BASE, ...opts });
+      const one = await (await loadFluxPipeline(DIR, { threads: 1, planProvider })).generate({ ...BASE, ...opts });
       const r = await generateParallel(DIR, { ...BASE, ...opts, world: 2, comm: 'shm', threads: 1, planProvider, parallelPlanProvider, ...extra });
       const e = relL2(r.latents, one.latents);
       console.log(`flux1 ${label} world 2: latents relL2 ${e.toExponential(2)}`);
@@ -34,7 +34,7 @@ describe.skipIf(!nativeAvailable())('FLUX.1 directory on 2 ranks == 1 rank', () 
   it('DBCache F1B0 on 2 ranks caches the 1-rank steps', async () => {
     const cache = { cache: dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.3, max_warmup_steps: 2 }) };
     const opts = { ...BASE, steps: 10, cache };
-    const one = await (await loadPipeline(DIR, { threads: 1, planProvider })).generate(opts);
+    const one = await (await loadFluxPipeline(DIR, { threads: 1, planProvider })).generate(opts);
     const r = await generateParallel(DIR, { ...opts, world: 2, threads: 1, planProvider, parallelPlanProvider });
     console.log(`flux1 cached world 2: ${JSON.stringify(r.cache!.summary[0]!.cached_steps)} (1 rank ${JSON.stringify(one.cache!.summary[0]!.cached_steps)})`);
     expect(one.cache!.summary[0]!.cached_steps.length).toBeGreaterThan(0);

@@ -6,7 +6,7 @@ import { mpiAvailable } from '../../runtime/comm/mpi.ts';
 import { psnr, relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, parallelRequest, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
-import { componentDims, loadPipeline } from '../../runtime/pipeline.ts';
+import { componentDims, loadFluxPipeline } from '../../runtime/pipeline.ts';
 import { dbCacheConfig } from '../../runtime/cache/config.ts';
 
 const provider: ParallelPlanProvider = (component, dims, parallel) => compileParallelPlans('tiny-flux', { component, dims: componentDims(component, dims), parallel });
@@ -33,8 +33,8 @@ describe('parallelRequest: Cache-DiT --parallel spellings', () => {
 });
 
 describe.skipIf(!nativeAvailable())('generate on N ranks == 1 rank (tiny-flux)', () => {
-  let ref: Awaited<ReturnType<Awaited<ReturnType<typeof loadPipeline>>['generate']>> | undefined;
-  const reference = async () => (ref ??= await (await loadPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps: STEPS, seed: 3 }));
+  let ref: Awaited<ReturnType<Awaited<ReturnType<typeof loadFluxPipeline>>['generate']>> | undefined;
+  const reference = async () => (ref ??= await (await loadFluxPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps: STEPS, seed: 3 }));
 
   for (const [world, extra] of [
     [2, {}],
@@ -69,7 +69,7 @@ describe.skipIf(!nativeAvailable())('generate on N ranks == 1 rank (tiny-flux)',
   it('cache (DBCache F1B0) on 3 ranks: probe sums all-reduced, the 1-rank cached steps, latents within 1e-5', async () => {
     const cache = { cache: dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.2, max_warmup_steps: 2 }) };
     const steps = 12;
-    const one = await (await loadPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps, seed: 3, cache });
+    const one = await (await loadFluxPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps, seed: 3, cache });
     const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps, seed: 3, world: 3, threads: 1, parallelPlanProvider: provider, cache });
     const e = relL2(r.latents, one.latents);
     console.log(`cached shm world 3: cached steps ${JSON.stringify(r.cache!.summary[0]!.cached_steps)} (1 rank ${JSON.stringify(one.cache!.summary[0]!.cached_steps)}), latents relL2 ${e.toExponential(2)}, tag ${r.cache!.tag}`);

@@ -12,7 +12,7 @@ import { mpiAvailable } from '../../runtime/comm/mpi.ts';
 import { psnr, relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, parallelRequest, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
-import { componentDims, loadPipeline } from '../../runtime/pipeline.ts';
+import { componentDims, loadFluxPipeline } from '../../runtime/pipeline.ts';
 import { dbCacheConfig } from '../../runtime/cache/config.ts';
 
 const provider: ParallelPlanProvider = (component, dims, parallel) => compileParallelPlans('tiny-flux', { component, dims: componentDims(component, dims), parallel });
@@ -32,8 +32,8 @@ describe('parallelRequest: --parallel tp', () => {
 });
 
 describe.skipIf(!nativeAvailable())('generate --parallel tp == 1 rank (tiny-flux)', () => {
-  let ref: Awaited<ReturnType<Awaited<ReturnType<typeof loadPipeline>>['generate']>> | undefined;
-  const reference = async () => (ref ??= await (await loadPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps: STEPS, seed: 3 }));
+  let ref: Awaited<ReturnType<Awaited<ReturnType<typeof loadFluxPipeline>>['generate']>> | undefined;
+  const reference = async () => (ref ??= await (await loadFluxPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps: STEPS, seed: 3 }));
 
   it('shm, world 2: latents within 1e-5, same image', async () => {
     const want = await reference();
@@ -76,7 +76,7 @@ describe.skipIf(!nativeAvailable())('generate --parallel tp == 1 rank (tiny-flux
 
   it('shm, world 2, --parallel tp --cache (DBCache F1B0): the 1-rank cached steps and latents', async () => {
     const cache = { cache: dbCacheConfig({ Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.2, max_warmup_steps: 2 }) };
-    const one = await (await loadPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps: 10, seed: 3, cache });
+    const one = await (await loadFluxPipeline('tiny-flux', { threads: 1 })).generate({ prompt: PROMPT, steps: 10, seed: 3, cache });
     const r = await generateParallel('tiny-flux', { prompt: PROMPT, steps: 10, seed: 3, world: 2, parallel: 'tp', threads: 1, parallelPlanProvider: provider, cache });
     console.log(`cached shm tp world 2: cached steps ${JSON.stringify(r.cache!.summary[0]!.cached_steps)} (1 rank ${JSON.stringify(one.cache!.summary[0]!.cached_steps)})`);
     expect(one.cache!.summary[0]!.cached_steps.length).toBeGreaterThan(0);

@@ -12,7 +12,7 @@ import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
 import { mpiAvailable } from '../../runtime/comm/mpi.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
-import { componentDims, loadPipeline, type PlanProvider } from '../../runtime/pipeline.ts';
+import { componentDims, loadFluxPipeline, type PlanProvider } from '../../runtime/pipeline.ts';
 
 const provider: ParallelPlanProvider = (component, dims, parallel) => compileParallelPlans('tiny-flux', { component, dims: componentDims(component, dims), parallel });
 const planProvider: PlanProvider = (component, dims) => compilePlan('tiny-flux', { component, dims: componentDims(component, dims) });
@@ -24,11 +24,11 @@ const base = { prompt: PROMPT, steps: 2, seed: 5, height: H, width: W, threads: 
 const sha = (a: Float32Array) => createHash('sha256').update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)).digest('hex');
 
 describe.skipIf(!nativeAvailable())('VAE-P: tile-parallel decode == 1-rank tiled decode', () => {
-  let pipe: Awaited<ReturnType<typeof loadPipeline>> | undefined;
+  let pipe: Awaited<ReturnType<typeof loadFluxPipeline>> | undefined;
   /** the 1-rank tiled decode of a run's final latents */
   const oneRankTiled = async (latents: Float32Array, tiling = true) => {
-    pipe ??= await loadPipeline('tiny-flux', { threads: 1, planProvider });
-    return pipe.decodeVaeSpace(pipe.toVaeSpace(latents, 1, H, W), 1, H, W, { tiling });
+    pipe ??= await loadFluxPipeline('tiny-flux', { threads: 1, planProvider });
+    return pipe.spec.decodeVaeSpace(pipe.spec.toVaeSpace(latents, 1, H, W), 1, H, W, { tiling });
   };
 
   for (const world of [2, 3, 4]) {
@@ -53,8 +53,8 @@ describe.skipIf(!nativeAvailable())('VAE-P: tile-parallel decode == 1-rank tiled
 
   it('shm, world 2 --parallel-vae at 32x32 (latents within one tile: no tiling, as diffusers): every rank decodes the image', async () => {
     const r = await generateParallel('tiny-flux', { ...base, height: 32, width: 32, world: 2, parallelVae: true });
-    pipe ??= await loadPipeline('tiny-flux', { threads: 1, planProvider });
-    const want = await pipe.decodeVaeSpace(pipe.toVaeSpace(r.latents, 1, 32, 32), 1, 32, 32);
+    pipe ??= await loadFluxPipeline('tiny-flux', { threads: 1, planProvider });
+    const want = await pipe.spec.decodeVaeSpace(pipe.spec.toVaeSpace(r.latents, 1, 32, 32), 1, 32, 32);
     expect(r.ranks.map((x) => x.decodedSha256)).toEqual([sha(want), sha(want)]);
   });
 

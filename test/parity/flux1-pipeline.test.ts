@@ -7,15 +7,15 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { maxAbsDiff, relL2 } from '../../runtime/metrics.ts';
-import { loadPipeline, type Pipeline } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, type FluxPipeline } from '../../runtime/pipeline.ts';
 import { transformerTimestep } from '../../runtime/scheduler.ts';
 
 export const FLUX1_DIR = path.resolve(import.meta.dirname, '../fixtures/flux1-random');
 const PROMPT = 'a large red circle at the center on a black background';
 
-let pipe: Pipeline;
+let pipe: FluxPipeline;
 beforeAll(async () => {
-  pipe = await loadPipeline(FLUX1_DIR, { threads: 2, planProvider: (c, _d, req) => compileRequest(c, req) });
+  pipe = await loadFluxPipeline(FLUX1_DIR, { threads: 2, planProvider: (c, _d, req) => compileRequest(c, req) });
 });
 
 const log = (k: string, v: number) => console.log(`[flux1 parity] ${k} = ${v.toExponential(3)}`);
@@ -24,7 +24,7 @@ describe('FLUX.1 directory vs diffusers FluxPipeline', () => {
   for (const steps of [4, 8]) {
     const ref = openSafetensorsSync(path.join(FLUX1_DIR, 'reference', `golden_0_s${steps}.safetensors`));
     it(`${steps} steps: tokens, text encoders, step-0 transformer, final latents, image`, async () => {
-      const text = await pipe.encodePrompt([PROMPT], 128, 128, undefined, 32);
+      const text = await pipe.spec.encodePrompt([PROMPT], 128, 128, 32);
       expect(text.clipInputIds![0]).toEqual(ref.ints('clip_input_ids'));
       expect(text.inputIds[0]).toEqual(ref.ints('t5_input_ids'));
       const pe = relL2(text.encoderHiddenStates, ref.tensor('prompt_embeds').data);
@@ -37,7 +37,7 @@ describe('FLUX.1 directory vs diffusers FluxPipeline', () => {
       const r = await pipe.generate({ prompt: PROMPT, height: 128, width: 128, steps, guidanceScale: 3.5, maxSequenceLength: 32, latents: ref.tensor('initial_latents').data });
       expect(Array.from(r.schedule.sigmas)).toEqual(Array.from(ref.tensor('sigmas').data));
       expect(transformerTimestep(r.schedule, 0)).toBe(ref.tensor('transformer_timestep_step0').data[0]);
-      const v0 = await pipe.transformer({
+      const v0 = await pipe.spec.transformer({
         hiddenStates: ref.tensor('initial_latents').data,
         encoderHiddenStates: ref.tensor('prompt_embeds').data,
         pooledProjections: ref.tensor('pooled_prompt_embeds').data,

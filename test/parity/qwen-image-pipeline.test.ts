@@ -8,16 +8,15 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { maxAbsDiff, relL2 } from '../../runtime/metrics.ts';
-import { familyOf } from '../../runtime/model-dir.ts';
-import { loadQwenImagePipeline, type QwenImagePipeline } from '../../runtime/pipelines/qwen-image.ts';
+import { loadQwenImagePipeline, type QwenImagePipeline } from '../../runtime/pipeline.ts';
 
 const DIR = path.resolve(import.meta.dirname, '../fixtures/qwen-image-random');
 const GENERATED = path.resolve(import.meta.dirname, '../../generated');
 const PROMPT = 'a large red circle at the center on a black background';
 
 let pipe: QwenImagePipeline;
-beforeAll(() => {
-  pipe = loadQwenImagePipeline(DIR, { threads: 2, generatedDir: GENERATED, planProvider: (c, _d, req) => compileRequest(c, req) }, familyOf(DIR));
+beforeAll(async () => {
+  pipe = await loadQwenImagePipeline(DIR, { threads: 2, generatedDir: GENERATED, planProvider: (c, _d, req) => compileRequest(c, req) });
 });
 
 const log = (k: string, v: number) => console.log(`[qwen-image parity] ${k} = ${v.toExponential(3)}`);
@@ -26,8 +25,8 @@ describe('Qwen-Image directory vs diffusers QwenImagePipeline', () => {
   for (const steps of [4, 8]) {
     const ref = openSafetensorsSync(path.join(DIR, 'reference', `golden_0_s${steps}.safetensors`));
     it(`${steps} steps, true CFG 4 with negative prompt " ": tokens, embeddings, sigmas, final latents, image`, async () => {
-      const pos = await pipe.encodePrompt([PROMPT]);
-      const neg = await pipe.encodePrompt([' ']);
+      const pos = await pipe.spec.encodePrompt([PROMPT]);
+      const neg = await pipe.spec.encodePrompt([' ']);
       expect(pos.inputIds[0]).toEqual(ref.ints('input_ids'));
       expect(neg.inputIds[0]).toEqual(ref.ints('negative_input_ids'));
       const pe = relL2(pos.embeds, ref.tensor('prompt_embeds').data);

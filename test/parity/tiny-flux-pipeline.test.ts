@@ -3,7 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
-import { loadPipeline, componentDims, type Pipeline, type PlanDims } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, componentDims, type FluxPipeline, type PlanDims } from '../../runtime/pipeline.ts';
 import { latentsToVaeSpace } from '../../runtime/latents.ts';
 import { quantizeHWC, denormalize } from '../../runtime/image.ts';
 import { fluxSchedule, transformerTimestep } from '../../runtime/scheduler.ts';
@@ -19,7 +19,7 @@ const record = (k: string, v: number) => {
   console.log(`[parity] ${k} = ${v.toExponential(3)}`);
 };
 
-let pipe: Pipeline;
+let pipe: FluxPipeline;
 
 beforeAll(async () => {
   // shipped plans (generated/tiny-flux/*) when they fit; the compiler for other shapes (batch 2)
@@ -29,7 +29,7 @@ beforeAll(async () => {
     };
     return compilePlan('tiny-flux', { component, dims: componentDims(component, dims) });
   };
-  pipe = await loadPipeline('tiny-flux', { threads: 2, planProvider });
+  pipe = await loadFluxPipeline('tiny-flux', { threads: 2, planProvider });
 });
 
 describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
@@ -39,7 +39,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
       const prompt = f.metadata.prompt!;
 
       it('text encoder: encoder_hidden_states and pooled_projections within 1e-4 relative L2', async () => {
-        const t = await pipe.encodePrompt([prompt]);
+        const t = await pipe.spec.encodePrompt([prompt]);
         expect(t.inputIds[0]).toEqual(f.ints('input_ids'));
         const e1 = relL2(t.encoderHiddenStates, f.tensor('encoder_hidden_states').data);
         const e2 = relL2(t.pooledProjections, f.tensor('pooled_projections').data);
@@ -53,7 +53,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
         const s = fluxSchedule(28, 16);
         const ts = transformerTimestep(s, 0);
         expect(ts).toBe(f.tensor('transformer_timestep_step0').data[0]);
-        const v = await pipe.transformer({
+        const v = await pipe.spec.transformer({
           hiddenStates: f.tensor('noise_latents').data,
           encoderHiddenStates: f.tensor('encoder_hidden_states').data,
           pooledProjections: f.tensor('pooled_projections').data,
@@ -90,7 +90,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
       });
 
       it('seeded noise (pipe.noise, used by generate({ seed })) equals the diffusers noise_latents bit for bit', async () => {
-        const n = pipe.noise(Number(f.metadata.seed), 1, 32, 32);
+        const n = pipe.spec.seededNoise(Number(f.metadata.seed), 1, 32, 32);
         expect(Array.from(n)).toEqual(Array.from(f.tensor('noise_latents').data));
       });
     });
@@ -98,7 +98,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
 
   it('VAE decoder vs vae_decode_random (raw output) within 1e-4 relative L2', async () => {
     const f = ref('vae_decode_random.safetensors');
-    const out = await pipe.decodeVaeSpace(f.tensor('latents').data, 1, 32, 32);
+    const out = await pipe.spec.decodeVaeSpace(f.tensor('latents').data, 1, 32, 32);
     const e = relL2(out, f.tensor('decoded').data);
     record('vae_decode_random.relL2', e);
     record('vae_decode_random.maxAbs', maxAbsDiff(out, f.tensor('decoded').data));
@@ -107,9 +107,9 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
 
   it('VAE decode of final_latents_unpacked_vae_space reproduces the reference image', async () => {
     const f = ref('prompt0.safetensors');
-    const z = latentsToVaeSpace(f.tensor('final_latents').data, 1, 4, 8, 8, pipe.scalingFactor, pipe.shiftFactor);
+    const z = latentsToVaeSpace(f.tensor('final_latents').data, 1, 4, 8, 8, pipe.spec.scalingFactor, pipe.spec.shiftFactor);
     expect(Array.from(z)).toEqual(Array.from(f.tensor('final_latents_unpacked_vae_space').data));
-    const out = await pipe.decodeVaeSpace(z, 1, 32, 32);
+    const out = await pipe.spec.decodeVaeSpace(z, 1, 32, 32);
     const e = maxAbsDiff(denormalize(out), f.tensor('image').data);
     record('prompt0.vae_from_final_latents.image.maxAbs', e);
     expect(e).toBeLessThan(1e-4);
@@ -117,7 +117,7 @@ describe('tiny-flux pipeline vs diffusers FluxPipeline', () => {
 
   it('transformer vs transformer_random (batch 2, timesteps 0.7 / 0.25) within 1e-4 relative L2', async () => {
     const f = ref('transformer_random.safetensors');
-    const out = await pipe.transformer({
+    const out = await pipe.spec.transformer({
       hiddenStates: f.tensor('hidden_states').data,
       encoderHiddenStates: f.tensor('encoder_hidden_states').data,
       pooledProjections: f.tensor('pooled_projections').data,

@@ -8,16 +8,16 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { maxAbsDiff, relL2 } from '../../runtime/metrics.ts';
-import { familyOf } from '../../runtime/model-dir.ts';
-import { loadWanPipeline, promptClean, type WanPipeline } from '../../runtime/pipelines/wan.ts';
+import { loadWanPipeline, type WanPipeline } from '../../runtime/pipeline.ts';
+import { promptClean } from '../../runtime/pipelines/wan.ts';
 
 export const WAN21_DIR = path.resolve(import.meta.dirname, '../fixtures/wan2.1-random');
 const GENERATED = path.resolve(import.meta.dirname, '../../generated');
 const PROMPT = 'a large red circle at the center on a black background';
 
 let pipe: WanPipeline;
-beforeAll(() => {
-  pipe = loadWanPipeline(WAN21_DIR, { threads: 2, generatedDir: GENERATED, planProvider: (c, _d, req) => compileRequest(c, req) }, familyOf(WAN21_DIR));
+beforeAll(async () => {
+  pipe = await loadWanPipeline(WAN21_DIR, { threads: 2, generatedDir: GENERATED, planProvider: (c, _d, req) => compileRequest(c, req) });
 });
 
 const log = (k: string, v: number) => console.log(`[wan2.1 parity] ${k} = ${v.toExponential(3)}`);
@@ -26,8 +26,8 @@ describe('Wan 2.1 directory vs diffusers WanPipeline', () => {
   for (const steps of [4, 8]) {
     const ref = openSafetensorsSync(path.join(WAN21_DIR, 'reference', `golden_0_s${steps}.safetensors`));
     it(`${steps} steps: tokens, UMT5, step-0 transformer, UniPC schedule, final latents, frames`, async () => {
-      const pos = await pipe.encodePrompt([PROMPT], 512);
-      const neg = await pipe.encodePrompt([''], 512);
+      const pos = await pipe.spec.encodePrompt([PROMPT], 512);
+      const neg = await pipe.spec.encodePrompt([''], 512);
       expect(pos.inputIds[0]).toEqual(ref.ints('input_ids'));
       expect(neg.inputIds[0]).toEqual(ref.ints('negative_input_ids'));
       const pe = relL2(pos.embeds, ref.tensor('prompt_embeds').data);
@@ -53,7 +53,7 @@ describe('Wan 2.1 directory vs diffusers WanPipeline', () => {
   it('step-0 transformer output (cond and uncond) within 1e-4', async () => {
     const ref = openSafetensorsSync(path.join(WAN21_DIR, 'reference', 'golden_0_s4.safetensors'));
     for (const [emb, out] of [['prompt_embeds', 'transformer_out_step0'], ['negative_prompt_embeds', 'transformer_out_uncond_step0']] as const) {
-      const v = await pipe.transformerOnce({
+      const v = await pipe.spec.transformerOnce({
         hiddenStates: ref.tensor('initial_latents').data,
         encoderHiddenStates: ref.tensor(emb).data,
         timestep: Float32Array.from(ref.ints('transformer_timestep_step0')),
@@ -71,7 +71,7 @@ describe('Wan 2.1 directory vs diffusers WanPipeline', () => {
 
   it('VAE decode of the final latents within 2/255', async () => {
     const ref = openSafetensorsSync(path.join(WAN21_DIR, 'reference', 'golden_0_s8.safetensors'));
-    const frames = await pipe.decodeVideo(ref.tensor('final_latents_vae_input').data, 2, 64, 64);
+    const frames = await pipe.spec.decodeVideo(ref.tensor('final_latents_vae_input').data, 2, 64, 64);
     expect(frames.map((f) => f.length / (3 * 64 * 64))).toEqual([1, 4]);
     const want = ref.tensor('video').data; // [1, F, H, W, 3] in [0, 1]
     let worst = 0;

@@ -1,12 +1,12 @@
 // A broken FLUX.1 diffusers directory gets an error naming the file and the key or field: a truncated
 // shard, a shard missing from its index, a renamed key, a mis-shaped key, a config field of the wrong type,
 // a tokenizer file that is not JSON, an unsupported pipeline class. Each case breaks a copy of
-// test/fixtures/flux1-random and runs generate (or loadPipeline) on it; nothing may crash or produce an image.
+// test/fixtures/flux1-random and runs generate (or loadFluxPipeline) on it; nothing may crash or produce an image.
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
-import { clipPoolIndex, loadPipeline } from '../../runtime/pipeline.ts';
+import { clipPoolIndex, loadFluxPipeline } from '../../runtime/pipeline.ts';
 import { HfTokenizer } from '../../runtime/hf-tokenizer.ts';
 import { brokenCopies, editJson, renameTensor } from '../helpers/broken-dir.ts';
 
@@ -15,7 +15,7 @@ const PROMPT = 'a large red circle at the center on a black background';
 const broken = brokenCopies(FIX, 'ditforge-modeldir-');
 
 async function generate(dir: string) {
-  const pipe = await loadPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
+  const pipe = await loadFluxPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
   return pipe.generate({ prompt: PROMPT, height: 128, width: 128, steps: 1, maxSequenceLength: 32 });
 }
 
@@ -71,17 +71,17 @@ describe('FLUX.1 directory errors', () => {
         c.scaling_factor = 'large';
       }),
     );
-    await expect(loadPipeline(dir)).rejects.toThrow(/vae\/config\.json: field "scaling_factor" must be a number, got "large"/);
+    await expect(loadFluxPipeline(dir)).rejects.toThrow(/vae\/config\.json: field "scaling_factor" must be a number, got "large"/);
     const dir2 = broken((d) =>
       editJson(path.join(d, 'transformer/config.json'), (c) => {
         c.guidance_embeds = 'yes';
       }),
     );
-    await expect(loadPipeline(dir2)).rejects.toThrow(/transformer\/config\.json: field "guidance_embeds" must be true or false, got "yes"/);
+    await expect(loadFluxPipeline(dir2)).rejects.toThrow(/transformer\/config\.json: field "guidance_embeds" must be true or false, got "yes"/);
   });
   it('a tokenizer file that is not JSON names the file', async () => {
     const dir = broken((d) => fs.writeFileSync(path.join(d, 'tokenizer_2/tokenizer.json'), '{ not json'));
-    await expect(loadPipeline(dir)).rejects.toThrow(/tokenizer_2\/tokenizer\.json: not valid JSON/);
+    await expect(loadFluxPipeline(dir)).rejects.toThrow(/tokenizer_2\/tokenizer\.json: not valid JSON/);
   });
   it('an unsupported pipeline class or component class names model_index.json', async () => {
     const dir = broken((d) =>
@@ -89,16 +89,16 @@ describe('FLUX.1 directory errors', () => {
         c._class_name = 'StableDiffusionPipeline';
       }),
     );
-    await expect(loadPipeline(dir)).rejects.toThrow(/model_index\.json: _class_name "StableDiffusionPipeline" is not a supported pipeline \(supported: FluxPipeline, WanPipeline, QwenImagePipeline\)/);
+    await expect(loadFluxPipeline(dir)).rejects.toThrow(/model_index\.json: _class_name "StableDiffusionPipeline" is not a supported pipeline \(supported: FluxPipeline, WanPipeline, QwenImagePipeline\)/);
     const dir2 = broken((d) =>
       editJson(path.join(d, 'model_index.json'), (c) => {
         c.vae = ['diffusers', 'AutoencoderTiny'];
       }),
     );
-    await expect(loadPipeline(dir2)).rejects.toThrow(/model_index\.json: vae class AutoencoderTiny is not supported by FluxPipeline here \(supported: AutoencoderKL\)/);
+    await expect(loadFluxPipeline(dir2)).rejects.toThrow(/model_index\.json: vae class AutoencoderTiny is not supported by FluxPipeline here \(supported: AutoencoderKL\)/);
   });
   it('bad FLUX.1 options are refused before work', async () => {
-    const pipe = await loadPipeline(FIX, { threads: 1 });
+    const pipe = await loadFluxPipeline(FIX, { threads: 1 });
     await expect(pipe.generate({ prompt: PROMPT, height: 120, width: 128, steps: 1 })).rejects.toThrow(/--height must be a positive multiple of 16/);
     await expect(pipe.generate({ prompt: PROMPT, height: 128, width: 128, maxSequenceLength: 513 })).rejects.toThrow(/--max-sequence-length must be an integer in 1\.\.512/);
   });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
 import { openSafetensorsSync, writeSafetensors } from '../../runtime/io/safetensors.ts';
-import { loadPipeline } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline } from '../../runtime/pipeline.ts';
 import { brokenCopies } from '../helpers/broken-dir.ts';
 import fs from 'node:fs';
 
@@ -23,13 +23,13 @@ describe('non-finite values', () => {
       fs.rmSync(f);
       writeSafetensors(f, tensors);
     });
-    const pipe = await loadPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
+    const pipe = await loadFluxPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
     await expect(pipe.generate({ prompt: 'red', height: 128, width: 128, steps: 1, maxSequenceLength: 32 })).rejects.toThrow(
       /text_encoder\/model\.safetensors: tensor "text_model\.final_layer_norm\.weight" has a non-finite value \(NaN\) at index 3/,
     );
   });
   it('a NaN while denoising stops the run at that step', async () => {
-    const pipe = await loadPipeline('tiny-flux', { threads: 1 });
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 1 });
     const latents = new Float32Array(16 * 16).fill(0.5);
     latents[7] = NaN;
     await expect(pipe.generate({ prompt: 'red', steps: 3, latents })).rejects.toThrow(/the latents after denoising step 1 of 3 \(the transformer's output\) has a non-finite value/);

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadPipeline, componentDims, UserError } from '../../runtime/pipeline.ts';
+import { loadFluxPipeline, componentDims, UserError } from '../../runtime/pipeline.ts';
 import type { Plan } from '../../runtime/plan.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -13,9 +13,9 @@ const WEIGHTS = path.join(ROOT, 'models/tiny-flux/transformer/diffusion_pytorch_
 
 describe('pipeline', () => {
   it('rejects unknown models, bad steps, sizes and thread counts with clear errors', async () => {
-    await expect(loadPipeline('nope')).rejects.toThrow(/unknown model "nope": known models are tiny-flux/);
-    await expect(loadPipeline('tiny-flux', { threads: 0 })).rejects.toThrow(/--threads must be an integer >= 1/);
-    const pipe = await loadPipeline('tiny-flux', { threads: 1 });
+    await expect(loadFluxPipeline('nope')).rejects.toThrow(/unknown model "nope": known models are tiny-flux/);
+    await expect(loadFluxPipeline('tiny-flux', { threads: 0 })).rejects.toThrow(/--threads must be an integer >= 1/);
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 1 });
     await expect(pipe.generate({ prompt: PROMPT, steps: 0 })).rejects.toThrow(UserError);
     await expect(pipe.generate({ prompt: PROMPT, steps: 0 })).rejects.toThrow(/--steps must be an integer >= 1, got 0/);
     await expect(pipe.generate({ prompt: PROMPT, height: 30 })).rejects.toThrow(/--height must be a positive multiple of 8/);
@@ -25,14 +25,14 @@ describe('pipeline', () => {
   });
 
   it('a model directory (diffusers layout) loads, and tiny-flux copies use the tiny-flux plans', async () => {
-    const pipe = await loadPipeline(path.join(ROOT, 'models/tiny-flux'), { threads: 1 });
+    const pipe = await loadFluxPipeline(path.join(ROOT, 'models/tiny-flux'), { threads: 1 });
     expect(pipe.name).toBe('tiny-flux');
     const r = await pipe.generate({ prompt: PROMPT, steps: 1 });
     expect(r.image.length).toBe(32 * 32 * 3);
   });
 
   it('a size with no shipped plan and no plan provider is a clear error', async () => {
-    const pipe = await loadPipeline('tiny-flux', { threads: 1 });
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 1 });
     await expect(pipe.generate({ prompt: PROMPT, height: 64, width: 64, steps: 1 })).rejects.toThrow(
       /no text_encoder plan|no transformer plan for batch 1, 64x64 \(hidden_states \[1, 64, 16\]\)/,
     );
@@ -41,7 +41,7 @@ describe('pipeline', () => {
   it('a plan provider is asked for missing sizes, with the component dims', async () => {
     const asked: string[] = [];
     const { compilePlan } = await import('../../compiler/index.ts');
-    const pipe = await loadPipeline('tiny-flux', {
+    const pipe = await loadFluxPipeline('tiny-flux', {
       threads: 1,
       planProvider: (component, dims) => {
         asked.push(`${component}:${JSON.stringify(componentDims(component, dims))}`);
@@ -60,7 +60,7 @@ describe('pipeline', () => {
   it('a missing weight names the weight, the file and the expected shape', async () => {
     const plan = shipped('transformer');
     plan.weights[0] = { ...plan.weights[0]!, name: 'not_a_weight.weight' };
-    const pipe = await loadPipeline('tiny-flux', { threads: 1, plans: { transformer: plan } });
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 1, plans: { transformer: plan } });
     await expect(pipe.generate({ prompt: PROMPT, steps: 1 })).rejects.toThrow(
       `${WEIGHTS}: missing weight "not_a_weight.weight" (the transformer plan expects shape [${plan.weights[0]!.shape.join(', ')}])`,
     );
@@ -71,14 +71,14 @@ describe('pipeline', () => {
     const w = plan.weights.find((x) => x.shape.length === 2)!;
     const real = [...w.shape];
     w.shape = [w.shape[1]!, w.shape[0]!];
-    const pipe = await loadPipeline('tiny-flux', { threads: 1, plans: { transformer: plan } });
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 1, plans: { transformer: plan } });
     await expect(pipe.generate({ prompt: PROMPT, steps: 1 })).rejects.toThrow(
       `${WEIGHTS} (transformer plan): weight "${w.name}" has shape [${real.join(', ')}], the plan expects [${w.shape.join(', ')}]`,
     );
   });
 
   it('seeded generation is deterministic and concurrent calls are serialised', async () => {
-    const pipe = await loadPipeline('tiny-flux', { threads: 2 });
+    const pipe = await loadFluxPipeline('tiny-flux', { threads: 2 });
     const steps: number[] = [];
     const [a, b, c] = await Promise.all([
       pipe.generate({ prompt: PROMPT, seed: 3, steps: 4, onStep: (s) => steps.push(s.step) }),

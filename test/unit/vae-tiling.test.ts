@@ -6,7 +6,7 @@ import { compilePlan } from '../../compiler/index.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
 import { psnr } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
-import { componentDims, loadPipeline } from '../../runtime/pipeline.ts';
+import { componentDims, loadFluxPipeline } from '../../runtime/pipeline.ts';
 import {
   extractTile,
   needsTiling,
@@ -182,18 +182,18 @@ describe('VAE tiling: blend + stitch vs the float64 diffusers port', () => {
 
 describe.skipIf(!nativeAvailable())('tiny-flux: tiled vs untiled decode', () => {
   it('48x80 (2x4 tiles, tile plans compiled on the fly): PSNR of the tiled image vs the untiled one', async () => {
-    const pipe = await loadPipeline('tiny-flux', {
+    const pipe = await loadFluxPipeline('tiny-flux', {
       threads: 1,
       planProvider: (component, dims) => compilePlan('tiny-flux', { component, dims: componentDims(component, dims) }),
     });
     const [height, width] = [48, 80];
     const r = await pipe.generate({ prompt: 'a large red circle at the center on a black background', steps: 6, seed: 1, height, width, vaeTiling: true });
-    const grid = pipe.vaeTileGrid(height, width)!;
+    const grid = pipe.spec.vaeTileGrid(height, width)!;
     expect([grid.rows, grid.cols]).toEqual([2, 4]);
-    const z = pipe.toVaeSpace(r.latents, 1, height, width);
-    const tiled = await pipe.decodeVaeSpace(z, 1, height, width, { tiling: true });
+    const z = pipe.spec.toVaeSpace(r.latents, 1, height, width);
+    const tiled = await pipe.spec.decodeVaeSpace(z, 1, height, width, { tiling: true });
     expect(Buffer.from(tiled.buffer).equals(Buffer.from(r.decoded.buffer))).toBe(true); // generate({ vaeTiling }) decodes the same
-    const full = await pipe.decodeVaeSpace(z, 1, height, width);
+    const full = await pipe.spec.decodeVaeSpace(z, 1, height, width);
     const p = psnr(tiled, full, 2);
     console.log(`tiny-flux ${height}x${width}: ${grid.tiles.length} tiles, tiled vs untiled decode PSNR ${p.toFixed(2)} dB (peak 2: range [-1, 1])`);
     // tiling changes the image (each tile sees only its own context, as in diffusers) but stays close

@@ -6,17 +6,16 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compileRequest } from '../../compiler/index.ts';
 import { familyOf } from '../../runtime/model-dir.ts';
-import { PACKAGE_ROOT } from '../../runtime/pipeline.ts';
-import { loadWanPipeline } from '../../runtime/pipelines/wan.ts';
+import { loadWanPipeline } from '../../runtime/pipeline.ts';
 import { brokenCopies, editJson, renameTensor } from '../helpers/broken-dir.ts';
 
 const FIX = path.resolve(import.meta.dirname, '../fixtures/wan2.1-random');
 const broken = brokenCopies(FIX, 'ditforge-wandir-');
 
 function load(dir: string) {
-  return loadWanPipeline(dir, { threads: 1, generatedDir: path.join(PACKAGE_ROOT, 'generated'), planProvider: (c, _d, req) => compileRequest(c, req) }, familyOf(dir));
+  return loadWanPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
 }
-const generate = (dir: string) => load(dir).generate({ prompt: 'red', height: 64, width: 64, numFrames: 5, steps: 1, maxSequenceLength: 16 });
+const generate = async (dir: string) => (await load(dir)).generate({ prompt: 'red', height: 64, width: 64, numFrames: 5, steps: 1, maxSequenceLength: 16 });
 
 describe('Wan 2.1 directory errors', () => {
   it('the unbroken copy runs: 5 frames of 64x64', async () => {
@@ -38,26 +37,26 @@ describe('Wan 2.1 directory errors', () => {
     const dir = broken((d) => renameTensor(path.join(d, 'vae/diffusion_pytorch_model.safetensors'), 'decoder.conv_out.weight', 'decoder.conv_out.kernel'));
     await expect(generate(dir)).rejects.toThrow(/vae\/diffusion_pytorch_model\.safetensors: missing weight "decoder\.conv_out\.weight" .*the checkpoint has tensors the plan does not read: decoder\.conv_out\.kernel/);
   });
-  it('config fields of the wrong type, or that do not fit each other, name the file and the field', () => {
-    expect(() => load(broken((d) => editJson(path.join(d, 'vae/config.json'), (c) => void (c.latents_std = 'wide'))))).toThrow(/vae\/config\.json: field "latents_std" must be a list of 16 numbers/);
-    expect(() => load(broken((d) => editJson(path.join(d, 'transformer/config.json'), (c) => void (c.patch_size = [1, 2]))))).toThrow(/transformer\/config\.json: field "patch_size" must be \[t, h, w\]/);
-    expect(() => load(broken((d) => editJson(path.join(d, 'transformer/config.json'), (c) => void (c.text_dim = 32))))).toThrow(/transformer\/config\.json: text_dim 32 differs from the text encoder's d_model 64/);
-    expect(() => load(broken((d) => editJson(path.join(d, 'scheduler/scheduler_config.json'), (c) => void (c.solver_order = 'two'))))).toThrow(/scheduler_config\.json.*solver_order/);
+  it('config fields of the wrong type, or that do not fit each other, name the file and the field', async () => {
+    await expect(load(broken((d) => editJson(path.join(d, 'vae/config.json'), (c) => void (c.latents_std = 'wide'))))).rejects.toThrow(/vae\/config\.json: field "latents_std" must be a list of 16 numbers/);
+    await expect(load(broken((d) => editJson(path.join(d, 'transformer/config.json'), (c) => void (c.patch_size = [1, 2]))))).rejects.toThrow(/transformer\/config\.json: field "patch_size" must be \[t, h, w\]/);
+    await expect(load(broken((d) => editJson(path.join(d, 'transformer/config.json'), (c) => void (c.text_dim = 32))))).rejects.toThrow(/transformer\/config\.json: text_dim 32 differs from the text encoder's d_model 64/);
+    await expect(load(broken((d) => editJson(path.join(d, 'scheduler/scheduler_config.json'), (c) => void (c.solver_order = 'two'))))).rejects.toThrow(/scheduler_config\.json.*solver_order/);
   });
   it('an unsupported UMT5 option is named by the model file', async () => {
     const dir = broken((d) => editJson(path.join(d, 'text_encoder/config.json'), (c) => void (c.feed_forward_proj = 'relu')));
     await expect(generate(dir)).rejects.toThrow(/UMT5EncoderModel: feed_forward_proj 'relu' is not supported/);
   });
-  it('a tokenizer file that is not JSON names the file', () => {
+  it('a tokenizer file that is not JSON names the file', async () => {
     const dir = broken((d) => fs.writeFileSync(path.join(d, 'tokenizer/tokenizer.json'), '{ not json'));
-    expect(() => load(dir)).toThrow(/tokenizer\/tokenizer\.json: not valid JSON/);
+    await expect(load(dir)).rejects.toThrow(/tokenizer\/tokenizer\.json: not valid JSON/);
   });
   it('a scheduler class WanPipeline is not run with here names model_index.json', () => {
     const dir = broken((d) => editJson(path.join(d, 'model_index.json'), (c) => void (c.scheduler = ['diffusers', 'DDIMScheduler'])));
     expect(() => familyOf(dir)).toThrow(/model_index\.json: scheduler class DDIMScheduler is not supported by WanPipeline here \(supported: UniPCMultistepScheduler\)/);
   });
   it('bad sizes and latents are refused before work', async () => {
-    const pipe = load(FIX);
+    const pipe = await load(FIX);
     await expect(pipe.generate({ prompt: 'red', height: 60, width: 64, numFrames: 5 })).rejects.toThrow(/--height must be a positive multiple of 16/);
     await expect(pipe.generate({ prompt: 'red', height: 64, width: 64, numFrames: 6 })).rejects.toThrow(/--num-frames must be 4k\+1 .* got 6; e\.g\. 5 or 9/);
     await expect(pipe.generate({ prompt: 'red', height: 64, width: 64, numFrames: 5, latents: new Float32Array(7) })).rejects.toThrow(/latents must have shape \[1, 16, 2, 8, 8\]/);

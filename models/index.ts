@@ -5,9 +5,11 @@ import tinyFlux from './tiny-flux.ts';
 
 registerModel('tiny-flux', tinyFlux);
 registerModel('flux1-dev', flux1Dev);
+import gemma3Text from './gemma3-text.ts';
 import qwenImage from './qwen-image.ts';
 import { wan21T2V13B, wan21T2V14B } from './wan2.1.ts';
 
 registerModel('qwen-image', qwenImage);
+registerModel('gemma3-text', gemma3Text);
 registerModel('wan2.1-t2v-1.3b', wan21T2V13B);
 registerModel('wan2.1-t2v-14b', wan21T2V14B);

@@ -5,6 +5,7 @@
 //   qwen-image: transformer and its Qwen2.5-VL text encoder at small dims (plan.json only) so every fused
 //   kernel their plans launch is in the native library, at any size (kernels are size-generic)
 //   wan2.1-t2v-1.3b: transformer, UMT5 and a VAE decoder chunk at small dims (plan.json only), likewise
+//   gemma3-text: Gemma 3's text encoder at small dims (plan.json only), likewise
 // `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -45,6 +46,7 @@ export async function compileShipped(outRoot: string): Promise<string[]> {
       dims: { transformer: { batch: 1, frames: 5, height: 128, width: 128, textTokens: 32 }, text_encoder: { batch: 1, textTokens: 32 }, vae: { batch: 1, height: 64, width: 64, chunk: 2 } },
     })),
   );
+  files.push(...(await runCompile('gemma3-text', { out: outRoot, kernels: false, quiet: true, onnx: false, dims: { text_encoder: { batch: 1, textTokens: 16 } } })));
   const plans = collectShippedPlans(outRoot);
   files.push(...(await renderKernels(plans, path.join(outRoot, 'kernels', 'cpu'))));
   return files;

@@ -253,6 +253,11 @@ export interface LinearOptions {
   in?: number;
 }
 
+/** a norm weight scaled as `offset + w` (float32; Gemma's RMSNorm stores w around 0 and scales by 1 + w) */
+function offsetWeight(w: Tensor, offset: number | undefined): Tensor {
+  return offset ? w.add(offset) : w;
+}
+
 export class Module {
   constructor(
     /** checkpoint name prefix including the trailing '.', '' at the root */
@@ -320,22 +325,22 @@ export class Module {
     return rec('layer_norm', [x, w, b], { eps: o.eps });
   }
 
-  /** RMSNorm over the last axis; `name` null = no weight */
-  rmsNorm(name: string | null, x: Tensor, o: { eps: number }): Tensor {
+  /** RMSNorm over the last axis; `name` null = no weight; `offset`: scale by (offset + weight) (Gemma's 1 + w) */
+  rmsNorm(name: string | null, x: Tensor, o: { eps: number; offset?: number }): Tensor {
     const C = x.dim(-1);
     // tensor-parallel rank trace on channel-sharded x (Wan's norm_q over all heads): distributed RMSNorm
     const tp = currentTracer().tp?.norm(name === null ? null : `${this.prefix}${name}`, x.id, callerLocation());
-    const w = name === null ? null : this.param(`${name}.weight`, [C]);
+    const w = name === null ? null : offsetWeight(this.param(`${name}.weight`, [C]), o.offset);
     if (tp) return rec('dist_rms_norm', [x, w], { eps: o.eps, full: tp.full });
     return rec('rms_norm', [x, w], { eps: o.eps });
   }
 
-  /** per-head RMSNorm of `[B, S, H*D]` with weight `<name>.weight [D]` (FLUX norm_q / norm_k) */
-  headRmsNorm(name: string, x: Tensor, o: { heads: number; eps: number }): Tensor {
+  /** per-head RMSNorm of `[B, S, H*D]` with weight `<name>.weight [D]` (FLUX norm_q / norm_k); `offset` as rmsNorm's */
+  headRmsNorm(name: string, x: Tensor, o: { heads: number; eps: number; offset?: number }): Tensor {
     const C = x.dim(-1);
     const heads = localHeads(x, o.heads, `per-head RMSNorm '${this.prefix}${name}'`);
     if (C % heads !== 0) throw new DslError(`per-head RMSNorm '${this.prefix}${name}': ${C} channels cannot be split into ${heads} heads`, callerLocation());
-    const w = this.param(`${name}.weight`, [C / heads]);
+    const w = offsetWeight(this.param(`${name}.weight`, [C / heads]), o.offset);
     return rec('head_rms_norm', [x, w], { heads, eps: o.eps });
   }
 

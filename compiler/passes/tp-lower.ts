@@ -20,6 +20,11 @@
 //   but keep every adaLN weight whole on every rank (about a quarter of FLUX.1's parameters).
 // Everything else (embeddings, norms, the head) is replicated, as in Cache-DiT; every rank ends with the
 // full, bit-identical output (the all-reduce sums in rank order on every rank).
+// Uneven splits: Cache-DiT's shard_div_attr needs tp_size to divide the heads. Here a colwise output is
+// split in units (whole heads where a per-head op consumes it, single channels elsewhere), the first
+// `units % T` ranks one unit more (3 heads on 2 ranks: 2 + 1), so any head count runs on any tp_size up to
+// it; a rowwise input and a distributed RMSNorm take the same shares. Grouped-query attention and the CP x TP
+// hybrids still need tp_size to divide the heads.
 // Weight shards are slice descriptors on PlanWeight (`slice`), cut by the runtime from the unchanged
 // checkpoint. Format: docs/architecture.md §3c.
 import type { Plan, PlanWeightSlice } from '../../runtime/plan.ts';
@@ -65,14 +70,64 @@ export function tpRules(model: string, req: Pick<UlyssesRequest, 'component' | '
   return compileRules(plan, `${model} ${req.component}`);
 }
 
-const key = (p: number[]): string => p.join(',');
+/** a channel group of a sharded tensor's last axis: its full width and the unit its split keeps whole */
+interface Part {
+  F: number;
+  unit: number;
+}
+
+const key = (p: Part[]): string => p.map((x) => `${x.F}/${x.unit}`).join(',');
+
+/** rank r's [offset, length] of F channels split over T ranks in whole units (the first F/unit % T ranks one unit more) */
+export function tpShare(F: number, unit: number, T: number, r: number): [number, number] {
+  const units = F / unit;
+  const base = Math.floor(units / T);
+  const extra = units % T;
+  return [(r * base + Math.min(r, extra)) * unit, (base + (r < extra ? 1 : 0)) * unit];
+}
+
+/** ops whose `heads` attr splits their first input's channels into heads */
+const HEAD_OPS = new Set(['head_rms_norm', 'rope', 'attention', 'attention_bias']);
+/** ops a colwise output passes through on its way to a per-head op */
+const PASS_OPS = new Set([...UNARY_EW, ...BINARY_EW, 'rms_norm', 'dist_rms_norm', 'concat', 'slice']);
+
+/**
+ * The split unit of every linear's output in an unlowered trace: the head width where the output reaches a
+ * per-head op through elementwise ops and norms (Wan's q -> norm_q -> RoPE -> attention), else 1.
+ */
+function splitUnits(g: Graph): Map<string, number> {
+  const users = g.users();
+  const units = new Map<string, number>();
+  for (const n of g.live()) {
+    if (n.op !== 'linear' || typeof n.attrs.name !== 'string') continue;
+    const seen = new Set<number>();
+    const todo = [n.id];
+    let unit = 1;
+    while (todo.length && unit === 1) {
+      const id = todo.pop()!;
+      for (const u of users.get(id) ?? []) {
+        if (seen.has(u)) continue;
+        seen.add(u);
+        const c = g.node(u);
+        if (HEAD_OPS.has(c.op)) {
+          const C = g.node(c.inputs[0]!).shape.at(-1)!;
+          unit = C / (c.attrs.heads as number);
+          break;
+        }
+        if (PASS_OPS.has(c.op)) todo.push(u);
+      }
+    }
+    units.set(n.attrs.name, unit);
+  }
+  return units;
+}
 
 /** The trace hook of rank `rank` of `T` (see the file comment). */
 export class TpHook implements TpTraceHook {
-  /** node id -> full widths of the channel groups the node's last axis holds a rank shard of */
-  readonly parts = new Map<number, number[]>();
+  /** node id -> the channel groups the node's last axis holds a rank shard of */
+  readonly parts = new Map<number, Part[]>();
   /** linear module -> the parts of its output (colwise) or null (rowwise / colwise_replicate: replicated after the reduce / gather) */
-  private readonly outParts = new Map<string, number[] | null>();
+  private readonly outParts = new Map<string, Part[] | null>();
 
   constructor(
     readonly g: Graph,
@@ -82,6 +137,8 @@ export class TpHook implements TpTraceHook {
     /** checkpoint weight name -> this rank's slice (filled while tracing) */
     readonly slices: Map<string, PlanWeightSlice>,
     readonly what: string,
+    /** linear module -> the unit its output splits in (splitUnits) */
+    readonly units: Map<string, number> = new Map(),
   ) {}
 
   private styleOf(module: string): TpStyle | undefined {
@@ -104,21 +161,27 @@ export class TpHook implements TpTraceHook {
     }
     if (style === 'colwise' || style === 'colwise_replicate') {
       if (xp) this.fail(`${style} linear '${module}' takes a channel-sharded input; it needs a replicated one`, src);
-      if (out % T !== 0) this.fail(`${style} linear '${module}' has ${out} output features, not divisible by ${T}`, src);
-      const n = out / T;
-      this.slices.set(`${module}.weight`, { full: [out, K], axis: 0, ranges: [[r * n, n]] });
-      if (hasBias) this.slices.set(`${module}.bias`, { full: [out], axis: 0, ranges: [[r * n, n]] });
       const gather = style === 'colwise_replicate'; // replicated again after the all-gather
-      this.outParts.set(module, gather ? null : [out]);
-      return { out: n, bias: hasBias, reduce: false, gather, inFull: K };
+      // the all-gather of colwise_replicate takes equal shares
+      // a split that is even in channels is the same whatever the unit: unit 1 (parts compare alike)
+      const u = gather ? 1 : (this.units.get(module) ?? 1);
+      const unit = (out / u) % T === 0 ? 1 : u;
+      if (gather && out % T !== 0) this.fail(`${style} linear '${module}' has ${out} output features, not divisible by ${T}`, src);
+      if (out % unit !== 0 || out / unit < T) this.fail(`${style} linear '${module}' has ${out} output features in ${out / unit} unit(s) of ${unit}: fewer than tp_size ${T}`, src);
+      const share = tpShare(out, unit, T, r);
+      this.slices.set(`${module}.weight`, { full: [out, K], axis: 0, ranges: [share] });
+      if (hasBias) this.slices.set(`${module}.bias`, { full: [out], axis: 0, ranges: [share] });
+      this.outParts.set(module, gather ? null : [{ F: out, unit }]);
+      return { out: share[1], bias: hasBias, reduce: false, gather, inFull: K };
     }
     // rowwise: the rank's columns of every sharded input group
     if (!xp) this.fail(`rowwise linear '${module}' takes a replicated input; it must follow colwise linears (check the TP plan)`, src);
     const ranges: [number, number][] = [];
     let off = 0;
-    for (const F of xp) {
-      ranges.push([off + (r * F) / T, F / T]);
-      off += F;
+    for (const p of xp) {
+      const [o, n] = tpShare(p.F, p.unit, T, r);
+      ranges.push([off + o, n]);
+      off += p.F;
     }
     this.slices.set(`${module}.weight`, { full: [out, off], axis: 1, ranges });
     this.outParts.set(module, null);
@@ -129,19 +192,19 @@ export class TpHook implements TpTraceHook {
     const xp = this.parts.get(x);
     if (!xp) return undefined;
     if (xp.length !== 1) this.fail(`RMSNorm '${module ?? ''}' runs on a concatenation of sharded channel groups`, src);
-    const F = xp[0]!;
-    const n = F / this.T;
-    if (module !== null) this.slices.set(`${module}.weight`, { full: [F], axis: 0, ranges: [[this.rank * n, n]] });
+    const { F, unit } = xp[0]!;
+    if (module !== null) this.slices.set(`${module}.weight`, { full: [F], axis: 0, ranges: [tpShare(F, unit, this.T, this.rank)] });
     return { full: F };
   }
 
   headParam(name: string, shape: number[], axis: number, src: string): number[] {
     const H = shape[axis]!;
-    if (H % this.T !== 0) this.fail(`'${name}' has ${H} heads along axis ${axis}, not divisible by ${this.T}`, src);
-    const n = H / this.T;
-    this.slices.set(name, { full: [...shape], axis, ranges: [[this.rank * n, n]] });
+    if (H < this.T) this.fail(`'${name}' has ${H} heads along axis ${axis}, fewer than tp_size ${this.T}`, src);
+    // the same shares as the heads of the attention it biases
+    const share = tpShare(H, 1, this.T, this.rank);
+    this.slices.set(name, { full: [...shape], axis, ranges: [share] });
     const local = [...shape];
-    local[axis] = n;
+    local[axis] = share[1];
     return local;
   }
 
@@ -149,8 +212,15 @@ export class TpHook implements TpTraceHook {
     const xp = this.parts.get(x);
     if (!xp) return heads;
     if (xp.length !== 1) this.fail(`${what} runs on a concatenation of sharded channel groups; per-head ops need one group`, src);
-    if (heads % this.T !== 0) this.fail(`${what} in ${this.g.nodes.at(-1)?.block ?? 'the component'} has ${heads} heads, not divisible by ${this.T}`, src);
-    return heads / this.T;
+    const { F, unit } = xp[0]!;
+    const where = `${what} in ${this.g.nodes.at(-1)?.block ?? 'the component'}`;
+    if (unit === 1) {
+      // channels split evenly: whole heads only when T divides the heads
+      if (heads % this.T !== 0) this.fail(`${where} has ${heads} heads, not divisible by ${this.T}, on channels split evenly (no per-head op follows their linear)`, src);
+      return heads / this.T;
+    }
+    if (unit * heads !== F) this.fail(`${where} splits ${F} channels into ${heads} heads, but they were sharded in units of ${unit}`, src);
+    return tpShare(heads, 1, this.T, this.rank)[1];
   }
 
   failed(op: string, inputs: number[], e: Error): Error {
@@ -163,8 +233,8 @@ export class TpHook implements TpTraceHook {
 
   recorded(n: Node): void {
     const ins = n.inputs.map((i) => (i < 0 ? undefined : this.parts.get(i)));
-    const sharded = ins.filter((p): p is number[] => !!p);
-    const set = (p: number[] | undefined): void => {
+    const sharded = ins.filter((p): p is Part[] => !!p);
+    const set = (p: Part[] | undefined): void => {
       if (p) this.parts.set(n.id, p);
     };
     const bad = (why: string): never =>
@@ -215,22 +285,23 @@ export class TpHook implements TpTraceHook {
   }
 }
 
-/** Checks every attention's head count divides T before tracing ranks (names the module). */
-function checkHeads(model: string, req: UlyssesRequest, T: number): void {
+/**
+ * Checks every attention's heads fit T before tracing ranks (names the module): at least T heads; with
+ * grouped-query attention or a CP x TP hybrid (C > 1 context-parallel ranks), T must divide them. Returns
+ * the unlowered trace's split units (splitUnits).
+ */
+function checkHeads(model: string, req: UlyssesRequest, T: number, C: number): Map<string, number> {
   const g = traceComponent(getModel(model), req.component, { ...(req.dims ? { dims: req.dims } : {}), ...(req.config ? { config: req.config } : {}) }).graph;
   for (const n of g.live()) {
     if (n.op !== 'attention' && n.op !== 'attention_bias') continue;
     const H = n.attrs.heads as number;
     const Hk = (n.attrs.kvHeads as number | undefined) ?? H;
-    if (Hk !== H && Hk % T !== 0) {
-      throw new CompileError(`${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src}) has ${Hk} key/value heads, not divisible by tp_size ${T}: use a tp_size that divides ${Hk}`);
-    }
-    if (H % T !== 0) {
-      throw new CompileError(
-        `${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src}) has ${H} heads, not divisible by tp_size ${T} (Cache-DiT shard_div_attr): use a tp_size that divides ${H}`,
-      );
-    }
+    const where = `${model} ${req.component}: tensor parallel: ${n.block ?? n.segment} attention (${n.src})`;
+    if (Hk !== H && (Hk % T !== 0 || H % T !== 0)) throw new CompileError(`${where} has ${Hk} key/value heads, not divisible by tp_size ${T}: use a tp_size that divides ${Hk}`);
+    if (H < T) throw new CompileError(`${where} has ${H} heads, fewer than tp_size ${T}: use a tp_size of at most ${H}`);
+    if (C > 1 && H % T !== 0) throw new CompileError(`${where} has ${H} heads, not divisible by tp_size ${T}, which a CP x TP hybrid needs (Cache-DiT shard_div_attr): use a tp_size that divides ${H}`);
   }
+  return splitUnits(g);
 }
 
 /**
@@ -251,7 +322,7 @@ export function lowerTensorParallel(model: string, req: UlyssesRequest, compileR
   const C = U * R; // context-parallel ranks
   if (!Number.isInteger(T) || T < 1) throw new CompileError(`parallel plan: tp_size must be a positive integer, got ${T}`);
   const rules = tpRules(model, req);
-  checkHeads(model, req, T);
+  const units = checkHeads(model, req, T, C);
   const what = `${model} ${req.component}`;
   const perT: Plan[][] = [];
   const slicesOf: Map<string, PlanWeightSlice>[] = [];
@@ -259,7 +330,7 @@ export function lowerTensorParallel(model: string, req: UlyssesRequest, compileR
     const slices = new Map<string, PlanWeightSlice>();
     const hooks: TpHook[] = [];
     const factory = (g: Graph): TpTraceHook => {
-      const h = new TpHook(g, T, t, rules, slices, what);
+      const h = new TpHook(g, T, t, rules, slices, what, units);
       hooks.push(h);
       return h;
     };

@@ -10,10 +10,10 @@ import { denormalize, quantizeHWC } from '../image.ts';
 import { latentGeometry, packLatents, qwenImageRopeIds, unpackLatents, type LatentGeometry } from '../latents.ts';
 import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
-import type { PipelineCacheResult } from '../pipeline-cache.ts';
-import type { BaseGenerateOptions, StageTimings } from '../pipeline.ts';
+import type { BaseGenerateOptions } from '../pipeline.ts';
+import type { GenerateResult } from './flux.ts';
 import { torchRandn } from '../rng.ts';
-import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
+import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import { assertFinite, checkRequest } from '../request-checks.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
@@ -40,21 +40,8 @@ interface QwenText extends EncodedText {
   tokens: number;
 }
 
-export interface QwenImageResult {
-  image: Uint8Array;
-  images: Uint8Array[];
-  width: number;
-  height: number;
-  /** final packed latents [B, tokens, 64] */
-  latents: Float32Array;
-  latentsShape: [number, number, number];
-  steps: number;
-  seed: number | null;
-  inputIds: number[];
-  schedule: Schedule;
-  timings: StageTimings;
-  cache?: PipelineCacheResult;
-}
+/** FluxPipeline's image result without FLUX's raw decoder output, tile count and tiny-flux's unknown words (latents [B, tokens, 64]) */
+export type QwenImageResult = Omit<GenerateResult, 'decoded' | 'vaeTiles' | 'unknownWords'>;
 
 export class QwenImageSpec implements PipelineSpec<QwenImageGenerateOptions, QwenRequest, QwenText, Uint8Array[], QwenImageResult> {
   readonly tokenizer: HfTokenizer;

@@ -4,6 +4,7 @@
 // GEMMs (K split into tp partial sums, added in rank order) in float32; everything else is the same math.
 import { describe, expect, it } from 'vitest';
 import { compilePlan, compileParallelPlans } from '../../compiler/index.ts';
+import { tpShare } from '../../compiler/passes/tp-lower.ts';
 import { native, nativeAvailable } from '../../runtime/native.ts';
 import { openSafetensors } from '../../runtime/io/safetensors.ts';
 import { runShm } from '../../runtime/comm/shm.ts';
@@ -127,10 +128,19 @@ describe('TP lowering: plan format and compile-time errors', () => {
     }
   });
 
+  it('uneven shares: whole units, the first ranks one more', () => {
+    expect([0, 1].map((r) => tpShare(48, 16, 2, r))).toEqual([[0, 32], [32, 16]]);
+    expect([0, 1, 2].map((r) => tpShare(64, 16, 3, r))).toEqual([[0, 32], [32, 16], [48, 16]]);
+    expect([0, 1, 2].map((r) => tpShare(256, 1, 3, r))).toEqual([[0, 86], [86, 85], [171, 85]]);
+    expect([0, 1].map((r) => tpShare(96, 1, 2, r))).toEqual([[0, 48], [48, 48]]);
+  });
+
   it('impossible plans are compile-time errors naming the module', () => {
-    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 3 } })).toThrow(
-      /tiny-flux transformer: tensor parallel: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) has 4 heads, not divisible by tp_size 3/,
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 5 } })).toThrow(
+      /tiny-flux transformer: tensor parallel: transformer_blocks\.0 attention \(models\/flux1\.ts:\d+:\d+\) has 4 heads, fewer than tp_size 5/,
     );
+    // a CP x TP hybrid keeps Cache-DiT's rule: tp_size divides the heads
+    expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 3, ulysses_size: 2, ulysses_anything: true } })).toThrow(/has 4 heads, not divisible by tp_size 3, which a CP x TP hybrid needs/);
     expect(() => compileParallelPlans('tiny-flux', { component: T, parallel: { tp_size: 2, tp: { 'transformer_blocks.*.attn.to_q': 'colwise' } } })).toThrow(
       /tensor parallel \(tp_size 2\): concat on a rank trace where 1 of its inputs are channel-sharded .*models\/flux1\.ts:\d+:\d+: concat on axis 1/,
     );
@@ -182,7 +192,7 @@ describe.skipIf(!nativeAvailable())('TP ranks (shm) reproduce the 1-rank transfo
 });
 
 describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4 ranks == 1 rank', () => {
-  it('per-rank plans from the component TP plan; outputs within 1e-5; 3 ranks (4 heads) is an error', async () => {
+  it('per-rank plans from the component TP plan, 3 ranks splitting 4 heads 2 + 1 + 1; outputs within 1e-5; 5 ranks (4 heads) is an error', async () => {
     const f = await openSafetensors('models/tiny-flux/text_encoder/model.safetensors');
     const w = new Map(f.names().map((n) => [n, f.tensor(n).data]));
     const TE = 'text_encoder' as const;
@@ -192,9 +202,10 @@ describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4
     inputs.input_ids = Float32Array.from({ length: 12 }, (_, i) => (i < 9 ? 2 + ((i * 7) % 29) : 0));
     inputs.attention_mask = Float32Array.from({ length: 12 }, (_, i) => (i < 9 ? 1 : 0));
     const want = runNative(ref, w, inputs, 1);
-    for (const tp of [2, 4]) {
+    for (const tp of [2, 3, 4]) {
       const plans = compileParallelPlans('tiny-flux', { component: TE, parallel: { tp_size: tp } });
-      expect(plans[1]!.weights.find((x) => x.name === 'layers.0.self_attn.q_proj.weight')!.slice).toEqual({ full: [64, 64], axis: 0, ranges: [[64 / tp, 64 / tp]] });
+      // rank 1's heads: 4 heads of 16 channels split in whole heads (3 ranks: heads 2 | 1 | 1)
+      expect(plans[1]!.weights.find((x) => x.name === 'layers.0.self_attn.q_proj.weight')!.slice).toEqual({ full: [64, 64], axis: 0, ranges: [tp === 3 ? [32, 16] : [64 / tp, 64 / tp]] });
       expect(plans[0]!.segments[0]!.ops!.filter((o) => o.k === 'comm.all_reduce')).toHaveLength(4); // out_proj + fc2, 2 layers
       const outs = await runShm(tp, async (comm) => {
         const pe = new ParallelExecutor(comm, plans[comm.rank]!, native, { threads: 1 });
@@ -207,7 +218,7 @@ describe.skipIf(!nativeAvailable())('TE-P: the tiny-flux text encoder over 2 / 4
       console.log(`TE-P tp=${tp}: relL2 ${errs.map((e) => e.map((x) => x.toExponential(2)).join('/')).join(' ')}`);
       for (const e of errs.flat()) expect(e).toBeLessThan(1e-5);
     }
-    expect(() => compileParallelPlans('tiny-flux', { component: TE, parallel: { tp_size: 3 } })).toThrow(/tiny-flux text_encoder: tensor parallel: forward attention \(models\/tiny-flux-text-encoder\.ts:\d+:\d+\) has 4 heads, not divisible by tp_size 3/);
+    expect(() => compileParallelPlans('tiny-flux', { component: TE, parallel: { tp_size: 5 } })).toThrow(/tiny-flux text_encoder: tensor parallel: forward attention \(models\/tiny-flux-text-encoder\.ts:\d+:\d+\) has 4 heads, fewer than tp_size 5/);
   });
 });
 

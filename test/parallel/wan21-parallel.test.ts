@@ -1,5 +1,6 @@
 // A Wan 2.1 diffusers directory (test/fixtures/wan2.1-random) on several ranks == 1 rank: Ulysses (the
-// fixture's 3 heads over 2 ranks: UAA's uneven head split), ring, TP (3 ranks: one head each), with CFG on
+// fixture's 3 heads over 2 ranks: UAA's uneven head split), ring, TP (3 heads on 2 ranks: 2 + 1; 3 ranks: one
+// head each), with CFG on
 // every rank (cond then uncond), TE-P (UMT5 tensor-parallel), and DBCache caching the 1-rank steps. Every rank is the one-rank
 // Pipeline with its transformer plan on a ParallelExecutor (runtime/pipeline-parallel.ts).
 import path from 'node:path';
@@ -23,6 +24,7 @@ describe.skipIf(!nativeAvailable())('Wan 2.1 directory on N ranks == 1 rank', ()
   for (const [label, world, parallel] of [
     ['ulysses (UAA: 3 heads on 2 ranks)', 2, 'ulysses'],
     ['ring', 2, 'ring'],
+    ['tp (3 heads on 2 ranks: 2 + 1)', 2, 'tp'],
     ['tp (3 ranks, one head each)', 3, 'tp'],
   ] as const) {
     it(`${label}: latents within 1e-5 relative L2, frames within 1/255`, async () => {

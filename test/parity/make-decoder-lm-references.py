@@ -5,9 +5,10 @@
 # input_ids, attention_mask, hidden_state_<k> for k = 0 .. num_hidden_layers; the config as metadata.
 #
 #   python3 -m venv /tmp/refenv && /tmp/refenv/bin/pip install torch transformers safetensors numpy
-#   /tmp/refenv/bin/python test/parity/make-decoder-lm-references.py
+#   /tmp/refenv/bin/python test/parity/make-decoder-lm-references.py [family ...]
 import json
 import os
+import sys
 
 import torch
 import transformers
@@ -21,12 +22,23 @@ FAMILIES = {
     'mistral': (transformers.MistralConfig, transformers.MistralForCausalLM, dict(rope_theta=1000000.0, sliding_window=None)),
     'qwen2': (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(rope_theta=1000000.0)),
     'qwen3': (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, dict(rope_theta=1000000.0, head_dim=24)),
+    # Gemma 3's text model (LTX-2's encoder): (1 + w) RMSNorms around attention and MLP, q/k norms, scaled
+    # embeddings, gelu-tanh MLP, query_pre_attn_scalar != head_dim, local layers with their own RoPE base and
+    # a window longer than the prompts, global layers with linear RoPE scaling
+    'gemma3': (transformers.Gemma3TextConfig, transformers.Gemma3ForCausalLM, dict(
+        head_dim=16, query_pre_attn_scalar=24, sliding_window=16, hidden_activation='gelu_pytorch_tanh',
+        layer_types=['sliding_attention', 'sliding_attention', 'full_attention'],
+        rope_parameters={'sliding_attention': {'rope_type': 'default', 'rope_theta': 10000.0},
+                         'full_attention': {'rope_type': 'linear', 'factor': 8.0, 'rope_theta': 1000000.0}})),
 }
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    only = sys.argv[1:]  # family names to (re)make; default all
     for name, (cfg_cls, model_cls, extra) in FAMILIES.items():
+        if only and name not in only:
+            continue
         torch.manual_seed(0)
         cfg = cfg_cls(**BASE, **extra)
         cfg._attn_implementation = 'eager'

@@ -116,6 +116,15 @@ describe('full-size configs compile with diffusers checkpoint names', () => {
     expect(listModels()).toEqual(expect.arrayContaining(['qwen-image', 'wan2.1-t2v-1.3b', 'wan2.1-t2v-14b']));
   });
 
+  it("gemma3-text: Gemma 3 12B's text model (LTX-2's encoder) compiles at 1024 tokens with 11.77B parameters; 1025 tokens exceed its local window", () => {
+    const p = compilePlan('gemma3-text', { component: 'text_encoder', dims: { batch: 1, textTokens: 1024 } });
+    // embeddings 262208 x 3840 + 48 x (q/k/v/o, q/k norms, 4 norms, gated MLP) + the final norm
+    expect(params(p)).toBe(11766034176);
+    expect(shapeOf(p, 'model.layers.5.self_attn.q_proj.weight')).toEqual([4096, 3840]);
+    expect(shapeOf(p, 'model.layers.47.post_feedforward_layernorm.weight')).toEqual([3840]);
+    expect(() => compilePlan('gemma3-text', { component: 'text_encoder', dims: { batch: 1, textTokens: 1025 } })).toThrow(/1025 text tokens exceed sliding_window 1024/);
+  });
+
   it('qwen-image: 60 dual-stream blocks (Pattern_1), 24x128 heads, 1024x1024 / 512 text tokens', () => {
     const p = compilePlan('qwen-image', { component: T });
     expect(p.tag).toBe('b1-h1024w1024-t512');

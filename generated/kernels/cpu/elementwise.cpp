@@ -84,6 +84,16 @@ struct chain_ew_21a35ba2 : Floats {
 };
 void kernel_ew_21a35ba2(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_21a35ba2, 1>(args, ctx); }
 
+// ew_a2085fe5: y = (a0 + f0)
+// t: in0..in0, y ; i: n ; f: f0..f7
+struct chain_ew_a2085fe5 : Floats {
+  float operator()(float a0) const {
+    using namespace ew;
+    return static_cast<float>((a0 + f0));
+  }
+};
+void kernel_ew_a2085fe5(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_a2085fe5, 1>(args, ctx); }
+
 // ew_e4236df7: y = (a0 * sigmoid((a0 * f0)))
 // t: in0..in0, y ; i: n ; f: f0..f7
 struct chain_ew_e4236df7 : Floats {
@@ -124,6 +134,7 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[] = {
     {"gelu_tanh", ditforge::kernel_gelu_tanh},
     {"ew_0571fe9c", ditforge::kernel_ew_0571fe9c },
     {"ew_21a35ba2", ditforge::kernel_ew_21a35ba2 },
+    {"ew_a2085fe5", ditforge::kernel_ew_a2085fe5 },
     {"ew_e4236df7", ditforge::kernel_ew_e4236df7 },
     {"ew_f7edf843", ditforge::kernel_ew_f7edf843 },
     {"ew_selftest", ditforge::kernel_ew_selftest },
@@ -137,6 +148,7 @@ extern "C" const ditforge::ElementwiseInfo ditforge_cpu_elementwise_info[] = {
     {"gelu_tanh", 1},
     {"ew_0571fe9c", 2 },
     {"ew_21a35ba2", 1 },
+    {"ew_a2085fe5", 1 },
     {"ew_e4236df7", 1 },
     {"ew_f7edf843", 2 },
     {"ew_selftest", 3 },

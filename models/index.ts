@@ -8,8 +8,10 @@ registerModel('flux1-dev', flux1Dev);
 import gemma3Text from './gemma3-text.ts';
 import qwenImage from './qwen-image.ts';
 import { wan21T2V13B, wan21T2V14B } from './wan2.1.ts';
+import zImageTurbo from './z-image.ts';
 
 registerModel('qwen-image', qwenImage);
 registerModel('gemma3-text', gemma3Text);
 registerModel('wan2.1-t2v-1.3b', wan21T2V13B);
 registerModel('wan2.1-t2v-14b', wan21T2V14B);
+registerModel('z-image-turbo', zImageTurbo);

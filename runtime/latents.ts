@@ -126,7 +126,11 @@ export function latentsToVaeSpace(
   scalingFactor: number,
   shiftFactor: number,
 ): Float32Array {
-  const z = unpackLatents(packed, B, C, H, W);
+  return toVaeScale(unpackLatents(packed, B, C, H, W), scalingFactor, shiftFactor);
+}
+
+/** `z / scaling_factor + shift_factor` in float32, in place (AutoencoderKL's latent scale; the pipelines call it before vae.decode) */
+export function toVaeScale(z: Float32Array, scalingFactor: number, shiftFactor: number): Float32Array {
   const s = Math.fround(scalingFactor);
   const sh = Math.fround(shiftFactor);
   for (let i = 0; i < z.length; i++) z[i] = Math.fround(z[i]! / s) + sh;

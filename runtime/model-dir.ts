@@ -22,8 +22,8 @@ export interface PipelineFamily {
   planModel: string;
   /** components whose config.json from the directory overrides the model file's defaults */
   dirConfigs: readonly Component[];
-  /** the text stack: the tiny model's word tokenizer + encoder, FluxPipeline's CLIP (pooled) + T5, WanPipeline's UMT5, QwenImagePipeline's Qwen2.5-VL */
-  text: 'tiny' | 'clip_t5' | 'umt5' | 'qwen2_5_vl';
+  /** the text stack: the tiny model's word tokenizer + encoder, FluxPipeline's CLIP (pooled) + T5, WanPipeline's UMT5, QwenImagePipeline's Qwen2.5-VL, ZImagePipeline's Qwen3 */
+  text: 'tiny' | 'clip_t5' | 'umt5' | 'qwen2_5_vl' | 'qwen3';
   /** what the pipeline makes: images (runtime/pipeline.ts) or videos (runtime/pipelines/wan.ts) */
   output: 'image' | 'video';
   /** the components model_index.json must name, with the classes we run */
@@ -89,7 +89,23 @@ export const QWEN_IMAGE_FAMILY: PipelineFamily = {
   },
 };
 
-const FAMILIES = [FLUX1_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY];
+/** diffusers ZImagePipeline (Z-Image / Z-Image-Turbo text-to-image) */
+export const Z_IMAGE_FAMILY: PipelineFamily = {
+  pipelineClass: 'ZImagePipeline',
+  planModel: 'z-image-turbo',
+  dirConfigs: ['transformer', 'text_encoder', 'vae'],
+  text: 'qwen3',
+  output: 'image',
+  components: {
+    transformer: ['ZImageTransformer2DModel'],
+    text_encoder: ['Qwen3Model'],
+    tokenizer: ['Qwen2Tokenizer', 'Qwen2TokenizerFast'],
+    vae: ['AutoencoderKL'],
+    scheduler: ['FlowMatchEulerDiscreteScheduler'],
+  },
+};
+
+const FAMILIES = [FLUX1_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY];
 
 export function readJson(file: string): Record<string, unknown> {
   let text: string;

@@ -21,6 +21,7 @@ import { FluxSpec } from './pipelines/flux.ts';
 import { QwenImageSpec } from './pipelines/qwen-image.ts';
 import type { DecodeMode, PipelineContext, PipelineSpec, PlanNeed } from './pipelines/spec.ts';
 import { WanSpec } from './pipelines/wan.ts';
+import { ZImageSpec } from './pipelines/z-image.ts';
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -151,6 +152,7 @@ const SPECS: Record<string, (ctx: PipelineContext, family: PipelineFamily) => An
   FluxPipeline: (ctx, f) => new FluxSpec(ctx, f),
   WanPipeline: (ctx, f) => new WanSpec(ctx, f),
   QwenImagePipeline: (ctx, f) => new QwenImageSpec(ctx, f),
+  ZImagePipeline: (ctx, f) => new ZImageSpec(ctx, f),
 };
 
 export class Pipeline<S extends AnySpec = AnySpec> {
@@ -309,6 +311,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
 export type FluxPipeline = Pipeline<FluxSpec>;
 export type WanPipeline = Pipeline<WanSpec>;
 export type QwenImagePipeline = Pipeline<QwenImageSpec>;
+export type ZImagePipeline = Pipeline<ZImageSpec>;
 
 function checkThreads(options: PipelineOptions): void {
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
@@ -347,4 +350,8 @@ export function loadWanPipeline(model: string, options: PipelineOptions = {}): P
 
 export function loadQwenImagePipeline(model: string, options: PipelineOptions = {}): Promise<QwenImagePipeline> {
   return loadAs(model, options, 'QwenImagePipeline', (ctx, f) => new QwenImageSpec(ctx, f));
+}
+
+export function loadZImagePipeline(model: string, options: PipelineOptions = {}): Promise<ZImagePipeline> {
+  return loadAs(model, options, 'ZImagePipeline', (ctx, f) => new ZImageSpec(ctx, f));
 }

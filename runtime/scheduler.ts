@@ -53,6 +53,21 @@ export function calculateShift(imageSeqLen: number, cfg: FlowMatchSchedulerConfi
   return imageSeqLen * m + b;
 }
 
+/** torch.linspace(start, end, steps) in float32 (the CPU kernel: start + step * i in the first half, end - step * (steps - 1 - i) after) */
+export function torchLinspace32(start: number, end: number, steps: number): Float32Array {
+  const out = new Float32Array(steps);
+  if (steps === 1) {
+    out[0] = start;
+    return out;
+  }
+  const a = f(start);
+  const b = f(end);
+  const step = f(f(b - a) / (steps - 1));
+  const half = Math.floor(steps / 2);
+  for (let i = 0; i < steps; i++) out[i] = i < half ? f(a + f(step * i)) : f(b - f(step * (steps - i - 1)));
+  return out;
+}
+
 /** numpy.linspace(start, stop, num) in float64, element for element as numpy computes it */
 export function linspace(start: number, stop: number, num: number): Float64Array {
   const y = new Float64Array(num);
@@ -78,11 +93,12 @@ export interface Schedule {
 }
 
 /** Sigmas/timesteps for `steps` denoising steps at `imageSeqLen` packed image tokens (FluxPipeline). */
-export function fluxSchedule(steps: number, imageSeqLen: number, cfg: FlowMatchSchedulerConfig = FLUX_SCHEDULER_CONFIG): Schedule {
+export function fluxSchedule(steps: number, imageSeqLen: number, cfg: FlowMatchSchedulerConfig = FLUX_SCHEDULER_CONFIG, base?: ArrayLike<number>): Schedule {
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer >= 1, got ${steps}`);
   const mu = calculateShift(imageSeqLen, cfg);
-  // FluxPipeline: sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps); scheduler casts to float32
-  const s = linspace(1.0, 1 / steps, steps);
+  // FluxPipeline: sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps); scheduler casts to
+  // float32 (`base`: the pipeline's own sigmas, e.g. ZImagePipeline's torch.linspace)
+  const s = base ?? linspace(1.0, 1 / steps, steps);
   const sigmas = new Float32Array(steps + 1);
   const timesteps = new Float32Array(steps);
   if (cfg.use_dynamic_shifting) {

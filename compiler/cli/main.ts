@@ -267,10 +267,12 @@ async function generate(flags: GenerateFlags): Promise<void> {
     const { compileRequest } = await importCompiler();
     return compileRequest(component, req);
   };
-  flags.steps ??= model.family.output === 'video' ? 50 : 28;
+  // the pipeline's default step count (FluxPipeline 28; WanPipeline, QwenImagePipeline, ZImagePipeline 50)
+  flags.steps ??= model.family.pipelineClass === 'FluxPipeline' ? 28 : 50;
   if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
+  if (model.family.pipelineClass === 'ZImagePipeline') return generateZImage(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
   const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider });
@@ -521,6 +523,57 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   const wall = performance.now() - t0;
   if (flags.json) {
     const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: cls, trueCfgScale: flags.trueCfgScale ?? 4 };
+    process.stdout.write(JSON.stringify(j) + '\n');
+  } else {
+    process.stderr.write(`wrote ${outputs.join(', ')} (${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`);
+  }
+}
+
+/** `generate` for a ZImagePipeline directory (PNG out; --latents [B, 16, H/8, W/8] as diffusers' latents=) */
+async function generateZImage(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
+  const cls = model.family.pipelineClass;
+  for (const [flag, v] of [['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--true-cfg-scale', flags.trueCfgScale]] as const) {
+    if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories (CFG: --guidance-scale, 0 turns it off)`);
+  }
+  const { loadZImagePipeline } = await import('../../runtime/pipeline.ts');
+  const { writePng } = await import('../../runtime/image.ts');
+  const out = flags.out ?? 'out.png';
+  const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
+  const height = flags.height ?? pipe.spec.defaultSize().height;
+  const width = flags.width ?? pipe.spec.defaultSize().width;
+  const g = pipe.spec.geometry(height, width);
+  let latents: Float32Array | undefined;
+  let batch = 1;
+  if (flags.latents) {
+    const l = await readLatentsFile(flags.latents, [pipe.spec.latentChannels, g.lh, g.lw], 'channels, height / 8, width / 8', `a ${height}x${width} image`);
+    latents = l.data;
+    batch = l.batch;
+  }
+  const cache = await cacheFromFlags(flags);
+  const bar = await progressBar(flags);
+  type Opts = import('../../runtime/pipelines/z-image.ts').ZImageGenerateOptions;
+  type Res = import('../../runtime/pipelines/z-image.ts').ZImageResult;
+  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}) };
+  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
+  const outputs = r.images.map((img, b) => {
+    const file = outputName(out, r.cache?.tag, b, '.png');
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    writePng(file, img, r.width, r.height);
+    return file;
+  });
+  if (flags.saveLatents) {
+    const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
+    fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
+    writeSafetensors(
+      flags.saveLatents,
+      { latents: { dtype: 'F32', shape: r.latentsShape, data: r.latents } },
+      { prompt: flags.prompt, steps: String(r.steps), seed: r.seed === null ? '' : String(r.seed), height: String(r.height), width: String(r.width), kind: 'final latents [B, C, H/8, W/8] (ZImagePipeline output_type="latent")' },
+    );
+  }
+  await printCacheSummary(flags, r.cache);
+  const wall = performance.now() - t0;
+  if (flags.json) {
+    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: cls, guidanceScale: flags.guidanceScale ?? 5 };
     process.stdout.write(JSON.stringify(j) + '\n');
   } else {
     process.stderr.write(`wrote ${outputs.join(', ')} (${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`);

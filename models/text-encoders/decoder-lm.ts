@@ -218,14 +218,20 @@ export const decoderLm = component<DecoderLmConfig>({
     return { hidden_states: want === L ? norm(m, 'norm', h, c) : h };
   },
   // TE-P (Cache-DiT §4.9): query and key/value heads and the MLP hidden split over the ranks (tp_size must
-  // divide num_key_value_heads); the names under the default weight_prefix 'model.'
-  tp: {
-    'model.layers.*.self_attn.q_proj': 'colwise',
-    'model.layers.*.self_attn.k_proj': 'colwise',
-    'model.layers.*.self_attn.v_proj': 'colwise',
-    'model.layers.*.self_attn.o_proj': 'rowwise',
-    'model.layers.*.mlp.gate_proj': 'colwise',
-    'model.layers.*.mlp.up_proj': 'colwise',
-    'model.layers.*.mlp.down_proj': 'rowwise',
-  },
+  // divide num_key_value_heads); under each weight_prefix the pipelines use
+  tp: { ...layerTp(''), ...layerTp('model.'), ...layerTp('model.language_model.') },
 });
+
+/** the TP styles of the decoder layers' linears under one checkpoint prefix */
+function layerTp(prefix: string): Record<string, 'colwise' | 'rowwise'> {
+  const p = `${prefix}layers.*.`;
+  return {
+    [`${p}self_attn.q_proj`]: 'colwise',
+    [`${p}self_attn.k_proj`]: 'colwise',
+    [`${p}self_attn.v_proj`]: 'colwise',
+    [`${p}self_attn.o_proj`]: 'rowwise',
+    [`${p}mlp.gate_proj`]: 'colwise',
+    [`${p}mlp.up_proj`]: 'colwise',
+    [`${p}mlp.down_proj`]: 'rowwise',
+  };
+}

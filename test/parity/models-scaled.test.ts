@@ -116,6 +116,18 @@ describe('full-size configs compile with diffusers checkpoint names', () => {
     expect(listModels()).toEqual(expect.arrayContaining(['qwen-image', 'wan2.1-t2v-1.3b', 'wan2.1-t2v-14b']));
   });
 
+  it('z-image-turbo: 30 layers + 2 noise / 2 context refiners (Pattern_3 `layers`), 6.15B transformer parameters as diffusers counts them', () => {
+    const p = compilePlan('z-image-turbo', { component: T, dims: { batch: 1, height: 1024, width: 1024, textTokens: 512 } });
+    // sum(p.numel() for p in ZImageTransformer2DModel(**Z-Image-Turbo's config).parameters())
+    expect(params(p)).toBe(6154908736);
+    const seg = p.segments.find((s) => s.name === 'blocks')!;
+    expect([seg.list, seg.pattern, seg.blocks!.length]).toEqual(['layers', 3, 30]);
+    expect(p.inputs.find((i) => i.name === 'hidden_states')!.shape).toEqual([1, 4096, 64]);
+    expect(shapeOf(p, 'layers.0.feed_forward.w1.weight')).toEqual([10240, 3840]);
+    expect(shapeOf(p, 'noise_refiner.1.adaLN_modulation.0.weight')).toEqual([15360, 256]);
+    expect(shapeOf(p, 'context_refiner.0.attention.norm_q.weight')).toEqual([128]);
+  });
+
   it("gemma3-text: Gemma 3 12B's text model (LTX-2's encoder) compiles at 1024 tokens with 11.77B parameters; 1025 tokens exceed its local window", () => {
     const p = compilePlan('gemma3-text', { component: 'text_encoder', dims: { batch: 1, textTokens: 1024 } });
     // embeddings 262208 x 3840 + 48 x (q/k/v/o, q/k norms, 4 norms, gated MLP) + the final norm

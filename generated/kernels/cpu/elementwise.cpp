@@ -84,6 +84,26 @@ struct chain_ew_21a35ba2 : Floats {
 };
 void kernel_ew_21a35ba2(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_21a35ba2, 1>(args, ctx); }
 
+// ew_501ff0b5: y = tanhf(a0)
+// t: in0..in0, y ; i: n ; f: f0..f7
+struct chain_ew_501ff0b5 : Floats {
+  float operator()(float a0) const {
+    using namespace ew;
+    return static_cast<float>(tanhf(a0));
+  }
+};
+void kernel_ew_501ff0b5(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_501ff0b5, 1>(args, ctx); }
+
+// ew_5b82fa79: y = ((-a0) + f0)
+// t: in0..in0, y ; i: n ; f: f0..f7
+struct chain_ew_5b82fa79 : Floats {
+  float operator()(float a0) const {
+    using namespace ew;
+    return static_cast<float>(((-a0) + f0));
+  }
+};
+void kernel_ew_5b82fa79(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_5b82fa79, 1>(args, ctx); }
+
 // ew_a2085fe5: y = (a0 + f0)
 // t: in0..in0, y ; i: n ; f: f0..f7
 struct chain_ew_a2085fe5 : Floats {
@@ -93,6 +113,26 @@ struct chain_ew_a2085fe5 : Floats {
   }
 };
 void kernel_ew_a2085fe5(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_a2085fe5, 1>(args, ctx); }
+
+// ew_ba5994eb: y = ((a0 * f0) + f1)
+// t: in0..in0, y ; i: n ; f: f0..f7
+struct chain_ew_ba5994eb : Floats {
+  float operator()(float a0) const {
+    using namespace ew;
+    return static_cast<float>(((a0 * f0) + f1));
+  }
+};
+void kernel_ew_ba5994eb(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_ba5994eb, 1>(args, ctx); }
+
+// ew_d42372bb: y = ((a0 * a1) + a2)
+// t: in0..in2, y ; i: n ; f: f0..f7
+struct chain_ew_d42372bb : Floats {
+  float operator()(float a0, float a1, float a2) const {
+    using namespace ew;
+    return static_cast<float>(((a0 * a1) + a2));
+  }
+};
+void kernel_ew_d42372bb(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_d42372bb, 3>(args, ctx); }
 
 // ew_e4236df7: y = (a0 * sigmoid((a0 * f0)))
 // t: in0..in0, y ; i: n ; f: f0..f7
@@ -134,7 +174,11 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[] = {
     {"gelu_tanh", ditforge::kernel_gelu_tanh},
     {"ew_0571fe9c", ditforge::kernel_ew_0571fe9c },
     {"ew_21a35ba2", ditforge::kernel_ew_21a35ba2 },
+    {"ew_501ff0b5", ditforge::kernel_ew_501ff0b5 },
+    {"ew_5b82fa79", ditforge::kernel_ew_5b82fa79 },
     {"ew_a2085fe5", ditforge::kernel_ew_a2085fe5 },
+    {"ew_ba5994eb", ditforge::kernel_ew_ba5994eb },
+    {"ew_d42372bb", ditforge::kernel_ew_d42372bb },
     {"ew_e4236df7", ditforge::kernel_ew_e4236df7 },
     {"ew_f7edf843", ditforge::kernel_ew_f7edf843 },
     {"ew_selftest", ditforge::kernel_ew_selftest },
@@ -148,7 +192,11 @@ extern "C" const ditforge::ElementwiseInfo ditforge_cpu_elementwise_info[] = {
     {"gelu_tanh", 1},
     {"ew_0571fe9c", 2 },
     {"ew_21a35ba2", 1 },
+    {"ew_501ff0b5", 1 },
+    {"ew_5b82fa79", 1 },
     {"ew_a2085fe5", 1 },
+    {"ew_ba5994eb", 1 },
+    {"ew_d42372bb", 3 },
     {"ew_e4236df7", 1 },
     {"ew_f7edf843", 2 },
     {"ew_selftest", 3 },

@@ -34,12 +34,50 @@ __global__ void ew_21a35ba2_k(const float* in0, float* y, int64_t n, float f0, f
   }
 }
 
+// ew_501ff0b5: y = tanhf(a0)
+__global__ void ew_501ff0b5_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    y[i] = static_cast<float>(tanhf(a0));
+  }
+}
+
+// ew_5b82fa79: y = ((-a0) + f0)
+__global__ void ew_5b82fa79_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    y[i] = static_cast<float>(((-a0) + f0));
+  }
+}
+
 // ew_a2085fe5: y = (a0 + f0)
 __global__ void ew_a2085fe5_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
                           float f3, float f4, float f5, float f6, float f7) {
   DF_GRID_LOOP(n) {
     const float a0 = in0[i];
     y[i] = static_cast<float>((a0 + f0));
+  }
+}
+
+// ew_ba5994eb: y = ((a0 * f0) + f1)
+__global__ void ew_ba5994eb_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    y[i] = static_cast<float>(((a0 * f0) + f1));
+  }
+}
+
+// ew_d42372bb: y = ((a0 * a1) + a2)
+__global__ void ew_d42372bb_k(const float* in0, const float* in1, const float* in2, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    const float a1 = in1[i];
+    const float a2 = in2[i];
+    y[i] = static_cast<float>(((a0 * a1) + a2));
   }
 }
 
@@ -110,9 +148,33 @@ extern "C" int ditforge_cuda_ew_21a35ba2(const KernelArgs* a, void* stream) {
       a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
   return DF_LAUNCH_RESULT();
 }
+extern "C" int ditforge_cuda_ew_501ff0b5(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_501ff0b5_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
+extern "C" int ditforge_cuda_ew_5b82fa79(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_5b82fa79_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
 extern "C" int ditforge_cuda_ew_a2085fe5(const KernelArgs* a, void* stream) {
   if (a->i[0] <= 0) return 0;
   cuda::ew_a2085fe5_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
+extern "C" int ditforge_cuda_ew_ba5994eb(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_ba5994eb_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
+extern "C" int ditforge_cuda_ew_d42372bb(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_d42372bb_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], a->t[2], a->t[3],
       a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
   return DF_LAUNCH_RESULT();
 }
@@ -142,7 +204,11 @@ extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_elementwise[] = {
     {"gelu_tanh", ditforge_cuda_gelu_tanh},
     {"ew_0571fe9c", ditforge_cuda_ew_0571fe9c },
     {"ew_21a35ba2", ditforge_cuda_ew_21a35ba2 },
+    {"ew_501ff0b5", ditforge_cuda_ew_501ff0b5 },
+    {"ew_5b82fa79", ditforge_cuda_ew_5b82fa79 },
     {"ew_a2085fe5", ditforge_cuda_ew_a2085fe5 },
+    {"ew_ba5994eb", ditforge_cuda_ew_ba5994eb },
+    {"ew_d42372bb", ditforge_cuda_ew_d42372bb },
     {"ew_e4236df7", ditforge_cuda_ew_e4236df7 },
     {"ew_f7edf843", ditforge_cuda_ew_f7edf843 },
     {"ew_selftest", ditforge_cuda_ew_selftest },

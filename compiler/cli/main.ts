@@ -246,7 +246,6 @@ async function packedLatentsFlag(flags: GenerateFlags, g: { tokens: number; pack
 async function generate(flags: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const { loadFluxPipeline, resolveModelDir, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
-  const { writePng } = await import('../../runtime/image.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
 
   let model: ReturnType<typeof resolveModelDir>;
@@ -304,15 +303,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   };
   const { r: result, parallelInfo } = await runFamily<import('../../runtime/pipeline.ts').GenerateOptions, GenerateResult>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText, parallelVae: flags.parallelVae });
 
-  const outputs: string[] = [];
-  // with caching the file name carries the run tag (Cache-DiT's generate names its images by strify()):
-  // out.png -> out_DBCache_F1B0_W8I1M0MC3_R0.12_CFG0_T0O0_S11.png
-  result.images.forEach((img, b) => {
-    const file = outputName(flags.out!, result.cache?.tag, b, '.png');
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    writePng(file, img, result.width, result.height);
-    outputs.push(file);
-  });
+  const outputs = await writeImages(flags.out, result);
   if (flags.saveLatents) {
     fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
     writeSafetensors(
@@ -494,6 +485,20 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   }
 }
 
+/**
+ * Writes a result's images as PNG: out, out_1, ... per batch item; with caching the file name carries the run
+ * tag (Cache-DiT's generate names its images by strify(): out.png -> out_DBCache_F1B0_W8I1M0MC3_R0.12_..._S11.png)
+ */
+async function writeImages(out: string, r: { images: Uint8Array[]; width: number; height: number; cache?: { tag: string } }): Promise<string[]> {
+  const { writePng } = await import('../../runtime/image.ts');
+  return r.images.map((img, b) => {
+    const file = outputName(out, r.cache?.tag, b, '.png');
+    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    writePng(file, img, r.width, r.height);
+    return file;
+  });
+}
+
 /** `generate` for a QwenImagePipeline directory (one rank; PNG out) */
 async function generateQwenImage(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
   const cls = model.family.pipelineClass;
@@ -501,7 +506,6 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
     if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories yet (true CFG: --negative-prompt with --true-cfg-scale)`);
   }
   const { loadQwenImagePipeline } = await import('../../runtime/pipeline.ts');
-  const { writePng } = await import('../../runtime/image.ts');
   const out = flags.out ?? 'out.png';
   const pipe = await loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
   const height = flags.height ?? pipe.spec.defaultSize().height;
@@ -514,12 +518,7 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   type Res = import('../../runtime/pipelines/qwen-image.ts').QwenImageResult;
   const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}) };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
-  const outputs = r.images.map((img, b) => {
-    const file = outputName(out, r.cache?.tag, b, '.png');
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    writePng(file, img, r.width, r.height);
-    return file;
-  });
+  const outputs = await writeImages(out, r);
   const wall = performance.now() - t0;
   if (flags.json) {
     const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: cls, trueCfgScale: flags.trueCfgScale ?? 4 };
@@ -536,7 +535,6 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
     if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories (CFG: --guidance-scale, 0 turns it off)`);
   }
   const { loadZImagePipeline } = await import('../../runtime/pipeline.ts');
-  const { writePng } = await import('../../runtime/image.ts');
   const out = flags.out ?? 'out.png';
   const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
   const height = flags.height ?? pipe.spec.defaultSize().height;
@@ -555,12 +553,7 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   type Res = import('../../runtime/pipelines/z-image.ts').ZImageResult;
   const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}) };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
-  const outputs = r.images.map((img, b) => {
-    const file = outputName(out, r.cache?.tag, b, '.png');
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    writePng(file, img, r.width, r.height);
-    return file;
-  });
+  const outputs = await writeImages(out, r);
   if (flags.saveLatents) {
     const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
     fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });

@@ -188,17 +188,40 @@ function table(rows: string[][]): string {
 }
 
 /** A readable summary: components, block lists, patterns, params, FLOPs per step. */
-export function inspectModel(
-  model: string,
-  opts: { dims?: Record<string, number>; config?: Record<string, unknown>; configs?: Partial<Record<PlanComponent, Record<string, unknown>>> } = {},
-): string {
+type InspectOptions = { dims?: Record<string, number>; config?: Record<string, unknown>; configs?: Partial<Record<PlanComponent, Record<string, unknown>>> };
+
+/** every component of a model traced for inspection: `dims` / `config` the transformer's, `configs` per component (a directory's config.json files) */
+function inspectTraces(model: string, opts: InspectOptions) {
   const def = getModel(model);
-  const out: string[] = [`model ${model}`];
-  for (const comp of Object.keys(def.components) as CompileOptions['component'][]) {
-    // `dims` / `config`: the transformer's; `configs`: per component (a directory's config.json files)
+  return (Object.keys(def.components) as CompileOptions['component'][]).map((comp) => {
     const own = opts.configs?.[comp];
     const base = comp === 'transformer' ? { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) } : {};
-    const t = traceComponent(def, comp, { ...base, ...(own ? { config: own } : {}) });
+    return { comp, t: traceComponent(def, comp, { ...base, ...(own ? { config: own } : {}) }) };
+  });
+}
+
+/**
+ * `inspect --json`: per component its class, dims tag, parameter count (every weight the trace declares, as
+ * `sum(p.numel() for p in model.parameters())` counts the ones it uses) and FLOPs per forward; the cache lists.
+ */
+export function inspectModelJson(model: string, opts: InspectOptions = {}): Record<string, unknown> {
+  const def = getModel(model);
+  const comps = inspectTraces(model, opts);
+  return {
+    model,
+    params: Object.fromEntries(comps.map(({ comp, t }) => [comp, paramCount(t.graph)])),
+    flops: Object.fromEntries(comps.map(({ comp, t }) => [comp, graphFlops(t.graph)])),
+    components: Object.fromEntries(
+      comps.map(({ comp, t }) => [comp, { className: t.className, tag: t.tag, dims: t.dims, blockLists: t.graph.lists.map((l) => ({ name: l.list, pattern: l.pattern, blocks: l.blocks.length })) }]),
+    ),
+    ...(def.cache ? { cache: def.cache.lists.map((l) => ({ name: l.name, blocks: l.blocks, pattern: l.pattern })) } : {}),
+  };
+}
+
+export function inspectModel(model: string, opts: InspectOptions = {}): string {
+  const def = getModel(model);
+  const out: string[] = [`model ${model}`];
+  for (const { comp, t } of inspectTraces(model, opts)) {
     const g = t.graph;
     out.push('', `${comp} (${t.className}) ${t.tag}  dims ${JSON.stringify(t.dims)}`);
     out.push(`  params ${fmtNum(paramCount(g))}  flops/forward ${fmtNum(graphFlops(g))}`);

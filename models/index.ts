@@ -7,11 +7,12 @@ registerModel('tiny-flux', tinyFlux);
 registerModel('flux1-dev', flux1Dev);
 import gemma3Text from './gemma3-text.ts';
 import qwenImage from './qwen-image.ts';
-import { wan21T2V13B, wan21T2V14B } from './wan2.1.ts';
+import { wan21T2V13B, wan21T2V14B, wan22T2VA14B } from './wan2.1.ts';
 import zImageTurbo from './z-image.ts';
 
 registerModel('qwen-image', qwenImage);
 registerModel('gemma3-text', gemma3Text);
 registerModel('wan2.1-t2v-1.3b', wan21T2V13B);
 registerModel('wan2.1-t2v-14b', wan21T2V14B);
+registerModel('wan2.2-t2v-a14b', wan22T2VA14B);
 registerModel('z-image-turbo', zImageTurbo);

@@ -310,3 +310,15 @@ export const wan21T2V13B = model('wan2.1-t2v-1.3b', {
   cache: WAN_CACHE,
   parallel: WAN_PARALLEL,
 });
+
+/**
+ * Wan-AI/Wan2.2-T2V-A14B-Diffusers: two experts of the 14B transformer's config (transformer for the high-noise
+ * steps, transformer_2 for the rest, switched at model_index.json's boundary_ratio 0.875 by the pipeline); the
+ * Wan 2.1 VAE and UMT5. Each expert compiles as this `transformer` (a directory's transformer_2/config.json
+ * is compiled the same way: runtime/pipelines/wan.ts).
+ */
+export const wan22T2VA14B = model('wan2.2-t2v-a14b', {
+  components: { transformer: withConfig(wanTransformer, {}), text_encoder: withConfig(umt5Encoder, {}), vae: withConfig(autoencoderKLWan, {}) },
+  cache: WAN_CACHE,
+  parallel: WAN_PARALLEL,
+});

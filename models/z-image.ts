@@ -193,7 +193,11 @@ export const zImageTransformer = component<ZImageConfig>({
   },
 });
 
-/** Cache-DiT's Z-Image adapter: the main `layers`, Pattern_3 */
+/**
+ * Cache-DiT's Z-Image adapter: the main `layers`, Pattern_3. Its has_separate_cfg stays False there because
+ * ZImagePipeline batches cond and uncond in one call (one decision over the batch); here the branches are two
+ * calls (cond, then uncond), so each keeps its own context, as for the other families.
+ */
 export const Z_IMAGE_CACHE = {
   lists: [{ name: 'layers', blocks: ['layers'], pattern: Pattern.P3 }],
   has_separate_cfg: true,

@@ -63,7 +63,7 @@ export interface ComponentRunnerOptions {
 /** Checkpoints and executors of a pipeline directory's components, created once per shape. */
 export class ComponentRunners {
   private readonly runners = new Map<string, Runner>();
-  private readonly weights = new Map<Component, ComponentWeights>();
+  private readonly weights = new Map<string, ComponentWeights>();
   private readonly shipped = new Map<Component, Plan | null>();
 
   constructor(
@@ -72,16 +72,16 @@ export class ComponentRunners {
     private readonly opts: ComponentRunnerOptions,
   ) {}
 
-  /** the component's checkpoint (sharded or single file), opened on first use */
-  async weightsOf(component: Component): Promise<ComponentWeights> {
-    let f = this.weights.get(component);
+  /** the checkpoint in a component folder (sharded or single file), opened on first use */
+  async weightsOf(folder: string): Promise<ComponentWeights> {
+    let f = this.weights.get(folder);
     if (!f) {
       try {
-        f = await ComponentWeights.open(path.join(this.dir, component));
+        f = await ComponentWeights.open(path.join(this.dir, folder));
       } catch (e) {
         throw new UserError((e as Error).message);
       }
-      this.weights.set(component, f);
+      this.weights.set(folder, f);
     }
     return f;
   }
@@ -95,13 +95,16 @@ export class ComponentRunners {
     return this.shipped.get(component)!;
   }
 
-  /** the executor cached under `key`, or one made from `plan()` with the component's weights bound */
-  async runner(component: Component, key: string, plan: () => Promise<Plan>, o: { mayLeave?: (name: string) => boolean } = {}): Promise<Runner> {
+  /**
+   * the executor cached under `key`, or one made from `plan()` with the weights of the component's folder (or
+   * `o.folder`: Wan 2.2's transformer_2 runs transformer plans) bound
+   */
+  async runner(component: Component, key: string, plan: () => Promise<Plan>, o: { mayLeave?: (name: string) => boolean; folder?: string } = {}): Promise<Runner> {
     const k = `${component}:${key}`;
     let r = this.runners.get(k);
     if (r) return r;
     const p = await plan();
-    const file = await this.weightsOf(component);
+    const file = await this.weightsOf(o.folder ?? component);
     let exec: NativeExecutor;
     try {
       exec = new (loadNative().Executor)(JSON.stringify(p), { ...(this.opts.threads ? { threads: this.opts.threads } : {}), ...(this.opts.device ? { device: this.opts.device } : {}) });
@@ -111,7 +114,7 @@ export class ComponentRunners {
       throw e;
     }
     try {
-      bindPlanWeights(exec, p, file, o);
+      bindPlanWeights(exec, p, file, o.mayLeave ? { mayLeave: o.mayLeave } : {});
     } catch (e) {
       throw new UserError((e as Error).message);
     }

@@ -28,6 +28,8 @@ export interface PipelineFamily {
   output: 'image' | 'video';
   /** the components model_index.json must name, with the classes we run */
   components: Partial<Record<string, readonly string[]>>;
+  /** components it may name (Wan 2.2's transformer_2), with the classes we run */
+  optionalComponents?: Partial<Record<string, readonly string[]>>;
 }
 
 export const TINY_FLUX_FAMILY: PipelineFamily = {
@@ -57,7 +59,7 @@ export const FLUX1_FAMILY: PipelineFamily = {
   },
 };
 
-/** diffusers WanPipeline (Wan 2.1 text-to-video, 1.3B and 14B) */
+/** diffusers WanPipeline (Wan 2.1 text-to-video, 1.3B and 14B; Wan 2.2 A14B with its second expert) */
 export const WAN21_FAMILY: PipelineFamily = {
   pipelineClass: 'WanPipeline',
   planModel: 'wan2.1-t2v-1.3b',
@@ -71,6 +73,8 @@ export const WAN21_FAMILY: PipelineFamily = {
     vae: ['AutoencoderKLWan'],
     scheduler: ['UniPCMultistepScheduler'],
   },
+  // Wan 2.2 A14B: the low-noise expert
+  optionalComponents: { transformer_2: ['WanTransformer3DModel'] },
 };
 
 /** diffusers QwenImagePipeline (Qwen-Image text-to-image) */
@@ -133,7 +137,8 @@ export function familyOf(dir: string): PipelineFamily {
   const cls = idx._class_name;
   const fam = FAMILIES.find((f) => f.pipelineClass === cls);
   if (!fam) throw new UserError(`${file}: _class_name ${JSON.stringify(cls)} is not a supported pipeline (supported: ${FAMILIES.map((f) => f.pipelineClass).join(', ')})`);
-  for (const [comp, classes] of Object.entries(fam.components)) {
+  const optional = Object.entries(fam.optionalComponents ?? {}).filter(([c]) => idx[c] !== undefined && idx[c] !== null && !(Array.isArray(idx[c]) && (idx[c] as unknown[])[1] === null));
+  for (const [comp, classes] of [...Object.entries(fam.components), ...optional]) {
     const entry = idx[comp];
     if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[1] !== 'string') {
       throw new UserError(`${file}: field "${comp}" must be [library, class] naming one of ${classes!.join(', ')}, got ${JSON.stringify(entry)}`);

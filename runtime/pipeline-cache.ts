@@ -169,3 +169,22 @@ export function summaryJson(s: CacheSummary): Record<string, unknown> {
 }
 
 export { formatSummaryTable };
+
+/**
+ * The results of several transformers' sessions (Wan 2.2's experts) as one: their summaries in transformer
+ * order (Cache-DiT's summary lists transformer, then transformer_2), the first one's tag, counters summed.
+ */
+export function mergeCacheResults(rs: PipelineCacheResult[]): PipelineCacheResult {
+  if (rs.length === 1) return rs[0]!;
+  const sum = (k: 'probes' | 'kernels' | 'blocksRun' | 'calibratorKernels' | 'hostReads' | 'hostReadValues'): number => rs.reduce((a, r) => a + r[k], 0);
+  return {
+    tag: rs[0]!.tag,
+    summary: rs.flatMap((r) => r.summary),
+    probes: sum('probes'),
+    kernels: sum('kernels'),
+    blocksRun: sum('blocksRun'),
+    calibratorKernels: sum('calibratorKernels'),
+    hostReads: sum('hostReads'),
+    hostReadValues: sum('hostReadValues'),
+  };
+}

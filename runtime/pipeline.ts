@@ -15,7 +15,7 @@ import { familyOf, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './mo
 import { loadNative, type Native } from './native.ts';
 import { rankExecutor, type RankExecutor } from './parallel/rank-executor.ts';
 import type { Component, Plan } from './plan.ts';
-import type { PipelineCacheOptions } from './pipeline-cache.ts';
+import { mergeCacheResults, type PipelineCacheOptions } from './pipeline-cache.ts';
 import { assertFinite, checkLatents } from './request-checks.ts';
 import { FluxSpec } from './pipelines/flux.ts';
 import { QwenImageSpec } from './pipelines/qwen-image.ts';
@@ -186,7 +186,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
         const plan = rank?.plans[k];
         if (plan) {
           // a rank's plan may hold its split of the inputs: its ParallelExecutor checks the full sizes it is given
-          const rx = rankExecutor(rank.comm, plan, await this.components.weightsOf(n.component), this.options.threads ? { threads: this.options.threads } : {});
+          const rx = rankExecutor(rank.comm, plan, await this.components.weightsOf(n.folder ?? n.component), this.options.threads ? { threads: this.options.threads } : {});
           this.rankExecutors.push(rx);
           ex = rx;
         } else ex = localExecutor(await this.runner(n));
@@ -214,7 +214,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
 
   /** the local executor of a need (made once per component and key, weights bound) */
   runner(n: PlanNeed): Promise<Runner> {
-    return this.components.runner(n.component, n.key, () => this.plan(n), n.mayLeave ? { mayLeave: n.mayLeave } : {});
+    return this.components.runner(n.component, n.key, () => this.plan(n), { ...(n.mayLeave ? { mayLeave: n.mayLeave } : {}), ...(n.folder ? { folder: n.folder } : {}) });
   }
 
   /** A generate request (the family's semantics); concurrent calls run one after the other (they share the executors' arenas). */
@@ -242,20 +242,25 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     const tokenize = pos.tokenizeMs + (neg?.tokenizeMs ?? 0);
     const textEncoder = performance.now() - tTe - tokenize;
 
-    const tr = await this.ctx.executor(spec.transformerNeed(q, pos));
-    const trNeg = neg ? await this.ctx.executor(spec.transformerNeed(q, neg)) : null;
-    let session: CachedForward | null = null;
+    // the transformer executors of every step (one, or Wan 2.2's two experts), each cached with its own
+    // context over the steps it runs (Cache-DiT refreshes transformer and transformer_2 with their own counts)
+    const exs: { pos: ComponentExecutor; neg: ComponentExecutor | null }[] = [];
+    for (let i = 0; i < q.steps; i++) exs.push({ pos: await this.ctx.executor(spec.transformerNeed(q, pos, i)), neg: neg ? await this.ctx.executor(spec.transformerNeed(q, neg, i)) : null });
+    const sessions = new Map<ComponentExecutor, CachedForward>();
     if (opts.cache) {
       // Cache-DiT's separate CFG contexts count the steps of one executor's two branches
-      if (trNeg && trNeg !== tr) throw new UserError('caching with CFG needs the prompt and the negative prompt to encode to the same text length here (they run different transformer plans)');
+      if (exs.some((e) => e.neg && e.neg !== e.pos)) throw new UserError('caching with CFG needs the prompt and the negative prompt to encode to the same text length here (they run different transformer plans)');
+      const counts = new Map<ComponentExecutor, number>();
+      for (const e of exs) counts.set(e.pos, (counts.get(e.pos) ?? 0) + 1);
       try {
-        session = tr.cacheSession(opts.cache, { steps: q.steps, separateCfg: neg !== null });
+        for (const [ex, steps] of counts) sessions.set(ex, ex.cacheSession(opts.cache, { steps, separateCfg: neg !== null }));
       } catch (e) {
         throw new UserError((e as Error).message);
       }
     }
     const forward = async (ex: ComponentExecutor, text: typeof pos, x: Float32Array, timestep: Float32Array): Promise<Float32Array> => {
       ex.setInputs(spec.transformerInputs(q, x, text, timestep));
+      const session = sessions.get(ex);
       if (session) await session.forward();
       else await ex.forward();
       return ex.output('output');
@@ -269,8 +274,8 @@ export class Pipeline<S extends AnySpec = AnySpec> {
       opts.beforeStep?.(i);
       const tStep = performance.now();
       timestep.fill(sampler.modelTimestep(i));
-      const v = await forward(tr, pos, x, timestep);
-      if (neg) spec.combineCfg(q, v, await forward(trNeg!, neg, x, timestep));
+      const v = await forward(exs[i]!.pos, pos, x, timestep);
+      if (neg) spec.combineCfg(q, v, await forward(exs[i]!.neg!, neg, x, timestep), i);
       x = sampler.step(v, i, x);
       assertFinite(x, `the latents after denoising step ${i + 1} of ${q.steps} (the transformer's output)`);
       opts.onStep?.({ step: i + 1, steps: q.steps, timestep: sampler.timesteps[i]!, sigma: sampler.sigmas[i]!, ms: performance.now() - tStep });
@@ -286,7 +291,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
       pos,
       sampler,
       timings: { tokenize, textEncoder, denoise, perStep: denoise / q.steps, vae, setup, total: performance.now() - t0 },
-      ...(session ? { cache: session.result() } : {}),
+      ...(sessions.size ? { cache: mergeCacheResults([...sessions.values()].map((x) => x.result())) } : {}),
     }, decoded);
   }
 

@@ -5,7 +5,7 @@ import { componentConfig, readJson } from '../../runtime/model-dir.ts';
 import { resolveModelDir } from '../../runtime/pipeline.ts';
 import { pathToFileURL } from 'node:url';
 import type { Component, Plan } from '../../runtime/plan.ts';
-import { compilePlan, directoryConfig, exportOnnx, inspectModel, listModels, registerModel } from '../index.ts';
+import { compilePlan, directoryConfig, exportOnnx, inspectModel, inspectModelJson, listModels, registerModel } from '../index.ts';
 import type { ModelDefinition } from '../dsl/index.ts';
 import { getModel } from '../registry.ts';
 import { compileCudaSources, DEFAULT_CUDA_ARCHS } from '../toolchain/nvcc.ts';
@@ -136,16 +136,25 @@ export async function runCompile(model: string, opts: CompileCommandOptions = {}
   return written;
 }
 
-export async function runInspect(model: string, opts: { dims?: Record<string, number>; config?: Record<string, unknown> } = {}): Promise<string> {
-  if (fs.existsSync(path.join(model, 'model_index.json'))) {
-    const text = inspectDirectory(model);
-    process.stdout.write(`${text}\n`);
-    return text;
-  }
-  const name = await resolveModel(model);
-  const text = inspectModel(name, { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) });
+export async function runInspect(model: string, opts: { dims?: Record<string, number>; config?: Record<string, unknown>; json?: boolean } = {}): Promise<string> {
+  const dir = fs.existsSync(path.join(model, 'model_index.json'));
+  const name = dir ? resolveModelDir(model).name : await resolveModel(model);
+  const o = dir ? { configs: directoryConfigs(model) } : { ...(opts.dims ? { dims: opts.dims } : {}), ...(opts.config ? { config: opts.config } : {}) };
+  const text = opts.json ? JSON.stringify({ ...(dir ? { directory: path.resolve(model) } : {}), ...inspectModelJson(name, o) }) : dir ? inspectDirectory(model) : inspectModel(name, o);
   process.stdout.write(`${text}\n`);
   return text;
+}
+
+/** a directory's component configs as the family compiles them (a multimodal config's text_config for its language model) */
+function directoryConfigs(dir: string): Record<string, Record<string, unknown>> {
+  const { name, family } = resolveModelDir(dir);
+  const configs: Record<string, Record<string, unknown>> = {};
+  for (const c of family.dirConfigs) {
+    const raw = componentConfig(dir, c);
+    const text = raw.text_config && typeof raw.text_config === 'object' ? (raw.text_config as Record<string, unknown>) : raw;
+    configs[c] = directoryConfig(name, c, text);
+  }
+  return configs;
 }
 
 export { listModels };
@@ -160,13 +169,6 @@ function inspectDirectory(dir: string): string {
   const rows = Object.entries(idx)
     .filter(([k, v]) => !k.startsWith('_') && Array.isArray(v))
     .map(([k, v]) => `  ${k.padEnd(16)} ${(v as string[]).join('.')}`);
-  const configs: Record<string, Record<string, unknown>> = {};
-  for (const c of family.dirConfigs) {
-    const raw = componentConfig(dir, c);
-    // a multimodal config (Qwen2.5-VL) keeps the language model's fields under text_config
-    const text = raw.text_config && typeof raw.text_config === 'object' ? (raw.text_config as Record<string, unknown>) : raw;
-    configs[c] = directoryConfig(name, c, text);
-  }
   const head = [`${path.resolve(dir)}: ${String(idx._class_name)} (plans: ${name})`, ...rows, ''];
-  return head.join('\n') + inspectModel(name, { configs });
+  return head.join('\n') + inspectModel(name, { configs: directoryConfigs(dir) });
 }

@@ -82,6 +82,7 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   summary?: boolean;
   negativePrompt?: string;
   guidanceScale?: number;
+  guidanceScale2?: number;
 }
 
 function floatOption(flag: string) {
@@ -270,6 +271,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   flags.steps ??= model.family.pipelineClass === 'FluxPipeline' ? 28 : 50;
   if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
+  if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
   if (model.family.pipelineClass === 'ZImagePipeline') return generateZImage(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
@@ -450,7 +452,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   }
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
-  const request = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, numFrames };
+  const request = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, numFrames, ...(flags.guidanceScale2 !== undefined ? { guidanceScale2: flags.guidanceScale2 } : {}) };
   const { r, parallelInfo } = await runFamily<import('../../runtime/pipelines/wan.ts').VideoGenerateOptions, import('../../runtime/pipelines/wan.ts').VideoGenerateResult>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs: string[] = [];
   const targets = r.videos.map((_, b) => checkVideoOutput(outputName(out, r.cache?.tag, b, '')));
@@ -616,6 +618,7 @@ function buildProgram(): Command {
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
     .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))
+    .option('--guidance-scale-2 <x>', 'Wan 2.2: guidance_scale_2, the CFG scale of the low-noise expert (transformer_2; default --guidance-scale)', floatOption('--guidance-scale-2'))
     .option('--cache', 'enable DBCache (Cache-DiT flags below; CLI defaults --Fn 1 --Bn 0 --rdt 0.12 --ws 8 --wi 1 --mc -1 --mcc 3)')
     .option('--Fn <n>', 'Fn_compute_blocks', intOption('--Fn', 1))
     .option('--Bn <n>', 'Bn_compute_blocks', intOption('--Bn', 0))
@@ -653,10 +656,11 @@ function buildProgram(): Command {
   program
     .command('inspect')
     .description('print a model: config, blocks, parameters, plan summary')
-    .argument('<model>', 'model name or model file')
-    .action(async (model: string) => {
+    .argument('<model>', 'model name, model file or diffusers directory')
+    .option('--json', 'one JSON object: params and flops per component, block lists, cache lists')
+    .action(async (model: string, o: { json?: boolean }) => {
       const { runInspect } = await importCommands();
-      await runInspect(model);
+      await runInspect(model, o.json ? { json: true } : {});
     });
 
   return program;

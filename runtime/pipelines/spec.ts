@@ -26,6 +26,8 @@ export interface PlanNeed {
   mayLeave?: (name: string) => boolean;
   /** a multi-rank run may run this component tensor-parallel (TE-P: --parallel-text) */
   textParallel?: boolean;
+  /** the checkpoint folder when it is not the component's (Wan 2.2's transformer_2 runs transformer plans); part of `key` */
+  folder?: string;
 }
 
 /** Where a family's components run: what the Pipeline hands its spec. */
@@ -101,15 +103,18 @@ export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedTex
   needs(q: Q, decode: DecodeMode): PlanNeed[];
   /** the prompts of a batch through the family's tokenizers and text encoders */
   encode(q: Q, prompts: string[]): Promise<T>;
-  /** the transformer's executor need for this text (a family whose text length varies keys it by length) */
-  transformerNeed(q: Q, text: T): PlanNeed;
+  /**
+   * the transformer's executor need for this text at step `step` (a family whose text length varies keys it by
+   * length; Wan 2.2 switches experts at its boundary)
+   */
+  transformerNeed(q: Q, text: T, step: number): PlanNeed;
   /** the seeded initial noise in the latents' layout */
   noise(q: Q): Float32Array;
   sampler(q: Q): Sampler;
   /** the transformer plan's inputs at one step */
   transformerInputs(q: Q, x: Float32Array, text: T, timestep: Float32Array): Record<string, Float32Array>;
-  /** CFG: `uncond` combined into `cond` in place */
-  combineCfg(q: Q, cond: Float32Array, uncond: Float32Array): void;
+  /** CFG at step `step`: `uncond` combined into `cond` in place */
+  combineCfg(q: Q, cond: Float32Array, uncond: Float32Array, step: number): void;
   /** the final latents decoded (nothing with decode 'none') */
   decode(q: Q, x: Float32Array, mode: DecodeMode): Promise<D>;
   result(q: Q, o: DenoiseOutcome<T>, decoded: D): R;

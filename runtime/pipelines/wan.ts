@@ -10,7 +10,7 @@ import { shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { quantizeHWC, denormalize } from '../image.ts';
 import { videoRopeIds } from '../latents.ts';
-import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
+import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import { combineCfg } from '../denoise.ts';
@@ -26,6 +26,8 @@ import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, Pipeline
 export interface VideoGenerateOptions extends BaseGenerateOptions {
   /** CFG scale (WanPipeline guidance_scale; CFG runs when > 1) */
   guidanceScale?: number;
+  /** Wan 2.2: the CFG scale of the low-noise expert (transformer_2), default guidance_scale */
+  guidanceScale2?: number;
   numFrames?: number;
 }
 
@@ -36,6 +38,10 @@ export interface ResolvedVideoRequest extends ResolvedRequest {
   grid: { frames: number; h: number; w: number };
   tokens: number;
   guidanceScale: number;
+  /** Wan 2.2: transformer_2's CFG scale */
+  guidanceScale2: number;
+  /** per step: the expert that runs it (0 transformer, 1 transformer_2; Wan 2.1: all 0) */
+  experts: (0 | 1)[];
   /** latents [B, C, F', h, w] */
   shape: [number, number, number, number, number];
 }
@@ -87,6 +93,10 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
   private readonly vae: WanVaeLayout;
   private readonly patch: [number, number, number];
   private readonly textDim: number;
+  /** Wan 2.2 A14B: model_index.json boundary_ratio (transformer runs t >= ratio x num_train_timesteps, transformer_2 the rest) */
+  readonly boundaryRatio: number | null = null;
+  /** Wan 2.2: transformer_2/config.json */
+  private readonly config2: Record<string, unknown> | null = null;
 
   constructor(
     private readonly ctx: PipelineContext,
@@ -111,6 +121,23 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
     this.textDim = configNumber(tf, 'text_dim', tfFile, { int: true, min: 1 });
     const teD = configNumber(this.configs.text_encoder!, 'd_model', path.join(dir, 'text_encoder', 'config.json'), { int: true, min: 1 });
     if (teD !== this.textDim) throw new UserError(`${tfFile}: text_dim ${this.textDim} differs from the text encoder's d_model ${teD}`);
+    // Wan 2.2 A14B: a second expert and the boundary between them (WanPipeline's register_to_config fields)
+    const idxFile = path.join(dir, 'model_index.json');
+    const idx = readJson(idxFile);
+    const br = idx.boundary_ratio;
+    if (idx.expand_timesteps === true) throw new UserError(`${idxFile}: expand_timesteps=true (Wan 2.2 TI2V's per-token timesteps) is not supported yet`);
+    if (idx.transformer_2 !== undefined && idx.transformer_2 !== null) {
+      if (typeof br !== 'number' || !(br > 0 && br < 1)) throw new UserError(`${idxFile}: a transformer_2 needs "boundary_ratio" in (0, 1) (where the experts switch), got ${JSON.stringify(br)}`);
+      const f2 = path.join(dir, 'transformer_2', 'config.json');
+      const c2 = componentConfig(dir, 'transformer_2');
+      for (const k of ['patch_size', 'in_channels', 'out_channels', 'text_dim'] as const) {
+        if (JSON.stringify(c2[k]) !== JSON.stringify(tf[k])) throw new UserError(`${f2}: field "${k}" ${JSON.stringify(c2[k])} differs from transformer's ${JSON.stringify(tf[k])} (${tfFile}); the two experts take the same latents and text`);
+      }
+      this.config2 = c2;
+      this.boundaryRatio = br;
+    } else if (br !== undefined && br !== null) {
+      throw new UserError(`${idxFile}: "boundary_ratio" ${JSON.stringify(br)} without a transformer_2 component`);
+    }
   }
 
   /** latent channels (the VAE's z_dim) */
@@ -146,11 +173,14 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
     return this.need('text_encoder', `${batch}x${tokens}`, { batch, textTokens: tokens }, { input_ids: [batch, tokens] }, { textParallel: true });
   }
 
-  /** the transformer's need at these sizes */
-  transformerNeedAt(batch: number, height: number, width: number, numFrames: number, tokens: number): PlanNeed {
+  /** the transformer's need at these sizes (expert 1: Wan 2.2's transformer_2, its own config and checkpoint folder) */
+  transformerNeedAt(batch: number, height: number, width: number, numFrames: number, tokens: number, expert: 0 | 1 = 0): PlanNeed {
     const g = this.geometry(height, width, numFrames);
     const want = { hidden_states: [batch, this.vae.zDim, g.frames, g.h, g.w], encoder_hidden_states: [batch, tokens, this.textDim] };
-    return this.need('transformer', shapeKey([batch, g.frames, g.h, g.w, tokens]), { batch, frames: numFrames, height, width, textTokens: tokens }, want);
+    const key = shapeKey([batch, g.frames, g.h, g.w, tokens]);
+    const dims = { batch, frames: numFrames, height, width, textTokens: tokens };
+    if (expert === 0) return this.need('transformer', key, dims, want);
+    return { component: 'transformer', key: `transformer_2:${key}`, dims, want, config: this.config2!, folder: 'transformer_2' };
   }
 
   /** the VAE plan of chunk 1 (the first latent frame) or 2 (every later one) */
@@ -176,7 +206,16 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
     const guidanceScale = opts.guidanceScale ?? 5.0;
     if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
     const shape: [number, number, number, number, number] = [batch, this.vae.zDim, g.frames, g.h, g.w];
+    // WanPipeline.do_classifier_free_guidance: guidance_scale > 1 (guidance_scale_2 only sets the low-noise stage's scale)
     const doCfg = guidanceScale > 1;
+    if (opts.guidanceScale2 !== undefined && this.boundaryRatio === null) throw new UserError('--guidance-scale-2 is for Wan 2.2 directories (a transformer_2 and a boundary_ratio); this one has one transformer');
+    const guidanceScale2 = opts.guidanceScale2 ?? guidanceScale;
+    if (typeof guidanceScale2 !== 'number' || !Number.isFinite(guidanceScale2)) throw new UserError(`--guidance-scale-2 must be a number, got ${opts.guidanceScale2}`);
+    // the expert of each step: t >= boundary_ratio x num_train_timesteps -> transformer, else transformer_2
+    const sched = new UniPCScheduler(this.scheduler);
+    sched.setTimesteps(steps);
+    const boundary = this.boundaryRatio === null ? null : this.boundaryRatio * this.scheduler.num_train_timesteps;
+    const experts = Array.from(sched.timesteps, (t): 0 | 1 => (boundary === null || t >= boundary ? 0 : 1));
     return {
       steps,
       height,
@@ -190,6 +229,8 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
       negativePrompt: doCfg ? (opts.negativePrompt ?? '') : null,
       cfgScale: doCfg ? guidanceScale : null,
       guidanceScale,
+      guidanceScale2,
+      experts,
       shape,
       latentsShape: shape,
       latentsFor: `${numFrames} frames of ${height}x${width}`,
@@ -198,7 +239,7 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
 
   needs(q: ResolvedVideoRequest, decode: DecodeMode): PlanNeed[] {
     if (decode === 'parallel') throw new UserError('--parallel-vae is not supported for WanPipeline yet (rank 0 decodes)');
-    const out = [this.textNeed(q.batch, q.tokens), this.transformerNeedAt(q.batch, q.height, q.width, q.numFrames, q.tokens)];
+    const out = [this.textNeed(q.batch, q.tokens), ...[...new Set(q.experts)].map((e) => this.transformerNeedAt(q.batch, q.height, q.width, q.numFrames, q.tokens, e))];
     if (decode !== 'none') out.push(this.vaeNeed(q.height, q.width, 1));
     if (decode !== 'none' && q.grid.frames > 1) out.push(this.vaeNeed(q.height, q.width, 2));
     return out;
@@ -232,8 +273,8 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
     return { embeds, inputIds: enc.map((e) => e.ids), tokenizeMs };
   }
 
-  transformerNeed(q: ResolvedVideoRequest): PlanNeed {
-    return this.transformerNeedAt(q.batch, q.height, q.width, q.numFrames, q.tokens);
+  transformerNeed(q: ResolvedVideoRequest, _text: WanText, step: number): PlanNeed {
+    return this.transformerNeedAt(q.batch, q.height, q.width, q.numFrames, q.tokens, q.experts[step]!);
   }
 
   transformerInputs(q: ResolvedVideoRequest, x: Float32Array, text: WanText, timestep: Float32Array): Record<string, Float32Array> {
@@ -264,8 +305,8 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
     return Object.assign(sched, { modelTimestep: (i: number) => sched.timestepInput(i) });
   }
 
-  combineCfg(q: ResolvedVideoRequest, cond: Float32Array, uncond: Float32Array): void {
-    combineCfg(cond, uncond, q.guidanceScale);
+  combineCfg(q: ResolvedVideoRequest, cond: Float32Array, uncond: Float32Array, step: number): void {
+    combineCfg(cond, uncond, q.experts[step] === 1 ? q.guidanceScale2 : q.guidanceScale);
   }
 
   /**

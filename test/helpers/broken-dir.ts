@@ -13,7 +13,8 @@ export function brokenCopies(fixture: string, prefix: string): (edit: (dir: stri
   let n = 0;
   return (edit) => {
     const dir = path.join(tmp, `m${n++}`);
-    fs.cpSync(fixture, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}reference`) });
+    // dereference: a fixture's links (wan2.2-random shares wan2.1-random's components) become copies, so an edit never reaches the original
+    fs.cpSync(fixture, dir, { recursive: true, dereference: true, filter: (src) => !src.includes(`${path.sep}reference`) });
     for (const f of fs.readdirSync(dir, { recursive: true }) as string[]) fs.chmodSync(path.join(dir, f), 0o755);
     edit(dir);
     return dir;

@@ -113,7 +113,9 @@ const params = (p: Plan): number => p.weights.reduce((a, w) => a + w.shape.reduc
 
 describe('full-size configs compile with diffusers checkpoint names', () => {
   it('registers the models', () => {
-    expect(listModels()).toEqual(expect.arrayContaining(['qwen-image', 'wan2.1-t2v-1.3b', 'wan2.1-t2v-14b']));
+    expect(listModels()).toEqual(expect.arrayContaining(['qwen-image', 'wan2.1-t2v-1.3b', 'wan2.1-t2v-14b', 'wan2.2-t2v-a14b', 'z-image-turbo']));
+    // Wan 2.2 A14B: each of its two experts is the 14B transformer (2 x 14.29B parameters)
+    expect(params(compilePlan('wan2.2-t2v-a14b', { component: T, dims: { batch: 1, frames: 5, height: 64, width: 64, textTokens: 8 } }))).toBe(14288491584);
   });
 
   it('z-image-turbo: 30 layers + 2 noise / 2 context refiners (Pattern_3 `layers`), 6.15B transformer parameters as diffusers counts them', () => {

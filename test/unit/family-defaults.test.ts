@@ -1,0 +1,28 @@
+// Cache-DiT's per-family defaults as the model files declare them (cache-dit.md §6 and its block adapters):
+// the block lists and their forward patterns, separate CFG, and `inspect --json`'s parameter counts.
+import { describe, expect, it } from 'vitest';
+import { inspectModelJson, listModels } from '../../compiler/index.ts';
+import { getModel } from '../../compiler/registry.ts';
+
+const cacheOf = (m: string) => getModel(m).cache!;
+
+describe('Cache-DiT defaults per family, from the model files', () => {
+  it('block lists, patterns and separate CFG', () => {
+    // FLUX.1: both block lists as one cached list, Pattern_1, CFG not separate (FluxPipeline batches none: guidance is embedded)
+    for (const m of ['flux1-dev', 'tiny-flux']) {
+      expect(cacheOf(m).lists).toEqual([{ name: 'transformer_blocks', blocks: ['transformer_blocks', 'single_transformer_blocks'], pattern: 1 }]);
+      expect(cacheOf(m).has_separate_cfg).toBe(false);
+    }
+    expect(cacheOf('qwen-image')).toMatchObject({ lists: [{ name: 'transformer_blocks', pattern: 1 }], has_separate_cfg: true });
+    for (const m of ['wan2.1-t2v-1.3b', 'wan2.1-t2v-14b', 'wan2.2-t2v-a14b']) expect(cacheOf(m)).toMatchObject({ lists: [{ name: 'blocks', pattern: 2 }], has_separate_cfg: true });
+    expect(cacheOf('z-image-turbo').lists).toEqual([{ name: 'layers', blocks: ['layers'], pattern: 3 }]);
+  });
+
+  it('inspect --json: params per component for every registered model', () => {
+    for (const m of listModels()) {
+      const j = inspectModelJson(m) as { params: Record<string, number> };
+      for (const [c, n] of Object.entries(j.params)) expect(n, `${m} ${c}`).toBeGreaterThan(0);
+    }
+    expect((inspectModelJson('z-image-turbo') as { params: Record<string, number> }).params.transformer).toBe(6154908736);
+  });
+});

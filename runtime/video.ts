@@ -38,7 +38,7 @@ function errCode(e: unknown): string {
  * The nearest existing ancestor of `dir` (or `dir` itself), checked to be a writable directory; every
  * error names the path and the OS reason (ENOTDIR, EACCES, EROFS, ...).
  */
-function checkWritableDir(out: string, dir: string): string {
+export function checkWritableDir(out: string, dir: string, what = 'video'): string {
   let p = dir;
   for (;;) {
     let st: fs.Stats;
@@ -50,15 +50,15 @@ function checkWritableDir(out: string, dir: string): string {
         p = path.dirname(p);
         continue;
       }
-      throw new UserError(`cannot write video to ${out}: ${p}: ${code === 'ENOTDIR' ? 'a parent is not a directory' : 'cannot stat'} (${code})`);
+      throw new UserError(`cannot write ${what} to ${out}: ${p}: ${code === 'ENOTDIR' ? 'a parent is not a directory' : 'cannot stat'} (${code})`);
     }
-    if (!st.isDirectory()) throw new UserError(`cannot write video to ${out}: ${p} is not a directory (ENOTDIR)`);
+    if (!st.isDirectory()) throw new UserError(`cannot write ${what} to ${out}: ${p} is not a directory (ENOTDIR)`);
     // a real probe, not access(2): root passes W_OK everywhere, and a pseudo-filesystem (/proc, /sys)
     // or a read-only mount refuses the write itself
     try {
       fs.rmdirSync(fs.mkdtempSync(path.join(p, '.ditforge-probe-')));
     } catch (e) {
-      throw new UserError(`cannot write video to ${out}: directory ${p} is not writable (${errCode(e)})`);
+      throw new UserError(`cannot write ${what} to ${out}: directory ${p} is not writable (${errCode(e)})`);
     }
     return p;
   }

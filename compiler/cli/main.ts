@@ -589,8 +589,8 @@ function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s, write) => write(s.endsWith('\n') ? s : s + '\n') })
     .exitOverride();
 
-  program
-    .command('generate')
+  withCacheFlags(program
+    .command('generate'))
     .description('generate an image (FluxPipeline) or a video (WanPipeline) from a prompt, CPU')
     .requiredOption('--model <name>', 'model name (tiny-flux) or a diffusers model directory')
     .requiredOption('--prompt <text>', 'the prompt')
@@ -619,26 +619,25 @@ function buildProgram(): Command {
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
     .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))
     .option('--guidance-scale-2 <x>', 'Wan 2.2: guidance_scale_2, the CFG scale of the low-noise expert (transformer_2; default --guidance-scale)', floatOption('--guidance-scale-2'))
-    .option('--cache', 'enable DBCache (Cache-DiT flags below; CLI defaults --Fn 1 --Bn 0 --rdt 0.12 --ws 8 --wi 1 --mc -1 --mcc 3)')
-    .option('--Fn <n>', 'Fn_compute_blocks', intOption('--Fn', 1))
-    .option('--Bn <n>', 'Bn_compute_blocks', intOption('--Bn', 0))
-    .option('--rdt <x>', 'residual_diff_threshold', floatOption('--rdt'))
-    .option('--ws <n>', 'max_warmup_steps', intOption('--ws', 0))
-    .option('--wi <n>', 'warmup_interval', intOption('--wi', 1))
-    .option('--mc <n>', 'max_cached_steps (-1: unlimited)', intOption('--mc', -1, 'an integer >= -1'))
-    .option('--mcc <n>', 'max_continuous_cached_steps (-1: unlimited)', intOption('--mcc', -1, 'an integer >= -1'))
-    .option('--taylorseer', 'TaylorSeer calibrator')
-    .addOption(new Option('--order <n>', 'TaylorSeer order').argParser(intOption('--order', 1)))
-    .option('--foca', 'FoCa calibrator')
-    .option('--dmd', 'DMD calibrator')
-    .addOption(new Option('--scm <policy>', 'steps computation mask policy (implies --steps-mask)').choices(['slow', 's', 'medium', 'm', 'fast', 'f', 'ultra', 'u']))
-    .addOption(new Option('--scm-policy <p>', 'steps_computation_policy').choices(['dynamic', 'static']))
-    .option('--steps-mask', 'use a steps computation mask (policy medium unless --scm)')
-    .option('--dbprune', 'DBPrune (dynamic block prune) instead of DBCache')
-    .option('--config <file>', 'Cache-DiT YAML config (cache_config / calibrator_config keys; overrides the flags)')
     .option('--summary', 'print the cache summary table on stderr')
     .action(async (opts: GenerateFlags) => {
       await generate(opts);
+    });
+
+  withCacheFlags(program.command('serve'))
+    .description("serve a model over HTTP: Cache-DiT's /generate, /health, /get_model_info, /flush_cache; OpenAI-style /v1/images/generations, /v1/videos; /metrics")
+    .requiredOption('--model <name|dir>', 'model name or diffusers directory')
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port (0: any free one)', intOption('--port', 0), 8000)
+    .option('--threads <n>', 'executor threads', intOption('--threads', 1))
+    .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N', 'cpu')
+    .option('--world <n>', 'ranks (multi-rank serving is not implemented yet: 1)', intOption('--world', 1), 1)
+    .option('--max-concurrency <n>', 'generations at once (the pipeline runs one at a time: 1)', intOption('--max-concurrency', 1), 1)
+    .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', intOption('--max-queue', 0), 16)
+    .option('--request-timeout <s>', 'seconds until a request is cancelled (queued: dropped; running: stopped at its next step)', floatOption('--request-timeout'), 600)
+    .option('--max-body-mb <n>', 'request body limit (larger: 413)', floatOption('--max-body-mb'), 32)
+    .action(async (opts: ServeFlags) => {
+      await serve(opts);
     });
 
   program
@@ -690,3 +689,61 @@ async function main(argv: string[]): Promise<number> {
 const code = await main(process.argv);
 // exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+
+interface ServeFlags extends Pick<GenerateFlags, 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
+  model: string;
+  host: string;
+  port: number;
+  threads: number;
+  device: string;
+  world: number;
+  maxConcurrency: number;
+  maxQueue: number;
+  requestTimeout: number;
+  maxBodyMb: number;
+}
+
+/** `serve`: load the pipeline, compile missing plans on demand, listen until SIGINT / SIGTERM */
+async function serve(flags: ServeFlags): Promise<void> {
+  if (flags.world !== 1) throw new CliError('--world > 1: multi-rank serving is not implemented yet; serve one rank (generate --world N runs several)');
+  const { loadPipeline } = await import('../../runtime/pipeline.ts');
+  const { createServer } = await import('../../runtime/serve/server.ts');
+  const planProvider = async (component: Component, _dims: PlanDims, req: PlanRequest): Promise<Plan> => {
+    const { compileRequest } = await importCompiler();
+    return compileRequest(component, req);
+  };
+  const pipe = await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider });
+  const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
+  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache });
+  const addr = await app.listen({ host: flags.host, port: flags.port });
+  process.stderr.write(`ditforge serve: ${pipe.family.pipelineClass} ${pipe.name} on ${addr}${defaultCache ? ' (DBCache on)' : ''}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      void app.close().then(resolve);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+/** Cache-DiT's cache flags (generate and serve take the same) */
+function withCacheFlags(c: Command): Command {
+  return c
+    .option('--cache', 'enable DBCache (Cache-DiT flags below; CLI defaults --Fn 1 --Bn 0 --rdt 0.12 --ws 8 --wi 1 --mc -1 --mcc 3)')
+    .option('--Fn <n>', 'Fn_compute_blocks', intOption('--Fn', 1))
+    .option('--Bn <n>', 'Bn_compute_blocks', intOption('--Bn', 0))
+    .option('--rdt <x>', 'residual_diff_threshold', floatOption('--rdt'))
+    .option('--ws <n>', 'max_warmup_steps', intOption('--ws', 0))
+    .option('--wi <n>', 'warmup_interval', intOption('--wi', 1))
+    .option('--mc <n>', 'max_cached_steps (-1: unlimited)', intOption('--mc', -1, 'an integer >= -1'))
+    .option('--mcc <n>', 'max_continuous_cached_steps (-1: unlimited)', intOption('--mcc', -1, 'an integer >= -1'))
+    .option('--taylorseer', 'TaylorSeer calibrator')
+    .addOption(new Option('--order <n>', 'TaylorSeer order').argParser(intOption('--order', 1)))
+    .option('--foca', 'FoCa calibrator')
+    .option('--dmd', 'DMD calibrator')
+    .addOption(new Option('--scm <policy>', 'steps computation mask policy (implies --steps-mask)').choices(['slow', 's', 'medium', 'm', 'fast', 'f', 'ultra', 'u']))
+    .addOption(new Option('--scm-policy <p>', 'steps_computation_policy').choices(['dynamic', 'static']))
+    .option('--steps-mask', 'use a steps computation mask (policy medium unless --scm)')
+    .option('--dbprune', 'DBPrune (dynamic block prune) instead of DBCache')
+    .option('--config <file>', 'Cache-DiT YAML config (cache_config / calibrator_config keys; overrides the flags)');
+}

@@ -1,0 +1,153 @@
+// `ditforge serve` over real HTTP on loopback (the server in this process, tiny-flux; Wan 2.1 for video):
+// every endpoint, schema errors naming the field (400), an oversized body (413), a full queue (429 with
+// Retry-After), a timeout (504), a client that goes away (its work is dropped, the next request runs), and
+// two requests with different step counts and cache options giving exactly what the library gives alone.
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { compileRequest } from '../../compiler/index.ts';
+import { loadCacheOptions } from '../../runtime/cache/config.ts';
+import { readPng } from '../../runtime/image.ts';
+import { nativeAvailable } from '../../runtime/native.ts';
+import { loadPipeline, type Pipeline } from '../../runtime/pipeline.ts';
+import { createServer } from '../../runtime/serve/server.ts';
+import fs from 'node:fs';
+import os from 'node:os';
+
+const PROMPT = 'a large red circle at the center on a black background';
+const planProvider = (c: Parameters<typeof compileRequest>[0], _d: unknown, req: Parameters<typeof compileRequest>[1]) => compileRequest(c, req);
+
+let pipe: Pipeline;
+let app: FastifyInstance;
+let base: string;
+
+const post = (p: string, body: unknown, init: RequestInit = {}) => fetch(`${base}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), ...init });
+const pngOf = (b64: string) => {
+  const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-serve-test-')), 'x.png');
+  fs.writeFileSync(f, Buffer.from(b64, 'base64'));
+  return readPng(f);
+};
+
+describe.skipIf(!nativeAvailable())('ditforge serve (tiny-flux)', () => {
+  beforeAll(async () => {
+    pipe = await loadPipeline('tiny-flux', { threads: 1, planProvider });
+    ({ app } = createServer(pipe, { modelName: 'tiny-flux', maxQueue: 1, maxBodyMb: 0.01, requestTimeoutS: 30 }));
+    base = await app.listen({ host: '127.0.0.1', port: 0 });
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('/health, /get_model_info, /v1/models, /flush_cache, /metrics', async () => {
+    expect(await (await fetch(`${base}/health`)).text()).toBe('OK');
+    expect(await (await fetch(`${base}/get_model_info`)).json()).toMatchObject({ model: 'tiny-flux', pipeline_class: 'FluxPipeline', output: 'image' });
+    expect(((await (await fetch(`${base}/v1/models`)).json()) as { data: { id: string }[] }).data[0]!.id).toBe('tiny-flux');
+    expect((await post('/flush_cache', {})).status).toBe(200);
+    const m = await (await fetch(`${base}/metrics`)).text();
+    expect(m).toMatch(/ditforge_queue_depth 0/);
+    expect(m).toMatch(/ditforge_requests_total\{route="\/health",status="200"\} 1/);
+  });
+
+  it('two requests with different step counts and cache options back to back == the library alone (bit for bit), each with its own cache context', async () => {
+    const a = { prompt: PROMPT, num_inference_steps: 12, seed: 3, include_stats: true, cache_config: { Fn_compute_blocks: 1, residual_diff_threshold: 0.2, max_warmup_steps: 2 } };
+    const b = { prompt: PROMPT, num_inference_steps: 6, seed: 4 };
+    const ra = (await (await post('/generate', a)).json()) as { images: string[]; stats: { summary: { cached_steps: number[] }[] } };
+    const rb = (await (await post('/generate', b)).json()) as { images: string[]; stats?: unknown };
+    const la = await pipe.generate({ prompt: PROMPT, steps: 12, seed: 3, cache: { cache: loadCacheOptions(a.cache_config).cache_config } });
+    const lb = await pipe.generate({ prompt: PROMPT, steps: 6, seed: 4 });
+    expect(Buffer.from(pngOf(ra.images[0]!).pixels).equals(Buffer.from(la.image))).toBe(true);
+    expect(Buffer.from(pngOf(rb.images[0]!).pixels).equals(Buffer.from(lb.image))).toBe(true);
+    expect(ra.stats.summary[0]!.cached_steps).toEqual(la.cache!.summary[0]!.cached_steps);
+    expect(ra.stats.summary[0]!.cached_steps.length).toBeGreaterThan(0);
+    expect(rb.stats).toBeUndefined();
+  });
+
+  it('/v1/images/generations (b64_json and data URLs); /v1/videos on an image model is a 400', async () => {
+    const r = (await (await post('/v1/images/generations', { prompt: PROMPT, size: '32x48', num_inference_steps: 2, n: 2 })).json()) as { data: { b64_json: string }[]; size: string };
+    expect(r.size).toBe('32x48');
+    expect(r.data).toHaveLength(2);
+    expect(pngOf(r.data[1]!.b64_json).height).toBe(48);
+    const u = (await (await post('/v1/images/generations', { prompt: PROMPT, num_inference_steps: 1, response_format: 'url' })).json()) as { data: { url: string }[] };
+    expect(u.data[0]!.url).toMatch(/^data:image\/png;base64,/);
+    const v = await post('/v1/videos', { prompt: PROMPT });
+    expect(v.status).toBe(400);
+    expect(((await v.json()) as { error: string }).error).toMatch(/FluxPipeline makes images; use \/v1\/images\/generations/);
+  });
+
+  it('bad input: 400 naming the field, 413 for a large body, 400 for editing fields the model cannot take', async () => {
+    const cases: [unknown, RegExp][] = [
+      [{ prompt: PROMPT, bogus: 1 }, /body\.bogus is not a field of this endpoint/],
+      [{}, /body\.prompt/],
+      [{ prompt: PROMPT, num_inference_steps: '4' }, /body\.num_inference_steps must be integer/],
+      [{ prompt: PROMPT, num_inference_steps: 0 }, /body\.num_inference_steps must be >= 1/],
+      [{ prompt: PROMPT, height: 30 }, /--height must be a positive multiple of 8/],
+      [{ prompt: PROMPT, image_urls: ['x.png'] }, /image_urls: FluxPipeline here is text-to-image only/],
+      [{ prompt: PROMPT, cache_config: { Fn_compute_blocks: 'one' } }, /cache_config: /],
+      [{ prompt: PROMPT, cache_config: { no_such_option: 1 } }, /cache_config: .*unknown option 'no_such_option'/],
+      [{ prompt: PROMPT, output_format: 'path', output_dir: '/proc/ditforge-nope' }, /output_dir: \/proc\/ditforge-nope is not a writable directory/],
+    ];
+    for (const [body, re] of cases) {
+      const r = await post('/generate', body);
+      const j = (await r.json()) as { error: string };
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(j.error).toMatch(re);
+    }
+    expect((await post('/generate', { prompt: 'x'.repeat(20000) })).status).toBe(413);
+    expect((await post('/generate', '{ not json')).status).toBe(400);
+  });
+
+  it('a full queue is 429 with Retry-After; a client that goes away is dropped and the next request runs', async () => {
+    // one running (60 steps), one waiting (max-queue 1): the third is refused at once
+    const slow = post('/generate', { prompt: PROMPT, num_inference_steps: 60, seed: 1 });
+    await new Promise((r) => setTimeout(r, 50));
+    const ctl = new AbortController();
+    const waiting = post('/generate', { prompt: PROMPT, num_inference_steps: 60, seed: 2 }, { signal: ctl.signal }).catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 50));
+    const full = await post('/generate', { prompt: PROMPT, num_inference_steps: 2 });
+    expect(full.status).toBe(429);
+    expect(Number(full.headers.get('retry-after'))).toBeGreaterThan(0);
+    // the waiting client goes away: its job leaves the queue; the next request gets its place and runs
+    ctl.abort();
+    expect(await waiting).toBeInstanceOf(Error);
+    await new Promise((r) => setTimeout(r, 50));
+    const next = post('/generate', { prompt: PROMPT, num_inference_steps: 2 });
+    expect((await slow).status).toBe(200);
+    expect((await next).status).toBe(200);
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/ditforge_queue_depth 0/);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('ditforge serve: timeouts and video', () => {
+  it('a request past its timeout is stopped at its next step (504) and the server goes on', async () => {
+    const p = await loadPipeline('tiny-flux', { threads: 1, planProvider });
+    const { app: a } = createServer(p, { modelName: 'tiny-flux', requestTimeoutS: 0.2 });
+    const url = await a.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const r = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, num_inference_steps: 200 }) });
+      expect(r.status).toBe(504);
+      expect(((await r.json()) as { error: string }).error).toMatch(/longer than 0.2 s/);
+      const ok = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, num_inference_steps: 1 }) });
+      expect(ok.status).toBe(200);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('/v1/videos on a Wan 2.1 directory returns an mp4; /v1/images/generations there is a 400', async () => {
+    const p = await loadPipeline(path.resolve(import.meta.dirname, '../fixtures/wan2.1-random'), { threads: 2, planProvider });
+    const { app: a } = createServer(p, { modelName: 'wan2.1-random' });
+    const url = await a.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const r = await fetch(`${url}/v1/videos`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, size: '64x64', num_frames: 5, num_inference_steps: 2, max_sequence_length: 16 }) });
+      expect(r.status, await r.clone().text()).toBe(200);
+      const j = (await r.json()) as { data: { b64_json: string; format: string; num_frames: number }[] };
+      expect([j.data[0]!.format, j.data[0]!.num_frames]).toEqual(['mp4', 5]);
+      // an ISO BMFF file: 'ftyp' at byte 4
+      expect(Buffer.from(j.data[0]!.b64_json, 'base64').subarray(4, 8).toString()).toBe('ftyp');
+      const bad = await fetch(`${url}/v1/images/generations`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT }) });
+      expect(bad.status).toBe(400);
+    } finally {
+      await a.close();
+    }
+  });
+});

@@ -67,76 +67,49 @@ interface GenOut {
 const num = (min: number, max: number) => ({ type: 'number', minimum: min, maximum: max });
 const int = (min: number, max: number) => ({ type: 'integer', minimum: min, maximum: max });
 
-/** Cache-DiT's GenerateRequestAPI (bounds as its server has them), plus true_cfg_scale, guidance_scale_2, max_sequence_length, cache_config */
-const GENERATE_SCHEMA = {
-  type: 'object',
-  required: ['prompt'],
-  additionalProperties: false,
-  properties: {
-    prompt: { type: 'string' },
-    negative_prompt: { type: 'string' },
-    width: int(16, 4096),
-    height: int(16, 4096),
-    num_inference_steps: int(1, 200),
-    guidance_scale: num(0, 20),
-    guidance_scale_2: num(0, 20),
-    true_cfg_scale: num(0, 20),
-    sigmas: { type: 'array', items: { type: 'number' } },
-    seed: int(0, Number.MAX_SAFE_INTEGER),
-    num_images: int(1, 4),
-    image_urls: { type: 'array', items: { type: 'string' } },
-    num_frames: int(1, 200),
-    fps: int(1, 120),
-    include_stats: { type: 'boolean' },
-    output_format: { type: 'string', enum: ['base64', 'path'] },
-    output_dir: { type: 'string' },
-    max_sequence_length: int(1, 4096),
-    cache_config: { anyOf: [{ type: 'object' }, { type: 'boolean' }] },
-  },
+/** the diffusion fields every endpoint takes (the pipeline family reads its own) */
+const COMMON_FIELDS = {
+  prompt: { type: 'string' },
+  negative_prompt: { type: 'string' },
+  num_inference_steps: int(1, 200),
+  guidance_scale: num(0, 20),
+  seed: int(0, Number.MAX_SAFE_INTEGER),
+  max_sequence_length: int(1, 4096),
+  cache_config: { anyOf: [{ type: 'object' }, { type: 'boolean' }] },
 } as const;
+
+/** a strict body schema: `prompt` required, nothing beyond the listed fields */
+const bodySchema = (fields: Record<string, unknown>) => ({ type: 'object', required: ['prompt'], additionalProperties: false, properties: { ...COMMON_FIELDS, ...fields } });
+const SIZE = { type: 'string', pattern: '^[0-9]+x[0-9]+$' };
+
+/** Cache-DiT's GenerateRequestAPI (bounds as its server has them), plus true_cfg_scale, guidance_scale_2, max_sequence_length, cache_config */
+const GENERATE_SCHEMA = bodySchema({
+  width: int(16, 4096),
+  height: int(16, 4096),
+  guidance_scale_2: num(0, 20),
+  true_cfg_scale: num(0, 20),
+  sigmas: { type: 'array', items: { type: 'number' } },
+  num_images: int(1, 4),
+  image_urls: { type: 'array', items: { type: 'string' } },
+  num_frames: int(1, 200),
+  fps: int(1, 120),
+  include_stats: { type: 'boolean' },
+  output_format: { type: 'string', enum: ['base64', 'path'] },
+  output_dir: { type: 'string' },
+});
 
 /** OpenAI's images API as SGLang / vLLM-Omni take it (their diffusion extensions included) */
-const IMAGES_SCHEMA = {
-  type: 'object',
-  required: ['prompt'],
-  additionalProperties: false,
-  properties: {
-    prompt: { type: 'string' },
-    model: { type: 'string' },
-    n: int(1, 10),
-    size: { type: 'string', pattern: '^[0-9]+x[0-9]+$' },
-    response_format: { type: 'string', enum: ['b64_json', 'url'] },
-    output_format: { type: 'string', enum: ['png'] },
-    user: { type: 'string' },
-    negative_prompt: { type: 'string' },
-    num_inference_steps: int(1, 200),
-    guidance_scale: num(0, 20),
-    true_cfg_scale: num(0, 20),
-    seed: int(0, Number.MAX_SAFE_INTEGER),
-    max_sequence_length: int(1, 4096),
-    cache_config: { anyOf: [{ type: 'object' }, { type: 'boolean' }] },
-  },
-} as const;
+const IMAGES_SCHEMA = bodySchema({
+  model: { type: 'string' },
+  n: int(1, 10),
+  size: SIZE,
+  response_format: { type: 'string', enum: ['b64_json', 'url'] },
+  output_format: { type: 'string', enum: ['png'] },
+  user: { type: 'string' },
+  true_cfg_scale: num(0, 20),
+});
 
-const VIDEOS_SCHEMA = {
-  type: 'object',
-  required: ['prompt'],
-  additionalProperties: false,
-  properties: {
-    prompt: { type: 'string' },
-    model: { type: 'string' },
-    size: { type: 'string', pattern: '^[0-9]+x[0-9]+$' },
-    num_frames: int(1, 1000),
-    fps: int(1, 120),
-    negative_prompt: { type: 'string' },
-    num_inference_steps: int(1, 200),
-    guidance_scale: num(0, 20),
-    guidance_scale_2: num(0, 20),
-    seed: int(0, Number.MAX_SAFE_INTEGER),
-    max_sequence_length: int(1, 4096),
-    cache_config: { anyOf: [{ type: 'object' }, { type: 'boolean' }] },
-  },
-} as const;
+const VIDEOS_SCHEMA = bodySchema({ model: { type: 'string' }, size: SIZE, num_frames: int(1, 1000), fps: int(1, 120), guidance_scale_2: num(0, 20) });
 
 /** a request's cache_config: an object of Cache-DiT's cache options (flat, as cache_dit's load_options), false for none, absent for the server's */
 function requestCache(v: unknown, fallback: PipelineCacheOptions | null): PipelineCacheOptions | null {

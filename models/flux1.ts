@@ -258,3 +258,19 @@ export default model('flux1-dev', {
   cache: FLUX_CACHE,
   parallel: FLUX_PARALLEL,
 });
+
+/**
+ * black-forest-labs/FLUX.1-schnell: FLUX.1-dev's transformer without the guidance embedding (transformer/
+ * config.json guidance_embeds false), the same CLIP / T5 / VAE; the timestep-distilled preset runs 4 steps
+ * with max_sequence_length 256 and no shift (its scheduler_config: use_dynamic_shifting false, shift 1)
+ */
+export const flux1Schnell = model('flux1-schnell', {
+  components: {
+    transformer: withConfig(fluxTransformer, { guidance_embeds: false }),
+    text_encoder: withConfig(clipTextModel, {}),
+    text_encoder_2: withConfig(t5Encoder, {}),
+    vae: withConfig(autoencoderKL, {}),
+  },
+  cache: FLUX_CACHE,
+  parallel: FLUX_PARALLEL,
+});

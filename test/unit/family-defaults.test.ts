@@ -23,6 +23,11 @@ describe('Cache-DiT defaults per family, from the model files', () => {
       const j = inspectModelJson(m) as { params: Record<string, number> };
       for (const [c, n] of Object.entries(j.params)) expect(n, `${m} ${c}`).toBeGreaterThan(0);
     }
-    expect((inspectModelJson('z-image-turbo') as { params: Record<string, number> }).params.transformer).toBe(6154908736);
+    // sum(p.numel() for p in <diffusers class>(**config).parameters()) for each released config
+    const tf = (m: string) => (inspectModelJson(m) as { params: Record<string, number> }).params.transformer;
+    expect(tf('z-image-turbo')).toBe(6154908736);
+    expect(tf('flux1-dev')).toBe(11901408320);
+    // FLUX.1-schnell: no guidance embedding (2 linears: 256 -> 3072 -> 3072)
+    expect(tf('flux1-schnell')).toBe(11891178560);
   });
 });

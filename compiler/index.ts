@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public compiler API (other parts code against exactly this).
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 // Public runtime API: `import { loadPipeline } from 'ditforge'`.
 export { loadPipeline, loadFluxPipeline, loadWanPipeline, loadQwenImagePipeline, componentDims, Pipeline, UserError, resolveModelDir, SHIPPED_MODELS, PACKAGE_ROOT, getNative } from './pipeline.ts';
 export type { PipelineOptions, BaseGenerateOptions, GenerateOptions, GenerateResult, StageTimings, PlanDims, PlanProvider, NativeModule, NativeExecutor, FluxPipeline, WanPipeline, QwenImagePipeline } from './pipeline.ts';

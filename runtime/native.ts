@@ -1,8 +1,8 @@
 // Typed loader of the native addon (docs/architecture.md §4). Build it with `npm run build:native`.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from './package-root.ts';
 
 /** An arena-backed plan interpreter built from plan.json text. */
 export interface NativeExecutor {
@@ -83,9 +83,7 @@ export interface Native {
   sgemmOpenBLAS?: (x: Float32Array, w: Float32Array, y: Float32Array, M: number, N: number, K: number, threads?: number) => void;
 }
 
-const here = dirname(fileURLToPath(import.meta.url));
-const ROOT = resolve(here, '..');
-export const NATIVE_ADDON_PATH = process.env.DITFORGE_NATIVE_ADDON ?? join(ROOT, 'build', 'native', 'Release', 'ditforge_native.node');
+export const NATIVE_ADDON_PATH = process.env.DITFORGE_NATIVE_ADDON ?? join(PACKAGE_ROOT, 'build', 'native', 'Release', 'ditforge_native.node');
 
 let cached: Native | undefined;
 let loadError: Error | undefined;

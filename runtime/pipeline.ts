@@ -23,7 +23,8 @@ import type { DecodeMode, PipelineContext, PipelineSpec, PlanNeed } from './pipe
 import { WanSpec } from './pipelines/wan.ts';
 import { ZImageSpec } from './pipelines/z-image.ts';
 
-export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export { PACKAGE_ROOT } from './package-root.ts';
+import { PACKAGE_ROOT } from './package-root.ts';
 
 /** Models shipped with the package (assets under models/<name>/). */
 export const SHIPPED_MODELS = ['tiny-flux'] as const;

@@ -6,6 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, statSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'runtime/comm/mpi-native');
@@ -42,7 +43,8 @@ if (!args.has('--force') && existsSync(artefact) && statSync(artefact).mtimeMs >
   process.exit(0);
 }
 
-const cmakeJs = join(root, 'node_modules/cmake-js/bin/cmake-js');
+// cmake-js as Node resolves it (the checkout's node_modules, or the project's that installed this package)
+const cmakeJs = join(dirname(createRequire(join(root, 'package.json')).resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const t0 = Date.now();
 const r = spawnSync(process.execPath, [cmakeJs, 'build', '-d', src, '-O', out], { stdio: 'inherit', cwd: root });
 if (r.status !== 0) {

@@ -10,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
@@ -37,11 +38,20 @@ function newestMtime(path) {
 }
 
 // 0. toolchain
-const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
-const tsxCli = join(root, 'node_modules', 'tsx', 'dist', 'cli.mjs');
-if (!existsSync(cmakeJs)) fail('node_modules/cmake-js is missing: run `npm install` first.');
-if (!existsSync(join(root, 'node_modules', 'node-addon-api')) || !existsSync(join(root, 'node_modules', 'node-api-headers')))
-  fail('node-addon-api / node-api-headers are missing from node_modules: run `npm install` first.');
+// resolved as Node resolves them: the checkout's node_modules, or the project's that installed this package
+const pkgDir = (name) => {
+  try {
+    return dirname(createRequire(join(root, 'package.json')).resolve(`${name}/package.json`));
+  } catch {
+    return null;
+  }
+};
+const cmakeJsDir = pkgDir('cmake-js');
+const cmakeJs = cmakeJsDir && join(cmakeJsDir, 'bin', 'cmake-js');
+const tsxDir = pkgDir('tsx');
+const tsxCli = tsxDir ? join(tsxDir, 'dist', 'cli.mjs') : '';
+if (!cmakeJs || !existsSync(cmakeJs)) fail('cmake-js is missing from node_modules: run `npm install` first.');
+if (!pkgDir('node-addon-api') || !pkgDir('node-api-headers')) fail('node-addon-api / node-api-headers are missing from node_modules: run `npm install` first.');
 const missing = [];
 if (!have('cmake')) missing.push('cmake');
 if (!have('c++') && !have('g++')) missing.push('g++');
@@ -53,7 +63,7 @@ if (missing.length)
   );
 
 // 1. kernel sources
-if (existsSync(tsxCli)) {
+if (tsxCli && existsSync(tsxCli) && existsSync(join(root, 'compiler', 'cli', 'render-kernels.ts'))) {
   const r = spawnSync(process.execPath, [tsxCli, join(root, 'compiler', 'cli', 'render-kernels.ts'), '--quiet'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) fail('rendering the kernel library failed (see above).');
 } else if (!existsSync(join(root, 'generated', 'kernels', 'cpu', 'registry.cpp'))) {

@@ -1,4 +1,5 @@
 // CLI pieces of the compiler: `ditforge compile` and `ditforge inspect`.
+import { PACKAGE_ROOT } from '../../runtime/package-root.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { componentConfig, readJson } from '../../runtime/model-dir.ts';
@@ -98,7 +99,7 @@ export function collectShippedPlans(generatedDir: string): Plan[] {
 export async function runCompile(model: string, opts: CompileCommandOptions = {}): Promise<string[]> {
   const name = await resolveModel(model);
   const def = getModel(name);
-  const generated = path.join(REPO_ROOT, 'generated');
+  const generated = path.join(PACKAGE_ROOT, 'generated');
   const outRoot = path.resolve(opts.out ?? generated);
   const comps = (opts.components ?? COMPONENTS).filter((c) => def.components[c]);
   const written: string[] = [];
@@ -128,7 +129,7 @@ export async function runCompile(model: string, opts: CompileCommandOptions = {}
     // never into generated/
     const cuDir = path.join(outRoot, 'kernels', 'cuda');
     const sources = fs.readdirSync(cuDir).filter((f) => f.endsWith('.cu')).sort().map((f) => path.join(cuDir, f));
-    const objDir = outRoot === generated ? path.join(REPO_ROOT, 'build', 'cuda') : path.join(outRoot, 'build', 'cuda');
+    const objDir = outRoot === generated ? path.join(PACKAGE_ROOT, 'build', 'cuda') : path.join(outRoot, 'build', 'cuda');
     const objects = await compileCudaSources(sources, { outDir: objDir });
     if (!opts.quiet) process.stdout.write(`nvcc: ${objects.length} CUDA kernel objects for ${DEFAULT_CUDA_ARCHS.map((a) => `sm_${a}`).join(', ')} -> ${path.relative(process.cwd(), objDir)}\n`);
     written.push(...objects);

@@ -8,10 +8,10 @@
 //   gemma3-text: Gemma 3's text encoder at small dims (plan.json only), likewise
 //   z-image-turbo: transformer and its Qwen3 text encoder at small dims (plan.json only), likewise
 // `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
+import { PACKAGE_ROOT } from '../../runtime/package-root.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '../dsl/trace.ts';
 import { runCompile, renderKernels, collectShippedPlans } from './commands.ts';
 
 export async function compileShipped(outRoot: string): Promise<string[]> {
@@ -76,7 +76,7 @@ function listTree(dir: string): string[] {
 
 async function main(): Promise<number> {
   const check = process.argv.includes('--check');
-  const generated = path.join(REPO_ROOT, 'generated');
+  const generated = path.join(PACKAGE_ROOT, 'generated');
   if (!check) {
     const files = await compileShipped(generated);
     process.stdout.write(`compiled ${files.length} files into ${path.relative(process.cwd(), generated) || generated}\n`);

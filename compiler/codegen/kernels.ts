@@ -5,7 +5,7 @@
 // Output is deterministic (sorted, no timestamps); files are only rewritten when their content changes.
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../../runtime/package-root.ts';
 import Handlebars from 'handlebars';
 
 export interface ElementwiseKernelSpec {
@@ -25,8 +25,7 @@ export interface RenderKernelOptions {
   templatesDir?: string;
 }
 
-const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const DEFAULT_TEMPLATES_DIR = join(REPO_ROOT, 'templates');
+export const DEFAULT_TEMPLATES_DIR = join(PACKAGE_ROOT, 'templates');
 export const BUILTIN_ELEMENTWISE = ['add', 'mul', 'silu', 'gelu_tanh'];
 /** Always rendered, so the native tests can exercise the generated-chain path even with no shipped plan. */
 export const SELFTEST_ELEMENTWISE: ElementwiseKernelSpec = {

@@ -1,10 +1,11 @@
 // The ditforge model DSL: the only compiler surface model files import.
 // Model code runs on symbolic tensors; every op records an IR node with its model-file location.
 // See compiler/dsl/README.md.
+import { PACKAGE_ROOT } from '../../runtime/package-root.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Component, PlanComponent } from '../../runtime/plan.ts';
-import { callerFile, callerLocation, currentTracer, DslError, REPO_ROOT } from './trace.ts';
+import { callerFile, callerLocation, currentTracer, DslError } from './trace.ts';
 import type { CachePlan, ParallelPlan, TpStyle } from './plans.ts';
 
 export type { Component, PlanComponent } from '../../runtime/plan.ts';
@@ -548,7 +549,7 @@ export function invalidDim(name: string, value: number, valid: string): never {
 
 /** Reads a diffusers config.json (repo-relative path), dropping `_`-prefixed keys. */
 export function diffusersConfig(repoRelativePath: string): Record<string, unknown> {
-  const file = path.join(REPO_ROOT, repoRelativePath);
+  const file = path.join(PACKAGE_ROOT, repoRelativePath);
   let raw: Record<string, unknown>;
   try {
     raw = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;

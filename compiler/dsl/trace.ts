@@ -3,8 +3,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CompileError, Graph, type Attrs, type Node } from '../ir/graph.ts';
 
+/** the root of the compiler's and the model files' sources (the repository; dist/ of an installed package) */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const COMPILER_DIR = path.join(REPO_ROOT, 'compiler') + path.sep;
+const OWN_DIR = REPO_ROOT + path.sep;
 
 /**
  * The model-file location (repo-relative `file:line:col`) of the first stack frame outside the
@@ -18,7 +20,8 @@ export function callerLocation(): string {
     let file = m[1]!;
     if (file.startsWith('file://')) file = fileURLToPath(file);
     if (!path.isAbsolute(file)) continue;
-    if (file.startsWith(COMPILER_DIR) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
+    // other packages' frames are skipped, not ours when we are installed under node_modules
+    if (file.startsWith(COMPILER_DIR) || (!file.startsWith(OWN_DIR) && file.includes(`${path.sep}node_modules${path.sep}`))) continue;
     const rel = path.relative(REPO_ROOT, file).split(path.sep).join('/');
     return `${rel.startsWith('..') ? file : rel}:${m[2]}:${m[3]}`;
   }

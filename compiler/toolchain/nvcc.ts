@@ -1,11 +1,11 @@
 // nvcc driver (execa): compiles generated CUDA kernel sources for the target architectures.
 // Hopper features need the arch-specific target: `-gencode arch=compute_90a,code=sm_90a` (plain
 // `-arch=sm_90a` also emits generic compute_90 PTX, which rejects wgmma/setmaxnreg).
+import { PACKAGE_ROOT } from '../../runtime/package-root.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { REPO_ROOT } from '../dsl/trace.ts';
 
 /** architectures CI compiles for: Ampere and Hopper (arch-specific) */
 export const DEFAULT_CUDA_ARCHS = ['80', '90a'] as const;
@@ -34,7 +34,7 @@ export async function compileCudaSources(files: string[], opts: NvccOptions): Pr
   if (!nvcc) throw new Error('nvcc not found (PATH, CUDACXX, /usr/local/cuda/bin): --target cuda needs the CUDA toolkit to build the kernels');
   const archs = opts.archs ?? DEFAULT_CUDA_ARCHS;
   fs.mkdirSync(opts.outDir, { recursive: true });
-  const include = path.join(REPO_ROOT, 'runtime', 'native', 'include');
+  const include = path.join(PACKAGE_ROOT, 'runtime', 'native', 'include');
   const queue = [...files];
   const objects: string[] = [];
   const worker = async (): Promise<void> => {

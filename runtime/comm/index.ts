@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { COMPILED } from '../package-root.ts';
 import { type MpiLaunchResult, launchMpi, mpiAvailable } from './mpi.ts';
 import { type ShmOptions, launchShm } from './shm.ts';
 
@@ -44,7 +45,7 @@ export async function launchRanks<T>(world: number, l: LaunchRanks): Promise<T[]
   try {
     const r: MpiLaunchResult = await launchMpi({
       np: world,
-      script: fileURLToPath(new URL('./mpi-rank-main.ts', import.meta.url)),
+      script: fileURLToPath(new URL(`./mpi-rank-main.${COMPILED ? 'js' : 'ts'}`, import.meta.url)),
       env: {
         DITFORGE_RANK_MODULE: l.module,
         DITFORGE_RANK_EXPORT: l.exportName ?? 'default',

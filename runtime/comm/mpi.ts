@@ -7,8 +7,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { constants } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.ts';
 import {
   type CommBuffer,
   type Communicator,
@@ -32,8 +32,7 @@ interface MpiAddon {
   wtime(): number;
 }
 
-const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const MPI_ADDON_PATH = process.env.DITFORGE_MPI_ADDON ?? join(repoRoot, 'build/mpi/Release/ditforge_mpi.node');
+export const MPI_ADDON_PATH = process.env.DITFORGE_MPI_ADDON ?? join(PACKAGE_ROOT, 'build/mpi/Release/ditforge_mpi.node');
 
 let cached: MpiAddon | null = null;
 
@@ -272,8 +271,8 @@ export function mpirunCommand(l: MpiLaunch): string[] {
     '-np',
     String(l.np),
     process.execPath,
-    '--import',
-    'tsx/esm',
+    // a .ts rank script (the sources) through tsx; the compiled package's .js as it is
+    ...(l.script.endsWith('.ts') ? ['--import', 'tsx/esm'] : []),
     l.script,
     ...(l.args ?? []),
   ];
@@ -285,7 +284,7 @@ export function launchMpi(l: MpiLaunch): Promise<MpiLaunchResult> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, argv, {
-      cwd: repoRoot,
+      cwd: PACKAGE_ROOT,
       // Shared-memory transfers use CMA (single copy) where the kernel allows it; in containers that
       // forbid ptrace-style access set OMPI_MCA_btl_vader_single_copy_mechanism=none (4x slower here).
       env: { ...process.env, ...l.env },

@@ -1,15 +1,18 @@
-// Worker-thread bootstrap for launchShm (plain JS so it loads without a TS loader): registers tsx for
-// .ts modules, attaches to the shared world, runs the rank's entry and reports the result.
+// Worker-thread bootstrap for launchShm (plain JS so it loads without a TS loader): attaches to the shared
+// world, runs the rank's entry and reports the result. Beside the TypeScript sources it registers tsx first;
+// in the compiled package (shm.js beside it) and for a .js rank module it needs none.
+import { existsSync } from 'node:fs';
 import { workerData, parentPort } from 'node:worker_threads';
 
 const { w, rank, module, exportName, args } = workerData;
-// shm.ts itself is TypeScript, so tsx is always registered.
-{
+const compiled = existsSync(new URL('./shm.js', import.meta.url));
+if (!compiled || /\.ts$/.test(module)) {
   const { register } = await import('tsx/esm/api');
   register();
 }
-const { ShmCommunicator } = await import('./shm.ts');
-const { CommError } = await import('./communicator.ts');
+const ext = compiled ? 'js' : 'ts';
+const { ShmCommunicator } = await import(`./shm.${ext}`);
+const { CommError } = await import(`./communicator.${ext}`);
 const comm = new ShmCommunicator(w, rank);
 try {
   const mod = await import(module);

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
+import { readLora, type LoraModule, type LoraSpec } from './lora.ts';
 import { readJson, UserError } from './model-dir.ts';
 import { loadNative, type NativeExecutor } from './native.ts';
 import { ExecutorBlockListRunner } from './cache/executor-runner.ts';
@@ -58,6 +59,8 @@ export interface ComponentRunnerOptions {
   device?: string;
   /** directory holding <model>/<component>/plan.json (default: <package>/generated) */
   generatedDir: string;
+  /** LoRA adapters fused into the transformer weights (runtime/lora.ts) */
+  loras?: LoraSpec[];
 }
 
 /** Checkpoints and executors of a pipeline directory's components, created once per shape. */
@@ -65,12 +68,22 @@ export class ComponentRunners {
   private readonly runners = new Map<string, Runner>();
   private readonly weights = new Map<string, ComponentWeights>();
   private readonly shipped = new Map<Component, Plan | null>();
+  /** the LoRA adapters by checkpoint folder (read once, checked against the directory at load) */
+  private readonly loras = new Map<string, Map<string, LoraModule>[]>();
 
   constructor(
     readonly model: string,
     readonly dir: string,
     private readonly opts: ComponentRunnerOptions,
-  ) {}
+  ) {
+    for (const spec of opts.loras ?? []) {
+      for (const [folder, modules] of readLora(spec)) {
+        if (!fs.existsSync(path.join(dir, folder))) throw new UserError(`${spec.path}: the LoRA adapts ${folder}, which ${dir} does not have`);
+        if (!this.loras.has(folder)) this.loras.set(folder, []);
+        this.loras.get(folder)!.push(modules);
+      }
+    }
+  }
 
   /** the checkpoint in a component folder (sharded or single file), opened on first use */
   async weightsOf(folder: string): Promise<ComponentWeights> {
@@ -81,6 +94,8 @@ export class ComponentRunners {
       } catch (e) {
         throw new UserError((e as Error).message);
       }
+      const adapters = this.loras.get(folder);
+      if (adapters) f = f.withLoras(adapters);
       this.weights.set(folder, f);
     }
     return f;

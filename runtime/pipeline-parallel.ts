@@ -26,6 +26,7 @@ import type { Component, Plan } from './plan.ts';
 import { loadPipeline, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
 import type { QwenImageGenerateOptions } from './pipelines/qwen-image.ts';
 import type { PlanNeed } from './pipelines/spec.ts';
+import type { LoraSpec } from './lora.ts';
 import type { VideoGenerateOptions } from './pipelines/wan.ts';
 
 /** Cache-DiT's `--parallel` spellings (cache-dit.md §5.2). */
@@ -137,6 +138,8 @@ export interface ParallelGenerateRequest extends AnyGenerateOptions, ParallelOpt
   jobTimeoutMs?: number;
   /** tests: rank `rank` exits abruptly (process.exit, i.e. its thread or process dies) before step `step` */
   faultInjection?: { rank: number; step: number };
+  /** LoRA adapters fused into the transformer's weights on every rank */
+  lora?: LoraSpec[];
 }
 
 export interface RanksInfo {
@@ -181,6 +184,7 @@ interface RankArgs {
   /** VAE-P: tiles over the ranks, every rank gets the image */
   parallelVae: boolean;
   die: { rank: number; step: number } | null;
+  lora: LoraSpec[] | null;
 }
 
 interface RankResult extends RankStats {
@@ -204,8 +208,8 @@ export async function generateParallel<R = GenerateResult>(model: string, req: P
   const backend: CommBackend = req.comm ?? 'shm';
   if (backend !== 'shm' && backend !== 'mpi') throw new UserError(`--comm must be shm or mpi, got "${String(backend)}"`);
   const preq = parallelRequest(req);
-  const { world: _w, comm: _c, parallel: _p, ulyssesAnything: _ua, ulyssesFloat8: _uf, ulyssesAsync: _us, parallelText, parallelVae, threads, transformerPlans, parallelPlanProvider, planProvider, generatedDir, jobTimeoutMs, faultInjection, onStep: _o, beforeStep: _b, decode: _d, latents, ...rest } = req;
-  const host = await loadPipeline(model, { ...(generatedDir ? { generatedDir } : {}), ...(planProvider ? { planProvider } : {}) });
+  const { world: _w, comm: _c, parallel: _p, ulyssesAnything: _ua, ulyssesFloat8: _uf, ulyssesAsync: _us, parallelText, parallelVae, threads, transformerPlans, parallelPlanProvider, planProvider, generatedDir, jobTimeoutMs, faultInjection, lora, onStep: _o, beforeStep: _b, decode: _d, latents, ...rest } = req;
+  const host = await loadPipeline(model, { ...(generatedDir ? { generatedDir } : {}), ...(planProvider ? { planProvider } : {}), ...(lora ? { lora } : {}) });
   // parallelize_vae enables tiling (FLUX's VAE-P); the request is validated before any rank starts
   const request: Record<string, unknown> = { ...rest, ...(parallelVae ? { vaeTiling: true } : {}), ...(latents ? { latents } : {}) };
   const q = host.spec.resolve(request);
@@ -247,6 +251,7 @@ export async function generateParallel<R = GenerateResult>(model: string, req: P
     request,
     parallelVae: parallelVae === true,
     die: faultInjection ?? null,
+    lora: lora ?? null,
   };
   const results = await launchRanks<RankResult>(world, {
     backend,
@@ -276,6 +281,7 @@ export async function parallelGenerateRank(comm: Communicator, wired: unknown): 
     plans: a.plans,
     ...(a.generatedDir ? { generatedDir: a.generatedDir } : {}),
     rank: { comm, plans: a.rankPlans[comm.rank]! },
+    ...(a.lora ? { lora: a.lora } : {}),
   });
   let denoiseBytes = 0;
   const r = await pipe.generate({

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { Communicator } from './comm/communicator.ts';
 import { ComponentRunners, localExecutor, resolvePlan, SerialQueue, type CachedForward, type ComponentExecutor, type Runner } from './component-runners.ts';
 import { familyOf, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './model-dir.ts';
+import type { LoraSpec } from './lora.ts';
 import { loadNative, type Native } from './native.ts';
 import { rankExecutor, type RankExecutor } from './parallel/rank-executor.ts';
 import type { Component, Plan } from './plan.ts';
@@ -73,6 +74,8 @@ export interface PipelineOptions {
   generatedDir?: string;
   /** a rank of a multi-rank run: the components it holds parallel plans for run them on ParallelExecutors */
   rank?: RankOption;
+  /** LoRA adapters (diffusers / peft format) fused into the transformer's weights at load */
+  lora?: LoraSpec[];
 }
 
 /** What every pipeline family's generate takes (each family documents its defaults). */
@@ -172,7 +175,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     readonly family: PipelineFamily,
     makeSpec: (ctx: PipelineContext, family: PipelineFamily) => S,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}) });
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}), ...(options.lora?.length ? { loras: options.lora } : {}) });
     const rank = options.rank;
     this.ctx = {
       model: name,

@@ -83,6 +83,8 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   negativePrompt?: string;
   guidanceScale?: number;
   guidanceScale2?: number;
+  loraPath?: string;
+  loraScale?: number;
 }
 
 function floatOption(flag: string) {
@@ -276,7 +278,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (model.family.pipelineClass === 'ZImagePipeline') return generateZImage(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
-  const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider });
+  const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags) });
   const size = pipe.spec.defaultSize();
   const height = flags.height ?? size.height;
   const width = flags.width ?? size.width;
@@ -410,6 +412,7 @@ async function runFamily<O extends { onStep?: unknown }, R extends { timings: { 
         ...(flags.threads ? { threads: flags.threads } : {}),
         planProvider,
         parallelPlanProvider: parallelPlanProvider(flags),
+        ...loraOption(flags),
       });
       bar?.update(flags.steps!, { ms: pr.timings.perStep.toFixed(1) });
       const info = { world: pr.world, comm: pr.backend, parallel: pr.parallel.kind, ulyssesAnything: pr.parallel.anything, ulyssesFloat8: pr.parallel.float8, ulyssesAsync: pr.parallel.async, ranks: pr.ranks };
@@ -435,7 +438,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   const { checkVideoOutput, writeVideo } = await import('../../runtime/video.ts');
   const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
   const out = flags.out ?? 'out.mp4';
-  const pipe = await loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
+  const pipe = await loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
   const def = pipe.spec.defaultSize();
   const height = flags.height ?? def.height;
   const width = flags.width ?? def.width;
@@ -509,7 +512,7 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   }
   const { loadQwenImagePipeline } = await import('../../runtime/pipeline.ts');
   const out = flags.out ?? 'out.png';
-  const pipe = await loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
+  const pipe = await loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
   const height = flags.height ?? pipe.spec.defaultSize().height;
   const width = flags.width ?? pipe.spec.defaultSize().width;
   const g = pipe.spec.geometry(height, width);
@@ -538,7 +541,7 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   }
   const { loadZImagePipeline } = await import('../../runtime/pipeline.ts');
   const out = flags.out ?? 'out.png';
-  const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider });
+  const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
   const height = flags.height ?? pipe.spec.defaultSize().height;
   const width = flags.width ?? pipe.spec.defaultSize().width;
   const g = pipe.spec.geometry(height, width);
@@ -619,6 +622,8 @@ function buildProgram(): Command {
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
     .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))
     .option('--guidance-scale-2 <x>', 'Wan 2.2: guidance_scale_2, the CFG scale of the low-noise expert (transformer_2; default --guidance-scale)', floatOption('--guidance-scale-2'))
+    .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B) fused into the transformer weights')
+    .option('--lora-scale <x>', 'lora_scale of --lora-path (default 1)', floatOption('--lora-scale'))
     .option('--summary', 'print the cache summary table on stderr')
     .action(async (opts: GenerateFlags) => {
       await generate(opts);
@@ -636,6 +641,8 @@ function buildProgram(): Command {
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', intOption('--max-queue', 0), 16)
     .option('--request-timeout <s>', 'seconds until a request is cancelled (queued: dropped; running: stopped at its next step)', floatOption('--request-timeout'), 600)
     .option('--max-body-mb <n>', 'request body limit (larger: 413)', floatOption('--max-body-mb'), 32)
+    .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B) fused into the transformer weights')
+    .option('--lora-scale <x>', 'lora_scale of --lora-path (default 1)', floatOption('--lora-scale'))
     .action(async (opts: ServeFlags) => {
       await serve(opts);
     });
@@ -690,7 +697,7 @@ const code = await main(process.argv);
 // exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 
-interface ServeFlags extends Pick<GenerateFlags, 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
+interface ServeFlags extends Pick<GenerateFlags, 'loraPath' | 'loraScale' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
   model: string;
   host: string;
   port: number;
@@ -712,9 +719,9 @@ async function serve(flags: ServeFlags): Promise<void> {
     const { compileRequest } = await importCompiler();
     return compileRequest(component, req);
   };
-  const pipe = await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider });
+  const pipe = await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags) });
   const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
-  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache });
+  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(loraOption(flags).lora ? { loras: loraOption(flags).lora! } : {}) });
   const addr = await app.listen({ host: flags.host, port: flags.port });
   process.stderr.write(`ditforge serve: ${pipe.family.pipelineClass} ${pipe.name} on ${addr}${defaultCache ? ' (DBCache on)' : ''}\n`);
   await new Promise<void>((resolve) => {
@@ -724,6 +731,12 @@ async function serve(flags: ServeFlags): Promise<void> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+}
+
+/** --lora-path / --lora-scale as the pipelines' `lora` option (a diffusers / peft LoRA fused into the transformer) */
+function loraOption(flags: { loraPath?: string; loraScale?: number }): { lora?: { path: string; scale: number }[] } {
+  if (flags.loraScale !== undefined && !flags.loraPath) throw new CliError('--lora-scale needs --lora-path');
+  return flags.loraPath ? { lora: [{ path: flags.loraPath, scale: flags.loraScale ?? 1 }] } : {};
 }
 
 /** Cache-DiT's cache flags (generate and serve take the same) */

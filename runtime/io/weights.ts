@@ -8,6 +8,8 @@ import path from 'node:path';
 import { openSafetensors, SafetensorsError, type FloatTensor, type SafetensorsFile, type TensorInfo } from './safetensors.ts';
 import type { Plan } from '../plan.ts';
 import { planWeightData } from '../parallel/tp.ts';
+import { fuseLora, type LoraModule } from '../lora.ts';
+import { UserError } from '../model-dir.ts';
 
 /** the weight file names a component directory may hold, in the order diffusers / transformers look */
 const WEIGHT_FILES = ['diffusion_pytorch_model.safetensors', 'model.safetensors'];
@@ -45,7 +47,33 @@ export class ComponentWeights {
   }
 
   tensor(name: string): FloatTensor {
-    return this.file(name).tensor(name);
+    const t = this.file(name).tensor(name);
+    const adapters = this.lora.get(name);
+    if (!adapters) return t;
+    let data = t.data;
+    for (const a of adapters) data = fuseLora(data, t.shape, a.m, a.module);
+    return { ...t, data };
+  }
+
+  /** adapters fused into weights as they are read: weight name -> the LoRA module and its name */
+  private lora = new Map<string, { m: LoraModule; module: string }[]>();
+
+  /**
+   * These weights with LoRA adapters fused (runtime/lora.ts): each `<module>.weight` an adapter targets is read
+   * as W + scale x alpha / r x B A (several adapters of one module are summed). Refuses an adapter whose module
+   * the checkpoint lacks, naming it.
+   */
+  withLoras(adapters: Map<string, LoraModule>[]): ComponentWeights {
+    const w = new ComponentWeights(this.dir, this.where, this.index);
+    for (const a of adapters) {
+      for (const [module, m] of a) {
+        const name = `${module}.weight`;
+        if (!this.where.has(name)) throw new UserError(`${m.file}: LoRA module "${module}" has no weight "${name}" in ${this.path}`);
+        if (!w.lora.has(name)) w.lora.set(name, []);
+        w.lora.get(name)!.push({ m, module });
+      }
+    }
+    return w;
   }
 
   private file(name: string): SafetensorsFile {

@@ -35,6 +35,8 @@ export interface ServeOptions {
   defaultCache?: PipelineCacheOptions | null;
   /** fastify's logger (default off) */
   logger?: boolean;
+  /** the LoRAs fused into the pipeline at load (--lora-path), listed by /v1/list_loras */
+  loras?: { path: string; scale: number }[];
 }
 
 /** the fields of a generate request every endpoint maps to (the pipeline family reads its own) */
@@ -220,11 +222,18 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
     max_concurrency: queue.maxConcurrency,
     max_queue: queue.maxQueue,
     cache: o.defaultCache ? { tag_default: 'server', enabled: true } : { enabled: false },
+    loras: (o.loras ?? []).map((l) => ({ path: l.path, scale: l.scale })),
   }));
 
   app.get('/v1/models', async () => ({ object: 'list', data: [{ id: o.modelName, object: 'model', owned_by: 'ditforge', pipeline_class: family.pipelineClass, task_type: video ? 'T2V' : 'T2I' }] }));
 
   app.post('/flush_cache', async () => ({ message: 'cache contexts are made per request; nothing to flush' }));
+
+  // SGLang's LoRA management: the adapters fused at start are listed; switching them per request is not there yet
+  app.get('/v1/list_loras', async () => ({ loras: (o.loras ?? []).map((l) => ({ lora_path: l.path, strength: l.scale, merged: true, target: 'transformer' })) }));
+  app.post('/v1/set_lora', async () => {
+    throw new UserError('/v1/set_lora: LoRAs are fused into the weights at start here (--lora-path, --lora-scale); switching them at runtime is not supported yet');
+  });
 
   app.post('/generate', { schema: { body: GENERATE_SCHEMA } }, async (req, reply) => {
     const b = req.body as Record<string, unknown>;

@@ -1,0 +1,100 @@
+// LoRA adapters (diffusers / peft format) fused into the transformer's weights at load: a random low-rank
+// adapter on tiny-flux gives the output of a checkpoint whose weights were merged here in float64
+// (W + scale * alpha / r * B A), on one rank and on two (TP: every rank slices the fused weights); adapter
+// keys it cannot use are errors naming the file and the key.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { compileParallelPlans, requestOptions } from '../../compiler/index.ts';
+import { openSafetensorsSync, writeSafetensors } from '../../runtime/io/safetensors.ts';
+import { relL2 } from '../../runtime/metrics.ts';
+import { nativeAvailable } from '../../runtime/native.ts';
+import { loadPipeline, PACKAGE_ROOT } from '../../runtime/pipeline.ts';
+import { generateParallel } from '../../runtime/pipeline-parallel.ts';
+import { Rng } from '../../runtime/seeded-random.ts';
+
+const TINY = path.join(PACKAGE_ROOT, 'models', 'tiny-flux');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-lora-'));
+const PROMPT = 'a large red circle at the center on a black background';
+const TARGETS = ['transformer_blocks.0.attn.to_q', 'transformer_blocks.1.ff.net.0.proj', 'single_transformer_blocks.0.proj_out'];
+const RANK = 3;
+const ALPHA = 6;
+const SCALE = 0.7;
+
+/** a LoRA file over TARGETS (peft keys under `transformer.`, alpha stored), and the float64-merged weights */
+function makeLora(): { file: string; merged: Map<string, Float32Array> } {
+  const base = openSafetensorsSync(path.join(TINY, 'transformer', 'diffusion_pytorch_model.safetensors'));
+  const rng = new Rng(11);
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  const merged = new Map<string, Float32Array>();
+  for (const m of TARGETS) {
+    const w = base.tensor(`${m}.weight`);
+    const [out, inF] = w.shape as [number, number];
+    const A = Float32Array.from({ length: RANK * inF }, () => rng.normal() * 0.3);
+    const B = Float32Array.from({ length: out * RANK }, () => rng.normal() * 0.3);
+    tensors[`transformer.${m}.lora_A.weight`] = { dtype: 'F32', shape: [RANK, inF], data: A };
+    tensors[`transformer.${m}.lora_B.weight`] = { dtype: 'F32', shape: [out, RANK], data: B };
+    tensors[`transformer.${m}.alpha`] = { dtype: 'F32', shape: [], data: Float32Array.of(ALPHA) };
+    const f = SCALE * (ALPHA / RANK);
+    const mw = new Float32Array(out * inF);
+    for (let o = 0; o < out; o++)
+      for (let i = 0; i < inF; i++) {
+        let d = 0;
+        for (let k = 0; k < RANK; k++) d += B[o * RANK + k]! * A[k * inF + i]!;
+        mw[o * inF + i] = w.data[o * inF + i]! + f * d;
+      }
+    merged.set(`${m}.weight`, mw);
+  }
+  const file = path.join(tmp, 'lora.safetensors');
+  writeSafetensors(file, tensors);
+  return { file, merged };
+}
+
+/** a copy of tiny-flux whose transformer checkpoint holds the merged weights */
+function mergedCopy(merged: Map<string, Float32Array>): string {
+  const dir = path.join(tmp, 'tiny-flux-merged');
+  fs.cpSync(TINY, dir, { recursive: true, dereference: true });
+  const file = path.join(dir, 'transformer', 'diffusion_pytorch_model.safetensors');
+  const st = openSafetensorsSync(file);
+  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  for (const n of st.names()) tensors[n] = { dtype: 'F32', shape: st.tensor(n).shape, data: merged.get(n) ?? Float32Array.from(st.tensor(n).data) };
+  fs.rmSync(file);
+  writeSafetensors(file, tensors);
+  return dir;
+}
+
+describe.skipIf(!nativeAvailable())('LoRA (diffusers / peft format) fused at load', () => {
+  const { file, merged } = makeLora();
+  const lora = [{ path: file, scale: SCALE }];
+  const opts = { prompt: PROMPT, steps: 6, seed: 5 };
+
+  it('== the float64-merged checkpoint on 1 rank (and differs from no LoRA), and on 2 TP ranks', async () => {
+    const withLora = await (await loadPipeline('tiny-flux', { threads: 1, lora })).generate(opts);
+    const ref = await (await loadPipeline(mergedCopy(merged), { threads: 1 })).generate(opts);
+    const plain = await (await loadPipeline('tiny-flux', { threads: 1 })).generate(opts);
+    const e = relL2(withLora.latents, ref.latents);
+    console.log(`tiny-flux + LoRA (r ${RANK}, alpha ${ALPHA}, scale ${SCALE}) vs merged weights: latents relL2 ${e.toExponential(2)}; vs no LoRA ${relL2(withLora.latents, plain.latents).toExponential(2)}`);
+    expect(e).toBeLessThan(1e-5);
+    expect(relL2(withLora.latents, plain.latents)).toBeGreaterThan(1e-3);
+    const tp = await generateParallel('tiny-flux', { ...opts, world: 2, parallel: 'tp', threads: 1, lora, parallelPlanProvider: (c, _d, parallel, req) => compileParallelPlans(req.model, { ...requestOptions(c, req), parallel }) });
+    expect(relL2(tp.latents, withLora.latents)).toBeLessThan(1e-5);
+    // two adapters of one module are summed: the file twice at half the scale is the file once
+    const halves = await (await loadPipeline('tiny-flux', { threads: 1, lora: [{ path: file, scale: SCALE / 2 }, { path: file, scale: SCALE / 2 }] })).generate(opts);
+    expect(relL2(halves.latents, withLora.latents)).toBeLessThan(1e-5);
+  });
+
+  it('errors name the file and the key', async () => {
+    const bad = (tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>, name: string) => {
+      const f = path.join(tmp, name);
+      writeSafetensors(f, tensors);
+      return loadPipeline('tiny-flux', { threads: 1, lora: [{ path: f }] }).then((p) => p.generate({ prompt: PROMPT, steps: 1 }));
+    };
+    const t = (shape: number[]) => ({ dtype: 'F32' as const, shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.1) });
+    await expect(bad({ 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight': t([2, 64]) }, 'half.safetensors')).rejects.toThrow(/half\.safetensors: module "transformer_blocks\.0\.attn\.to_q" has lora_A but no lora_B/);
+    await expect(bad({ 'transformer.no_such.lora_A.weight': t([2, 64]), 'transformer.no_such.lora_B.weight': t([64, 2]) }, 'unknown.safetensors')).rejects.toThrow(/unknown\.safetensors: LoRA module "no_such" has no weight "no_such\.weight"/);
+    await expect(bad({ 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight': t([2, 7]), 'transformer.transformer_blocks.0.attn.to_q.lora_B.weight': t([64, 2]) }, 'shape.safetensors')).rejects.toThrow(/shape\.safetensors: module "transformer_blocks\.0\.attn\.to_q": the adapter is \[64, 7\]/);
+    await expect(bad({ 'text_encoder.x.weight': t([2, 2]) }, 'other.safetensors')).rejects.toThrow(/other\.safetensors: key "text_encoder\.x\.weight" is not a LoRA tensor/);
+    await expect(loadPipeline('tiny-flux', { lora: [{ path: path.join(tmp, 'missing.safetensors') }] })).rejects.toThrow(/--lora-path .*missing\.safetensors/);
+  });
+});

@@ -4,8 +4,8 @@
 // every pipeline family makes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { bindPlanWeights, ComponentWeights } from './io/weights.ts';
-import { readLora, type LoraModule, type LoraSpec } from './lora.ts';
+import { bindPlanWeights, ComponentWeights, rebindWeights } from './io/weights.ts';
+import { LoraLibrary, loraTerms, type LoraSpec, type LoraTerm } from './lora.ts';
 import { readJson, UserError } from './model-dir.ts';
 import { loadNative, type NativeExecutor } from './native.ts';
 import { ExecutorBlockListRunner } from './cache/executor-runner.ts';
@@ -61,6 +61,8 @@ export interface ComponentRunnerOptions {
   generatedDir: string;
   /** LoRA adapters fused into the transformer weights (runtime/lora.ts) */
   loras?: LoraSpec[];
+  /** where LoRA files are read and kept (default: a library of its own) */
+  loraLibrary?: LoraLibrary;
 }
 
 /** Checkpoints and executors of a pipeline directory's components, created once per shape. */
@@ -68,21 +70,64 @@ export class ComponentRunners {
   private readonly runners = new Map<string, Runner>();
   private readonly weights = new Map<string, ComponentWeights>();
   private readonly shipped = new Map<Component, Plan | null>();
-  /** the LoRA adapters by checkpoint folder (read once, checked against the directory at load) */
-  private readonly loras = new Map<string, Map<string, LoraModule>[]>();
+  /** the LoRA terms in effect by checkpoint folder and module (runtime/lora.ts) */
+  private loraTerms = new Map<string, Map<string, LoraTerm[]>>();
+  /** the adapters in effect, as given */
+  private loraSpecs: LoraSpec[] = [];
+  /** every executor with weights bound, and the folder they came from (LoRA switches bind again) */
+  private readonly bound: { folder: string; plan: Plan; target: { bindWeight(name: string, data: Float32Array): void } }[] = [];
+  readonly loraLibrary: LoraLibrary;
 
   constructor(
     readonly model: string,
     readonly dir: string,
     private readonly opts: ComponentRunnerOptions,
   ) {
-    for (const spec of opts.loras ?? []) {
-      for (const [folder, modules] of readLora(spec)) {
-        if (!fs.existsSync(path.join(dir, folder))) throw new UserError(`${spec.path}: the LoRA adapts ${folder}, which ${dir} does not have`);
-        if (!this.loras.has(folder)) this.loras.set(folder, []);
-        this.loras.get(folder)!.push(modules);
-      }
+    this.loraLibrary = opts.loraLibrary ?? new LoraLibrary();
+    if (opts.loras?.length) this.setLorasNow(opts.loras);
+  }
+
+  /** the LoRA adapters in effect */
+  get loras(): LoraSpec[] {
+    return this.loraSpecs;
+  }
+
+  /**
+   * Puts `specs` in effect (replacing the adapters before; [] for none): checked against every folder first
+   * (nothing changes on an error), then each executor binds again the weights the old or the new adapters
+   * touch. Not while a forward pass runs (the pipeline calls it between generations).
+   */
+  async setLoras(specs: LoraSpec[]): Promise<void> {
+    this.setLorasNow(specs);
+  }
+
+  private setLorasNow(specs: LoraSpec[]): void {
+    const terms = loraTerms(specs, this.loraLibrary);
+    for (const [folder, modules] of terms) {
+      if (!fs.existsSync(path.join(this.dir, folder))) throw new UserError(`${[...modules.values()][0]![0]!.file}: the LoRA adapts ${folder}, which ${this.dir} does not have`);
     }
+    const folders = new Set([...this.loraTerms.keys(), ...terms.keys()]);
+    const open = [...folders].filter((f) => this.weights.has(f));
+    // check every opened checkpoint before changing any
+    const changed = new Map<string, string[]>();
+    const before = new Map(open.map((f) => [f, this.loraTerms.get(f) ?? new Map<string, LoraTerm[]>()]));
+    try {
+      for (const f of open) changed.set(f, this.weights.get(f)!.setLoras(terms.get(f) ?? new Map()));
+    } catch (e) {
+      for (const [f, t] of before) this.weights.get(f)!.setLoras(t);
+      throw e;
+    }
+    this.loraTerms = terms;
+    this.loraSpecs = specs.map((s) => ({ ...s }));
+    for (const b of this.bound) {
+      const names = changed.get(b.folder);
+      if (names?.length) rebindWeights(b.target, b.plan, this.weights.get(b.folder)!, new Set(names));
+    }
+  }
+
+  /** records an executor whose weights came from `folder`'s checkpoint, so a LoRA switch binds them again */
+  track(folder: string, plan: Plan, target: { bindWeight(name: string, data: Float32Array): void }): void {
+    this.bound.push({ folder, plan, target });
   }
 
   /** the checkpoint in a component folder (sharded or single file), opened on first use */
@@ -94,8 +139,8 @@ export class ComponentRunners {
       } catch (e) {
         throw new UserError((e as Error).message);
       }
-      const adapters = this.loras.get(folder);
-      if (adapters) f = f.withLoras(adapters);
+      const terms = this.loraTerms.get(folder);
+      if (terms) f.setLoras(terms);
       this.weights.set(folder, f);
     }
     return f;
@@ -133,6 +178,7 @@ export class ComponentRunners {
     } catch (e) {
       throw new UserError((e as Error).message);
     }
+    this.track(o.folder ?? component, p, exec);
     r = { plan: p, exec };
     this.runners.set(k, r);
     return r;

@@ -25,6 +25,6 @@ export type { VideoGenerateOptions, VideoGenerateResult } from './pipelines/wan.
 export { rescaledCfg } from './pipelines/qwen-image.ts';
 export type { QwenImageGenerateOptions, QwenImageResult } from './pipelines/qwen-image.ts';
 export { familyOf } from './model-dir.ts';
-export { readLora, fuseLora } from './lora.ts';
-export type { LoraSpec, LoraModule } from './lora.ts';
+export { readLoraFile, fuseLora, LoraLibrary } from './lora.ts';
+export type { LoraSpec, LoraFile, LoraFactors } from './lora.ts';
 export { checkVideoOutput, writeVideo } from './video.ts';

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { Communicator } from './comm/communicator.ts';
 import { ComponentRunners, localExecutor, resolvePlan, SerialQueue, type CachedForward, type ComponentExecutor, type Runner } from './component-runners.ts';
 import { familyOf, TINY_FLUX_FAMILY, UserError, type PipelineFamily } from './model-dir.ts';
-import type { LoraSpec } from './lora.ts';
+import type { LoraLibrary, LoraSpec } from './lora.ts';
 import { loadNative, type Native } from './native.ts';
 import { rankExecutor, type RankExecutor } from './parallel/rank-executor.ts';
 import type { Component, Plan } from './plan.ts';
@@ -76,6 +76,8 @@ export interface PipelineOptions {
   rank?: RankOption;
   /** LoRA adapters (diffusers / peft format) fused into the transformer's weights at load */
   lora?: LoraSpec[];
+  /** where LoRA files are read and kept (a server shares one over its pipelines; default: the pipeline's own) */
+  loraLibrary?: LoraLibrary;
 }
 
 /** What every pipeline family's generate takes (each family documents its defaults). */
@@ -175,7 +177,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     readonly family: PipelineFamily,
     makeSpec: (ctx: PipelineContext, family: PipelineFamily) => S,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}), ...(options.lora?.length ? { loras: options.lora } : {}) });
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}), ...(options.lora?.length ? { loras: options.lora } : {}), ...(options.loraLibrary ? { loraLibrary: options.loraLibrary } : {}) });
     const rank = options.rank;
     this.ctx = {
       model: name,
@@ -191,6 +193,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
         if (plan) {
           // a rank's plan may hold its split of the inputs: its ParallelExecutor checks the full sizes it is given
           const rx = rankExecutor(rank.comm, plan, await this.components.weightsOf(n.folder ?? n.component), this.options.threads ? { threads: this.options.threads } : {});
+          this.components.track(n.folder ?? n.component, plan, rx.exec);
           this.rankExecutors.push(rx);
           ex = rx;
         } else ex = localExecutor(await this.runner(n));
@@ -221,9 +224,33 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     return this.components.runner(n.component, n.key, () => this.plan(n), { ...(n.mayLeave ? { mayLeave: n.mayLeave } : {}), ...(n.folder ? { folder: n.folder } : {}) });
   }
 
-  /** A generate request (the family's semantics); concurrent calls run one after the other (they share the executors' arenas). */
-  generate(opts: OptionsOf<S>): Promise<ResultOf<S>> {
-    return this.queue.run(() => this.generateNow(opts));
+  /**
+   * A generate request (the family's semantics); concurrent calls run one after the other (they share the
+   * executors' arenas). `lora` puts those adapters in effect first (as setLoras), and they stay.
+   */
+  generate(opts: OptionsOf<S> & { lora?: LoraSpec[] }): Promise<ResultOf<S>> {
+    return this.queue.run(async () => {
+      if (opts.lora && !sameLoras(opts.lora, this.components.loras)) await this.components.setLoras(opts.lora);
+      return this.generateNow(opts);
+    });
+  }
+
+  /**
+   * Puts LoRA adapters in effect ([] for none), after the generations already asked for: the weights they (or
+   * the adapters before) touch are fused again from the checkpoint and bound to every executor made.
+   */
+  setLoras(specs: LoraSpec[]): Promise<void> {
+    return this.queue.run(() => this.components.setLoras(specs));
+  }
+
+  /** the LoRA adapters in effect */
+  get loras(): LoraSpec[] {
+    return this.components.loras;
+  }
+
+  /** where this pipeline reads and keeps LoRA files */
+  get loraLibrary(): LoraLibrary {
+    return this.components.loraLibrary;
   }
 
   private async generateNow(opts: OptionsOf<S> & BaseGenerateOptions): Promise<ResultOf<S>> {
@@ -315,6 +342,12 @@ export class Pipeline<S extends AnySpec = AnySpec> {
   arenaBytes(): number {
     return this.components.arenaBytes();
   }
+}
+
+/** two adapter lists put the same terms in effect */
+function sameLoras(a: LoraSpec[], b: LoraSpec[]): boolean {
+  const key = (l: LoraSpec) => `${path.resolve(l.path)}|${l.scale ?? 1}|${l.target ?? 'all'}`;
+  return a.length === b.length && a.every((l, i) => key(l) === key(b[i]!));
 }
 
 export type FluxPipeline = Pipeline<FluxSpec>;

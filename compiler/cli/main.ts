@@ -85,6 +85,7 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   guidanceScale2?: number;
   loraPath?: string;
   loraScale?: number;
+  loraName?: string;
 }
 
 function floatOption(flag: string) {
@@ -641,8 +642,11 @@ function buildProgram(): Command {
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', intOption('--max-queue', 0), 16)
     .option('--request-timeout <s>', 'seconds until a request is cancelled (queued: dropped; running: stopped at its next step)', floatOption('--request-timeout'), 600)
     .option('--max-body-mb <n>', 'request body limit (larger: 413)', floatOption('--max-body-mb'), 32)
-    .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B) fused into the transformer weights')
+    .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B; or a directory with --lora-name) in effect for requests that name none')
+    .option('--lora-name <file>', "with a directory --lora-path: the LoRA file in it (Cache-DiT's --lora-name)")
+    .option('--lora-nickname <name>', 'the name requests and /v1/set_lora call --lora-path by (default: its file name)')
     .option('--lora-scale <x>', 'lora_scale of --lora-path (default 1)', floatOption('--lora-scale'))
+    .option('--max-loras <n>', 'LoRA files kept read (least recently used out)', intOption('--max-loras', 1), 8)
     .action(async (opts: ServeFlags) => {
       await serve(opts);
     });
@@ -697,7 +701,7 @@ const code = await main(process.argv);
 // exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 
-interface ServeFlags extends Pick<GenerateFlags, 'loraPath' | 'loraScale' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
+interface ServeFlags extends Pick<GenerateFlags, 'loraPath' | 'loraScale' | 'loraName' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
   model: string;
   host: string;
   port: number;
@@ -708,6 +712,8 @@ interface ServeFlags extends Pick<GenerateFlags, 'loraPath' | 'loraScale' | 'cac
   maxQueue: number;
   requestTimeout: number;
   maxBodyMb: number;
+  loraNickname?: string;
+  maxLoras: number;
 }
 
 /** `serve`: load the pipeline, compile missing plans on demand, listen until SIGINT / SIGTERM */
@@ -719,9 +725,11 @@ async function serve(flags: ServeFlags): Promise<void> {
     const { compileRequest } = await importCompiler();
     return compileRequest(component, req);
   };
-  const pipe = await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags) });
+  const { LoraLibrary } = await import('../../runtime/lora.ts');
+  const lora = loraOption(flags).lora;
+  const pipe = await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary: new LoraLibrary(flags.maxLoras), ...(lora ? { lora } : {}) });
   const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
-  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(loraOption(flags).lora ? { loras: loraOption(flags).lora! } : {}) });
+  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(lora ? { loras: lora.map((l) => ({ ...l, ...(flags.loraNickname ? { nickname: flags.loraNickname } : {}) })) } : {}) });
   const addr = await app.listen({ host: flags.host, port: flags.port });
   process.stderr.write(`ditforge serve: ${pipe.family.pipelineClass} ${pipe.name} on ${addr}${defaultCache ? ' (DBCache on)' : ''}\n`);
   await new Promise<void>((resolve) => {
@@ -734,9 +742,16 @@ async function serve(flags: ServeFlags): Promise<void> {
 }
 
 /** --lora-path / --lora-scale as the pipelines' `lora` option (a diffusers / peft LoRA fused into the transformer) */
-function loraOption(flags: { loraPath?: string; loraScale?: number }): { lora?: { path: string; scale: number }[] } {
-  if (flags.loraScale !== undefined && !flags.loraPath) throw new CliError('--lora-scale needs --lora-path');
-  return flags.loraPath ? { lora: [{ path: flags.loraPath, scale: flags.loraScale ?? 1 }] } : {};
+function loraOption(flags: { loraPath?: string; loraScale?: number; loraName?: string }): { lora?: { path: string; scale: number }[] } {
+  if ((flags.loraScale !== undefined || flags.loraName !== undefined) && !flags.loraPath) throw new CliError(`${flags.loraName !== undefined ? '--lora-name' : '--lora-scale'} needs --lora-path`);
+  if (!flags.loraPath) return {};
+  let file = flags.loraPath;
+  // Cache-DiT's form: a directory and the file in it
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    if (!flags.loraName) throw new CliError(`--lora-path ${file} is a directory: name the LoRA file in it with --lora-name (it has: ${fs.readdirSync(file).filter((f) => f.endsWith('.safetensors')).join(', ') || 'no .safetensors'})`);
+    file = path.join(file, flags.loraName);
+  } else if (flags.loraName) throw new CliError(`--lora-name is for a directory --lora-path; ${file} is not one`);
+  return { lora: [{ path: file, scale: flags.loraScale ?? 1 }] };
 }
 
 /** Cache-DiT's cache flags (generate and serve take the same) */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { openSafetensors, SafetensorsError, type FloatTensor, type SafetensorsFile, type TensorInfo } from './safetensors.ts';
 import type { Plan } from '../plan.ts';
 import { planWeightData } from '../parallel/tp.ts';
-import { fuseLora, type LoraModule } from '../lora.ts';
+import { checkLoraShape, fuseLora, type LoraTerm } from '../lora.ts';
 import { UserError } from '../model-dir.ts';
 
 /** the weight file names a component directory may hold, in the order diffusers / transformers look */
@@ -48,32 +48,35 @@ export class ComponentWeights {
 
   tensor(name: string): FloatTensor {
     const t = this.file(name).tensor(name);
-    const adapters = this.lora.get(name);
-    if (!adapters) return t;
-    let data = t.data;
-    for (const a of adapters) data = fuseLora(data, t.shape, a.m, a.module);
-    return { ...t, data };
+    const terms = this.lora.get(name);
+    return terms ? { ...t, data: fuseLora(t.data, t.shape, name.slice(0, -'.weight'.length), terms) } : t;
   }
 
-  /** adapters fused into weights as they are read: weight name -> the LoRA module and its name */
-  private lora = new Map<string, { m: LoraModule; module: string }[]>();
+  /** the LoRA terms in effect, by weight name (`<module>.weight`) */
+  private lora = new Map<string, LoraTerm[]>();
 
   /**
-   * These weights with LoRA adapters fused (runtime/lora.ts): each `<module>.weight` an adapter targets is read
-   * as W + scale x alpha / r x B A (several adapters of one module are summed). Refuses an adapter whose module
-   * the checkpoint lacks, naming it.
+   * Puts LoRA terms in effect (runtime/lora.ts; by module, replacing those before): each `<module>.weight` they
+   * target is read as W + the sum of its terms. Every module is checked against the checkpoint first (a module
+   * it lacks or a shape that does not fit is an error naming both, and nothing changes). Returns the weights
+   * whose value changed (targeted before or now), which the executors must bind again.
    */
-  withLoras(adapters: Map<string, LoraModule>[]): ComponentWeights {
-    const w = new ComponentWeights(this.dir, this.where, this.index);
-    for (const a of adapters) {
-      for (const [module, m] of a) {
-        const name = `${module}.weight`;
-        if (!this.where.has(name)) throw new UserError(`${m.file}: LoRA module "${module}" has no weight "${name}" in ${this.path}`);
-        if (!w.lora.has(name)) w.lora.set(name, []);
-        w.lora.get(name)!.push({ m, module });
-      }
+  setLoras(terms: ReadonlyMap<string, LoraTerm[]>): string[] {
+    const next = new Map<string, LoraTerm[]>();
+    for (const [module, ts] of terms) {
+      const name = `${module}.weight`;
+      if (!this.where.has(name)) throw new UserError(`${ts[0]!.file}: LoRA module "${module}" has no weight "${name}" in ${this.path}`);
+      for (const t of ts) checkLoraShape(t, module, this.info(name).shape);
+      next.set(name, ts);
     }
-    return w;
+    const changed = new Set<string>();
+    for (const name of new Set([...this.lora.keys(), ...next.keys()])) {
+      const a = this.lora.get(name) ?? [];
+      const b = next.get(name) ?? [];
+      if (a.length !== b.length || a.some((t, i) => t.m !== b[i]!.m || t.scale !== b[i]!.scale)) changed.add(name);
+    }
+    this.lora = next;
+    return [...changed];
   }
 
   private file(name: string): SafetensorsFile {
@@ -179,9 +182,17 @@ export function bindPlanWeights(target: { bindWeight(name: string, data: Float32
       unexpected[0]!,
     );
   }
-  // one tensor at a time: a TP slice is a copy, and only one is held at once
+  rebindWeights(target, plan, weights);
+}
+
+/**
+ * Binds the plan's weights (those in `only`, or all) from the checkpoint, one tensor at a time (a TP slice is
+ * a copy, and only one is held at once); a non-finite value is an error naming the file and the tensor.
+ */
+export function rebindWeights(target: { bindWeight(name: string, data: Float32Array): void }, plan: Plan, weights: ComponentWeights, only?: ReadonlySet<string>): void {
   for (const w of plan.weights) {
-    const data = planWeightData(w, weights.tensor(w.name), `${weights.fileOf(w.name)} (${component} plan)`);
+    if (only && !only.has(w.name)) continue;
+    const data = planWeightData(w, weights.tensor(w.name), `${weights.fileOf(w.name)} (${plan.component} plan)`);
     // non-finite weights never reach a plan: one pass at load (the executor reads every value anyway)
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i]!)) throw new SafetensorsError(`${weights.fileOf(w.name)}: tensor "${w.name}" has a non-finite value (${data[i]}) at index ${i}`, weights.fileOf(w.name), w.name);

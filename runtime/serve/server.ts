@@ -6,7 +6,8 @@
 // `maxConcurrency` generations at once (the pipeline runs one at a time: its executors share arenas), at most
 // `maxQueue` waiting, beyond that 429 with Retry-After; a request past its timeout, or whose client went away,
 // is dropped from the queue or stopped at its next denoising step. The forwards run on the native executor's
-// threads, so /health answers while a generation runs.
+// threads, so /health answers while a generation runs. LoRA: the server's adapters (runtime/serve/loras.ts)
+// or a request's own, put in effect between generations.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,6 +19,8 @@ import type { Pipeline } from '../pipeline.ts';
 import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cache.ts';
 import { summaryJson } from '../pipeline-cache.ts';
 import { checkVideoOutput, checkWritableDir, writeVideo } from '../video.ts';
+import type { LoraSpec } from '../lora.ts';
+import { ServerLoras, type LoraRequest, type SetLoraBody } from './loras.ts';
 import { GenerationQueue, QueueFullError, RequestCancelled } from './queue.ts';
 
 export interface ServeOptions {
@@ -35,8 +38,8 @@ export interface ServeOptions {
   defaultCache?: PipelineCacheOptions | null;
   /** fastify's logger (default off) */
   logger?: boolean;
-  /** the LoRAs fused into the pipeline at load (--lora-path), listed by /v1/list_loras */
-  loras?: { path: string; scale: number }[];
+  /** the LoRAs the pipeline was loaded with (--lora-path): registered under their nicknames, in effect by default */
+  loras?: (LoraSpec & { nickname?: string })[];
 }
 
 /** the fields of a generate request every endpoint maps to (the pipeline family reads its own) */
@@ -54,6 +57,8 @@ interface Job {
   numFrames?: number;
   maxSequenceLength?: number;
   cache?: PipelineCacheOptions;
+  /** the request's own adapters (vLLM-Omni's per-request lora); absent: the server's (set_lora) */
+  lora?: LoraSpec[];
 }
 
 interface GenOut {
@@ -67,6 +72,27 @@ interface GenOut {
 }
 
 const num = (min: number, max: number) => ({ type: 'number', minimum: min, maximum: max });
+
+/** vLLM-Omni's per-request LoRA: `{name | lora_name, path | lora_path, scale, int_id}` (a name alone: one set by /v1/set_lora) */
+const LORA_REQUEST = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { name: { type: 'string' }, lora_name: { type: 'string' }, path: { type: 'string' }, lora_path: { type: 'string' }, scale: { type: 'number', minimum: -100, maximum: 100 }, int_id: { type: 'integer' } },
+} as const;
+const stringOrList = { anyOf: [{ type: 'string' }, { type: 'array', minItems: 1, maxItems: 8, items: { type: 'string' } }] };
+/** SGLang's POST /v1/set_lora */
+const SET_LORA_SCHEMA = {
+  type: 'object',
+  required: ['lora_nickname'],
+  additionalProperties: false,
+  properties: {
+    lora_nickname: stringOrList,
+    lora_path: stringOrList,
+    target: { type: 'string', enum: ['all', 'transformer', 'transformer_2'] },
+    strength: { anyOf: [{ type: 'number' }, { type: 'array', items: { type: 'number' } }] },
+    merge_mode: { type: 'string', enum: ['auto', 'merge', 'dynamic'] },
+  },
+} as const;
 const int = (min: number, max: number) => ({ type: 'integer', minimum: min, maximum: max });
 
 /** the diffusion fields every endpoint takes (the pipeline family reads its own) */
@@ -78,6 +104,7 @@ const COMMON_FIELDS = {
   seed: int(0, Number.MAX_SAFE_INTEGER),
   max_sequence_length: int(1, 4096),
   cache_config: { anyOf: [{ type: 'object' }, { type: 'boolean' }] },
+  lora: { anyOf: [LORA_REQUEST, { type: 'array', minItems: 0, maxItems: 8, items: LORA_REQUEST }] },
 } as const;
 
 /** a strict body schema: `prompt` required, nothing beyond the listed fields */
@@ -138,6 +165,7 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
   const video = family.output === 'video';
   const queue = new GenerationQueue(o.maxConcurrency ?? 1, o.maxQueue ?? 16);
   const timeoutMs = (o.requestTimeoutS ?? 600) * 1000;
+  const loras = new ServerLoras(pipe, o.loras ?? []);
   const metrics = { requests: new Map<string, number>(), latency: [] as number[], cachedSteps: 0, failed: 0 };
   const app = Fastify({
     logger: o.logger ?? false,
@@ -148,7 +176,7 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
     schemaErrorFormatter: (errors, where) => {
       const e = errors[0]!;
       const field = (e.params as { additionalProperty?: string; missingProperty?: string }).additionalProperty ?? (e.params as { missingProperty?: string }).missingProperty;
-      const at = field ? `${where}.${field}` : `${where}${e.instancePath.replace(/\//g, '.')}`;
+      const at = `${where}${e.instancePath.replace(/\//g, '.')}${field ? `.${field}` : ''}`;
       return new Error(field && e.keyword === 'additionalProperties' ? `${at} is not a field of this endpoint` : `${at} ${e.message}`);
     },
   });
@@ -179,6 +207,8 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
         const t0 = performance.now();
         const r = (await pipe.generate({
           ...job,
+          // the request's adapters, or the server's as they are when it starts (switched between generations)
+          lora: job.lora ?? loras.inEffect(),
           // a cancelled request stops before its next step
           beforeStep: () => {
             if (ctl.signal.aborted) throw ctl.signal.reason;
@@ -210,6 +240,8 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
     set('guidanceScale', b.guidance_scale);
     const cache = requestCache(b.cache_config, o.defaultCache ?? null);
     if (cache) job.cache = cache;
+    const lora = loras.ofRequest(b.lora as LoraRequest | LoraRequest[] | undefined);
+    if (lora) job.lora = lora;
     return job;
   };
 
@@ -222,17 +254,26 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
     max_concurrency: queue.maxConcurrency,
     max_queue: queue.maxQueue,
     cache: o.defaultCache ? { tag_default: 'server', enabled: true } : { enabled: false },
-    loras: (o.loras ?? []).map((l) => ({ path: l.path, scale: l.scale })),
+    loras: loras.inEffect(),
   }));
 
   app.get('/v1/models', async () => ({ object: 'list', data: [{ id: o.modelName, object: 'model', owned_by: 'ditforge', pipeline_class: family.pipelineClass, task_type: video ? 'T2V' : 'T2I' }] }));
 
   app.post('/flush_cache', async () => ({ message: 'cache contexts are made per request; nothing to flush' }));
 
-  // SGLang's LoRA management: the adapters fused at start are listed; switching them per request is not there yet
-  app.get('/v1/list_loras', async () => ({ loras: (o.loras ?? []).map((l) => ({ lora_path: l.path, strength: l.scale, merged: true, target: 'transformer' })) }));
-  app.post('/v1/set_lora', async () => {
-    throw new UserError('/v1/set_lora: LoRAs are fused into the weights at start here (--lora-path, --lora-scale); switching them at runtime is not supported yet');
+  // SGLang's LoRA management (a request's own `lora` is vLLM-Omni's and applies to that request only)
+  app.get('/v1/list_loras', async () => loras.list());
+  app.post('/v1/set_lora', { schema: { body: SET_LORA_SCHEMA } }, async (req) => {
+    await loras.set(req.body as SetLoraBody);
+    return { message: 'ok', ...loras.list() };
+  });
+  app.post('/v1/merge_lora_weights', async () => {
+    await loras.merge(true);
+    return { message: 'ok', ...loras.list() };
+  });
+  app.post('/v1/unmerge_lora_weights', async () => {
+    await loras.merge(false);
+    return { message: 'ok', ...loras.list() };
   });
 
   app.post('/generate', { schema: { body: GENERATE_SCHEMA } }, async (req, reply) => {

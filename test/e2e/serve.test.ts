@@ -43,10 +43,10 @@ describe.skipIf(!nativeAvailable())('ditforge serve (tiny-flux)', () => {
     expect(await (await fetch(`${base}/get_model_info`)).json()).toMatchObject({ model: 'tiny-flux', pipeline_class: 'FluxPipeline', output: 'image' });
     expect(((await (await fetch(`${base}/v1/models`)).json()) as { data: { id: string }[] }).data[0]!.id).toBe('tiny-flux');
     expect((await post('/flush_cache', {})).status).toBe(200);
-    expect(await (await fetch(`${base}/v1/list_loras`)).json()).toEqual({ loras: [] });
+    expect(await (await fetch(`${base}/v1/list_loras`)).json()).toEqual({ loras: [], loaded: [] });
     const sl = await post('/v1/set_lora', { lora_path: 'x.safetensors' });
     expect(sl.status).toBe(400);
-    expect(((await sl.json()) as { error: string }).error).toMatch(/fused into the weights at start/);
+    expect(((await sl.json()) as { error: string }).error).toMatch(/body\.lora_nickname/);
     const m = await (await fetch(`${base}/metrics`)).text();
     expect(m).toMatch(/ditforge_queue_depth 0/);
     expect(m).toMatch(/ditforge_requests_total\{route="\/health",status="200"\} 1/);

@@ -10,9 +10,10 @@ import { compileParallelPlans, requestOptions } from '../../compiler/index.ts';
 import { openSafetensorsSync, writeSafetensors } from '../../runtime/io/safetensors.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
+import { LoraLibrary } from '../../runtime/lora.ts';
 import { loadPipeline, PACKAGE_ROOT } from '../../runtime/pipeline.ts';
 import { generateParallel } from '../../runtime/pipeline-parallel.ts';
-import { Rng } from '../../runtime/seeded-random.ts';
+import { makeLora } from '../helpers/lora.ts';
 
 const TINY = path.join(PACKAGE_ROOT, 'models', 'tiny-flux');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-lora-'));
@@ -21,35 +22,6 @@ const TARGETS = ['transformer_blocks.0.attn.to_q', 'transformer_blocks.1.ff.net.
 const RANK = 3;
 const ALPHA = 6;
 const SCALE = 0.7;
-
-/** a LoRA file over TARGETS (peft keys under `transformer.`, alpha stored), and the float64-merged weights */
-function makeLora(): { file: string; merged: Map<string, Float32Array> } {
-  const base = openSafetensorsSync(path.join(TINY, 'transformer', 'diffusion_pytorch_model.safetensors'));
-  const rng = new Rng(11);
-  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-  const merged = new Map<string, Float32Array>();
-  for (const m of TARGETS) {
-    const w = base.tensor(`${m}.weight`);
-    const [out, inF] = w.shape as [number, number];
-    const A = Float32Array.from({ length: RANK * inF }, () => rng.normal() * 0.3);
-    const B = Float32Array.from({ length: out * RANK }, () => rng.normal() * 0.3);
-    tensors[`transformer.${m}.lora_A.weight`] = { dtype: 'F32', shape: [RANK, inF], data: A };
-    tensors[`transformer.${m}.lora_B.weight`] = { dtype: 'F32', shape: [out, RANK], data: B };
-    tensors[`transformer.${m}.alpha`] = { dtype: 'F32', shape: [], data: Float32Array.of(ALPHA) };
-    const f = SCALE * (ALPHA / RANK);
-    const mw = new Float32Array(out * inF);
-    for (let o = 0; o < out; o++)
-      for (let i = 0; i < inF; i++) {
-        let d = 0;
-        for (let k = 0; k < RANK; k++) d += B[o * RANK + k]! * A[k * inF + i]!;
-        mw[o * inF + i] = w.data[o * inF + i]! + f * d;
-      }
-    merged.set(`${m}.weight`, mw);
-  }
-  const file = path.join(tmp, 'lora.safetensors');
-  writeSafetensors(file, tensors);
-  return { file, merged };
-}
 
 /** a copy of tiny-flux whose transformer checkpoint holds the merged weights */
 function mergedCopy(merged: Map<string, Float32Array>): string {
@@ -65,7 +37,7 @@ function mergedCopy(merged: Map<string, Float32Array>): string {
 }
 
 describe.skipIf(!nativeAvailable())('LoRA (diffusers / peft format) fused at load', () => {
-  const { file, merged } = makeLora();
+  const { file, merged } = makeLora(tmp, { targets: TARGETS, rank: RANK, alpha: ALPHA, scale: SCALE, seed: 11 });
   const lora = [{ path: file, scale: SCALE }];
   const opts = { prompt: PROMPT, steps: 6, seed: 5 };
 
@@ -82,6 +54,47 @@ describe.skipIf(!nativeAvailable())('LoRA (diffusers / peft format) fused at loa
     // two adapters of one module are summed: the file twice at half the scale is the file once
     const halves = await (await loadPipeline('tiny-flux', { threads: 1, lora: [{ path: file, scale: SCALE / 2 }, { path: file, scale: SCALE / 2 }] })).generate(opts);
     expect(relL2(halves.latents, withLora.latents)).toBeLessThan(1e-5);
+  });
+
+  it('switches between generations: setLoras / generate({ lora }) give exactly a fresh load with those adapters, [] exactly none', async () => {
+    const fresh = await (await loadPipeline('tiny-flux', { threads: 1, lora })).generate(opts);
+    const plain = await (await loadPipeline('tiny-flux', { threads: 1 })).generate(opts);
+    const pipe = await loadPipeline('tiny-flux', { threads: 1 });
+    expect(relL2((await pipe.generate(opts)).latents, plain.latents)).toBe(0);
+    await pipe.setLoras(lora);
+    const t0 = performance.now();
+    expect(relL2((await pipe.generate(opts)).latents, fresh.latents)).toBe(0);
+    console.log(`LoRA switch + generate: ${(performance.now() - t0).toFixed(0)} ms`);
+    // a per-call lora stays in effect; [] restores the checkpoint's own weights
+    expect(relL2((await pipe.generate({ ...opts, lora: [] })).latents, plain.latents)).toBe(0);
+    expect(relL2((await pipe.generate({ ...opts, lora })).latents, fresh.latents)).toBe(0);
+    expect(pipe.loras).toEqual(lora);
+    // a bad adapter changes nothing: the one before stays in effect
+    const f = path.join(tmp, 'bad-switch.safetensors');
+    writeSafetensors(f, { 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight': { dtype: 'F32', shape: [2, 7], data: new Float32Array(14).fill(0.1) }, 'transformer.transformer_blocks.0.attn.to_q.lora_B.weight': { dtype: 'F32', shape: [64, 2], data: new Float32Array(128).fill(0.1) } });
+    await expect(pipe.setLoras([{ path: f }])).rejects.toThrow(/bad-switch\.safetensors: module "transformer_blocks\.0\.attn\.to_q": the adapter is \[64, 7\]/);
+    expect(pipe.loras).toEqual(lora);
+    expect(relL2((await pipe.generate(opts)).latents, fresh.latents)).toBe(0);
+  });
+
+  it('LoraLibrary: read once, least recently used out, read again when the file changes', () => {
+    const lib = new LoraLibrary(2);
+    const copies = ['a', 'b', 'c'].map((n) => {
+      const f = path.join(tmp, `lib-${n}.safetensors`);
+      fs.copyFileSync(file, f);
+      return f;
+    });
+    const a = lib.get(copies[0]!);
+    expect(lib.get(copies[0]!)).toBe(a);
+    lib.get(copies[1]!);
+    lib.get(copies[0]!);
+    lib.get(copies[2]!);
+    expect(lib.loaded().map((p) => path.basename(p))).toEqual(['lib-a.safetensors', 'lib-c.safetensors']);
+    const later = new Date(Date.now() + 5000);
+    fs.utimesSync(copies[0]!, later, later);
+    expect(lib.get(copies[0]!)).not.toBe(a);
+    expect(() => lib.get(path.join(tmp, 'nope.safetensors'))).toThrow(/--lora-path .*nope\.safetensors: no such file/);
+    expect(() => new LoraLibrary(0)).toThrow(/--max-loras must be an integer >= 1/);
   });
 
   it('errors name the file and the key', async () => {

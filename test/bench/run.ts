@@ -3,7 +3,7 @@
 // Writes bench/results.json and prints a table. Never run by the tests.
 //
 // env: BENCH_THREADS (default: all cores), BENCH_ITERS (timed iterations, default 20 tiny / 5 mid),
-//      BENCH_SKIP=tiny,fixture,loadrss,mid,gemm,rss,comm,parallel,cache (comma list of sections to skip)
+//      BENCH_SKIP=tiny,fixture,loadrss,mid,gemm,rss,comm,parallel,cache,serve (comma list of sections to skip)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -255,6 +255,12 @@ async function main(): Promise<void> {
     results.cache = await benchCache({ log }).catch((e: Error) => ({ error: e.message }));
   }
 
+  if (!SKIP.has('serve')) {
+    log('ditforge serve under load: 200 requests from 4 clients on loopback, /health during the load, RSS ...');
+    const { benchServe } = await import('./serve.ts');
+    results.serve = await benchServe({ threads: THREADS, log }).catch((e: Error) => ({ error: e.message }));
+  }
+
   fs.mkdirSync(path.join(ROOT, 'bench'), { recursive: true });
   fs.writeFileSync(path.join(ROOT, 'bench/results.json'), JSON.stringify(results, null, 2) + '\n');
 
@@ -279,6 +285,7 @@ async function main(): Promise<void> {
     console.log('\nCache engine (tiny-flux 32x32; speed-up = paired median of the denoising loop; PSNR/SSIM vs the uncached image), chart bench/cache.svg:');
     console.log(cacheTable(results.cache as import('./cache.ts').CacheBenchRow[]));
   } else if (results.cache) console.log(`\ncache: ${JSON.stringify(results.cache)}`);
+  if (results.serve) console.log(`\nserve (tiny-flux 32x32, 2 steps, loopback): ${JSON.stringify(results.serve)}`);
   console.log(`\nwrote bench/results.json`);
 }
 

@@ -23,7 +23,7 @@ import type { Communicator } from './comm/communicator.ts';
 import { launchRanks, type CommBackend } from './comm/index.ts';
 import { fromWire, toWire } from './parallel/wire.ts';
 import type { Component, Plan } from './plan.ts';
-import { loadPipeline, UserError, type GenerateOptions, type GenerateResult, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
+import { loadPipeline, UserError, type GenerateOptions, type GenerateResult, type Pipeline, type PlanDims, type PlanProvider, type PlanRequest } from './pipeline.ts';
 import type { QwenImageGenerateOptions } from './pipelines/qwen-image.ts';
 import type { PlanNeed } from './pipelines/spec.ts';
 import type { LoraSpec } from './lora.ts';
@@ -215,32 +215,7 @@ export async function generateParallel<R = GenerateResult>(model: string, req: P
   const q = host.spec.resolve(request);
   if (latents && latents.length !== q.latentsShape.reduce((a: number, b: number) => a * b, 1)) throw new UserError(`latents must have shape [${q.latentsShape.join(', ')}] for ${q.latentsFor}, got ${latents.length} values`);
 
-  const rankPlans: Record<string, Plan>[] = Array.from({ length: world }, () => ({}));
-  const plans: RankArgs['plans'] = {};
-  let parallel: Plan['parallel'] | undefined;
-  const teP = parallelText === true && world > 1;
-  for (const n of host.spec.needs(q, parallelVae ? 'parallel' : 'local') as PlanNeed[]) {
-    let per: Plan[] | null = null;
-    if (n.component === 'transformer') {
-      if (transformerPlans) per = transformerPlans;
-      else if (!parallelPlanProvider) throw new UserError('multi-rank generate needs per-rank transformer plans: pass transformerPlans or parallelPlanProvider (the CLI compiles them)');
-      else per = await parallelPlanProvider('transformer', planDims(n), preq, host.planRequest(n));
-      parallel = per[0]?.parallel;
-    } else if (teP && n.textParallel) {
-      // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
-      if (!parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
-      per = await parallelPlanProvider(n.component, planDims(n), { tp_size: world, ulysses_anything: false }, host.planRequest(n));
-    }
-    if (per) {
-      if (per.length !== world) throw new Error(`got ${per.length} ${n.component} plans for ${world} ranks`);
-      per.forEach((p, r) => (rankPlans[r]![`${n.component}:${n.key}`] = p));
-      continue;
-    }
-    // a plan the ranks run whole: sent unless it is the shipped one
-    const p = await host.plan(n);
-    if (!host.isShipped(p) && !(plans[n.component] ??= []).includes(p)) plans[n.component]!.push(p);
-  }
-  if (!parallel) throw new Error(`${model}: the request runs no transformer`);
+  const { rankPlans, plans, parallel } = await planRanks(host, q, { world, preq, parallelText: parallelText === true, parallelVae: parallelVae === true, transformerPlans, parallelPlanProvider });
 
   const args: RankArgs = {
     modelDir: host.dir,
@@ -262,6 +237,56 @@ export async function generateParallel<R = GenerateResult>(model: string, req: P
   });
   const r = fromWire<R & { timings: { total: number } }>(results[0]!.result);
   return { ...r, timings: { ...r.timings, total: performance.now() - t0 }, world, backend, parallel, ranks: results.map(({ result: _r, ...stats }) => stats) };
+}
+
+/** The plans of one request's ranks: each rank's share of the parallel components, and the whole plans they all run. */
+export interface RankPlans {
+  /** per rank: `component:key` -> its plan of a parallel lowering */
+  rankPlans: Record<string, Plan>[];
+  /** whole plans every rank runs (the shipped ones are not sent) */
+  plans: Partial<Record<Component, Plan[]>>;
+  parallel: NonNullable<Plan['parallel']>;
+}
+
+/**
+ * The plans a request needs on `world` ranks: the transformer's per-rank plans (given or from the provider),
+ * TE-P's text encoder plans, and the whole plans of the rest. `skip(needKey)`: needs whose plans the ranks
+ * already hold (a server sends each once).
+ */
+export async function planRanks(
+  host: Pipeline,
+  q: ReturnType<Pipeline['spec']['resolve']>,
+  o: { world: number; preq: ParallelRequest; parallelText: boolean; parallelVae: boolean; transformerPlans?: Plan[] | undefined; parallelPlanProvider?: ParallelPlanProvider | undefined; skip?: (needKey: string) => boolean },
+): Promise<RankPlans> {
+  const { world, preq, parallelVae, transformerPlans, parallelPlanProvider } = o;
+  const rankPlans: Record<string, Plan>[] = Array.from({ length: world }, () => ({}));
+  const plans: RankArgs['plans'] = {};
+  let parallel: Plan['parallel'] | undefined;
+  const teP = o.parallelText && world > 1;
+  for (const n of host.spec.needs(q, parallelVae ? 'parallel' : 'local') as PlanNeed[]) {
+    if (o.skip?.(`${n.component}:${n.key}`)) continue;
+    let per: Plan[] | null = null;
+    if (n.component === 'transformer') {
+      if (transformerPlans) per = transformerPlans;
+      else if (!parallelPlanProvider) throw new UserError('multi-rank generate needs per-rank transformer plans: pass transformerPlans or parallelPlanProvider (the CLI compiles them)');
+      else per = await parallelPlanProvider('transformer', planDims(n), preq, host.planRequest(n));
+      parallel = per[0]?.parallel;
+    } else if (teP && n.textParallel) {
+      // TE-P (--parallel-text, Cache-DiT §4.9): the text encoder tensor-parallel over every rank
+      if (!parallelPlanProvider) throw new UserError('--parallel-text needs per-rank text encoder plans: pass parallelPlanProvider (the CLI compiles them)');
+      per = await parallelPlanProvider(n.component, planDims(n), { tp_size: world, ulysses_anything: false }, host.planRequest(n));
+    }
+    if (per) {
+      if (per.length !== world) throw new Error(`got ${per.length} ${n.component} plans for ${world} ranks`);
+      per.forEach((p, r) => (rankPlans[r]![`${n.component}:${n.key}`] = p));
+      continue;
+    }
+    // a plan the ranks run whole: sent unless it is the shipped one
+    const p = await host.plan(n);
+    if (!host.isShipped(p) && !(plans[n.component] ??= []).includes(p)) plans[n.component]!.push(p);
+  }
+  if (!parallel && !o.skip) throw new Error(`${host.name}: the request runs no transformer`);
+  return { rankPlans, plans, parallel: parallel! };
 }
 
 /** sha256 of what a rank decoded (FLUX's raw decoder output, else its images / videos), null when it decoded nothing */

@@ -95,7 +95,7 @@ export interface BaseGenerateOptions {
   width?: number;
   onStep?: (info: { step: number; steps: number; timestep: number; sigma: number; ms: number }) => void;
   /** called before each denoising step */
-  beforeStep?: (step: number) => void;
+  beforeStep?: (step: number) => void | Promise<void>;
   /** Cache-DiT caching on the transformer's block lists (runtime/pipeline-cache.ts) */
   cache?: PipelineCacheOptions;
   /** the negative prompt of CFG */
@@ -302,7 +302,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     const timestep = new Float32Array(q.batch);
     const tDen = performance.now();
     for (let i = 0; i < q.steps; i++) {
-      opts.beforeStep?.(i);
+      await opts.beforeStep?.(i);
       const tStep = performance.now();
       timestep.fill(sampler.modelTimestep(i));
       const v = await forward(exs[i]!.pos, pos, x, timestep);

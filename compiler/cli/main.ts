@@ -178,7 +178,7 @@ async function readLatentsFile(file: string, tail: number[], tailNames: string, 
 }
 
 /** per-rank plans compiled on demand (the compiler's compileParallelPlans) */
-function parallelPlanProvider(flags: GenerateFlags): import('../../runtime/pipeline-parallel.ts').ParallelPlanProvider {
+function parallelPlanProvider(flags: Pick<GenerateFlags, 'world' | 'json'>): import('../../runtime/pipeline-parallel.ts').ParallelPlanProvider {
   return async (component, _dims, parallel, req) => {
     if (!flags.json) process.stderr.write(`compiling ${flags.world} per-rank ${component} plans (${JSON.stringify(parallel)}) ...\n`);
     const { compileParallelPlans, requestOptions } = await importCompiler();
@@ -200,7 +200,7 @@ function baseRequest(flags: GenerateFlags, cache: import('../../runtime/pipeline
 }
 
 /** the multi-rank options of the flags (world, comm, Cache-DiT's --parallel kind and Ulysses switches) */
-function parallelFlags(flags: GenerateFlags) {
+function parallelFlags(flags: Pick<GenerateFlags, 'world' | 'comm' | 'parallel' | 'ulyssesAnything' | 'ulyssesFloat8' | 'ulyssesAsync'>) {
   return {
     world: flags.world,
     comm: flags.comm,
@@ -593,8 +593,8 @@ function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s, write) => write(s.endsWith('\n') ? s : s + '\n') })
     .exitOverride();
 
-  withCacheFlags(program
-    .command('generate'))
+  withParallelFlags(withCacheFlags(program
+    .command('generate')))
     .description('generate an image (FluxPipeline) or a video (WanPipeline) from a prompt, CPU')
     .requiredOption('--model <name>', 'model name (tiny-flux) or a diffusers model directory')
     .requiredOption('--prompt <text>', 'the prompt')
@@ -611,13 +611,6 @@ function buildProgram(): Command {
     .option('--json', 'print one JSON object on stdout (logs go to stderr)')
     .addOption(new Option('--threads <n>', 'executor threads (per rank with --world > 1)').argParser(intOption('--threads', 1)))
     .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N (a device that is not there is a clear error)', 'cpu')
-    .option('--world <n>', 'ranks (context parallelism); > 1 without --parallel: Ulysses, UAA where the sizes need it', intOption('--world', 1), 1)
-    .addOption(new Option('--comm <backend>', 'communicator of the ranks').choices(['shm', 'mpi']).default('shm'))
-    .addOption(new Option('--parallel <kind>', 'parallelism (Cache-DiT spelling)').choices(['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp']))
-    .option('--ulysses-anything', 'UAA: any token count (uneven splits) and any head count')
-    .option('--ulysses-float8', 'FP8 e4m3 all-to-all for Q, V and O')
-    .option('--ulysses-async', 'async Ulysses: each of V, Q, K all-to-all issued right after its projection')
-    .option('--parallel-text', 'TE-P: the text encoder tensor-parallel over all ranks (its heads must divide --world)')
     .option('--parallel-vae', 'VAE-P: tiled decode with tile #c on rank c % world, rank 0 blends, every rank gets the image (implies --vae-tiling)')
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
@@ -630,14 +623,13 @@ function buildProgram(): Command {
       await generate(opts);
     });
 
-  withCacheFlags(program.command('serve'))
+  withParallelFlags(withCacheFlags(program.command('serve')))
     .description("serve a model over HTTP: Cache-DiT's /generate, /health, /get_model_info, /flush_cache; OpenAI-style /v1/images/generations, /v1/videos; /metrics")
     .requiredOption('--model <name|dir>', 'model name or diffusers directory')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port (0: any free one)', intOption('--port', 0), 8000)
     .option('--threads <n>', 'executor threads', intOption('--threads', 1))
     .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N', 'cpu')
-    .option('--world <n>', 'ranks (multi-rank serving is not implemented yet: 1)', intOption('--world', 1), 1)
     .option('--max-concurrency <n>', 'generations at once (the pipeline runs one at a time: 1)', intOption('--max-concurrency', 1), 1)
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', intOption('--max-queue', 0), 16)
     .option('--request-timeout <s>', 'seconds until a request is cancelled (queued: dropped; running: stopped at its next step)', floatOption('--request-timeout'), 600)
@@ -701,7 +693,7 @@ const code = await main(process.argv);
 // exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 
-interface ServeFlags extends Pick<GenerateFlags, 'loraPath' | 'loraScale' | 'loraName' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
+interface ServeFlags extends Pick<GenerateFlags, 'world' | 'comm' | 'parallel' | 'ulyssesAnything' | 'ulyssesFloat8' | 'ulyssesAsync' | 'parallelText' | 'loraPath' | 'loraScale' | 'loraName' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
   model: string;
   host: string;
   port: number;
@@ -718,23 +710,28 @@ interface ServeFlags extends Pick<GenerateFlags, 'loraPath' | 'loraScale' | 'lor
 
 /** `serve`: load the pipeline, compile missing plans on demand, listen until SIGINT / SIGTERM */
 async function serve(flags: ServeFlags): Promise<void> {
-  if (flags.world !== 1) throw new CliError('--world > 1: multi-rank serving is not implemented yet; serve one rank (generate --world N runs several)');
   const { loadPipeline } = await import('../../runtime/pipeline.ts');
   const { createServer } = await import('../../runtime/serve/server.ts');
+  const { localServed, startRankServing } = await import('../../runtime/serve/ranks.ts');
   const planProvider = async (component: Component, _dims: PlanDims, req: PlanRequest): Promise<Plan> => {
     const { compileRequest } = await importCompiler();
     return compileRequest(component, req);
   };
   const { LoraLibrary } = await import('../../runtime/lora.ts');
   const lora = loraOption(flags).lora;
-  const pipe = await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary: new LoraLibrary(flags.maxLoras), ...(lora ? { lora } : {}) });
+  const loraLibrary = new LoraLibrary(flags.maxLoras);
+  if (flags.world > 1 && flags.device !== 'cpu') throw new CliError(`--world ${flags.world} serves on CPU ranks here; --device ${flags.device} with several ranks is not supported yet`);
+  const pipe =
+    flags.world > 1 || flags.parallel
+      ? await startRankServing(flags.model, { ...parallelFlags(flags), ...(flags.threads ? { threads: flags.threads } : {}), planProvider, parallelPlanProvider: parallelPlanProvider(flags), parallelText: flags.parallelText === true, loraLibrary, ...(lora ? { lora } : {}) })
+      : localServed(await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary, ...(lora ? { lora } : {}) }));
   const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
   const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(lora ? { loras: lora.map((l) => ({ ...l, ...(flags.loraNickname ? { nickname: flags.loraNickname } : {}) })) } : {}) });
   const addr = await app.listen({ host: flags.host, port: flags.port });
-  process.stderr.write(`ditforge serve: ${pipe.family.pipelineClass} ${pipe.name} on ${addr}${defaultCache ? ' (DBCache on)' : ''}\n`);
+  process.stderr.write(`ditforge serve: ${pipe.family.pipelineClass} ${pipe.name} on ${addr}${pipe.world > 1 ? ` (${pipe.world} ranks)` : ''}${defaultCache ? ' (DBCache on)' : ''}\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => {
-      void app.close().then(resolve);
+      void app.close().then(() => pipe.close()).then(resolve);
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
@@ -752,6 +749,18 @@ function loraOption(flags: { loraPath?: string; loraScale?: number; loraName?: s
     file = path.join(file, flags.loraName);
   } else if (flags.loraName) throw new CliError(`--lora-name is for a directory --lora-path; ${file} is not one`);
   return { lora: [{ path: file, scale: flags.loraScale ?? 1 }] };
+}
+
+/** the ranks and their parallelism (generate and serve take the same) */
+function withParallelFlags(c: Command): Command {
+  return c
+    .option('--world <n>', 'ranks (context parallelism); > 1 without --parallel: Ulysses, UAA where the sizes need it', intOption('--world', 1), 1)
+    .addOption(new Option('--comm <backend>', 'communicator of the ranks (serve: shm)').choices(['shm', 'mpi']).default('shm'))
+    .addOption(new Option('--parallel <kind>', 'parallelism (Cache-DiT spelling)').choices(['ulysses', 'ring', 'usp', 'tp', 'ulysses_tp', 'ring_tp', 'tp_ulysses', 'tp_ring', 'usp_tp']))
+    .option('--ulysses-anything', 'UAA: any token count (uneven splits) and any head count')
+    .option('--ulysses-float8', 'FP8 e4m3 all-to-all for Q, V and O')
+    .option('--ulysses-async', 'async Ulysses: each of V, Q, K all-to-all issued right after its projection')
+    .option('--parallel-text', 'TE-P: the text encoder tensor-parallel over all ranks (its heads must divide --world)');
 }
 
 /** Cache-DiT's cache flags (generate and serve take the same) */

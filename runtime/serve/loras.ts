@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { LoraSpec } from '../lora.ts';
 import { UserError } from '../model-dir.ts';
-import type { Pipeline } from '../pipeline.ts';
+import type { ServedPipeline } from './ranks.ts';
 
 interface Registered extends LoraSpec {
   nickname: string;
@@ -38,7 +38,7 @@ export class ServerLoras {
   private merged = true;
 
   constructor(
-    private readonly pipe: Pipeline,
+    private readonly pipe: Pick<ServedPipeline, 'loraLibrary' | 'setLoras'>,
     initial: (LoraSpec & { nickname?: string })[],
   ) {
     for (const l of initial) {

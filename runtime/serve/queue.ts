@@ -32,8 +32,6 @@ interface Waiter {
 export class GenerationQueue {
   running = 0;
   private readonly waiters: Waiter[] = [];
-  /** set when a rank of a multi-rank server failed: /health answers 503 */
-  failed = false;
   /** mean seconds of the finished jobs (the Retry-After estimate) */
   private meanS = 1;
   private done = 0;

@@ -20,6 +20,7 @@ import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cach
 import { summaryJson } from '../pipeline-cache.ts';
 import { checkVideoOutput, checkWritableDir, writeVideo } from '../video.ts';
 import type { LoraSpec } from '../lora.ts';
+import { localServed, type ServedPipeline } from './ranks.ts';
 import { ServerLoras, type LoraRequest, type SetLoraBody } from './loras.ts';
 import { GenerationQueue, QueueFullError, RequestCancelled } from './queue.ts';
 
@@ -160,7 +161,8 @@ function sizeOf(s: string | undefined): { width?: number; height?: number } {
   return { width: w!, height: h! };
 }
 
-export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyInstance; queue: GenerationQueue } {
+export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions): { app: FastifyInstance; queue: GenerationQueue } {
+  const pipe: ServedPipeline = 'failure' in given ? given : localServed(given);
   const family = pipe.family;
   const video = family.output === 'video';
   const queue = new GenerationQueue(o.maxConcurrency ?? 1, o.maxQueue ?? 16);
@@ -186,6 +188,9 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
     if (err instanceof UserError || err.validation) return reply.code(400).send({ error: err.message });
     if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
     metrics.failed++;
+    // the ranks are gone: this and every later generation is refused until the server restarts
+    const failure = pipe.failure();
+    if (failure) return reply.code(503).send({ error: failure });
     return reply.code(500).send({ error: err.message });
   });
   app.addHook('onResponse', async (req, reply) => {
@@ -195,6 +200,8 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
 
   /** runs one job through the queue; cancelled when the client goes away or the timeout passes */
   const run = async (req: FastifyRequest, job: Job): Promise<{ r: GenOut; start: Date; end: Date }> => {
+    const failure = pipe.failure();
+    if (failure) throw new Error(failure);
     const ctl = new AbortController();
     const onClose = (): void => {
       if (!req.raw.complete || req.raw.destroyed) ctl.abort(new RequestCancelled('the client closed the connection', false));
@@ -205,15 +212,9 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
       return await queue.run(ctl.signal, async () => {
         const start = new Date();
         const t0 = performance.now();
-        const r = (await pipe.generate({
-          ...job,
-          // the request's adapters, or the server's as they are when it starts (switched between generations)
-          lora: job.lora ?? loras.inEffect(),
-          // a cancelled request stops before its next step
-          beforeStep: () => {
-            if (ctl.signal.aborted) throw ctl.signal.reason;
-          },
-        } as never)) as unknown as GenOut;
+        // the request's adapters, or the server's as they are when it starts (switched between generations);
+        // a cancelled request stops before its next step
+        const r = (await pipe.generate({ ...job, lora: job.lora ?? loras.inEffect() }, ctl.signal)) as GenOut;
         metrics.latency.push((performance.now() - t0) / 1000);
         metrics.cachedSteps += r.cache?.summary.reduce((a, s) => a + s.cached_steps.length, 0) ?? 0;
         return { r, start, end: new Date() };
@@ -245,12 +246,16 @@ export function createServer(pipe: Pipeline, o: ServeOptions): { app: FastifyIns
     return job;
   };
 
-  app.get('/health', async (_req, reply) => (queue.failed ? reply.code(503).send('rank failure') : reply.send('OK')));
+  app.get('/health', async (_req, reply) => {
+    const failure = pipe.failure();
+    return failure ? reply.code(503).send(failure) : reply.send('OK');
+  });
 
   app.get('/get_model_info', async () => ({
     model: o.modelName,
     pipeline_class: family.pipelineClass,
     output: family.output,
+    world: pipe.world,
     max_concurrency: queue.maxConcurrency,
     max_queue: queue.maxQueue,
     cache: o.defaultCache ? { tag_default: 'server', enabled: true } : { enabled: false },

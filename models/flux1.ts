@@ -16,7 +16,7 @@ import {
   type Module,
   type Tensor,
 } from '../compiler/dsl/index.ts';
-import { autoencoderKL } from './autoencoder-kl.ts';
+import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { clipTextModel } from './text-encoders/clip-text.ts';
 import { t5Encoder } from './text-encoders/t5-encoder.ts';
 
@@ -254,6 +254,7 @@ export default model('flux1-dev', {
     text_encoder: withConfig(clipTextModel, {}),
     text_encoder_2: withConfig(t5Encoder, {}),
     vae: withConfig(autoencoderKL, {}),
+    vae_encoder: withConfig(autoencoderKLEncoder, {}),
   },
   cache: FLUX_CACHE,
   parallel: FLUX_PARALLEL,
@@ -270,6 +271,7 @@ export const flux1Schnell = model('flux1-schnell', {
     text_encoder: withConfig(clipTextModel, {}),
     text_encoder_2: withConfig(t5Encoder, {}),
     vae: withConfig(autoencoderKL, {}),
+    vae_encoder: withConfig(autoencoderKLEncoder, {}),
   },
   cache: FLUX_CACHE,
   parallel: FLUX_PARALLEL,

@@ -1,7 +1,7 @@
 // tiny-flux: the shipped, trained tiny FLUX.1 pipeline (models/tiny-flux/README.md): the FLUX.1
-// transformer with the tiny config, the tiny text encoder, and diffusers' AutoencoderKL decoder.
+// transformer with the tiny config, the tiny text encoder, and diffusers' AutoencoderKL (decoder and encoder).
 import { diffusersConfig, model, withConfig } from '../compiler/dsl/index.ts';
-import { autoencoderKL } from './autoencoder-kl.ts';
+import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { FLUX_CACHE, FLUX_PARALLEL, fluxTransformer } from './flux1.ts';
 import { tinyTextEncoder } from './tiny-flux-text-encoder.ts';
 
@@ -11,11 +11,14 @@ export default model('tiny-flux', {
     transformer: withConfig(fluxTransformer, { ...diffusersConfig('models/tiny-flux/transformer/config.json'), vae_scale_factor: 4 }),
     text_encoder: withConfig(tinyTextEncoder, {}),
     vae: withConfig(autoencoderKL, diffusersConfig('models/tiny-flux/vae/config.json')),
+    // image-to-image: the same checkpoint's encoder
+    vae_encoder: withConfig(autoencoderKLEncoder, diffusersConfig('models/tiny-flux/vae/config.json')),
   },
   dims: {
     transformer: { batch: 1, height: 32, width: 32, textTokens: 12 },
     text_encoder: { batch: 1, textTokens: 12 },
     vae: { batch: 1, height: 32, width: 32 },
+    vae_encoder: { batch: 1, height: 32, width: 32 },
   },
   cache: FLUX_CACHE,
   parallel: FLUX_PARALLEL,

@@ -256,6 +256,8 @@ export class Pipeline<S extends AnySpec = AnySpec> {
   private async generateNow(opts: OptionsOf<S> & BaseGenerateOptions): Promise<ResultOf<S>> {
     const t0 = performance.now();
     const spec = this.spec;
+    const given = opts as { image?: unknown; strength?: unknown };
+    if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX directories do)`);
     const q = spec.resolve(opts);
     checkLatents(opts.latents, q.latentsShape, q.latentsFor);
     const mode: DecodeMode = opts.decode ?? 'local';
@@ -297,7 +299,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
       return ex.output('output');
     };
 
-    let x = opts.latents ? Float32Array.from(opts.latents) : spec.noise(q);
+    let x = opts.latents ? Float32Array.from(opts.latents) : await spec.noise(q);
     const sampler = spec.sampler(q);
     const timestep = new Float32Array(q.batch);
     const tDen = performance.now();

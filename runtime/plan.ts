@@ -3,7 +3,7 @@
 
 export const PLAN_FORMAT = 'ditforge-plan/1';
 
-export type Component = 'transformer' | 'text_encoder' | 'text_encoder_2' | 'vae';
+export type Component = 'transformer' | 'text_encoder' | 'text_encoder_2' | 'vae' | 'vae_encoder';
 /** what a plan can be compiled for: a pipeline component, or a controlnet (CN-P, docs/architecture.md §3c) */
 export type PlanComponent = Component | 'controlnet';
 

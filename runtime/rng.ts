@@ -137,8 +137,12 @@ function normalFill16(d: Float32Array, o: number): void {
 
 /** torch.randn(n) (float32, CPU generator manual_seed(seed)); n must be >= 16 */
 export function torchRandn(n: number, seed: number | bigint): Float32Array {
+  return torchRandnFrom(new MT19937(seed), n);
+}
+
+/** torch.randn(n) drawn from a generator that earlier draws have advanced (a pipeline's one generator); n >= 16 */
+export function torchRandnFrom(g: MT19937, n: number): Float32Array {
   if (!Number.isInteger(n) || n < 16) throw new Error(`torchRandn: needs at least 16 values, got ${n}`);
-  const g = new MT19937(seed);
   const d = new Float32Array(n);
   for (let i = 0; i < n; i++) d[i] = g.uniformF32();
   for (let i = 0; i + 16 <= n; i += 16) normalFill16(d, i);

@@ -12,7 +12,7 @@ import { getModel } from '../registry.ts';
 import { compileCudaSources, DEFAULT_CUDA_ARCHS } from '../toolchain/nvcc.ts';
 import { REPO_ROOT } from '../dsl/trace.ts';
 
-export const COMPONENTS: Component[] = ['text_encoder', 'text_encoder_2', 'transformer', 'vae'];
+export const COMPONENTS: Component[] = ['text_encoder', 'text_encoder_2', 'transformer', 'vae', 'vae_encoder'];
 
 /** Deterministic JSON: one line per value that fits in `width` columns, else expanded. */
 export function formatJson(v: unknown, width = 140): string {

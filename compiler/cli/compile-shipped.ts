@@ -1,5 +1,5 @@
 // Compiles every shipped plan into generated/ and renders the kernel library.
-//   tiny-flux: all three components at default dims (plan.json + model.onnx, graph only)
+//   tiny-flux: every component (the VAE's decoder and encoder) at default dims (plan.json + model.onnx, graph only)
 //   flux1-dev: transformer at 1024x1024 / 512 text tokens, CLIP at 77 and T5 at 512 tokens (plan.json only:
 //   a compile-only check, and the kernels a FLUX.1 directory's plans launch)
 //   qwen-image: transformer and its Qwen2.5-VL text encoder at small dims (plan.json only) so every fused

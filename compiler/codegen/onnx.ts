@@ -269,10 +269,11 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
       }
       case 'conv2d': {
         const w = shapeOf(I[1]!);
-        const p = A.pad as number;
+        const [p, e] = [A.pad as number, A.padEnd as number];
         const ins = [x(0), x(1)];
         if (has(2)) ins.push(x(2));
-        return b.op('Conv', ins, { kernel_shape: [w[2]!, w[3]!], pads: [p, p, p, p], strides: [A.stride, A.stride] });
+        // ONNX pads: [top, left, bottom, right]
+        return b.op('Conv', ins, { kernel_shape: [w[2]!, w[3]!], pads: [p, p, e, e], strides: [A.stride, A.stride] });
       }
       case 'conv3d': {
         // frame-major [T, C, H, W] <-> ONNX's [1, C, T, H, W]

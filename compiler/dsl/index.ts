@@ -361,12 +361,15 @@ export class Module {
     return rec('embedding', [ids, table]);
   }
 
-  /** NCHW conv with `<name>.weight [out, in, k, k]` (+ `<name>.bias`) */
-  conv2d(name: string, x: Tensor, out: number, o: { kernel: number; stride?: number; pad?: number; bias?: boolean }): Tensor {
+  /**
+   * NCHW conv with `<name>.weight [out, in, k, k]` (+ `<name>.bias`); `pad` zeros before each spatial axis and
+   * `padEnd` (default `pad`) after it
+   */
+  conv2d(name: string, x: Tensor, out: number, o: { kernel: number; stride?: number; pad?: number; padEnd?: number; bias?: boolean }): Tensor {
     if (x.rank !== 4) throw new DslError(`conv2d '${this.prefix}${name}': input must be [N, C, H, W], got [${x.shape.join(', ')}]`, callerLocation());
     const W = this.param(`${name}.weight`, [out, x.dim(1), o.kernel, o.kernel]);
     const b = o.bias === false ? null : this.param(`${name}.bias`, [out]);
-    return rec('conv2d', [x, W, b], { name: `${this.prefix}${name}`, stride: o.stride ?? 1, pad: o.pad ?? 0 });
+    return rec('conv2d', [x, W, b], { name: `${this.prefix}${name}`, stride: o.stride ?? 1, pad: o.pad ?? 0, padEnd: o.padEnd ?? o.pad ?? 0 });
   }
 
   /**

@@ -157,9 +157,9 @@ export function inferShape(op: string, ins: number[][], attrs: Record<string, un
       need(w.length === 4, `conv2d: weight must be [Co, Ci, kh, kw], got ${fmt(w)}`);
       need(w[1] === x[1], `conv2d '${A.name ?? ''}' expects ${w[1]} input channels, got ${x[1]}`);
       const s = A.stride as number;
-      const p = A.pad as number;
-      const ho = Math.floor((x[2]! + 2 * p - w[2]!) / s) + 1;
-      const wo = Math.floor((x[3]! + 2 * p - w[3]!) / s) + 1;
+      const p = (A.pad as number) + (A.padEnd as number);
+      const ho = Math.floor((x[2]! + p - w[2]!) / s) + 1;
+      const wo = Math.floor((x[3]! + p - w[3]!) / s) + 1;
       need(ho > 0 && wo > 0, `conv2d: output would be empty`);
       return [x[0]!, w[0]!, ho, wo];
     }

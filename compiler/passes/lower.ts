@@ -529,7 +529,7 @@ export function lower(g: Graph): Lowered {
         const x = contig(I[0]!);
         const W = lay(I[1]!);
         const [N, Ci, H, Wd] = x.shape as [number, number, number, number];
-        emit('conv2d', [ref(x), ref(W), opt(I[2], lay), ref(out())], [N, Ci, H, Wd, W.shape[0]!, W.shape[2]!, W.shape[3]!, A.stride as number, A.pad as number], []);
+        emit('conv2d', [ref(x), ref(W), opt(I[2], lay), ref(out())], [N, Ci, H, Wd, W.shape[0]!, W.shape[2]!, W.shape[3]!, A.stride as number, A.pad as number, A.padEnd as number], []);
         break;
       }
       case 'conv3d': {

@@ -3,18 +3,21 @@
 // from the image size) over FluxTransformer2DModel with packed latents, img_ids / txt_ids, the distilled
 // guidance embedding (FLUX.1-dev) and true CFG with a negative prompt -> unpack, / scaling_factor +
 // shift_factor -> AutoencoderKL (tiled with vaeTiling; VAE-P over the ranks with decode 'parallel').
+// With an `image`: FluxImg2ImgPipeline (the image through the VAE encoder, sampled and scaled, noised to the
+// first of the steps `strength` keeps).
 import path from 'node:path';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { combineCfg } from '../denoise.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { toUint8HWC } from '../image.ts';
+import { loadRgbImage, vaeImageInput, type RgbImage } from '../image-input.ts';
 import { imageIds, latentGeometry, latentsToVaeSpace, packLatents, textIds, type LatentGeometry } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import type { BaseGenerateOptions, PlanDims, StageTimings } from '../pipeline.ts';
 import { assertFinite, checkRequest } from '../request-checks.ts';
-import { torchRandn } from '../rng.ts';
+import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import { WordTokenizer } from '../tokenizer.ts';
 import { needsTiling, tileGrid, tileShapes, tiledDecode, tiledDecodeParallel, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from '../vae-tiling.ts';
@@ -31,6 +34,13 @@ export interface GenerateOptions extends BaseGenerateOptions {
   trueCfgScale?: number;
   /** diffusers `vae.enable_tiling()`: decode in overlapping tiles when the latents exceed one tile (runtime/vae-tiling.ts) */
   vaeTiling?: boolean;
+  /**
+   * FluxImg2ImgPipeline's `image`: a PNG path or RGB pixels, resized to height x width as diffusers does (PIL
+   * Lanczos); the result starts from it, noised by `strength`
+   */
+  image?: string | RgbImage;
+  /** FluxImg2ImgPipeline's `strength` in [0, 1] (default 0.6): how much noise the image gets; 1 ignores it */
+  strength?: number;
 }
 
 export interface GenerateResult {
@@ -71,6 +81,8 @@ interface FluxRequest extends ResolvedRequest {
   g: LatentGeometry;
   guidance: Float32Array | undefined;
   vaeTiling: boolean;
+  /** image-to-image: the preprocessed image [1, 3, H, W], and the first step of the full schedule that runs */
+  img2img: { image: Float32Array; startStep: number; fullSteps: number } | null;
 }
 
 interface FluxDecoded {
@@ -82,7 +94,7 @@ interface FluxDecoded {
 const FLUX_MAX_SEQUENCE_LENGTH = 512;
 
 /** the input whose shape identifies the dims a plan was built for */
-const KEY_INPUT: Record<Component, string> = { text_encoder: 'input_ids', text_encoder_2: 'input_ids', transformer: 'hidden_states', vae: 'latents' };
+const KEY_INPUT: Record<Component, string> = { text_encoder: 'input_ids', text_encoder_2: 'input_ids', transformer: 'hidden_states', vae: 'latents', vae_encoder: 'sample' };
 
 /** The dims a component's plan is parameterised by (compilePlan's `dims` for that component). */
 export function componentDims(component: Component, d: PlanDims): Record<string, number> {
@@ -92,6 +104,7 @@ export function componentDims(component: Component, d: PlanDims): Record<string,
     case 'text_encoder_2':
       return { batch: d.batch, textTokens: d.textTokens };
     case 'vae':
+    case 'vae_encoder':
       return { batch: d.batch, height: d.height, width: d.width };
     case 'transformer':
       return { batch: d.batch, height: d.height, width: d.width, textTokens: d.textTokens };
@@ -148,6 +161,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   /** channels of the decoded image (VAE config out_channels) */
   readonly vaeOutChannels: number;
   private readonly tiny: boolean;
+  readonly imageToImage = true;
 
   constructor(
     private readonly ctx: PipelineContext,
@@ -214,8 +228,10 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   /** the executor need of a component at these dims */
   need(component: Component, d: PlanDims): PlanNeed {
     const want = this.expectedKeyShape(component, d);
-    const cfg = this.configs[component];
+    const cfg = this.configs[component === 'vae_encoder' ? 'vae' : component];
     const n: PlanNeed = { component, key: shapeKey(want), dims: componentDims(component, d), want: { [KEY_INPUT[component]]: want }, ...(cfg ? { config: cfg } : {}) };
+    // the encoder reads the vae/ checkpoint and leaves the decoder's tensors
+    if (component === 'vae_encoder') return { ...n, folder: 'vae', mayLeave: (name) => name.startsWith('decoder.') || name.startsWith('post_quant_conv.') };
     if (component === 'transformer') return { ...n, key: shapeKey([...want, d.textTokens]), also: (p) => shapeKey(p.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape.slice(0, 2) ?? []) === shapeKey([d.batch, d.textTokens]) };
     if (component === 'text_encoder' || component === 'text_encoder_2') return { ...n, textParallel: true };
     return n;
@@ -234,6 +250,8 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       case 'vae':
         // exact division (not the packing geometry): VAE tiles may have any latent size
         return [d.batch, this.latentChannels, d.height / this.vaeScale, d.width / this.vaeScale];
+      case 'vae_encoder':
+        return [d.batch, 3, d.height, d.width];
     }
   }
 
@@ -267,8 +285,10 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     if (this.tiny && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.ctx.model} takes the CFG scale as --guidance-scale`);
     const g = this.geometry(height, width);
     const cfgScale = trueCfgScale(opts, this.tiny);
+    const img2img = opts.image !== undefined ? this.img2img(opts.image, opts.strength, steps, height, width) : null;
+    if (!img2img && opts.strength !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
     return {
-      steps,
+      steps: img2img ? img2img.fullSteps - img2img.startStep : steps,
       batch,
       seed,
       height,
@@ -282,12 +302,27 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       g,
       guidance: this.guidanceInput(batch, opts.guidanceScale),
       vaeTiling: opts.vaeTiling === true,
+      img2img,
     };
+  }
+
+  /**
+   * FluxImg2ImgPipeline's image and steps: the image preprocessed at height x width; of the `steps` of the
+   * schedule, get_timesteps keeps the last min(steps * strength, steps) (int of the rest skipped)
+   */
+  private img2img(src: string | RgbImage, strength: number | undefined, steps: number, height: number, width: number): NonNullable<FluxRequest['img2img']> {
+    const s = strength ?? 0.6;
+    if (typeof s !== 'number' || !(s >= 0 && s <= 1)) throw new UserError(`--strength must be a number in [0, 1], got ${strength}`);
+    const startStep = Math.trunc(Math.max(steps - Math.min(steps * s, steps), 0));
+    if (steps - startStep < 1) throw new UserError(`--strength ${s} with ${steps} steps leaves ${steps - startStep} denoising steps; raise --strength or --steps`);
+    const image = vaeImageInput(loadRgbImage(src, '--image'), height, width);
+    return { image, startStep, fullSteps: steps };
   }
 
   needs(q: FluxRequest, decode: DecodeMode): PlanNeed[] {
     const d = this.dims(q.batch, q.height, q.width, q.textTokens);
     const out = [this.need('text_encoder', d), ...(this.tiny ? [] : [this.need('text_encoder_2', d)]), this.need('transformer', d)];
+    if (q.img2img) out.push(this.need('vae_encoder', this.dims(1, q.height, q.width)));
     // a tiled decode never runs the full-size VAE plan (diffusers' tiled_decode): one executor per tile size
     const grid = q.vaeTiling ? this.vaeTileGrid(q.height, q.width) : null;
     if (decode !== 'none') for (const v of grid ? this.vaeTileDims(q.batch, grid) : [d]) out.push(this.need('vae', v));
@@ -406,8 +441,45 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     return ex.output('output');
   }
 
-  noise(q: FluxRequest): Float32Array {
-    return this.seededNoise(q.seed, q.batch, q.height, q.width);
+  noise(q: FluxRequest): Float32Array | Promise<Float32Array> {
+    return q.img2img ? this.noisedImage(q, q.img2img) : this.seededNoise(q.seed, q.batch, q.height, q.width);
+  }
+
+  /**
+   * FluxImg2ImgPipeline.prepare_latents: the VAE encoder's posterior sampled (mean + exp(logvar / 2) * randn,
+   * logvar clamped to [-30, 20]), (z - shift_factor) * scaling_factor, repeated over the batch, then
+   * scale_noise to the first step kept: sigma * noise + (1 - sigma) * z. One generator draws the posterior's
+   * noise, then the latents' (as diffusers' one `generator`).
+   */
+  private async noisedImage(q: FluxRequest, i: NonNullable<FluxRequest['img2img']>): Promise<Float32Array> {
+    const { g } = q;
+    const r = await this.ctx.runner(this.need('vae_encoder', this.dims(1, q.height, q.width)));
+    setRunnerInputs(r, { sample: i.image });
+    await forwardRunner(r);
+    const moments = runnerOutput(r, 'moments');
+    assertFinite(moments, "the VAE encoder's output");
+    const n = g.latentChannels * g.latentHeight * g.latentWidth;
+    const gen = new MT19937(q.seed);
+    const eps = torchRandnFrom(gen, n);
+    const f = Math.fround;
+    const z = new Float32Array(n);
+    for (let j = 0; j < n; j++) {
+      const logvar = Math.min(Math.max(moments[n + j]!, -30), 20);
+      const sample = f(moments[j]! + f(f(Math.exp(f(0.5 * logvar))) * eps[j]!));
+      z[j] = f(f(sample - this.shiftFactor) * this.scalingFactor);
+    }
+    const noise = torchRandnFrom(gen, q.batch * n);
+    const sigma = this.schedule(q).sigmas[0]!;
+    const x = new Float32Array(q.batch * n);
+    for (let j = 0; j < x.length; j++) x[j] = f(f(sigma * noise[j]!) + f(f(1 - sigma) * z[j % n]!));
+    return packLatents(x, q.batch, g.latentChannels, g.latentHeight, g.latentWidth);
+  }
+
+  /** the schedule the request runs: FluxPipeline's, or image-to-image's steps from its first kept step */
+  private schedule(q: FluxRequest): Schedule {
+    if (!q.img2img) return fluxSchedule(q.steps, q.g.tokens, this.scheduler);
+    const full = fluxSchedule(q.img2img.fullSteps, q.g.tokens, this.scheduler);
+    return { ...full, sigmas: full.sigmas.slice(q.img2img.startStep), timesteps: full.timesteps.slice(q.img2img.startStep) };
   }
 
   /** The seeded initial noise, packed [B, tokens, channels] (torch.randn-compatible, see rng.ts). */
@@ -418,7 +490,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   }
 
   sampler(q: FluxRequest): ReturnType<typeof eulerSampler> {
-    return eulerSampler(fluxSchedule(q.steps, q.g.tokens, this.scheduler));
+    return eulerSampler(this.schedule(q));
   }
 
   combineCfg(q: FluxRequest, cond: Float32Array, uncond: Float32Array): void {

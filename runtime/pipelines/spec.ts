@@ -97,6 +97,8 @@ export interface EncodedText {
 
 export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedText, D, R> {
   readonly family: PipelineFamily;
+  /** the family takes an `image` to start from (image-to-image); the others refuse one */
+  readonly imageToImage?: boolean;
   /** the request with the family's defaults, validated before any work (errors name the flag) */
   resolve(opts: O): Q;
   /** the executors a request runs (made before the timed stages; a multi-rank run compiles or ships their plans) */
@@ -108,8 +110,8 @@ export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedTex
    * length; Wan 2.2 switches experts at its boundary)
    */
   transformerNeed(q: Q, text: T, step: number): PlanNeed;
-  /** the seeded initial noise in the latents' layout */
-  noise(q: Q): Float32Array;
+  /** the seeded initial latents in the latents' layout: noise, or an image-to-image request's noised image */
+  noise(q: Q): Float32Array | Promise<Float32Array>;
   sampler(q: Q): Sampler;
   /** the transformer plan's inputs at one step */
   transformerInputs(q: Q, x: Float32Array, text: T, timestep: Float32Array): Record<string, Float32Array>;

@@ -23,6 +23,8 @@ export interface ServedPipeline {
   readonly family: PipelineFamily;
   readonly loraLibrary: LoraLibrary;
   readonly world: number;
+  /** the family starts from an input image (image-to-image) */
+  readonly imageToImage: boolean;
   generate(opts: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
   setLoras(specs: LoraSpec[]): Promise<void>;
   /** why the ranks are gone (the server answers 503), or null */
@@ -37,6 +39,7 @@ export function localServed(pipe: Pipeline): ServedPipeline {
     family: pipe.family,
     loraLibrary: pipe.loraLibrary,
     world: 1,
+    imageToImage: pipe.spec.imageToImage === true,
     generate: (opts, signal) =>
       pipe.generate({
         ...opts,
@@ -135,6 +138,7 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
     family: host.family,
     loraLibrary: host.loraLibrary,
     world: o.world,
+    imageToImage: host.spec.imageToImage === true,
     failure: () => failure,
     setLoras: (specs) => host.setLoras(specs),
     generate(opts, signal) {

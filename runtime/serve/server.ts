@@ -1,6 +1,8 @@
 // `ditforge serve`: HTTP serving of one pipeline (any family) with Cache-DiT's server API (GET /health,
 // GET /get_model_info, POST /generate, POST /flush_cache) and the OpenAI-style endpoints SGLang Diffusion and
-// vLLM-Omni expose (POST /v1/images/generations, POST /v1/videos), plus GET /metrics (Prometheus text).
+// vLLM-Omni expose (POST /v1/images/generations, POST /v1/images/edits, POST /v1/videos), plus GET /metrics
+// (Prometheus text). An image in (image_urls, the edits endpoint's image / url) is image-to-image on the
+// families that have it (FluxImg2ImgPipeline).
 // Every request runs the pipeline's generate, whose cache session is made for that request: its own step
 // count and, when given, its own cache options (no state carried between requests). A bounded queue: at most
 // `maxConcurrency` generations at once (the pipeline runs one at a time: its executors share arenas), at most
@@ -20,6 +22,9 @@ import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cach
 import { summaryJson } from '../pipeline-cache.ts';
 import { checkVideoOutput, checkWritableDir, writeVideo } from '../video.ts';
 import type { LoraSpec } from '../lora.ts';
+import type { RgbImage } from '../image-input.ts';
+import { imageFromSource } from './images.ts';
+import { acceptMultipart, typedFormFields } from './multipart.ts';
 import { localServed, type ServedPipeline } from './ranks.ts';
 import { ServerLoras, type LoraRequest, type SetLoraBody } from './loras.ts';
 import { GenerationQueue, QueueFullError, RequestCancelled } from './queue.ts';
@@ -60,6 +65,9 @@ interface Job {
   cache?: PipelineCacheOptions;
   /** the request's own adapters (vLLM-Omni's per-request lora); absent: the server's (set_lora) */
   lora?: LoraSpec[];
+  /** image-to-image: the image to start from, and how much noise it gets */
+  image?: RgbImage;
+  strength?: number;
 }
 
 interface GenOut {
@@ -104,6 +112,7 @@ const COMMON_FIELDS = {
   guidance_scale: num(0, 20),
   seed: int(0, Number.MAX_SAFE_INTEGER),
   max_sequence_length: int(1, 4096),
+  strength: num(0, 1),
   cache_config: { anyOf: [{ type: 'object' }, { type: 'boolean' }] },
   lora: { anyOf: [LORA_REQUEST, { type: 'array', minItems: 0, maxItems: 8, items: LORA_REQUEST }] },
 } as const;
@@ -120,7 +129,7 @@ const GENERATE_SCHEMA = bodySchema({
   true_cfg_scale: num(0, 20),
   sigmas: { type: 'array', items: { type: 'number' } },
   num_images: int(1, 4),
-  image_urls: { type: 'array', items: { type: 'string' } },
+  image_urls: { type: 'array', maxItems: 8, items: { type: 'string' } },
   num_frames: int(1, 200),
   fps: int(1, 120),
   include_stats: { type: 'boolean' },
@@ -137,6 +146,14 @@ const IMAGES_SCHEMA = bodySchema({
   output_format: { type: 'string', enum: ['png'] },
   user: { type: 'string' },
   true_cfg_scale: num(0, 20),
+});
+
+/** OpenAI's images/edits (SGLang / vLLM-Omni): `image` / `image[]` files or `url` / `url[]`, JSON or multipart */
+const EDITS_SCHEMA = bodySchema({
+  ...IMAGES_SCHEMA.properties,
+  image: stringOrList,
+  url: stringOrList,
+  mask: { type: 'string' },
 });
 
 const VIDEOS_SCHEMA = bodySchema({ model: { type: 'string' }, size: SIZE, num_frames: int(1, 1000), fps: int(1, 120), guidance_scale_2: num(0, 20) });
@@ -182,6 +199,32 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
       return new Error(field && e.keyword === 'additionalProperties' ? `${at} is not a field of this endpoint` : `${at} ${e.message}`);
     },
   });
+  acceptMultipart(app);
+  const maxImageBytes = Math.round((o.maxBodyMb ?? 32) * 1024 * 1024);
+
+  /** a request's input images -> the job's one image (image-to-image); `field` names them in errors */
+  const inputImage = async (srcs: string[], field: string): Promise<RgbImage | undefined> => {
+    if (!srcs.length) return undefined;
+    if (!pipe.imageToImage) throw new UserError(`${field}: ${family.pipelineClass} here is text-to-${video ? 'video' : 'image'} only (image-to-image runs on FLUX directories)`);
+    if (srcs.length > 1) throw new UserError(`${field}: ${family.pipelineClass} takes one image (image-to-image); got ${srcs.length} (multi-image editing needs an edit model)`);
+    return imageFromSource(srcs[0]!, `${field}[0]`, maxImageBytes);
+  };
+  const list = (v: unknown): string[] => (v === undefined ? [] : Array.isArray(v) ? (v as string[]) : [v as string]);
+
+  /** the OpenAI images response of a generation */
+  const imagesResponse = (b: Record<string, unknown>, { r, start, end }: { r: GenOut; start: Date; end: Date }) => {
+    const pngs = r.images!.map((img) => encodePng(img, r.width, r.height).toString('base64'));
+    const url = b.response_format === 'url';
+    return {
+      created: Math.floor(start.getTime() / 1000),
+      data: pngs.map((p) => (url ? { url: `data:image/png;base64,${p}` } : { b64_json: p })),
+      output_format: 'png',
+      size: `${r.width}x${r.height}`,
+      inference_time_s: (end.getTime() - start.getTime()) / 1000,
+      ...(r.cache ? { cache: { tag: r.cache.tag, cached_steps: r.cache.summary[0]?.cached_steps ?? [] } } : {}),
+    };
+  };
+
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, _req, reply) => {
     if (err instanceof QueueFullError) return reply.code(429).header('Retry-After', String(err.retryAfterS)).send({ error: err.message });
     if (err instanceof RequestCancelled) return reply.code(err.timeout ? 504 : 499).send({ error: err.message });
@@ -239,6 +282,7 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     set('maxSequenceLength', b.max_sequence_length);
     // FLUX.1's guidance_scale is its distilled guidance; the others' is CFG: each family reads its own
     set('guidanceScale', b.guidance_scale);
+    set('strength', b.strength);
     const cache = requestCache(b.cache_config, o.defaultCache ?? null);
     if (cache) job.cache = cache;
     const lora = loras.ofRequest(b.lora as LoraRequest | LoraRequest[] | undefined);
@@ -283,10 +327,12 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
 
   app.post('/generate', { schema: { body: GENERATE_SCHEMA } }, async (req, reply) => {
     const b = req.body as Record<string, unknown>;
-    if (b.image_urls !== undefined) throw new UserError(`image_urls: ${family.pipelineClass} here is text-to-${video ? 'video' : 'image'} only (no VAE encoder for editing or image-to-video yet)`);
     if (b.sigmas !== undefined) throw new UserError('sigmas: custom sigmas are not supported yet (the pipeline computes its own schedule)');
     if (!video && (b.num_frames !== undefined || b.fps !== undefined)) throw new UserError(`num_frames / fps: ${family.pipelineClass} makes images`);
     const job = jobOf(b, { ...(b.width !== undefined ? { width: b.width as number } : {}), ...(b.height !== undefined ? { height: b.height as number } : {}), ...(b.num_images !== undefined ? { batch: b.num_images as number } : {}), ...(b.num_frames !== undefined ? { numFrames: b.num_frames as number } : {}) });
+    const image = await inputImage(list(b.image_urls), 'image_urls');
+    if (image) job.image = image;
+    else if (b.strength !== undefined) throw new UserError('strength: is for image-to-image (give image_urls)');
     if ((job.batch ?? 1) > 1 && family.pipelineClass !== 'FluxPipeline') throw new UserError(`num_images > 1 is supported for FluxPipeline only here`);
     const pathOut = b.output_format === 'path';
     const dir = pathOut ? path.resolve((b.output_dir as string | undefined) ?? os.tmpdir()) : null;
@@ -313,18 +359,32 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     if (video) throw new UserError(`/v1/images/generations: ${family.pipelineClass} makes videos; use /v1/videos`);
     const n = (b.n as number | undefined) ?? 1;
     if (n > 1 && family.pipelineClass !== 'FluxPipeline') throw new UserError(`n: n > 1 is supported for FluxPipeline only here`);
-    const { r, start, end } = await run(req, jobOf(b, { ...sizeOf(b.size as string | undefined), ...(n > 1 ? { batch: n } : {}) }));
-    const pngs = r.images!.map((img) => encodePng(img, r.width, r.height).toString('base64'));
-    const url = b.response_format === 'url';
-    return {
-      created: Math.floor(start.getTime() / 1000),
-      data: pngs.map((p) => (url ? { url: `data:image/png;base64,${p}` } : { b64_json: p })),
-      output_format: 'png',
-      size: `${r.width}x${r.height}`,
-      inference_time_s: (end.getTime() - start.getTime()) / 1000,
-      ...(r.cache ? { cache: { tag: r.cache.tag, cached_steps: r.cache.summary[0]?.cached_steps ?? [] } } : {}),
-    };
+    if (b.strength !== undefined) throw new UserError('strength: is for image-to-image (POST /v1/images/edits)');
+    return imagesResponse(b, await run(req, jobOf(b, { ...sizeOf(b.size as string | undefined), ...(n > 1 ? { batch: n } : {}) })));
   });
+
+  app.post(
+    '/v1/images/edits',
+    {
+      schema: { body: EDITS_SCHEMA },
+      // a multipart form's text fields in the schema's types (JSON bodies are validated as they are)
+      preValidation: async (req) => {
+        if (/^multipart\/form-data/i.test(req.headers['content-type'] ?? '')) typedFormFields(req.body as Record<string, unknown>, EDITS_SCHEMA.properties as never);
+      },
+    },
+    async (req) => {
+      const b = req.body as Record<string, unknown>;
+      if (video) throw new UserError(`/v1/images/edits: ${family.pipelineClass} makes videos`);
+      if (b.mask !== undefined) throw new UserError('mask: inpainting is not supported yet (image-to-image takes the whole image)');
+      const srcs = [...list(b.image), ...list(b.url)];
+      if (!srcs.length) throw new UserError('image: /v1/images/edits needs an image (image / image[] files, or url / url[])');
+      const n = (b.n as number | undefined) ?? 1;
+      if (n > 1 && family.pipelineClass !== 'FluxPipeline') throw new UserError(`n: n > 1 is supported for FluxPipeline only here`);
+      const job = jobOf(b, { ...sizeOf(b.size as string | undefined), ...(n > 1 ? { batch: n } : {}) });
+      job.image = (await inputImage(srcs, b.image !== undefined ? 'image' : 'url'))!;
+      return imagesResponse(b, await run(req, job));
+    },
+  );
 
   app.post('/v1/videos', { schema: { body: VIDEOS_SCHEMA } }, async (req) => {
     const b = req.body as Record<string, unknown>;

@@ -68,6 +68,30 @@ describe('ditforge generate', () => {
     expect(again.code).toBe(0);
   });
 
+  it('--image / --strength (FluxImg2ImgPipeline): 1 rank == 2 ranks == the library, bad inputs name the flag', async () => {
+    const src = path.join(tmp, 'i2i-src.png');
+    expect(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '4', '--out', src]).code).toBe(0);
+    const one = path.join(tmp, 'i2i-1.png');
+    const two = path.join(tmp, 'i2i-2.png');
+    const args = ['generate', '--model', 'tiny-flux', '--prompt', 'a blue square', '--steps', '8', '--seed', '5', '--image', src, '--strength', '0.7', '--json'];
+    const r1 = cli([...args, '--out', one]);
+    expect(r1.code, r1.stderr).toBe(0);
+    // of 8 steps, strength 0.7 skips int(8 - 8 * 0.7) = 2 and runs the last 6
+    expect(JSON.parse(r1.stdout).steps).toBe(6);
+    expect(cli([...args, '--out', two, '--world', '2']).code).toBe(0);
+    expect(Buffer.from(readPng(one).pixels).equals(Buffer.from(readPng(two).pixels))).toBe(true);
+    const { loadFluxPipeline } = await import('../../runtime/pipeline.ts');
+    const lib = await (await loadFluxPipeline('tiny-flux')).generate({ prompt: 'a blue square', steps: 8, seed: 5, image: src, strength: 0.7 });
+    expect(Buffer.from(readPng(one).pixels).equals(Buffer.from(lib.image))).toBe(true);
+    // the result is not the text-to-image one: the image conditions it
+    const t2i = await (await loadFluxPipeline('tiny-flux')).generate({ prompt: 'a blue square', steps: 6, seed: 5 });
+    expect(Buffer.from(lib.image).equals(Buffer.from(t2i.image))).toBe(false);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--image', path.join(tmp, 'nope.png'), '--out', one]), /--image: no such file: .*nope\.png/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--image', src, '--strength', '1.5', '--out', one]), /--strength must be a number in \[0, 1\], got 1.5/);
+    fs.writeFileSync(path.join(tmp, 'text.png'), 'not an image');
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--image', path.join(tmp, 'text.png'), '--out', one]), /--image .*text\.png: not a PNG or JPEG image/);
+  });
+
   it('unknown model: lists the known models', () => {
     expectCleanError(cli(['generate', '--model', 'nope', '--prompt', 'x']), /unknown model "nope".*known models: .*tiny-flux/);
   });

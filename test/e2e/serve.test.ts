@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { compileRequest } from '../../compiler/index.ts';
 import { loadCacheOptions } from '../../runtime/cache/config.ts';
-import { readPng } from '../../runtime/image.ts';
+import { encodePng, readPng } from '../../runtime/image.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 import { loadPipeline, type Pipeline } from '../../runtime/pipeline.ts';
 import { createServer } from '../../runtime/serve/server.ts';
@@ -85,7 +85,11 @@ describe.skipIf(!nativeAvailable())('ditforge serve (tiny-flux)', () => {
       [{ prompt: PROMPT, num_inference_steps: '4' }, /body\.num_inference_steps must be integer/],
       [{ prompt: PROMPT, num_inference_steps: 0 }, /body\.num_inference_steps must be >= 1/],
       [{ prompt: PROMPT, height: 30 }, /--height must be a positive multiple of 8/],
-      [{ prompt: PROMPT, image_urls: ['x.png'] }, /image_urls: FluxPipeline here is text-to-image only/],
+      [{ prompt: PROMPT, image_urls: ['x.png'] }, /image_urls\[0\]: neither a file here, an http\(s\) URL, nor base64 image data/],
+      [{ prompt: PROMPT, image_urls: ['data:image/png;base64,@@@'] }, /image_urls\[0\]: not valid base64/],
+      [{ prompt: PROMPT, image_urls: ['data:image/png;base64,aGVsbG8gd29ybGQ='] }, /image_urls\[0\]: not a PNG or JPEG image/],
+      [{ prompt: PROMPT, image_urls: ['a.png', 'b.png'] }, /image_urls: FluxPipeline takes one image \(image-to-image\); got 2/],
+      [{ prompt: PROMPT, strength: 0.5 }, /strength: is for image-to-image \(give image_urls\)/],
       [{ prompt: PROMPT, cache_config: { Fn_compute_blocks: 'one' } }, /cache_config: /],
       [{ prompt: PROMPT, cache_config: { no_such_option: 1 } }, /cache_config: .*unknown option 'no_such_option'/],
       [{ prompt: PROMPT, output_format: 'path', output_dir: '/proc/ditforge-nope' }, /output_dir: \/proc\/ditforge-nope is not a writable directory/],
@@ -98,6 +102,56 @@ describe.skipIf(!nativeAvailable())('ditforge serve (tiny-flux)', () => {
     }
     expect((await post('/generate', { prompt: 'x'.repeat(20000) })).status).toBe(413);
     expect((await post('/generate', '{ not json')).status).toBe(400);
+  });
+
+  it('image-to-image: /generate image_urls (a data URI) and /v1/images/edits (a multipart file, JSON with a path) == the library', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-serve-i2i-'));
+    const src = await pipe.generate({ prompt: PROMPT, steps: 4, seed: 9, width: 40, height: 24 });
+    const file = path.join(dir, 'in.png');
+    fs.writeFileSync(file, encodePng(src.image, 40, 24));
+    const png = fs.readFileSync(file);
+    // a 40x24 input resized to 32x32 (PIL Lanczos), strength 0.5 of 6 steps: 3 steps run
+    const want = await pipe.generate({ prompt: 'a blue square', steps: 6, seed: 2, strength: 0.5, image: file });
+    expect(want.steps).toBe(3);
+    const same = (b64: string) => Buffer.from(pngOf(b64).pixels).equals(Buffer.from(want.image));
+
+    const g = await post('/generate', { prompt: 'a blue square', num_inference_steps: 6, seed: 2, strength: 0.5, image_urls: [`data:image/png;base64,${png.toString('base64')}`] });
+    expect(g.status).toBe(200);
+    expect(same(((await g.json()) as { images: string[] }).images[0]!)).toBe(true);
+
+    const form = new FormData();
+    form.append('prompt', 'a blue square');
+    form.append('num_inference_steps', '6');
+    form.append('seed', '2');
+    form.append('strength', '0.5');
+    form.append('image', new Blob([png], { type: 'image/png' }), 'in.png');
+    const m = await fetch(`${base}/v1/images/edits`, { method: 'POST', body: form });
+    expect(m.status).toBe(200);
+    expect(same(((await m.json()) as { data: { b64_json: string }[] }).data[0]!.b64_json)).toBe(true);
+
+    const j = await post('/v1/images/edits', { prompt: 'a blue square', num_inference_steps: 6, seed: 2, strength: 0.5, url: file });
+    expect(j.status).toBe(200);
+    expect(same(((await j.json()) as { data: { b64_json: string }[] }).data[0]!.b64_json)).toBe(true);
+
+    const bad: [FormData | Record<string, unknown>, RegExp][] = [
+      [{ prompt: PROMPT }, /image: \/v1\/images\/edits needs an image/],
+      [{ prompt: PROMPT, url: file, mask: file }, /mask: inpainting is not supported yet/],
+      [{ prompt: PROMPT, url: file, strength: 2 }, /body\.strength must be <= 1/],
+      [{ prompt: PROMPT, url: path.join(dir, 'missing.png') }, /url\[0\]: neither a file here/],
+    ];
+    const f2 = new FormData();
+    f2.append('prompt', PROMPT);
+    f2.append('num_inference_steps', 'four');
+    f2.append('image', new Blob([png], { type: 'image/png' }), 'in.png');
+    bad.push([f2, /body\.num_inference_steps must be integer/]);
+    for (const [body, re] of bad) {
+      const r = body instanceof FormData ? await fetch(`${base}/v1/images/edits`, { method: 'POST', body }) : await post('/v1/images/edits', body);
+      expect(r.status, String(re)).toBe(400);
+      expect(((await r.json()) as { error: string }).error).toMatch(re);
+    }
+    const s = await post('/v1/images/generations', { prompt: PROMPT, strength: 0.5 });
+    expect(s.status).toBe(400);
+    expect(((await s.json()) as { error: string }).error).toMatch(/strength: is for image-to-image \(POST \/v1\/images\/edits\)/);
   });
 
   it('a full queue is 429 with Retry-After; a client that goes away is dropped and the next request runs', async () => {

@@ -243,9 +243,9 @@ export class PlanInterpreter {
       }
       case 'conv2d': {
         const [x, W, bias, y] = [t(0), t(1), T(2), t(3)];
-        const [N, Ci, H, Wd, Co, kh, kw, st, pad] = [i0!, i1!, i2!, i3!, i4!, i5!, i6!, i7!, i8!];
-        const Ho = Math.floor((H + 2 * pad - kh) / st) + 1;
-        const Wo = Math.floor((Wd + 2 * pad - kw) / st) + 1;
+        const [N, Ci, H, Wd, Co, kh, kw, st, pad, padEnd] = [i0!, i1!, i2!, i3!, i4!, i5!, i6!, i7!, i8!, (op.i as number[])[9]!];
+        const Ho = Math.floor((H + pad + padEnd - kh) / st) + 1;
+        const Wo = Math.floor((Wd + pad + padEnd - kw) / st) + 1;
         for (let n = 0; n < N; n++)
           for (let co = 0; co < Co; co++)
             for (let oh = 0; oh < Ho; oh++)

@@ -58,7 +58,9 @@ const CASES: OpCase[] = [
   { name: 'foca_forecast', present: [true, true, true, true, true], i: [37, 1], f: [0.5] },
   { name: 'dmd_gram', present: [true, true, true], i: [36, 2, 2, 0], init: { 0: f64 } },
   { name: 'forecast_f64', present: [true, true, false, true, true], i: [36, 2, 2, 3], init: { 1: f64 } },
-  { name: 'conv2d', present: [true, true, true, true], i: [2, 3, 7, 5, 4, 3, 3, 1, 1] },
+  { name: 'conv2d', present: [true, true, true, true], i: [2, 3, 7, 5, 4, 3, 3, 1, 1, 1] },
+  // diffusers' Downsample2D: zeros after each axis only, stride 2
+  { name: 'conv2d', present: [true, true, true, true], i: [1, 3, 8, 6, 5, 3, 3, 2, 0, 1] },
   { name: 'conv3d', present: [true, true, true, true], i: [2, 3, 5, 6, 4, 3, 3, 3, 1, 1] },
   { name: 'timestep_embedding', present: [true, true], i: [3, 32, 1], f: [1, 0, 10000], init: { 0: (n, s) => Float32Array.from(randn(n, s), (v) => 500 + 300 * v) } },
   { name: 'embedding', present: [true, true, true], i: [11, 16, 50], init: { 0: ints(50) } },

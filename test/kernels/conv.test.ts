@@ -8,14 +8,14 @@ import { absArr, expectClose, randn, sentinel } from './harness.ts';
 
 const U = 2 ** -24;
 
-function check(N: number, Ci: number, H: number, W: number, Co: number, kh: number, kw: number, stride: number, pad: number, withBias: boolean, seed: number) {
-  const [Ho, Wo] = ref.conv2dOutSize(H, W, kh, kw, stride, pad);
+function check(N: number, Ci: number, H: number, W: number, Co: number, kh: number, kw: number, stride: number, pad: number, withBias: boolean, seed: number, padEnd = pad) {
+  const [Ho, Wo] = ref.conv2dOutSize(H, W, kh, kw, stride, pad, padEnd);
   const x = randn(N * Ci * H * W, seed), w = randn(Co * Ci * kh * kw, seed + 1, 0.3), b = withBias ? randn(Co, seed + 2) : null;
   const y = sentinel(N * Co * Ho * Wo);
-  native.runKernel('conv2d', [x, w, b, y], [N, Ci, H, W, Co, kh, kw, stride, pad], []);
+  native.runKernel('conv2d', [x, w, b, y], [N, Ci, H, W, Co, kh, kw, stride, pad, padEnd], []);
   const K = Ci * kh * kw, gamma = (K * U) / (1 - K * U);
-  const absSum = ref.conv2d(absArr(x), absArr(w), b ? absArr(b) : null, N, Ci, H, W, Co, kh, kw, stride, pad);
-  expectClose(y, ref.conv2d(x, w, b, N, Ci, H, W, Co, kh, kw, stride, pad), 1e-7, 0, absSum.map((s) => 2 * gamma * s));
+  const absSum = ref.conv2d(absArr(x), absArr(w), b ? absArr(b) : null, N, Ci, H, W, Co, kh, kw, stride, pad, padEnd);
+  expectClose(y, ref.conv2d(x, w, b, N, Ci, H, W, Co, kh, kw, stride, pad, padEnd), 1e-7, 0, absSum.map((s) => 2 * gamma * s));
 }
 
 describe('conv2d', () => {
@@ -24,8 +24,13 @@ describe('conv2d', () => {
   it('1x1 (direct GEMM path), Co=37', () => check(2, 13, 7, 5, 37, 1, 1, 1, 0, true, 3));
   it('non-square kernel 2x3 pad 0', () => check(1, 4, 6, 8, 5, 2, 3, 1, 0, true, 4));
   it('VAE-sized 3x3: Ci=32 Co=32 at 32x32 (full tiles and tails)', () => check(1, 32, 32, 32, 32, 3, 3, 1, 1, true, 5));
-  it('rejects a kernel larger than the padded input', () => {
-    expect(() => native.runKernel('conv2d', [randn(4, 1), randn(9, 1), null, sentinel(4)], [1, 1, 2, 2, 1, 3, 3, 1, 0], [])).toThrow(/kernel larger/);
+  it("zeros after each axis only, stride 2 (diffusers' Downsample2D), odd and even sizes", () => {
+    check(2, 5, 12, 10, 7, 3, 3, 2, 0, true, 6, 1);
+    check(1, 3, 9, 7, 4, 3, 3, 2, 0, false, 7, 1);
+  });
+  it('rejects a kernel larger than the padded input, and negative padding', () => {
+    expect(() => native.runKernel('conv2d', [randn(4, 1), randn(9, 1), null, sentinel(4)], [1, 1, 2, 2, 1, 3, 3, 1, 0, 0], [])).toThrow(/kernel larger/);
+    expect(() => native.runKernel('conv2d', [randn(16, 1), randn(9, 1), null, sentinel(4)], [1, 1, 4, 4, 1, 3, 3, 1, 0, -1], [])).toThrow(/int parameter 9 must be >= 0/);
   });
 });
 

@@ -214,16 +214,17 @@ export function upsampleNearest2x(x: Arr, NC: number, H: number, W: number): Flo
   return y;
 }
 
-export function conv2dOutSize(H: number, W: number, kh: number, kw: number, stride: number, pad: number): [number, number] {
-  return [Math.floor((H + 2 * pad - kh) / stride) + 1, Math.floor((W + 2 * pad - kw) / stride) + 1];
+/** `pad` zeros before each spatial axis, `padEnd` after it */
+export function conv2dOutSize(H: number, W: number, kh: number, kw: number, stride: number, pad: number, padEnd = pad): [number, number] {
+  return [Math.floor((H + pad + padEnd - kh) / stride) + 1, Math.floor((W + pad + padEnd - kw) / stride) + 1];
 }
 
 /** NCHW cross-correlation with zero padding: each image is a one-frame video of conv3dChannelFirst */
 export function conv2d(x: Arr, w: Arr, bias: Arr | null, N: number, Ci: number, H: number, W: number, Co: number, kh: number, kw: number,
-  stride: number, pad: number): Float64Array {
-  const [Ho, Wo] = conv2dOutSize(H, W, kh, kw, stride, pad);
+  stride: number, pad: number, padEnd = pad): Float64Array {
+  const [Ho, Wo] = conv2dOutSize(H, W, kh, kw, stride, pad, padEnd);
   const y = new Float64Array(N * Co * Ho * Wo);
-  for (let n = 0; n < N; n++) y.set(conv3dChannelFirst(Array.prototype.slice.call(x, n * Ci * H * W, (n + 1) * Ci * H * W) as number[], w, bias, Ci, 1, H, W, Co, 1, kh, kw, stride, pad), n * Co * Ho * Wo);
+  for (let n = 0; n < N; n++) y.set(conv3dChannelFirst(Array.prototype.slice.call(x, n * Ci * H * W, (n + 1) * Ci * H * W) as number[], w, bias, Ci, 1, H, W, Co, 1, kh, kw, stride, pad, padEnd), n * Co * Ho * Wo);
   return y;
 }
 
@@ -266,11 +267,11 @@ export function attnMerge(prevOut: Arr, prevLse: Arr, out: Arr, lse: Arr, rows: 
 
 /**
  * PyTorch's Conv3d on one video in its own layout: x [Ci, T, H, W], w [Co, Ci, kt, kh, kw] -> [Co, T - kt + 1,
- * Ho, Wo], no temporal padding, spatial zero padding `pad`.
+ * Ho, Wo], no temporal padding, spatial zero padding `pad` before and `padEnd` after.
  */
 export function conv3dChannelFirst(x: Arr, w: Arr, bias: Arr | null, Ci: number, T: number, H: number, W: number, Co: number, kt: number, kh: number, kw: number,
-  stride: number, pad: number): Float64Array {
-  const [Ho, Wo] = conv2dOutSize(H, W, kh, kw, stride, pad);
+  stride: number, pad: number, padEnd = pad): Float64Array {
+  const [Ho, Wo] = conv2dOutSize(H, W, kh, kw, stride, pad, padEnd);
   const To = T - kt + 1;
   const y = new Float64Array(Co * To * Ho * Wo);
   for (let co = 0; co < Co; co++)

@@ -20,6 +20,8 @@ const cases: [string, string, CompileOptions, string | null][] = [
   ['tiny-flux transformer batch 3, 5 text tokens', 'tiny-flux', { component: 'transformer', dims: { batch: 3, textTokens: 5, height: 24, width: 40 } }, `${TF}/transformer/diffusion_pytorch_model.safetensors`],
   ['tiny-flux text encoder (real weights)', 'tiny-flux', { component: 'text_encoder', dims: { batch: 2 } }, `${TF}/text_encoder/model.safetensors`],
   ['tiny-flux vae (real weights)', 'tiny-flux', { component: 'vae' }, `${TF}/vae/diffusion_pytorch_model.safetensors`],
+  // the encoder's stride-2 convs pad after each axis only; odd latent sizes (5 x 9), batch 2
+  ['tiny-flux vae encoder (real weights), 20x36', 'tiny-flux', { component: 'vae_encoder', dims: { batch: 2, height: 20, width: 36 } }, `${TF}/vae/diffusion_pytorch_model.safetensors`],
   ['scaled-down flux1-dev (random weights, odd token counts)', 'flux1-dev', SCALED, null],
 ];
 

@@ -75,11 +75,12 @@ inline void tile_rows(int64_t rows, const float* w, const float* panel, const fl
 // The convolution of N output frames: output frame n reads input frames n .. n+kt-1 (frame-major
 // [frames, Ci, H, W] input, one frame = Ci*H*W floats), so conv2d is kt = 1 (a frame is an image) and the
 // causal Conv3d of the Wan VAE is kt > 1 with its cache frames already in front of the input. The im2col
-// row k decomposes as (ci, dt, a, b): the order of a [Co, Ci, kt, kh, kw] weight.
+// row k decomposes as (ci, dt, a, b): the order of a [Co, Ci, kt, kh, kw] weight. `pad` zeros go before
+// each spatial axis and `pad_end` after it (diffusers' Downsample2D pads only after: 0 and 1).
 void conv_frames(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t Ci, int64_t H, int64_t W,
-                 int64_t Co, int64_t kt, int64_t kh, int64_t kw, int64_t st, int64_t pad, KernelCtx& ctx) {
+                 int64_t Co, int64_t kt, int64_t kh, int64_t kw, int64_t st, int64_t pad, int64_t pad_end, KernelCtx& ctx) {
   if (st < 1 || kt < 1 || kh < 1 || kw < 1) return;
-  const int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
+  const int64_t Ho = (H + pad + pad_end - kh) / st + 1, Wo = (W + pad + pad_end - kw) / st + 1;
   if (Ho <= 0 || Wo <= 0 || Co <= 0) return;
   const int64_t K = Ci * kt * kh * kw, P = Ho * Wo;
   const int64_t pb = (P + kPB - 1) / kPB, cob = (Co + kRB - 1) / kRB;
@@ -118,10 +119,10 @@ void conv_frames(const float* x, const float* w, const float* bias, float* y, in
   }
 }
 
-// t: x[N, Ci, H, W], W[Co, Ci, kh, kw], bias?, y[N, Co, Ho, Wo] ; i: N, Ci, H, W, Co, kh, kw, stride, pad
+// t: x[N, Ci, H, W], W[Co, Ci, kh, kw], bias?, y[N, Co, Ho, Wo] ; i: N, Ci, H, W, Co, kh, kw, stride, pad, pad_end
 void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
   const int64_t* i = args.i;
-  conv_frames(args.t[0], args.t[1], args.t[2], args.t[3], i[0], i[1], i[2], i[3], i[4], 1, i[5], i[6], i[7], i[8], ctx);
+  conv_frames(args.t[0], args.t[1], args.t[2], args.t[3], i[0], i[1], i[2], i[3], i[4], 1, i[5], i[6], i[7], i[8], i[9], ctx);
 }
 
 // t: x[To + kt - 1, Ci, H, W] (frame-major), W[Co, Ci, kt, kh, kw], bias?, y[To, Co, Ho, Wo] ;
@@ -129,7 +130,7 @@ void kernel_conv2d(const KernelArgs& args, KernelCtx& ctx) {
 // frames (or zeros) in front of the input.
 void kernel_conv3d(const KernelArgs& args, KernelCtx& ctx) {
   const int64_t* i = args.i;
-  conv_frames(args.t[0], args.t[1], args.t[2], args.t[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9], ctx);
+  conv_frames(args.t[0], args.t[1], args.t[2], args.t[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9], i[9], ctx);
 }
 
 }  // namespace

@@ -38,9 +38,10 @@ __global__ void conv_frames_k(const float* x, const float* w, const float* bias,
 using namespace ditforge;
 
 static int conv_frames_launch(const KernelArgs* a, void* stream, int64_t N, int64_t Ci, int64_t H, int64_t W, int64_t Co,
-                              int64_t kt, int64_t kh, int64_t kw, int64_t st, int64_t pad) {
+                              int64_t kt, int64_t kh, int64_t kw, int64_t st, int64_t pad, int64_t pad_end) {
   if (st < 1 || kt < 1 || kh < 1 || kw < 1) return static_cast<int>(cudaErrorInvalidValue);
-  const int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
+  // `pad` zeros before each spatial axis, `pad_end` after it (the kernel reads zeros past the input's end)
+  const int64_t Ho = (H + pad + pad_end - kh) / st + 1, Wo = (W + pad + pad_end - kw) / st + 1;
   const int64_t n = N * Co * Ho * Wo;
   if (Ho <= 0 || Wo <= 0 || n <= 0) return 0;
   cuda::conv_frames_k<<<cuda::grid_for(n, 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], a->t[2], a->t[3], N, Ci, H, W, Co, kt,
@@ -48,16 +49,16 @@ static int conv_frames_launch(const KernelArgs* a, void* stream, int64_t N, int6
   return DF_LAUNCH_RESULT();
 }
 
-// i: N, Ci, H, W, Co, kh, kw, stride, pad
+// i: N, Ci, H, W, Co, kh, kw, stride, pad, pad_end
 extern "C" int ditforge_cuda_conv2d(const KernelArgs* a, void* stream) {
   const int64_t* i = a->i;
-  return conv_frames_launch(a, stream, i[0], i[1], i[2], i[3], i[4], 1, i[5], i[6], i[7], i[8]);
+  return conv_frames_launch(a, stream, i[0], i[1], i[2], i[3], i[4], 1, i[5], i[6], i[7], i[8], i[9]);
 }
 
 // i: To, Ci, H, W, Co, kt, kh, kw, stride, pad
 extern "C" int ditforge_cuda_conv3d(const KernelArgs* a, void* stream) {
   const int64_t* i = a->i;
-  return conv_frames_launch(a, stream, i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9]);
+  return conv_frames_launch(a, stream, i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9], i[9]);
 }
 
 extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_conv[] = {

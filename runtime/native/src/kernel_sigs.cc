@@ -36,7 +36,7 @@ const Sig kSigs[] = {
     {"masked_mean", 3, 3, 0, "rrr", {"x", "mask", "y"}},
     {"copy3d", 2, 7, 0, "rr", {"x", "y"}},
     {"transpose", 2, 3, 0, "rr", {"x", "y"}},
-    {"conv2d", 4, 9, 0, "rror", {"x", "W", "bias", "y"}},
+    {"conv2d", 4, 10, 0, "rror", {"x", "W", "bias", "y"}},
     {"conv3d", 4, 10, 0, "rror", {"x", "W", "bias", "y"}},
     {"group_norm", 4, 5, 1, "roor", {"x", "w", "b", "y"}},
     {"upsample_nearest2x", 2, 3, 0, "rr", {"x", "y"}},
@@ -215,11 +215,11 @@ std::string validate_kernel_args(const std::string& name, int ew_arity, int nt, 
     } else if (name == "transpose") {
       need[0] = need[1] = I[0] * I[1] * I[2];
     } else if (name == "conv2d") {
-      int64_t N = I[0], Ci = I[1], H = I[2], W = I[3], Co = I[4], kh = I[5], kw = I[6], st = I[7], pad = I[8];
+      int64_t N = I[0], Ci = I[1], H = I[2], W = I[3], Co = I[4], kh = I[5], kw = I[6], st = I[7], pad = I[8], pad_end = I[9];
       if (st < 1) return "stride must be >= 1";
       if (kh < 1 || kw < 1) return "kernel size must be >= 1";
-      int64_t Ho = (H + 2 * pad - kh) / st + 1, Wo = (W + 2 * pad - kw) / st + 1;
-      if (H + 2 * pad < kh || W + 2 * pad < kw) return "kernel larger than the padded input";
+      int64_t Ho = (H + pad + pad_end - kh) / st + 1, Wo = (W + pad + pad_end - kw) / st + 1;
+      if (H + pad + pad_end < kh || W + pad + pad_end < kw) return "kernel larger than the padded input";
       need[0] = N * Ci * H * W; need[1] = Co * Ci * kh * kw; need[2] = Co; need[3] = N * Co * Ho * Wo;
     } else if (name == "conv3d") {
       int64_t To = I[0], Ci = I[1], H = I[2], W = I[3], Co = I[4], kt = I[5], kh = I[6], kw = I[7], st = I[8], pad = I[9];

@@ -246,33 +246,39 @@ export const FLUX_PARALLEL = {
   },
 };
 
-// FluxPipeline (FLUX.1-dev; FLUX.1-schnell is the same pipeline without guidance_embeds). A diffusers
-// directory's own config.json files override these defaults component by component (runtime/pipeline.ts).
-export default model('flux1-dev', {
-  components: {
-    transformer: withConfig(fluxTransformer, {}),
-    text_encoder: withConfig(clipTextModel, {}),
-    text_encoder_2: withConfig(t5Encoder, {}),
-    vae: withConfig(autoencoderKL, {}),
-    vae_encoder: withConfig(autoencoderKLEncoder, {}),
-  },
-  cache: FLUX_CACHE,
-  parallel: FLUX_PARALLEL,
-});
+/**
+ * A FLUX.1 release: its transformer config over FLUX.1-dev's, with the CLIP / T5 text encoders, the VAE decoder
+ * and its encoder (image-to-image, inpainting), FLUX's cache and parallel plans. A diffusers directory's own
+ * config.json files override these defaults component by component (runtime/pipeline.ts).
+ */
+function flux1Release(name: string, transformer: Partial<FluxConfig>) {
+  return model(name, {
+    components: {
+      transformer: withConfig(fluxTransformer, transformer),
+      text_encoder: withConfig(clipTextModel, {}),
+      text_encoder_2: withConfig(t5Encoder, {}),
+      vae: withConfig(autoencoderKL, {}),
+      vae_encoder: withConfig(autoencoderKLEncoder, {}),
+    },
+    cache: FLUX_CACHE,
+    parallel: FLUX_PARALLEL,
+  });
+}
+
+// FluxPipeline (black-forest-labs/FLUX.1-dev: the defaults above)
+export default flux1Release('flux1-dev', {});
 
 /**
  * black-forest-labs/FLUX.1-schnell: FLUX.1-dev's transformer without the guidance embedding (transformer/
  * config.json guidance_embeds false), the same CLIP / T5 / VAE; the timestep-distilled preset runs 4 steps
  * with max_sequence_length 256 and no shift (its scheduler_config: use_dynamic_shifting false, shift 1)
  */
-export const flux1Schnell = model('flux1-schnell', {
-  components: {
-    transformer: withConfig(fluxTransformer, { guidance_embeds: false }),
-    text_encoder: withConfig(clipTextModel, {}),
-    text_encoder_2: withConfig(t5Encoder, {}),
-    vae: withConfig(autoencoderKL, {}),
-    vae_encoder: withConfig(autoencoderKLEncoder, {}),
-  },
-  cache: FLUX_CACHE,
-  parallel: FLUX_PARALLEL,
-});
+export const flux1Schnell = flux1Release('flux1-schnell', { guidance_embeds: false });
+
+/**
+ * FLUX.1-Fill-dev (black-forest-labs/FLUX.1-Fill-dev transformer/config.json: in_channels 384, out_channels
+ * 64, guidance_embeds true): FluxFillPipeline's transformer takes, per packed token, the noisy latents (64),
+ * the masked image's latents (64) and the 8x8-unshuffled mask (256); the same CLIP / T5 / VAE (its encoder
+ * makes the image and masked-image latents)
+ */
+export const flux1Fill = flux1Release('flux1-fill', { in_channels: 384, out_channels: 64 });

@@ -1,11 +1,12 @@
 // Registers every shipped model with the compiler (the one file under models/ that is not a model file).
 import { registerModel } from '../compiler/registry.ts';
-import flux1Dev, { flux1Schnell } from './flux1.ts';
+import flux1Dev, { flux1Fill, flux1Schnell } from './flux1.ts';
 import tinyFlux from './tiny-flux.ts';
 
 registerModel('tiny-flux', tinyFlux);
 registerModel('flux1-dev', flux1Dev);
 registerModel('flux1-schnell', flux1Schnell);
+registerModel('flux1-fill', flux1Fill);
 import gemma3Text from './gemma3-text.ts';
 import qwenImage from './qwen-image.ts';
 import { wan21T2V13B, wan21T2V14B, wan22T2VA14B } from './wan2.1.ts';

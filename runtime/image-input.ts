@@ -108,37 +108,51 @@ function clip8(v: number): number {
   return x < 0 ? 0 : x > 255 ? 255 : x;
 }
 
-/** one pass along an axis: `len` samples `stride` apart, `lines` lines `lineStride` apart, 3 channels interleaved */
-function resamplePass(src: Uint8Array, inW: number, inH: number, outW: number, outH: number, horizontal: boolean): Uint8Array {
-  const out = new Uint8Array(outW * outH * 3);
+/** one pass along one axis of an interleaved image of `C` channels */
+function resamplePass(src: Uint8Array, C: number, inW: number, inH: number, outW: number, outH: number, horizontal: boolean): Uint8Array {
+  const out = new Uint8Array(outW * outH * C);
   const { bounds, taps, ksize } = coefficients(horizontal ? inW : inH, horizontal ? outW : outH);
   for (let y = 0; y < outH; y++)
     for (let x = 0; x < outW; x++) {
       const o = horizontal ? x : y;
       const xmin = bounds[o * 2]!, n = bounds[o * 2 + 1]!;
-      for (let c = 0; c < 3; c++) {
+      for (let c = 0; c < C; c++) {
         // the products fit a double exactly (< 2^53): the integer sum of Pillow's int32 accumulator
         let ss = 1 << (PRECISION_BITS - 1);
         for (let i = 0; i < n; i++) {
-          const px = horizontal ? src[(y * inW + xmin + i) * 3 + c]! : src[((xmin + i) * inW + x) * 3 + c]!;
+          const px = horizontal ? src[(y * inW + xmin + i) * C + c]! : src[((xmin + i) * inW + x) * C + c]!;
           ss += px * taps[o * ksize + i]!;
         }
-        out[(y * outW + x) * 3 + c] = clip8(ss);
+        out[(y * outW + x) * C + c] = clip8(ss);
       }
     }
   return out;
 }
 
-/** PIL `image.resize((width, height), Image.LANCZOS)` of an RGB image */
-export function resizeLanczos(img: RgbImage, width: number, height: number): RgbImage {
+/** PIL `image.resize((width, height), Image.LANCZOS)` of an interleaved image of `channels` (RGB: 3, L: 1) */
+export function resizeLanczos(img: RgbImage, width: number, height: number, channels = 3): RgbImage {
   let { pixels } = img;
   let w = img.width;
   if (width !== img.width) {
-    pixels = resamplePass(pixels, img.width, img.height, width, img.height, true);
+    pixels = resamplePass(pixels, channels, img.width, img.height, width, img.height, true);
     w = width;
   }
-  if (height !== img.height) pixels = resamplePass(pixels, w, img.height, w, height, false);
+  if (height !== img.height) pixels = resamplePass(pixels, channels, w, img.height, w, height, false);
   return { width, height, pixels };
+}
+
+/**
+ * FluxFillPipeline's mask_processor: PIL convert("L") ((19595 R + 38470 G + 7471 B + 2^15) >> 16), resized to
+ * height x width (Lanczos), / 255, binarized (< 0.5: keep, else repaint) -> [H * W] of 0 and 1
+ */
+export function maskInput(img: RgbImage, height: number, width: number): Float32Array {
+  const n = img.width * img.height;
+  const grey = new Uint8Array(n);
+  for (let i = 0; i < n; i++) grey[i] = (img.pixels[i * 3]! * 19595 + img.pixels[i * 3 + 1]! * 38470 + img.pixels[i * 3 + 2]! * 7471 + 0x8000) >>> 16;
+  const r = img.width === width && img.height === height ? grey : resizeLanczos({ width: img.width, height: img.height, pixels: grey }, width, height, 1).pixels;
+  const out = new Float32Array(width * height);
+  for (let i = 0; i < out.length; i++) out[i] = Math.fround(r[i]! / 255) < 0.5 ? 0 : 1;
+  return out;
 }
 
 /** VaeImageProcessor.preprocess: resized to height x width, [1, 3, H, W] float32 in [-1, 1] */

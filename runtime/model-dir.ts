@@ -109,7 +109,15 @@ export const Z_IMAGE_FAMILY: PipelineFamily = {
   },
 };
 
-const FAMILIES = [FLUX1_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY];
+/** diffusers FluxFillPipeline (FLUX.1-Fill-dev): FLUX.1's components, a transformer taking the masked image and mask too */
+export const FLUX1_FILL_FAMILY: PipelineFamily = { ...FLUX1_FAMILY, pipelineClass: 'FluxFillPipeline', planModel: 'flux1-fill' };
+
+/** the families the FLUX spec runs (tiny-flux, FluxPipeline, FluxFillPipeline) */
+export function isFluxFamily(f: PipelineFamily): boolean {
+  return f.text === 'tiny' || f.text === 'clip_t5';
+}
+
+const FAMILIES = [FLUX1_FAMILY, FLUX1_FILL_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY];
 
 export function readJson(file: string): Record<string, unknown> {
   let text: string;

@@ -156,6 +156,7 @@ export function resolveModelDir(model: string): { name: string; dir: string; fam
 /** The spec of each pipeline class (model_index.json `_class_name`). */
 const SPECS: Record<string, (ctx: PipelineContext, family: PipelineFamily) => AnySpec> = {
   FluxPipeline: (ctx, f) => new FluxSpec(ctx, f),
+  FluxFillPipeline: (ctx, f) => new FluxSpec(ctx, f),
   WanPipeline: (ctx, f) => new WanSpec(ctx, f),
   QwenImagePipeline: (ctx, f) => new QwenImageSpec(ctx, f),
   ZImagePipeline: (ctx, f) => new ZImageSpec(ctx, f),
@@ -256,8 +257,9 @@ export class Pipeline<S extends AnySpec = AnySpec> {
   private async generateNow(opts: OptionsOf<S> & BaseGenerateOptions): Promise<ResultOf<S>> {
     const t0 = performance.now();
     const spec = this.spec;
-    const given = opts as { image?: unknown; strength?: unknown };
+    const given = opts as { image?: unknown; strength?: unknown; mask?: unknown };
     if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX directories do)`);
+    if (given.mask !== undefined && !spec.inpainting) throw new UserError(`--mask: ${spec.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
     const q = spec.resolve(opts);
     checkLatents(opts.latents, q.latentsShape, q.latentsFor);
     const mode: DecodeMode = opts.decode ?? 'local';
@@ -300,6 +302,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     };
 
     let x = opts.latents ? Float32Array.from(opts.latents) : await spec.noise(q);
+    await spec.prepareInputs?.(q);
     const sampler = spec.sampler(q);
     const timestep = new Float32Array(q.batch);
     const tDen = performance.now();
@@ -377,15 +380,16 @@ export async function loadPipeline(model: string, options: PipelineOptions = {})
 }
 
 /** loadPipeline of a family whose spec the caller knows: refuses a directory of another pipeline class */
-async function loadAs<S extends AnySpec>(model: string, options: PipelineOptions, pipelineClass: string, make: (ctx: PipelineContext, f: PipelineFamily) => S): Promise<Pipeline<S>> {
+async function loadAs<S extends AnySpec>(model: string, options: PipelineOptions, pipelineClass: string | string[], make: (ctx: PipelineContext, f: PipelineFamily) => S): Promise<Pipeline<S>> {
   checkThreads(options);
   const { name, dir, family } = resolveModelDir(model);
-  if (family.pipelineClass !== pipelineClass) throw new UserError(`${dir}: a ${family.pipelineClass} directory, not a ${pipelineClass} one`);
+  const classes = [pipelineClass].flat();
+  if (!classes.includes(family.pipelineClass)) throw new UserError(`${dir}: a ${family.pipelineClass} directory, not a ${classes.join(' or ')} one`);
   return new Pipeline(name, dir, options, family, make);
 }
 
 export function loadFluxPipeline(model: string, options: PipelineOptions = {}): Promise<FluxPipeline> {
-  return loadAs(model, options, 'FluxPipeline', (ctx, f) => new FluxSpec(ctx, f));
+  return loadAs(model, options, ['FluxPipeline', 'FluxFillPipeline'], (ctx, f) => new FluxSpec(ctx, f));
 }
 
 export function loadWanPipeline(model: string, options: PipelineOptions = {}): Promise<WanPipeline> {

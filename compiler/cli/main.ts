@@ -83,6 +83,7 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   negativePrompt?: string;
   image?: string;
   strength?: number;
+  mask?: string;
   guidanceScale?: number;
   guidanceScale2?: number;
   loraPath?: string;
@@ -275,7 +276,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
   // the pipeline's default step count (FluxPipeline 28; WanPipeline, QwenImagePipeline, ZImagePipeline 50)
   flags.steps ??= model.family.pipelineClass === 'FluxPipeline' ? 28 : 50;
   if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
-  if (flags.image !== undefined && model.family.pipelineClass !== 'FluxPipeline') throw new CliError(`--image: image-to-image runs on FLUX directories here (FluxImg2ImgPipeline); ${model.family.pipelineClass} has none yet`);
+  const { isFluxFamily } = await import('../../runtime/model-dir.ts');
+  if ((flags.image !== undefined || flags.mask !== undefined) && !isFluxFamily(model.family)) throw new CliError(`--image: image-to-image runs on FLUX directories here (FluxImg2ImgPipeline); ${model.family.pipelineClass} has none yet`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
   if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
@@ -310,6 +312,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
     ...(flags.vaeTiling || flags.parallelVae ? { vaeTiling: true } : {}),
     ...(flags.image !== undefined ? { image: flags.image } : {}),
     ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
+    ...(flags.mask !== undefined ? { mask: flags.mask } : {}),
   };
   const { r: result, parallelInfo } = await runFamily<import('../../runtime/pipeline.ts').GenerateOptions, GenerateResult>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText, parallelVae: flags.parallelVae });
 
@@ -620,7 +623,8 @@ function buildProgram(): Command {
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
     .option('--image <png>', 'image-to-image (FluxImg2ImgPipeline): start from this PNG, resized to --height x --width')
-    .addOption(new Option('--strength <s>', 'with --image: how much noise the image gets, 0..1 (default 0.6)').argParser(floatOption('--strength')))
+    .addOption(new Option('--strength <s>', 'with --image: how much noise the image gets, 0..1 (default 0.6; FLUX.1-Fill 1)').argParser(floatOption('--strength')))
+    .option('--mask <png>', 'FLUX.1-Fill (FluxFillPipeline) directories: the inpainting mask for --image, white repaints')
     .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))
     .option('--guidance-scale-2 <x>', 'Wan 2.2: guidance_scale_2, the CFG scale of the low-noise expert (transformer_2; default --guidance-scale)', floatOption('--guidance-scale-2'))
     .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B) fused into the transformer weights')

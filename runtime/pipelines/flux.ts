@@ -4,13 +4,14 @@
 // guidance embedding (FLUX.1-dev) and true CFG with a negative prompt -> unpack, / scaling_factor +
 // shift_factor -> AutoencoderKL (tiled with vaeTiling; VAE-P over the ranks with decode 'parallel').
 // With an `image`: FluxImg2ImgPipeline (the image through the VAE encoder, sampled and scaled, noised to the
-// first of the steps `strength` keeps).
+// first of the steps `strength` keeps). A FluxFillPipeline directory (FLUX.1-Fill) takes an image and a
+// `mask` too: the masked image's latents and the 8x8-unshuffled mask go beside the latents into every step.
 import path from 'node:path';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { combineCfg } from '../denoise.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { toUint8HWC } from '../image.ts';
-import { loadRgbImage, vaeImageInput, type RgbImage } from '../image-input.ts';
+import { loadRgbImage, maskInput, vaeImageInput, type RgbImage } from '../image-input.ts';
 import { imageIds, latentGeometry, latentsToVaeSpace, packLatents, textIds, type LatentGeometry } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
@@ -39,8 +40,10 @@ export interface GenerateOptions extends BaseGenerateOptions {
    * Lanczos); the result starts from it, noised by `strength`
    */
   image?: string | RgbImage;
-  /** FluxImg2ImgPipeline's `strength` in [0, 1] (default 0.6): how much noise the image gets; 1 ignores it */
+  /** FluxImg2ImgPipeline's `strength` in [0, 1] (default 0.6; FluxFillPipeline 1): how much noise the image gets */
   strength?: number;
+  /** FluxFillPipeline's `mask_image` (a PNG / JPEG path or RGB pixels): white repaints, black keeps */
+  mask?: string | RgbImage;
 }
 
 export interface GenerateResult {
@@ -83,6 +86,8 @@ interface FluxRequest extends ResolvedRequest {
   vaeTiling: boolean;
   /** image-to-image: the preprocessed image [1, 3, H, W], and the first step of the full schedule that runs */
   img2img: { image: Float32Array; startStep: number; fullSteps: number } | null;
+  /** inpainting (FluxFillPipeline): the binarized mask [H * W]; `cond` (the masked image's latents and the mask, packed per token) once made */
+  fill: { mask: Float32Array; cond?: Float32Array } | null;
 }
 
 interface FluxDecoded {
@@ -162,6 +167,12 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   readonly vaeOutChannels: number;
   private readonly tiny: boolean;
   readonly imageToImage = true;
+  /** a FluxFillPipeline directory: inpainting with an image and a mask */
+  readonly inpainting: boolean;
+  /** the transformer's input channels per token (FLUX.1-Fill: latents + masked image latents + mask, 384) */
+  private readonly transformerInChannels: number;
+  /** each request's one generator (diffusers' `generator`): the posterior samples and the noise, in call order */
+  private readonly generators = new WeakMap<FluxRequest, MT19937>();
 
   constructor(
     private readonly ctx: PipelineContext,
@@ -169,6 +180,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   ) {
     const dir = ctx.dir;
     this.tiny = family.text === 'tiny';
+    this.inpainting = family.pipelineClass === 'FluxFillPipeline';
     this.scheduler = loadSchedulerConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
     const vaeFile = path.join(dir, 'vae', 'config.json');
     const vae = readJson(vaeFile);
@@ -197,6 +209,12 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       const g = this.configs.transformer!.guidance_embeds;
       if (typeof g !== 'boolean') throw new UserError(`${path.join(dir, 'transformer', 'config.json')}: field "guidance_embeds" must be true or false, got ${JSON.stringify(g)}`);
       this.guidanceEmbeds = g;
+    }
+    const packed = this.latentChannels * 4;
+    this.transformerInChannels = this.tiny ? packed : configNumber(this.configs.transformer!, 'in_channels', path.join(dir, 'transformer', 'config.json'), { int: true, min: 1 });
+    const want = this.inpainting ? packed * 2 + 4 * this.vaeScale * this.vaeScale : packed;
+    if (this.transformerInChannels !== want) {
+      throw new UserError(`${path.join(dir, 'transformer', 'config.json')}: field "in_channels" must be ${want} for ${family.pipelineClass} with this VAE (${this.inpainting ? 'latents, masked image latents and the unshuffled mask' : '2x2-packed latent channels'}), got ${this.transformerInChannels}`);
     }
   }
 
@@ -245,7 +263,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
         return [d.batch, d.textTokens];
       case 'transformer': {
         const g = latentGeometry(d.height, d.width, this.vaeScale, this.latentChannels);
-        return [d.batch, g.tokens, g.packedChannels];
+        return [d.batch, g.tokens, this.transformerInChannels];
       }
       case 'vae':
         // exact division (not the packing geometry): VAE tiles may have any latent size
@@ -277,7 +295,9 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   }
 
   resolve(opts: GenerateOptions): FluxRequest {
-    const { steps, batch, seed } = checkRequest(opts, 28);
+    // FluxFillPipeline: 50 steps, guidance 30, strength 1, an image and a mask
+    const { steps, batch, seed } = checkRequest(opts, this.inpainting ? 50 : 28);
+    if (this.inpainting && (opts.image === undefined || opts.mask === undefined)) throw new UserError(`${this.family.pipelineClass} inpaints: give --image and --mask (white repaints)`);
     // FluxPipeline's default size: default_sample_size (128) x vae_scale_factor
     const height = opts.height ?? this.defaultSize().height;
     const width = opts.width ?? this.defaultSize().width;
@@ -285,7 +305,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     if (this.tiny && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.ctx.model} takes the CFG scale as --guidance-scale`);
     const g = this.geometry(height, width);
     const cfgScale = trueCfgScale(opts, this.tiny);
-    const img2img = opts.image !== undefined ? this.img2img(opts.image, opts.strength, steps, height, width) : null;
+    const img2img = opts.image !== undefined ? this.img2img(opts.image, opts.strength ?? (this.inpainting ? 1 : 0.6), steps, height, width) : null;
     if (!img2img && opts.strength !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
     return {
       steps: img2img ? img2img.fullSteps - img2img.startStep : steps,
@@ -300,9 +320,10 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       latentsFor: `${height}x${width}`,
       textTokens,
       g,
-      guidance: this.guidanceInput(batch, opts.guidanceScale),
+      guidance: this.guidanceInput(batch, opts.guidanceScale ?? (this.inpainting ? 30 : undefined)),
       vaeTiling: opts.vaeTiling === true,
       img2img,
+      fill: opts.mask !== undefined ? { mask: maskInput(loadRgbImage(opts.mask, '--mask'), height, width) } : null,
     };
   }
 
@@ -310,9 +331,8 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
    * FluxImg2ImgPipeline's image and steps: the image preprocessed at height x width; of the `steps` of the
    * schedule, get_timesteps keeps the last min(steps * strength, steps) (int of the rest skipped)
    */
-  private img2img(src: string | RgbImage, strength: number | undefined, steps: number, height: number, width: number): NonNullable<FluxRequest['img2img']> {
-    const s = strength ?? 0.6;
-    if (typeof s !== 'number' || !(s >= 0 && s <= 1)) throw new UserError(`--strength must be a number in [0, 1], got ${strength}`);
+  private img2img(src: string | RgbImage, s: number, steps: number, height: number, width: number): NonNullable<FluxRequest['img2img']> {
+    if (typeof s !== 'number' || !(s >= 0 && s <= 1)) throw new UserError(`--strength must be a number in [0, 1], got ${s}`);
     const startStep = Math.trunc(Math.max(steps - Math.min(steps * s, steps), 0));
     if (steps - startStep < 1) throw new UserError(`--strength ${s} with ${steps} steps leaves ${steps - startStep} denoising steps; raise --strength or --steps`);
     const image = vaeImageInput(loadRgbImage(src, '--image'), height, width);
@@ -402,7 +422,21 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   }
 
   transformerInputs(q: FluxRequest, x: Float32Array, text: EncodedPrompt, timestep: Float32Array): Record<string, Float32Array> {
-    return this.inputsAt(q.height, q.width, q.textTokens, { hiddenStates: x, encoderHiddenStates: text.encoderHiddenStates, pooledProjections: text.pooledProjections, timestep, ...(q.guidance ? { guidance: q.guidance } : {}) });
+    return this.inputsAt(q.height, q.width, q.textTokens, { hiddenStates: q.fill ? this.withFillCondition(q, x) : x, encoderHiddenStates: text.encoderHiddenStates, pooledProjections: text.pooledProjections, timestep, ...(q.guidance ? { guidance: q.guidance } : {}) });
+  }
+
+  /** FluxFillPipeline's transformer input: cat((latents, masked image latents + mask), dim=2) */
+  private withFillCondition(q: FluxRequest, x: Float32Array): Float32Array {
+    const cond = q.fill!.cond!;
+    const rows = q.batch * q.g.tokens;
+    const a = x.length / rows;
+    const c = cond.length / rows;
+    const out = new Float32Array(rows * (a + c));
+    for (let t = 0; t < rows; t++) {
+      out.set(x.subarray(t * a, (t + 1) * a), t * (a + c));
+      out.set(cond.subarray(t * c, (t + 1) * c), t * (a + c) + a);
+    }
+    return out;
   }
 
   /** The transformer plan's inputs by name (FluxTransformer2DModel.forward's arguments). */
@@ -453,13 +487,36 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
    */
   private async noisedImage(q: FluxRequest, i: NonNullable<FluxRequest['img2img']>): Promise<Float32Array> {
     const { g } = q;
+    const n = g.latentChannels * g.latentHeight * g.latentWidth;
+    const gen = this.generator(q);
+    const z = await this.encodeSample(q, i.image, gen);
+    const f = Math.fround;
+    const noise = torchRandnFrom(gen, q.batch * n);
+    const sigma = this.schedule(q).sigmas[0]!;
+    const x = new Float32Array(q.batch * n);
+    for (let j = 0; j < x.length; j++) x[j] = f(f(sigma * noise[j]!) + f(f(1 - sigma) * z[j % n]!));
+    return packLatents(x, q.batch, g.latentChannels, g.latentHeight, g.latentWidth);
+  }
+
+  /** the request's one generator, made on first use */
+  private generator(q: FluxRequest): MT19937 {
+    let g = this.generators.get(q);
+    if (!g) this.generators.set(q, (g = new MT19937(q.seed)));
+    return g;
+  }
+
+  /**
+   * AutoencoderKL.encode + retrieve_latents: the VAE encoder's posterior sampled (mean + exp(logvar / 2) *
+   * randn from `gen`, logvar clamped to [-30, 20]), then (z - shift_factor) * scaling_factor: [C, h, w]
+   */
+  private async encodeSample(q: FluxRequest, image: Float32Array, gen: MT19937): Promise<Float32Array> {
+    const { g } = q;
     const r = await this.ctx.runner(this.need('vae_encoder', this.dims(1, q.height, q.width)));
-    setRunnerInputs(r, { sample: i.image });
+    setRunnerInputs(r, { sample: image });
     await forwardRunner(r);
     const moments = runnerOutput(r, 'moments');
     assertFinite(moments, "the VAE encoder's output");
     const n = g.latentChannels * g.latentHeight * g.latentWidth;
-    const gen = new MT19937(q.seed);
     const eps = torchRandnFrom(gen, n);
     const f = Math.fround;
     const z = new Float32Array(n);
@@ -468,11 +525,42 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       const sample = f(moments[j]! + f(f(Math.exp(f(0.5 * logvar))) * eps[j]!));
       z[j] = f(f(sample - this.shiftFactor) * this.scalingFactor);
     }
-    const noise = torchRandnFrom(gen, q.batch * n);
-    const sigma = this.schedule(q).sigmas[0]!;
-    const x = new Float32Array(q.batch * n);
-    for (let j = 0; j < x.length; j++) x[j] = f(f(sigma * noise[j]!) + f(f(1 - sigma) * z[j % n]!));
-    return packLatents(x, q.batch, g.latentChannels, g.latentHeight, g.latentWidth);
+    return z;
+  }
+
+  /**
+   * FluxFillPipeline.prepare_mask_latents (after the latents, so its posterior sample is the generator's next
+   * draw): the masked image (image * (1 - mask)) encoded and sampled, packed [B, tokens, 4C]; the mask
+   * unshuffled 8x8 into vae_scale^2 channels and packed [B, tokens, 4 vae_scale^2]; concatenated per token.
+   */
+  async prepareInputs(q: FluxRequest): Promise<void> {
+    if (!q.fill || q.fill.cond) return;
+    const { g } = q;
+    const { image } = q.img2img!;
+    const mask = q.fill.mask;
+    const HW = q.height * q.width;
+    const masked = new Float32Array(image.length);
+    for (let c = 0; c < 3; c++) for (let i = 0; i < HW; i++) masked[c * HW + i] = Math.fround(image[c * HW + i]! * (1 - mask[i]!));
+    const z = await this.encodeSample(q, masked, this.generator(q));
+    const { latentChannels: C, latentHeight: h, latentWidth: w } = g;
+    const s = this.vaeScale;
+    const zb = new Float32Array(q.batch * z.length);
+    for (let b = 0; b < q.batch; b++) zb.set(z, b * z.length);
+    const packedZ = packLatents(zb, q.batch, C, h, w);
+    // mask [H, W] -> [s * s, h, w]: channel (i, j) holds the pixels (y * s + i, x * s + j)
+    const m = new Float32Array(q.batch * s * s * h * w);
+    for (let i = 0; i < s; i++)
+      for (let j = 0; j < s; j++)
+        for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) m[((i * s + j) * h + y) * w + x] = mask[(y * s + i) * q.width + x * s + j]!;
+    for (let b = 1; b < q.batch; b++) m.copyWithin(b * s * s * h * w, 0, s * s * h * w);
+    const packedM = packLatents(m, q.batch, s * s, h, w);
+    const [a, bm] = [4 * C, 4 * s * s];
+    const cond = new Float32Array(q.batch * g.tokens * (a + bm));
+    for (let t = 0; t < q.batch * g.tokens; t++) {
+      cond.set(packedZ.subarray(t * a, (t + 1) * a), t * (a + bm));
+      cond.set(packedM.subarray(t * bm, (t + 1) * bm), t * (a + bm) + a);
+    }
+    q.fill.cond = cond;
   }
 
   /** the schedule the request runs: FluxPipeline's, or image-to-image's steps from its first kept step */

@@ -99,6 +99,10 @@ export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedTex
   readonly family: PipelineFamily;
   /** the family takes an `image` to start from (image-to-image); the others refuse one */
   readonly imageToImage?: boolean;
+  /** the family takes a `mask` with the image (inpainting) */
+  readonly inpainting?: boolean;
+  /** inputs every step takes that the request makes once, after the initial latents (FluxFill's masked image) */
+  prepareInputs?(q: Q): Promise<void>;
   /** the request with the family's defaults, validated before any work (errors name the flag) */
   resolve(opts: O): Q;
   /** the executors a request runs (made before the timed stages; a multi-rank run compiles or ships their plans) */

@@ -25,6 +25,8 @@ export interface ServedPipeline {
   readonly world: number;
   /** the family starts from an input image (image-to-image) */
   readonly imageToImage: boolean;
+  /** the family takes a mask with the image (FLUX.1-Fill) */
+  readonly inpainting: boolean;
   generate(opts: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
   setLoras(specs: LoraSpec[]): Promise<void>;
   /** why the ranks are gone (the server answers 503), or null */
@@ -40,6 +42,7 @@ export function localServed(pipe: Pipeline): ServedPipeline {
     loraLibrary: pipe.loraLibrary,
     world: 1,
     imageToImage: pipe.spec.imageToImage === true,
+    inpainting: pipe.spec.inpainting === true,
     generate: (opts, signal) =>
       pipe.generate({
         ...opts,
@@ -139,6 +142,7 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
     loraLibrary: host.loraLibrary,
     world: o.world,
     imageToImage: host.spec.imageToImage === true,
+    inpainting: host.spec.inpainting === true,
     failure: () => failure,
     setLoras: (specs) => host.setLoras(specs),
     generate(opts, signal) {

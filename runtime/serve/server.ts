@@ -16,7 +16,7 @@ import path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { loadCacheOptions } from '../cache/config.ts';
 import { encodePng } from '../image.ts';
-import { UserError } from '../model-dir.ts';
+import { isFluxFamily, UserError } from '../model-dir.ts';
 import type { Pipeline } from '../pipeline.ts';
 import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cache.ts';
 import { summaryJson } from '../pipeline-cache.ts';
@@ -65,9 +65,10 @@ interface Job {
   cache?: PipelineCacheOptions;
   /** the request's own adapters (vLLM-Omni's per-request lora); absent: the server's (set_lora) */
   lora?: LoraSpec[];
-  /** image-to-image: the image to start from, and how much noise it gets */
+  /** image-to-image: the image to start from, and how much noise it gets; inpainting: its mask */
   image?: RgbImage;
   strength?: number;
+  mask?: RgbImage;
 }
 
 interface GenOut {
@@ -333,7 +334,7 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     const image = await inputImage(list(b.image_urls), 'image_urls');
     if (image) job.image = image;
     else if (b.strength !== undefined) throw new UserError('strength: is for image-to-image (give image_urls)');
-    if ((job.batch ?? 1) > 1 && family.pipelineClass !== 'FluxPipeline') throw new UserError(`num_images > 1 is supported for FluxPipeline only here`);
+    if ((job.batch ?? 1) > 1 && !isFluxFamily(family)) throw new UserError(`num_images > 1 is supported for FLUX pipelines only here`);
     const pathOut = b.output_format === 'path';
     const dir = pathOut ? path.resolve((b.output_dir as string | undefined) ?? os.tmpdir()) : null;
     if (dir) checkDirWritable(dir);
@@ -358,7 +359,7 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     const b = req.body as Record<string, unknown>;
     if (video) throw new UserError(`/v1/images/generations: ${family.pipelineClass} makes videos; use /v1/videos`);
     const n = (b.n as number | undefined) ?? 1;
-    if (n > 1 && family.pipelineClass !== 'FluxPipeline') throw new UserError(`n: n > 1 is supported for FluxPipeline only here`);
+    if (n > 1 && !isFluxFamily(family)) throw new UserError(`n: n > 1 is supported for FLUX pipelines only here`);
     if (b.strength !== undefined) throw new UserError('strength: is for image-to-image (POST /v1/images/edits)');
     return imagesResponse(b, await run(req, jobOf(b, { ...sizeOf(b.size as string | undefined), ...(n > 1 ? { batch: n } : {}) })));
   });
@@ -375,13 +376,15 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     async (req) => {
       const b = req.body as Record<string, unknown>;
       if (video) throw new UserError(`/v1/images/edits: ${family.pipelineClass} makes videos`);
-      if (b.mask !== undefined) throw new UserError('mask: inpainting is not supported yet (image-to-image takes the whole image)');
+      if (b.mask !== undefined && !pipe.inpainting) throw new UserError(`mask: ${family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does); without a mask the image is image-to-image`);
+      if (b.mask === undefined && pipe.inpainting) throw new UserError(`mask: ${family.pipelineClass} inpaints: give a mask with the image (white repaints)`);
       const srcs = [...list(b.image), ...list(b.url)];
       if (!srcs.length) throw new UserError('image: /v1/images/edits needs an image (image / image[] files, or url / url[])');
       const n = (b.n as number | undefined) ?? 1;
-      if (n > 1 && family.pipelineClass !== 'FluxPipeline') throw new UserError(`n: n > 1 is supported for FluxPipeline only here`);
+      if (n > 1 && !isFluxFamily(family)) throw new UserError(`n: n > 1 is supported for FLUX pipelines only here`);
       const job = jobOf(b, { ...sizeOf(b.size as string | undefined), ...(n > 1 ? { batch: n } : {}) });
       job.image = (await inputImage(srcs, b.image !== undefined ? 'image' : 'url'))!;
+      if (b.mask !== undefined) job.mask = await imageFromSource(b.mask as string, 'mask', maxImageBytes);
       return imagesResponse(b, await run(req, job));
     },
   );

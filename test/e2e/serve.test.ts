@@ -135,7 +135,7 @@ describe.skipIf(!nativeAvailable())('ditforge serve (tiny-flux)', () => {
 
     const bad: [FormData | Record<string, unknown>, RegExp][] = [
       [{ prompt: PROMPT }, /image: \/v1\/images\/edits needs an image/],
-      [{ prompt: PROMPT, url: file, mask: file }, /mask: inpainting is not supported yet/],
+      [{ prompt: PROMPT, url: file, mask: file }, /mask: FluxPipeline does not inpaint \(a FluxFillPipeline directory, FLUX.1-Fill, does\)/],
       [{ prompt: PROMPT, url: file, strength: 2 }, /body\.strength must be <= 1/],
       [{ prompt: PROMPT, url: path.join(dir, 'missing.png') }, /url\[0\]: neither a file here/],
     ];
@@ -172,6 +172,35 @@ describe.skipIf(!nativeAvailable())('ditforge serve (tiny-flux)', () => {
     expect((await slow).status).toBe(200);
     expect((await next).status).toBe(200);
     expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/ditforge_queue_depth 0/);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('ditforge serve: inpainting on a FLUX.1-Fill directory', () => {
+  it('/v1/images/edits with an image and a mask (multipart files) == the library; no mask is a 400', async () => {
+    const dir = path.resolve(import.meta.dirname, '../fixtures/flux1-fill-random');
+    const ref = path.join(dir, 'reference');
+    const p = await loadPipeline(dir, { threads: 1, planProvider });
+    const { app: a } = createServer(p, { modelName: 'flux1-fill-random' });
+    const url = await a.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const want = await p.generate({ prompt: PROMPT, steps: 3, seed: 7, height: 64, width: 64, image: path.join(ref, 'fill_s4_image.png'), mask: path.join(ref, 'fill_s4_mask.png') } as never);
+      const form = new FormData();
+      form.append('prompt', PROMPT);
+      form.append('num_inference_steps', '3');
+      form.append('seed', '7');
+      form.append('size', '64x64');
+      form.append('image', new Blob([fs.readFileSync(path.join(ref, 'fill_s4_image.png'))], { type: 'image/png' }), 'image.png');
+      form.append('mask', new Blob([fs.readFileSync(path.join(ref, 'fill_s4_mask.png'))], { type: 'image/png' }), 'mask.png');
+      const r = await fetch(`${url}/v1/images/edits`, { method: 'POST', body: form });
+      expect(r.status).toBe(200);
+      const got = pngOf(((await r.json()) as { data: { b64_json: string }[] }).data[0]!.b64_json);
+      expect(Buffer.from(got.pixels).equals(Buffer.from((want as { image: Uint8Array }).image))).toBe(true);
+      const noMask = await fetch(`${url}/v1/images/edits`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, url: path.join(ref, 'fill_s4_image.png') }) });
+      expect(noMask.status).toBe(400);
+      expect(((await noMask.json()) as { error: string }).error).toMatch(/mask: FluxFillPipeline inpaints: give a mask with the image/);
+    } finally {
+      await a.close();
+    }
   });
 });
 

@@ -29,5 +29,10 @@ describe('Cache-DiT defaults per family, from the model files', () => {
     expect(tf('flux1-dev')).toBe(11901408320);
     // FLUX.1-schnell: no guidance embedding (2 linears: 256 -> 3072 -> 3072)
     expect(tf('flux1-schnell')).toBe(11891178560);
+    // FLUX.1-Fill: x_embedder takes 384 channels (320 more inputs x 3072)
+    expect(tf('flux1-fill')).toBe(11901408320 + 320 * 3072);
+    // AutoencoderKL of FLUX.1: decoder + encoder = diffusers' 83,819,683
+    const vae = (inspectModelJson('flux1-dev') as { params: Record<string, number> }).params;
+    expect(vae.vae! + vae.vae_encoder!).toBe(83819683);
   });
 });

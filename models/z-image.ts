@@ -16,7 +16,7 @@
 // timestep is what the pipeline passes ((1000 - t) / 1000); the model scales it by t_scale. Every padded
 // token takes part in attention as in diffusers (no mask: one prompt per forward).
 import { applyRope, attention, block, component, concat, dense, DslError, invalidDim, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig, type Module, type Tensor } from '../compiler/dsl/index.ts';
-import { autoencoderKL } from './autoencoder-kl.ts';
+import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
 
 /** diffusers ZImageTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
@@ -251,7 +251,7 @@ const Z_IMAGE_TEXT = {
 const Z_IMAGE_VAE = { latent_channels: 16, block_out_channels: [128, 256, 512, 512], scaling_factor: 0.3611, shift_factor: 0.1159, use_post_quant_conv: false };
 
 export default model('z-image-turbo', {
-  components: { transformer: withConfig(zImageTransformer, {}), text_encoder: withConfig(decoderLm, Z_IMAGE_TEXT), vae: withConfig(autoencoderKL, Z_IMAGE_VAE) },
+  components: { transformer: withConfig(zImageTransformer, {}), text_encoder: withConfig(decoderLm, Z_IMAGE_TEXT), vae: withConfig(autoencoderKL, Z_IMAGE_VAE), vae_encoder: withConfig(autoencoderKLEncoder, Z_IMAGE_VAE) },
   cache: Z_IMAGE_CACHE,
   parallel: Z_IMAGE_PARALLEL,
 });

@@ -277,7 +277,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
   flags.steps ??= model.family.pipelineClass === 'FluxPipeline' ? 28 : 50;
   if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
   const { isFluxFamily } = await import('../../runtime/model-dir.ts');
-  if ((flags.image !== undefined || flags.mask !== undefined) && !isFluxFamily(model.family)) throw new CliError(`--image: image-to-image runs on FLUX directories here (FluxImg2ImgPipeline); ${model.family.pipelineClass} has none yet`);
+  if (flags.image !== undefined && !isFluxFamily(model.family) && model.family.pipelineClass !== 'ZImagePipeline') throw new CliError(`--image: image-to-image runs on FLUX and Z-Image directories here; ${model.family.pipelineClass} has none yet`);
+  if (flags.mask !== undefined && model.family.pipelineClass !== 'FluxFillPipeline') throw new CliError(`--mask: ${model.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
   if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
@@ -551,12 +552,13 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   const { loadZImagePipeline } = await import('../../runtime/pipeline.ts');
   const out = flags.out ?? 'out.png';
   const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
-  const height = flags.height ?? pipe.spec.defaultSize().height;
-  const width = flags.width ?? pipe.spec.defaultSize().width;
-  const g = pipe.spec.geometry(height, width);
+  // with --image the size defaults to the image's (ZImageImg2ImgPipeline)
+  const size = flags.image !== undefined ? { height: flags.height, width: flags.width } : { height: flags.height ?? pipe.spec.defaultSize().height, width: flags.width ?? pipe.spec.defaultSize().width };
   let latents: Float32Array | undefined;
   let batch = 1;
   if (flags.latents) {
+    const { height, width } = pipe.spec.resolve({ prompt: flags.prompt, ...size, ...(flags.image !== undefined ? { image: flags.image } : {}) });
+    const g = pipe.spec.geometry(height, width);
     const l = await readLatentsFile(flags.latents, [pipe.spec.latentChannels, g.lh, g.lw], 'channels, height / 8, width / 8', `a ${height}x${width} image`);
     latents = l.data;
     batch = l.batch;
@@ -565,7 +567,15 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   const bar = await progressBar(flags);
   type Opts = import('../../runtime/pipelines/z-image.ts').ZImageGenerateOptions;
   type Res = import('../../runtime/pipelines/z-image.ts').ZImageResult;
-  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}) };
+  const request: Opts = {
+    ...baseRequest(flags, cache),
+    ...(latents ? { latents, batch } : {}),
+    ...(size.height !== undefined ? { height: size.height } : {}),
+    ...(size.width !== undefined ? { width: size.width } : {}),
+    ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
+    ...(flags.image !== undefined ? { image: flags.image } : {}),
+    ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
+  };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs = await writeImages(out, r);
   if (flags.saveLatents) {
@@ -622,7 +632,7 @@ function buildProgram(): Command {
     .option('--parallel-vae', 'VAE-P: tiled decode with tile #c on rank c % world, rank 0 blends, every rank gets the image (implies --vae-tiling)')
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
-    .option('--image <png>', 'image-to-image (FluxImg2ImgPipeline): start from this PNG, resized to --height x --width')
+    .option('--image <png>', 'image-to-image (FluxImg2ImgPipeline, ZImageImg2ImgPipeline): start from this PNG / JPEG, resized to --height x --width')
     .addOption(new Option('--strength <s>', 'with --image: how much noise the image gets, 0..1 (default 0.6; FLUX.1-Fill 1)').argParser(floatOption('--strength')))
     .option('--mask <png>', 'FLUX.1-Fill (FluxFillPipeline) directories: the inpainting mask for --image, white repaints')
     .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))

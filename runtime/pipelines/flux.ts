@@ -11,7 +11,7 @@ import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../compo
 import { combineCfg } from '../denoise.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { toUint8HWC } from '../image.ts';
-import { loadRgbImage, maskInput, vaeImageInput, type RgbImage } from '../image-input.ts';
+import { loadRgbImage, maskInput, type RgbImage } from '../image-input.ts';
 import { imageIds, latentGeometry, latentsToVaeSpace, packLatents, textIds, type LatentGeometry } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
@@ -22,6 +22,7 @@ import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import { WordTokenizer } from '../tokenizer.ts';
 import { needsTiling, tileGrid, tileShapes, tiledDecode, tiledDecodeParallel, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from '../vae-tiling.ts';
+import { encodePosterior, fromStartStep, imageToImage, scaleNoise, type ImageToImage } from './image-to-image.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** FluxPipeline: steps default 28, latents packed [batch, tokens, channels], true CFG with the negative prompt */
@@ -85,7 +86,7 @@ interface FluxRequest extends ResolvedRequest {
   guidance: Float32Array | undefined;
   vaeTiling: boolean;
   /** image-to-image: the preprocessed image [1, 3, H, W], and the first step of the full schedule that runs */
-  img2img: { image: Float32Array; startStep: number; fullSteps: number } | null;
+  img2img: ImageToImage | null;
   /** inpainting (FluxFillPipeline): the binarized mask [H * W]; `cond` (the masked image's latents and the mask, packed per token) once made */
   fill: { mask: Float32Array; cond?: Float32Array } | null;
 }
@@ -305,7 +306,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     if (this.tiny && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.ctx.model} takes the CFG scale as --guidance-scale`);
     const g = this.geometry(height, width);
     const cfgScale = trueCfgScale(opts, this.tiny);
-    const img2img = opts.image !== undefined ? this.img2img(opts.image, opts.strength ?? (this.inpainting ? 1 : 0.6), steps, height, width) : null;
+    const img2img = opts.image !== undefined ? imageToImage(opts.image, opts.strength ?? (this.inpainting ? 1 : 0.6), steps, height, width) : null;
     if (!img2img && opts.strength !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
     return {
       steps: img2img ? img2img.fullSteps - img2img.startStep : steps,
@@ -327,17 +328,6 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     };
   }
 
-  /**
-   * FluxImg2ImgPipeline's image and steps: the image preprocessed at height x width; of the `steps` of the
-   * schedule, get_timesteps keeps the last min(steps * strength, steps) (int of the rest skipped)
-   */
-  private img2img(src: string | RgbImage, s: number, steps: number, height: number, width: number): NonNullable<FluxRequest['img2img']> {
-    if (typeof s !== 'number' || !(s >= 0 && s <= 1)) throw new UserError(`--strength must be a number in [0, 1], got ${s}`);
-    const startStep = Math.trunc(Math.max(steps - Math.min(steps * s, steps), 0));
-    if (steps - startStep < 1) throw new UserError(`--strength ${s} with ${steps} steps leaves ${steps - startStep} denoising steps; raise --strength or --steps`);
-    const image = vaeImageInput(loadRgbImage(src, '--image'), height, width);
-    return { image, startStep, fullSteps: steps };
-  }
 
   needs(q: FluxRequest, decode: DecodeMode): PlanNeed[] {
     const d = this.dims(q.batch, q.height, q.width, q.textTokens);
@@ -485,17 +475,19 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
    * scale_noise to the first step kept: sigma * noise + (1 - sigma) * z. One generator draws the posterior's
    * noise, then the latents' (as diffusers' one `generator`).
    */
-  private async noisedImage(q: FluxRequest, i: NonNullable<FluxRequest['img2img']>): Promise<Float32Array> {
+  private async noisedImage(q: FluxRequest, i: ImageToImage): Promise<Float32Array> {
     const { g } = q;
-    const n = g.latentChannels * g.latentHeight * g.latentWidth;
     const gen = this.generator(q);
     const z = await this.encodeSample(q, i.image, gen);
-    const f = Math.fround;
-    const noise = torchRandnFrom(gen, q.batch * n);
-    const sigma = this.schedule(q).sigmas[0]!;
-    const x = new Float32Array(q.batch * n);
-    for (let j = 0; j < x.length; j++) x[j] = f(f(sigma * noise[j]!) + f(f(1 - sigma) * z[j % n]!));
+    const noise = torchRandnFrom(gen, q.batch * z.length);
+    const x = scaleNoise(z, noise, this.schedule(q).sigmas[0]!);
     return packLatents(x, q.batch, g.latentChannels, g.latentHeight, g.latentWidth);
+  }
+
+  /** the VAE encoder's scaled posterior sample of one image [C, h, w] */
+  private async encodeSample(q: FluxRequest, image: Float32Array, gen: MT19937): Promise<Float32Array> {
+    const r = await this.ctx.runner(this.need('vae_encoder', this.dims(1, q.height, q.width)));
+    return encodePosterior(r, image, gen, this);
   }
 
   /** the request's one generator, made on first use */
@@ -505,28 +497,6 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     return g;
   }
 
-  /**
-   * AutoencoderKL.encode + retrieve_latents: the VAE encoder's posterior sampled (mean + exp(logvar / 2) *
-   * randn from `gen`, logvar clamped to [-30, 20]), then (z - shift_factor) * scaling_factor: [C, h, w]
-   */
-  private async encodeSample(q: FluxRequest, image: Float32Array, gen: MT19937): Promise<Float32Array> {
-    const { g } = q;
-    const r = await this.ctx.runner(this.need('vae_encoder', this.dims(1, q.height, q.width)));
-    setRunnerInputs(r, { sample: image });
-    await forwardRunner(r);
-    const moments = runnerOutput(r, 'moments');
-    assertFinite(moments, "the VAE encoder's output");
-    const n = g.latentChannels * g.latentHeight * g.latentWidth;
-    const eps = torchRandnFrom(gen, n);
-    const f = Math.fround;
-    const z = new Float32Array(n);
-    for (let j = 0; j < n; j++) {
-      const logvar = Math.min(Math.max(moments[n + j]!, -30), 20);
-      const sample = f(moments[j]! + f(f(Math.exp(f(0.5 * logvar))) * eps[j]!));
-      z[j] = f(f(sample - this.shiftFactor) * this.scalingFactor);
-    }
-    return z;
-  }
 
   /**
    * FluxFillPipeline.prepare_mask_latents (after the latents, so its posterior sample is the generator's next
@@ -566,8 +536,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   /** the schedule the request runs: FluxPipeline's, or image-to-image's steps from its first kept step */
   private schedule(q: FluxRequest): Schedule {
     if (!q.img2img) return fluxSchedule(q.steps, q.g.tokens, this.scheduler);
-    const full = fluxSchedule(q.img2img.fullSteps, q.g.tokens, this.scheduler);
-    return { ...full, sigmas: full.sigmas.slice(q.img2img.startStep), timesteps: full.timesteps.slice(q.img2img.startStep) };
+    return fromStartStep(fluxSchedule(q.img2img.fullSteps, q.g.tokens, this.scheduler), q.img2img.startStep);
   }
 
   /** The seeded initial noise, packed [B, tokens, channels] (torch.randn-compatible, see rng.ts). */

@@ -9,14 +9,16 @@ import path from 'node:path';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { toUint8HWC } from '../image.ts';
+import { loadRgbImage, type RgbImage } from '../image-input.ts';
 import { toVaeScale } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
 import { assertFinite, checkRequest } from '../request-checks.ts';
-import { torchRandn } from '../rng.ts';
-import { eulerSampler, fluxSchedule, loadSchedulerConfig, torchLinspace32, type FlowMatchSchedulerConfig } from '../scheduler.ts';
+import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
+import { eulerSampler, fluxSchedule, loadSchedulerConfig, torchLinspace32, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
+import { encodePosterior, fromStartStep, imageToImage, scaleNoise, type ImageToImage } from './image-to-image.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** ZImagePipeline._encode_prompt: apply_chat_template([{role: user}], add_generation_prompt, enable_thinking=True) */
@@ -27,6 +29,10 @@ const SEQ_MULTIPLE = 32;
 /** ZImagePipeline: steps 50, 1024 x 1024, guidance_scale 5 (CFG when > 0, negative prompt '' by default), max_sequence_length 512 */
 export interface ZImageGenerateOptions extends BaseGenerateOptions {
   guidanceScale?: number;
+  /** ZImageImg2ImgPipeline's `image` (a PNG / JPEG path or RGB pixels); the size defaults to the image's, rounded down to a multiple of 16 */
+  image?: string | RgbImage;
+  /** ZImageImg2ImgPipeline's `strength` in [0, 1] (default 0.6) */
+  strength?: number;
 }
 
 /** the image result (latents [B, 16, H/8, W/8], diffusers' layout) */
@@ -40,6 +46,8 @@ interface ZRequest extends ResolvedRequest {
   tokens: number;
   tokensPadded: number;
   maxTokens: number;
+  /** image-to-image (ZImageImg2ImgPipeline) */
+  img2img: ImageToImage | null;
 }
 
 interface ZText extends EncodedText {
@@ -58,9 +66,10 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
   private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
   readonly vaeScale: number;
   readonly latentChannels: number;
-  private readonly scalingFactor: number;
-  private readonly shiftFactor: number;
+  readonly scalingFactor: number;
+  readonly shiftFactor: number;
   private readonly capDim: number;
+  readonly imageToImage = true;
 
   constructor(
     private readonly ctx: PipelineContext,
@@ -126,6 +135,15 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
     return this.need('vae', shapeKey([batch, height, width]), { batch, height, width }, { latents: [batch, this.latentChannels, height / this.vaeScale, width / this.vaeScale] });
   }
 
+  /** the VAE encoder of one image (the vae/ checkpoint's encoder half) */
+  private encoderNeed(height: number, width: number): PlanNeed {
+    return this.need('vae', shapeKey([1, height, width]), { batch: 1, height, width }, { sample: [1, 3, height, width] }, {
+      component: 'vae_encoder',
+      folder: 'vae',
+      mayLeave: (n) => n.startsWith('decoder.') || n.startsWith('post_quant_conv.'),
+    });
+  }
+
   /** the prompt's ids in the chat template, truncated to max_sequence_length */
   private templateIds(prompt: string, maxTokens: number): number[] {
     return this.tokenizer.encodeTruncated(TEMPLATE.replace('{}', prompt), maxTokens);
@@ -133,8 +151,11 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
 
   resolve(opts: ZImageGenerateOptions): ZRequest {
     const { steps, batch, seed } = checkRequest(opts, 50);
-    const height = opts.height ?? this.defaultSize().height;
-    const width = opts.width ?? this.defaultSize().width;
+    // ZImageImg2ImgPipeline: the size of the image (VaeImageProcessor rounds it down to a multiple of 16)
+    const image = opts.image !== undefined ? loadRgbImage(opts.image, '--image') : null;
+    const m = this.vaeScale * 2;
+    const height = opts.height ?? (image ? image.height - (image.height % m) : this.defaultSize().height);
+    const width = opts.width ?? (image ? image.width - (image.width % m) : this.defaultSize().width);
     const g = this.geometry(height, width);
     const scale = opts.guidanceScale ?? 5.0;
     if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
@@ -142,8 +163,10 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
     // do_classifier_free_guidance = guidance_scale > 0, the negative prompt '' by default
     const doCfg = scale > 0;
+    if (!image && opts.strength !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
+    const img2img = image ? imageToImage(image, opts.strength ?? 0.6, steps, height, width) : null;
     return {
-      steps,
+      steps: img2img ? img2img.fullSteps - img2img.startStep : steps,
       batch,
       seed,
       height,
@@ -158,6 +181,7 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
       tokens: g.tokens,
       tokensPadded: roundUp(g.tokens, SEQ_MULTIPLE),
       maxTokens,
+      img2img,
     };
   }
 
@@ -169,6 +193,7 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
       out.push(this.textNeed(q.batch, L), this.transformerNeedAt(q, roundUp(L, SEQ_MULTIPLE)));
     }
     if (decode !== 'none') out.push(this.vaeNeed(q.batch, q.height, q.width));
+    if (q.img2img) out.push(this.encoderNeed(q.height, q.width));
     return out;
   }
 
@@ -276,13 +301,27 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
     return { hidden_states: this.patchify(q, x), x_pad_mask: xMask, encoder_hidden_states: text.embeds, cap_pad_mask: capMask, timestep, img_rope_ids: imgIds, cap_rope_ids: capIds };
   }
 
-  noise(q: ZRequest): Float32Array {
-    return torchRandn(q.latentsShape.reduce((a, b) => a * b, 1), q.seed);
+  noise(q: ZRequest): Float32Array | Promise<Float32Array> {
+    return q.img2img ? this.noisedImage(q, q.img2img) : torchRandn(q.latentsShape.reduce((a, b) => a * b, 1), q.seed);
+  }
+
+  /** ZImageImg2ImgPipeline.prepare_latents: the image's scaled posterior sample, then the noise, from one generator; scale_noise */
+  private async noisedImage(q: ZRequest, i: ImageToImage): Promise<Float32Array> {
+    const gen = new MT19937(q.seed);
+    const z = await encodePosterior(await this.ctx.runner(this.encoderNeed(q.height, q.width)), i.image, gen, this);
+    return scaleNoise(z, torchRandnFrom(gen, q.batch * z.length), this.schedule(q).sigmas[0]!);
+  }
+
+  /** ZImagePipeline's schedule (torch.linspace sigmas), from image-to-image's first kept step */
+  private schedule(q: ZRequest): Schedule {
+    const n = q.img2img ? q.img2img.fullSteps : q.steps;
+    const s = fluxSchedule(n, q.tokens, this.scheduler, torchLinspace32(1, 1 / n, n));
+    return q.img2img ? fromStartStep(s, q.img2img.startStep) : s;
   }
 
   /** FlowMatch Euler over torch.linspace sigmas; the model input (1000 - t) / 1000; v = -model output, unpatchified */
   sampler(q: ZRequest) {
-    const schedule = fluxSchedule(q.steps, q.tokens, this.scheduler, torchLinspace32(1, 1 / q.steps, q.steps));
+    const schedule = this.schedule(q);
     const euler = eulerSampler(schedule);
     return {
       ...euler,

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-# Image-to-image references from diffusers' own FluxImg2ImgPipeline for the random-weight FLUX.1 fixture
-# (test/fixtures/flux1-random): the VAE encoder's posterior, the noised initial latents, every step's latents
-# and the image, for an input image at the output size and one that is resized (PIL Lanczos).
+# Image-to-image references from diffusers' own FluxImg2ImgPipeline / ZImageImg2ImgPipeline for the
+# random-weight fixtures: the noised initial latents, every step's latents and the image, for an input image at
+# the output size and one that is resized (PIL Lanczos).
 #
 # Run (from the repository root; CPU only, a few seconds), in the environment make-flux1-references.py names:
 #
-#   PYTHONPATH=/tmp/diffusers-src/src /tmp/refenv/bin/python test/parity/make-flux1-img2img-references.py \
-#       --model test/fixtures/flux1-random --out test/fixtures/flux1-random-img2img
+#   PYTHONPATH=/tmp/diffusers-src/src /tmp/refenv/bin/python test/parity/make-img2img-references.py \
+#       --pipeline flux --model test/fixtures/flux1-random --out test/fixtures/flux1-random-img2img
+#   PYTHONPATH=/tmp/diffusers-src/src /tmp/refenv/bin/python test/parity/make-img2img-references.py \
+#       --pipeline z-image --model test/fixtures/z-image-random --out test/fixtures/z-image-random-img2img
 #
 # Writes <out>/<name>.png (the input image), <out>/<name>.safetensors and <out>/index.json.
 import argparse
@@ -18,11 +20,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from diffusers import FluxImg2ImgPipeline
+from diffusers import FluxImg2ImgPipeline, ZImageImg2ImgPipeline
 
 PROMPT = "a large red circle at the center on a black background"
 
-RUNS = [
+FLUX_RUNS = [
     # the image at the output size: no resize
     {"name": "same_size_s5", "image_size": (128, 128), "seed": 3,
      "call": {"prompt": PROMPT, "height": 128, "width": 128, "num_inference_steps": 5, "strength": 0.6,
@@ -32,6 +34,16 @@ RUNS = [
      "call": {"prompt": PROMPT, "height": 96, "width": 160, "num_inference_steps": 4, "strength": 0.8,
               "guidance_scale": 3.5, "max_sequence_length": 32}},
 ]
+
+# ZImageImg2ImgPipeline: the size is the image's (rounded down to a multiple of 16); CFG on, then off
+Z_IMAGE_RUNS = [
+    {"name": "cfg_s5", "image_size": (96, 80), "seed": 3,
+     "call": {"prompt": PROMPT, "num_inference_steps": 5, "strength": 0.6, "guidance_scale": 2.0, "max_sequence_length": 64}},
+    {"name": "rounded_s4", "image_size": (70, 50), "seed": 4,
+     "call": {"prompt": PROMPT, "num_inference_steps": 4, "strength": 0.9, "guidance_scale": 0.0, "max_sequence_length": 64}},
+]
+
+PIPELINES = {"flux": (FluxImg2ImgPipeline, FLUX_RUNS), "z-image": (ZImageImg2ImgPipeline, Z_IMAGE_RUNS)}
 
 
 def input_image(w, h, seed):
@@ -53,18 +65,11 @@ def run(pipe, spec, out_dir):
     got = {}
     orig_prepare = pipe.prepare_latents
 
-    def prepare_latents(*a, **k):
-        lat, ids = orig_prepare(*a, **k)
-        got["initial_latents"] = lat.detach().clone()
-        return lat, ids
-
-    orig_encode = pipe._encode_vae_image
-
-    def encode_vae_image(image, generator):
+    def prepare_latents(image, *a, **k):
         got["image_input"] = image.detach().clone()
-        z = orig_encode(image=image, generator=generator)
-        got["image_latents"] = z.detach().clone()
-        return z
+        out = orig_prepare(image, *a, **k)
+        got["initial_latents"] = (out[0] if isinstance(out, tuple) else out).detach().clone()
+        return out
 
     per_step = []
 
@@ -73,14 +78,12 @@ def run(pipe, spec, out_dir):
         return {}
 
     pipe.prepare_latents = prepare_latents
-    pipe._encode_vae_image = encode_vae_image
     try:
         with torch.no_grad():
             out = pipe(**call, image=image, output_type="np", generator=torch.Generator("cpu").manual_seed(spec["seed"]),
                        callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"])
     finally:
         del pipe.prepare_latents
-        del pipe._encode_vae_image
     t = {
         **got,
         "sigmas": pipe.scheduler.sigmas.detach().clone(),
@@ -96,13 +99,15 @@ def run(pipe, spec, out_dir):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--pipeline", required=True, choices=sorted(PIPELINES))
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    pipe = FluxImg2ImgPipeline.from_pretrained(a.model, torch_dtype=torch.float32)
-    runs = [run(pipe, s, a.out) for s in RUNS]
-    index = {"pipeline": "FluxImg2ImgPipeline", "model": os.path.relpath(a.model, a.out),
+    cls, specs = PIPELINES[a.pipeline]
+    pipe = cls.from_pretrained(a.model, torch_dtype=torch.float32)
+    runs = [run(pipe, s, a.out) for s in specs]
+    index = {"pipeline": cls.__name__, "model": os.path.relpath(a.model, a.out),
              "versions": {"torch": torch.__version__, "numpy": np.__version__, "pillow": Image.__version__}, "runs": runs}
     with open(os.path.join(a.out, "index.json"), "w") as f:
         json.dump(index, f, indent=1)

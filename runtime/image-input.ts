@@ -2,7 +2,6 @@
 // pipeline's size with PIL's Lanczos filter (Pillow's 8-bit fixed-point resampler, reproduced here: a
 // horizontal then a vertical pass, each rounding to uint8), then x / 255 * 2 - 1 as [1, 3, H, W] float32.
 import fs from 'node:fs';
-import jpeg from 'jpeg-js';
 import { PNG } from 'pngjs';
 import { UserError } from './model-dir.ts';
 
@@ -16,42 +15,75 @@ export interface RgbImage {
 /** the largest image taken (pixels), so a crafted header cannot ask for gigabytes */
 const MAX_PIXELS = 64 * 1024 * 1024;
 
-/**
- * PNG or JPEG bytes -> RGB (PIL's convert("RGB"): alpha dropped, grey replicated); `what` names the input
- * in errors
- */
-export function decodeImage(bytes: Uint8Array, what: string): RgbImage {
-  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const isPng = b.length > 8 && b.readUInt32BE(0) === 0x89504e47;
-  const isJpeg = b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff;
-  if (!isPng && !isJpeg) throw new UserError(`${what}: not a PNG or JPEG image (${b.length} bytes starting ${b.subarray(0, 4).toString('hex') || 'with nothing'})`);
-  let rgba: { width: number; height: number; data: Uint8Array };
+/** PNG bytes -> RGB (PIL's convert("RGB"): alpha dropped, grey replicated) */
+function decodePng(b: Buffer, what: string): RgbImage {
+  let png: { width: number; height: number; data: Uint8Array };
   try {
-    rgba = isPng ? PNG.sync.read(b) : jpeg.decode(b, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_PIXELS / 1e6, maxMemoryUsageInMB: 1024 });
+    png = PNG.sync.read(b);
   } catch (e) {
-    throw new UserError(`${what}: a damaged ${isPng ? 'PNG' : 'JPEG'} image (${(e as Error).message})`);
+    throw new UserError(`${what}: a damaged PNG image (${(e as Error).message})`);
   }
-  const n = rgba.width * rgba.height;
-  if (n < 1 || n > MAX_PIXELS) throw new UserError(`${what}: ${rgba.width} x ${rgba.height} pixels; at most ${MAX_PIXELS} are taken`);
+  const n = png.width * png.height;
+  if (n < 1 || n > MAX_PIXELS) throw new UserError(`${what}: ${png.width} x ${png.height} pixels; at most ${MAX_PIXELS} are taken`);
   const pixels = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {
-    pixels[i * 3] = rgba.data[i * 4]!;
-    pixels[i * 3 + 1] = rgba.data[i * 4 + 1]!;
-    pixels[i * 3 + 2] = rgba.data[i * 4 + 2]!;
+    pixels[i * 3] = png.data[i * 4]!;
+    pixels[i * 3 + 1] = png.data[i * 4 + 1]!;
+    pixels[i * 3 + 2] = png.data[i * 4 + 2]!;
   }
-  return { width: rgba.width, height: rgba.height, pixels };
+  return { width: png.width, height: png.height, pixels };
 }
 
-/** a PNG / JPEG file path or RGB pixels, checked; `what` names the input in errors */
+function kindOf(b: Buffer, what: string): 'png' | 'jpeg' {
+  if (b.length > 8 && b.readUInt32BE(0) === 0x89504e47) return 'png';
+  if (b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
+  throw new UserError(`${what}: not a PNG or JPEG image (${b.length} bytes starting ${b.subarray(0, 4).toString('hex') || 'with nothing'})`);
+}
+
+/**
+ * PNG or JPEG bytes -> RGB as PIL's open + convert("RGB") gives them: PNG through pngjs, JPEG through sharp
+ * (libjpeg-turbo, as Pillow's wheels: the same pixels, fancy chroma upsampling included); `what` names the
+ * input in errors
+ */
+export async function decodeImage(bytes: Uint8Array, what: string): Promise<RgbImage> {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (kindOf(b, what) === 'png') return decodePng(b, what);
+  const { default: sharp } = await import('sharp');
+  try {
+    const { data, info } = await sharp(b, { limitInputPixels: MAX_PIXELS }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    return { width: info.width, height: info.height, pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+  } catch (e) {
+    throw new UserError(`${what}: a damaged or unreadable JPEG image (${(e as Error).message})`);
+  }
+}
+
+function readImageBytes(src: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(src);
+  } catch (e) {
+    throw new UserError((e as NodeJS.ErrnoException).code === 'ENOENT' ? `${what}: no such file: ${src}` : `${what}: cannot read ${src} (${(e as Error).message})`);
+  }
+}
+
+/** a PNG / JPEG file path or RGB pixels, decoded and checked */
+export async function readRgbImage(src: string | RgbImage, what: string): Promise<RgbImage> {
+  return typeof src === 'string' ? decodeImage(readImageBytes(src, what), `${what} ${src}`) : loadRgbImage(src, what);
+}
+
+/** the `image` / `mask` files of a generate request decoded (JPEG needs sharp's asynchronous decoder) */
+export async function decodeRequestImages<T extends { image?: unknown; mask?: unknown }>(opts: T): Promise<T> {
+  const out = { ...opts };
+  if (typeof opts.image === 'string') out.image = await readRgbImage(opts.image, '--image');
+  if (typeof opts.mask === 'string') out.mask = await readRgbImage(opts.mask, '--mask');
+  return out;
+}
+
+/** RGB pixels checked, or a PNG file path read (a request's JPEG files are decoded before: decodeRequestImages) */
 export function loadRgbImage(src: string | RgbImage, what: string): RgbImage {
   if (typeof src === 'string') {
-    let bytes: Buffer;
-    try {
-      bytes = fs.readFileSync(src);
-    } catch (e) {
-      throw new UserError((e as NodeJS.ErrnoException).code === 'ENOENT' ? `${what}: no such file: ${src}` : `${what}: cannot read ${src} (${(e as Error).message})`);
-    }
-    return decodeImage(bytes, `${what} ${src}`);
+    const b = readImageBytes(src, what);
+    if (kindOf(b, `${what} ${src}`) === 'jpeg') throw new UserError(`${what} ${src}: a JPEG is decoded asynchronously; pass it through generate (or decodeRequestImages) first`);
+    return decodePng(b, `${what} ${src}`);
   }
   const { width, height, pixels } = src ?? ({} as RgbImage);
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) throw new UserError(`${what}: width and height must be positive integers, got ${width} x ${height}`);

@@ -16,6 +16,7 @@
 // request and rank 0's result travel as launchRanks arguments and return values (runtime/parallel/wire.ts:
 // no files between threads); a rank that dies makes the others fail within the communicator's bounded wait
 // with an error naming it.
+import { decodeRequestImages } from './image-input.ts';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -211,7 +212,7 @@ export async function generateParallel<R = GenerateResult>(model: string, req: P
   const { world: _w, comm: _c, parallel: _p, ulyssesAnything: _ua, ulyssesFloat8: _uf, ulyssesAsync: _us, parallelText, parallelVae, threads, transformerPlans, parallelPlanProvider, planProvider, generatedDir, jobTimeoutMs, faultInjection, lora, onStep: _o, beforeStep: _b, decode: _d, latents, ...rest } = req;
   const host = await loadPipeline(model, { ...(generatedDir ? { generatedDir } : {}), ...(planProvider ? { planProvider } : {}), ...(lora ? { lora } : {}) });
   // parallelize_vae enables tiling (FLUX's VAE-P); the request is validated before any rank starts
-  const request: Record<string, unknown> = { ...rest, ...(parallelVae ? { vaeTiling: true } : {}), ...(latents ? { latents } : {}) };
+  const request: Record<string, unknown> = await decodeRequestImages({ ...rest, ...(parallelVae ? { vaeTiling: true } : {}), ...(latents ? { latents } : {}) });
   const q = host.spec.resolve(request);
   if (latents && latents.length !== q.latentsShape.reduce((a: number, b: number) => a * b, 1)) throw new UserError(`latents must have shape [${q.latentsShape.join(', ')}] for ${q.latentsFor}, got ${latents.length} values`);
 

@@ -6,6 +6,7 @@
 // order), the combine, the scheduler step, a finiteness check. Forward passes run plans on the native
 // executor with its async `run`, so the event loop never blocks. The runtime never imports the compiler:
 // plans come from generated/<model>/<component>/plan.json, `options.plans`, or `options.planProvider`.
+import { decodeRequestImages } from './image-input.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -254,12 +255,14 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     return this.components.loraLibrary;
   }
 
-  private async generateNow(opts: OptionsOf<S> & BaseGenerateOptions): Promise<ResultOf<S>> {
+  private async generateNow(request: OptionsOf<S> & BaseGenerateOptions): Promise<ResultOf<S>> {
     const t0 = performance.now();
     const spec = this.spec;
-    const given = opts as { image?: unknown; strength?: unknown; mask?: unknown };
-    if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX directories do)`);
+    const given = request as { image?: unknown; strength?: unknown; mask?: unknown };
+    if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX and Z-Image directories do)`);
     if (given.mask !== undefined && !spec.inpainting) throw new UserError(`--mask: ${spec.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
+    // image files (PNG / JPEG) decoded before the request is resolved
+    const opts = await decodeRequestImages(request as OptionsOf<S> & BaseGenerateOptions & { image?: unknown; mask?: unknown });
     const q = spec.resolve(opts);
     checkLatents(opts.latents, q.latentsShape, q.latentsFor);
     const mode: DecodeMode = opts.decode ?? 'local';

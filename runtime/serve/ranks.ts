@@ -7,6 +7,7 @@
 // at the same step. A rank that dies or fails outside a request's own error takes the world down within the
 // communicator's wait bound, and the server answers 503 from then on.
 import { BroadcastChannel } from 'node:worker_threads';
+import { decodeRequestImages } from '../image-input.ts';
 import type { Communicator } from '../comm/communicator.ts';
 import { launchRanks } from '../comm/index.ts';
 import type { LoraLibrary, LoraSpec } from '../lora.ts';
@@ -150,7 +151,7 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
       const run = async (): Promise<unknown> => {
         if (failure) throw new Error(failure);
         const { lora, ...request } = opts as Record<string, unknown> & { lora?: LoraSpec[] };
-        const q = host.spec.resolve(request);
+        const q = host.spec.resolve(await decodeRequestImages(request));
         const planned = await planRanks(host, q, { world: o.world, preq, parallelText: o.parallelText === true, parallelVae: false, parallelPlanProvider: o.parallelPlanProvider, skip: (k) => sent.has(k) });
         // the ranks keep every plan they were sent (by need: component and shape key)
         for (const n of host.spec.needs(q, 'local')) sent.add(`${n.component}:${n.key}`);

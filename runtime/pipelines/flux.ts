@@ -22,7 +22,7 @@ import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import { WordTokenizer } from '../tokenizer.ts';
 import { needsTiling, tileGrid, tileShapes, tiledDecode, tiledDecodeParallel, vaeTilingConfig, type VaeTile, type VaeTileGrid, type VaeTilingConfig } from '../vae-tiling.ts';
-import { encodePosterior, fromStartStep, imageToImage, scaleNoise, type ImageToImage } from './image-to-image.ts';
+import { concatRows, encodePosterior, fromStartStep, imageToImage, scaleNoise, VAE_ENCODER_WEIGHTS, type ImageToImage } from './image-to-image.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** FluxPipeline: steps default 28, latents packed [batch, tokens, channels], true CFG with the negative prompt */
@@ -249,8 +249,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     const want = this.expectedKeyShape(component, d);
     const cfg = this.configs[component === 'vae_encoder' ? 'vae' : component];
     const n: PlanNeed = { component, key: shapeKey(want), dims: componentDims(component, d), want: { [KEY_INPUT[component]]: want }, ...(cfg ? { config: cfg } : {}) };
-    // the encoder reads the vae/ checkpoint and leaves the decoder's tensors
-    if (component === 'vae_encoder') return { ...n, folder: 'vae', mayLeave: (name) => name.startsWith('decoder.') || name.startsWith('post_quant_conv.') };
+    if (component === 'vae_encoder') return { ...n, ...VAE_ENCODER_WEIGHTS };
     if (component === 'transformer') return { ...n, key: shapeKey([...want, d.textTokens]), also: (p) => shapeKey(p.inputs.find((i) => i.name === 'encoder_hidden_states')?.shape.slice(0, 2) ?? []) === shapeKey([d.batch, d.textTokens]) };
     if (component === 'text_encoder' || component === 'text_encoder_2') return { ...n, textParallel: true };
     return n;
@@ -306,8 +305,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     if (this.tiny && opts.trueCfgScale !== undefined) throw new UserError(`--true-cfg-scale is for FLUX.1 directories; ${this.ctx.model} takes the CFG scale as --guidance-scale`);
     const g = this.geometry(height, width);
     const cfgScale = trueCfgScale(opts, this.tiny);
-    const img2img = opts.image !== undefined ? imageToImage(opts.image, opts.strength ?? (this.inpainting ? 1 : 0.6), steps, height, width) : null;
-    if (!img2img && opts.strength !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
+    const img2img = imageToImage(opts.image, opts.strength, this.inpainting ? 1 : 0.6, steps, height, width);
     return {
       steps: img2img ? img2img.fullSteps - img2img.startStep : steps,
       batch,
@@ -327,7 +325,6 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       fill: opts.mask !== undefined ? { mask: maskInput(loadRgbImage(opts.mask, '--mask'), height, width) } : null,
     };
   }
-
 
   needs(q: FluxRequest, decode: DecodeMode): PlanNeed[] {
     const d = this.dims(q.batch, q.height, q.width, q.textTokens);
@@ -417,16 +414,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
 
   /** FluxFillPipeline's transformer input: cat((latents, masked image latents + mask), dim=2) */
   private withFillCondition(q: FluxRequest, x: Float32Array): Float32Array {
-    const cond = q.fill!.cond!;
-    const rows = q.batch * q.g.tokens;
-    const a = x.length / rows;
-    const c = cond.length / rows;
-    const out = new Float32Array(rows * (a + c));
-    for (let t = 0; t < rows; t++) {
-      out.set(x.subarray(t * a, (t + 1) * a), t * (a + c));
-      out.set(cond.subarray(t * c, (t + 1) * c), t * (a + c) + a);
-    }
-    return out;
+    return concatRows(x, q.fill!.cond!, q.batch * q.g.tokens);
   }
 
   /** The transformer plan's inputs by name (FluxTransformer2DModel.forward's arguments). */
@@ -470,10 +458,8 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   }
 
   /**
-   * FluxImg2ImgPipeline.prepare_latents: the VAE encoder's posterior sampled (mean + exp(logvar / 2) * randn,
-   * logvar clamped to [-30, 20]), (z - shift_factor) * scaling_factor, repeated over the batch, then
-   * scale_noise to the first step kept: sigma * noise + (1 - sigma) * z. One generator draws the posterior's
-   * noise, then the latents' (as diffusers' one `generator`).
+   * FluxImg2ImgPipeline.prepare_latents: the image's scaled posterior sample (encodePosterior), then the
+   * noise, from the request's one generator (as diffusers' `generator`); scale_noise to the first kept step
    */
   private async noisedImage(q: FluxRequest, i: ImageToImage): Promise<Float32Array> {
     const { g } = q;
@@ -496,7 +482,6 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
     if (!g) this.generators.set(q, (g = new MT19937(q.seed)));
     return g;
   }
-
 
   /**
    * FluxFillPipeline.prepare_mask_latents (after the latents, so its posterior sample is the generator's next
@@ -524,13 +509,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
         for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) m[((i * s + j) * h + y) * w + x] = mask[(y * s + i) * q.width + x * s + j]!;
     for (let b = 1; b < q.batch; b++) m.copyWithin(b * s * s * h * w, 0, s * s * h * w);
     const packedM = packLatents(m, q.batch, s * s, h, w);
-    const [a, bm] = [4 * C, 4 * s * s];
-    const cond = new Float32Array(q.batch * g.tokens * (a + bm));
-    for (let t = 0; t < q.batch * g.tokens; t++) {
-      cond.set(packedZ.subarray(t * a, (t + 1) * a), t * (a + bm));
-      cond.set(packedM.subarray(t * bm, (t + 1) * bm), t * (a + bm) + a);
-    }
-    q.fill.cond = cond;
+    q.fill.cond = concatRows(packedZ, packedM, q.batch * g.tokens);
   }
 
   /** the schedule the request runs: FluxPipeline's, or image-to-image's steps from its first kept step */

@@ -15,11 +15,23 @@ export interface ImageToImage {
   fullSteps: number;
 }
 
+/** the `vae_encoder` need's checkpoint: the vae/ folder, whose decoder tensors it leaves unread */
+export const VAE_ENCODER_WEIGHTS = {
+  folder: 'vae',
+  mayLeave: (name: string): boolean => name.startsWith('decoder.') || name.startsWith('post_quant_conv.'),
+};
+
 /**
- * The image at height x width and the steps that run: of `steps`, get_timesteps keeps the last
- * min(steps * strength, steps) (int of the rest skipped); no step left is an error naming --strength
+ * A request's image-to-image part, or null without an image (then a `strength` is an error): the image at
+ * height x width and the steps that run: of `steps`, get_timesteps keeps the last min(steps * strength, steps)
+ * (int of the rest skipped); no step left is an error naming --strength
  */
-export function imageToImage(src: string | RgbImage, strength: number, steps: number, height: number, width: number): ImageToImage {
+export function imageToImage(src: string | RgbImage | undefined, given: number | undefined, defaultStrength: number, steps: number, height: number, width: number): ImageToImage | null {
+  if (src === undefined) {
+    if (given !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
+    return null;
+  }
+  const strength = given ?? defaultStrength;
   if (typeof strength !== 'number' || !(strength >= 0 && strength <= 1)) throw new UserError(`--strength must be a number in [0, 1], got ${strength}`);
   const startStep = Math.trunc(Math.max(steps - Math.min(steps * strength, steps), 0));
   if (steps - startStep < 1) throw new UserError(`--strength ${strength} with ${steps} steps leaves ${steps - startStep} denoising steps; raise --strength or --steps`);
@@ -51,6 +63,18 @@ export async function encodePosterior(r: Runner, image: Float32Array, gen: MT199
     z[j] = f(f(sample - o.shiftFactor) * o.scalingFactor);
   }
   return z;
+}
+
+/** [rows, a] and [rows, b] -> [rows, a + b] (torch.cat on the last dim) */
+export function concatRows(x: Float32Array, y: Float32Array, rows: number): Float32Array {
+  const a = x.length / rows;
+  const b = y.length / rows;
+  const out = new Float32Array(rows * (a + b));
+  for (let t = 0; t < rows; t++) {
+    out.set(x.subarray(t * a, (t + 1) * a), t * (a + b));
+    out.set(y.subarray(t * b, (t + 1) * b), t * (a + b) + a);
+  }
+  return out;
 }
 
 /** FlowMatchEulerDiscreteScheduler.scale_noise: sigma * noise + (1 - sigma) * z, z repeated over the batch (float32) */

@@ -18,7 +18,7 @@ import { assertFinite, checkRequest } from '../request-checks.ts';
 import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, torchLinspace32, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
-import { encodePosterior, fromStartStep, imageToImage, scaleNoise, type ImageToImage } from './image-to-image.ts';
+import { encodePosterior, fromStartStep, imageToImage, scaleNoise, VAE_ENCODER_WEIGHTS, type ImageToImage } from './image-to-image.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** ZImagePipeline._encode_prompt: apply_chat_template([{role: user}], add_generation_prompt, enable_thinking=True) */
@@ -137,11 +137,8 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
 
   /** the VAE encoder of one image (the vae/ checkpoint's encoder half) */
   private encoderNeed(height: number, width: number): PlanNeed {
-    return this.need('vae', shapeKey([1, height, width]), { batch: 1, height, width }, { sample: [1, 3, height, width] }, {
-      component: 'vae_encoder',
-      folder: 'vae',
-      mayLeave: (n) => n.startsWith('decoder.') || n.startsWith('post_quant_conv.'),
-    });
+    // the vae's config: the encoder is the same AutoencoderKL
+    return this.need('vae', shapeKey([1, height, width]), { batch: 1, height, width }, { sample: [1, 3, height, width] }, { component: 'vae_encoder', ...VAE_ENCODER_WEIGHTS });
   }
 
   /** the prompt's ids in the chat template, truncated to max_sequence_length */
@@ -163,8 +160,7 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
     // do_classifier_free_guidance = guidance_scale > 0, the negative prompt '' by default
     const doCfg = scale > 0;
-    if (!image && opts.strength !== undefined) throw new UserError('--strength is for image-to-image: give an --image too');
-    const img2img = image ? imageToImage(image, opts.strength ?? 0.6, steps, height, width) : null;
+    const img2img = imageToImage(image ?? undefined, opts.strength, 0.6, steps, height, width);
     return {
       steps: img2img ? img2img.fullSteps - img2img.startStep : steps,
       batch,

@@ -150,8 +150,10 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
       // one job at a time: plans for a job are compiled after the one before was sent
       const run = async (): Promise<unknown> => {
         if (failure) throw new Error(failure);
-        const { lora, ...request } = opts as Record<string, unknown> & { lora?: LoraSpec[] };
-        const q = host.spec.resolve(await decodeRequestImages(request));
+        const { lora, ...given } = opts as Record<string, unknown> & { lora?: LoraSpec[] };
+        // image files decoded here once; the ranks get the pixels
+        const request = await decodeRequestImages(given);
+        const q = host.spec.resolve(request);
         const planned = await planRanks(host, q, { world: o.world, preq, parallelText: o.parallelText === true, parallelVae: false, parallelPlanProvider: o.parallelPlanProvider, skip: (k) => sent.has(k) });
         // the ranks keep every plan they were sent (by need: component and shape key)
         for (const n of host.spec.needs(q, 'local')) sent.add(`${n.component}:${n.key}`);

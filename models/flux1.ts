@@ -56,13 +56,15 @@ export function feedForward(m: Module, x: Tensor, dim: number): Tensor {
 
 /**
  * The head after the blocks: norm_out = AdaLayerNormContinuous (no affine; scale first, then shift, from
- * linear(temb)), then proj_out to patch_size^2 * out_channels (default in_channels) per token.
+ * linear(temb)), then proj_out to patch_size^2 * out_channels (default in_channels) per token. FLUX.2's
+ * has no biases (`bias: false`).
  */
-export function normOutProj(b: Module, temb: Tensor, hidden: Tensor, C: number, c: Pick<FluxConfig, 'patch_size' | 'in_channels' | 'out_channels'>): Tensor {
-  const [scale, shift] = b.linear('norm_out.linear', temb, 2 * C).chunk(2);
+export function normOutProj(b: Module, temb: Tensor, hidden: Tensor, C: number, c: Pick<FluxConfig, 'patch_size' | 'in_channels' | 'out_channels'>, o: { bias?: boolean } = {}): Tensor {
+  const bias = o.bias !== false;
+  const [scale, shift] = b.linear('norm_out.linear', temb, 2 * C, { bias }).chunk(2);
   const h = b.layerNorm(null, hidden, { eps: EPS }).modulate(shift!, scale!);
   const outC = c.out_channels ?? c.in_channels;
-  return b.linear('proj_out', h, c.patch_size * c.patch_size * outC);
+  return b.linear('proj_out', h, c.patch_size * c.patch_size * outC, { bias });
 }
 
 /** q or k of one stream: projection, per-head RMSNorm, RoPE with the stream's rows of the table */

@@ -1,12 +1,16 @@
 // Registers every shipped model with the compiler (the one file under models/ that is not a model file).
 import { registerModel } from '../compiler/registry.ts';
 import flux1Dev, { flux1Fill, flux1Schnell } from './flux1.ts';
+import flux2Dev, { flux2Klein4B, flux2Klein9B } from './flux2.ts';
 import tinyFlux from './tiny-flux.ts';
 
 registerModel('tiny-flux', tinyFlux);
 registerModel('flux1-dev', flux1Dev);
 registerModel('flux1-schnell', flux1Schnell);
 registerModel('flux1-fill', flux1Fill);
+registerModel('flux2-dev', flux2Dev);
+registerModel('flux2-klein-4b', flux2Klein4B);
+registerModel('flux2-klein-9b', flux2Klein9B);
 import gemma3Text from './gemma3-text.ts';
 import qwenImage from './qwen-image.ts';
 import { wan21T2V13B, wan21T2V14B, wan22T2VA14B } from './wan2.1.ts';

@@ -102,9 +102,15 @@ export class Tensor {
     if (d % n !== 0) throw new DslError(`chunk: axis of size ${d} cannot be split into ${n} equal chunks`, callerLocation());
     return Array.from({ length: n }, (_, i) => this.slice(axis, (i * d) / n, d / n));
   }
-  /** split into pieces of the given sizes along `axis` (default: last) */
+  /**
+   * split into pieces of the given sizes along `axis` (default: last); on a tensor-parallel rank the sizes of
+   * a packed linear's blocks (global widths) become the rank's shares of them
+   */
   split(sizes: number[], axis = -1): Tensor[] {
     const d = this.dim(axis);
+    const last = (axis < 0 ? axis + this.shape.length : axis) === this.shape.length - 1;
+    const local = last ? currentTracer().tp?.localSizes(this.id, sizes) : undefined;
+    if (local) sizes = local;
     const total = sizes.reduce((a, b) => a + b, 0);
     if (total !== d) throw new DslError(`split: sizes [${sizes.join(', ')}] sum to ${total}, axis has ${d}`, callerLocation());
     let s = 0;
@@ -252,6 +258,12 @@ export interface LinearOptions {
   act?: 'gelu_tanh' | 'silu';
   /** expected input channels (checked; default: taken from x) */
   in?: number;
+  /**
+   * a fused projection: the output is these channel blocks side by side (diffusers' `_tp_packed_col_blocks`:
+   * FLUX.2's `to_qkv_mlp_proj` is q | k | v | gate | up); one GEMM on one device, each block split on its
+   * own under tensor parallelism (PackedColwiseParallel). Must sum to `out`.
+   */
+  parts?: number[];
 }
 
 /** a norm weight scaled as `offset + w` (float32; Gemma's RMSNorm stores w around 0 and scales by 1 + w) */
@@ -303,7 +315,10 @@ export class Module {
   linear(name: string, x: Tensor, out: number, o: LinearOptions = {}): Tensor {
     const K = x.dim(-1);
     // tensor-parallel rank trace: column-parallel -> local outputs; row-parallel -> all-reduce after the GEMM
-    const tp = currentTracer().tp?.linear(`${this.prefix}${name}`, x.id, out, o.bias !== false, callerLocation());
+    if (o.parts && o.parts.reduce((a, p) => a + p, 0) !== out) {
+      throw new DslError(`linear '${this.prefix}${name}': parts [${o.parts.join(', ')}] sum to ${o.parts.reduce((a, p) => a + p, 0)}, not its ${out} outputs`, callerLocation());
+    }
+    const tp = currentTracer().tp?.linear(`${this.prefix}${name}`, x.id, out, o.bias !== false, callerLocation(), o.parts);
     if (o.in !== undefined && o.in !== (tp?.inFull ?? K)) {
       throw new DslError(`linear '${this.prefix}${name}' expects ${o.in} input channels, got ${K} (input shape [${x.shape.join(', ')}])`, callerLocation());
     }

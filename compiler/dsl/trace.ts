@@ -58,7 +58,13 @@ export interface TpLinear {
  * heads/tp, row-parallel linears take the sharded input and are followed by an `all_reduce` node.
  */
 export interface TpTraceHook {
-  linear(module: string, x: number, out: number, hasBias: boolean, src: string): TpLinear | undefined;
+  /** `parts`: the channel blocks of a packed (fused) projection, each sharded on its own */
+  linear(module: string, x: number, out: number, hasBias: boolean, src: string, parts?: number[]): TpLinear | undefined;
+  /**
+   * the rank's sizes of a last-axis split of node x given in global widths (the blocks of a packed linear),
+   * or undefined where x is not channel-sharded
+   */
+  localSizes(x: number, sizes: number[]): number[] | undefined;
   /**
    * an RMSNorm over the channels of node x (`module`: its weight prefix, '' = no weight): on a sharded x
    * the full channel width (a distributed RMSNorm: sum of squares all-reduced), else undefined

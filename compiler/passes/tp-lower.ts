@@ -149,7 +149,7 @@ export class TpHook implements TpTraceHook {
     throw new CompileError(`${this.what}: tensor parallel (tp_size ${this.T}): ${msg}`, src || undefined);
   }
 
-  linear(module: string, x: number, out: number, hasBias: boolean, src: string): TpLinear | undefined {
+  linear(module: string, x: number, out: number, hasBias: boolean, src: string, packed?: number[]): TpLinear | undefined {
     const style = this.styleOf(module);
     const xp = this.parts.get(x);
     const K = this.g.node(x).shape.at(-1)!;
@@ -159,8 +159,13 @@ export class TpHook implements TpTraceHook {
       if (xp) this.fail(`linear '${module}' takes a channel-sharded input (the output of a colwise linear) but is not in the TP plan; make it 'rowwise'`, src);
       return undefined; // replicated on every rank
     }
+    if (style === 'colwise' && packed && packed.length > 1) {
+      if (xp) this.fail(`colwise linear '${module}' takes a channel-sharded input; it needs a replicated one`, src);
+      return this.packedColwise(module, packed, K, hasBias, src);
+    }
     if (style === 'colwise' || style === 'colwise_replicate') {
       if (xp) this.fail(`${style} linear '${module}' takes a channel-sharded input; it needs a replicated one`, src);
+      if (packed && packed.length > 1 && style === 'colwise_replicate') this.fail(`colwise_replicate linear '${module}' is a packed projection (parts [${packed.join(', ')}]); its all-gather would interleave the parts`, src);
       const gather = style === 'colwise_replicate'; // replicated again after the all-gather
       // the all-gather of colwise_replicate takes equal shares
       // a split that is even in channels is the same whatever the unit: unit 1 (parts compare alike)
@@ -186,6 +191,55 @@ export class TpHook implements TpTraceHook {
     this.slices.set(`${module}.weight`, { full: [out, off], axis: 1, ranges });
     this.outParts.set(module, null);
     return { out, bias: hasBias && r === 0, reduce: true, gather: false, inFull: off };
+  }
+
+  /**
+   * PackedColwiseParallel: every block of a fused projection split on its own (whole heads for the q / k / v
+   * blocks), the rank's rows of each block side by side; its output holds one sharded group per block
+   */
+  private packedColwise(module: string, packed: number[], K: number, hasBias: boolean, src: string): TpLinear {
+    const u = this.units.get(module) ?? 1;
+    const parts: Part[] = packed.map((F) => ({ F, unit: F % u === 0 && (F / u) % this.T !== 0 ? u : 1 }));
+    const ranges: [number, number][] = [];
+    let off = 0;
+    for (const p of parts) {
+      if (p.F / p.unit < this.T) this.fail(`colwise linear '${module}' has a block of ${p.F} output features in ${p.F / p.unit} unit(s) of ${p.unit}: fewer than tp_size ${this.T}`, src);
+      const [o, n] = tpShare(p.F, p.unit, this.T, this.rank);
+      ranges.push([off + o, n]);
+      off += p.F;
+    }
+    this.slices.set(`${module}.weight`, { full: [off, K], axis: 0, ranges });
+    if (hasBias) this.slices.set(`${module}.bias`, { full: [off], axis: 0, ranges });
+    this.outParts.set(module, parts);
+    return { out: ranges.reduce((a, r) => a + r[1], 0), bias: hasBias, reduce: false, gather: false, inFull: K };
+  }
+
+  /** the rank's widths of a tensor's sharded groups */
+  private localWidths(xp: Part[]): number[] {
+    return xp.map((p) => tpShare(p.F, p.unit, this.T, this.rank)[1]);
+  }
+
+  localSizes(x: number, sizes: number[]): number[] | undefined {
+    const xp = this.parts.get(x);
+    if (!xp) return undefined;
+    const widths = this.localWidths(xp);
+    const out: number[] = [];
+    let i = 0;
+    for (const size of sizes) {
+      let full = 0;
+      let local = 0;
+      while (i < xp.length && full < size) {
+        full += xp[i]!.F;
+        local += widths[i]!;
+        i++;
+      }
+      if (full !== size) break;
+      out.push(local);
+    }
+    if (out.length !== sizes.length || i !== xp.length) {
+      this.fail(`split [${sizes.join(', ')}] of a channel-sharded tensor does not follow its sharded blocks [${xp.map((p) => p.F).join(', ')}] (declare the linear's parts)`, '');
+    }
+    return out;
   }
 
   norm(module: string | null, x: number, src: string): { full: number } | undefined {
@@ -276,9 +330,26 @@ export class TpHook implements TpTraceHook {
         if (lastAxis(n.attrs.axis)) return set(sharded.flat());
         if (sharded.some((p) => key(p) !== key(sharded[0]!))) bad('mixes tensors sharded differently');
         return set(sharded[0]);
-      case 'slice':
-        if (lastAxis(n.attrs.axis)) bad('slices the sharded channel axis');
-        return set(ins[0]);
+      case 'slice': {
+        if (!lastAxis(n.attrs.axis)) return set(ins[0]);
+        // a run of whole sharded groups (a block of a packed linear) keeps its groups
+        const xp = ins[0]!;
+        const widths = this.localWidths(xp);
+        const start = n.attrs.start as number;
+        const len = n.attrs.len as number;
+        let off = 0;
+        for (let i = 0; i < xp.length; i++) {
+          if (off === start) {
+            let w = 0;
+            for (let j = i; j < xp.length && w < len; j++) {
+              w += widths[j]!;
+              if (w === len) return set(xp.slice(i, j + 1));
+            }
+          }
+          off += widths[i]!;
+        }
+        return bad('slices the sharded channel axis across its sharded blocks');
+      }
       default:
         bad('takes a channel-sharded input');
     }

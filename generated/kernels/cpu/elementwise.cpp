@@ -104,6 +104,16 @@ struct chain_ew_5b82fa79 : Floats {
 };
 void kernel_ew_5b82fa79(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_5b82fa79, 1>(args, ctx); }
 
+// ew_861bed71: y = (silu(a0) * a1)
+// t: in0..in1, y ; i: n ; f: f0..f7
+struct chain_ew_861bed71 : Floats {
+  float operator()(float a0, float a1) const {
+    using namespace ew;
+    return static_cast<float>((silu(a0) * a1));
+  }
+};
+void kernel_ew_861bed71(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_861bed71, 2>(args, ctx); }
+
 // ew_a2085fe5: y = (a0 + f0)
 // t: in0..in0, y ; i: n ; f: f0..f7
 struct chain_ew_a2085fe5 : Floats {
@@ -176,6 +186,7 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[] = {
     {"ew_21a35ba2", ditforge::kernel_ew_21a35ba2 },
     {"ew_501ff0b5", ditforge::kernel_ew_501ff0b5 },
     {"ew_5b82fa79", ditforge::kernel_ew_5b82fa79 },
+    {"ew_861bed71", ditforge::kernel_ew_861bed71 },
     {"ew_a2085fe5", ditforge::kernel_ew_a2085fe5 },
     {"ew_ba5994eb", ditforge::kernel_ew_ba5994eb },
     {"ew_d42372bb", ditforge::kernel_ew_d42372bb },
@@ -194,6 +205,7 @@ extern "C" const ditforge::ElementwiseInfo ditforge_cpu_elementwise_info[] = {
     {"ew_21a35ba2", 1 },
     {"ew_501ff0b5", 1 },
     {"ew_5b82fa79", 1 },
+    {"ew_861bed71", 2 },
     {"ew_a2085fe5", 1 },
     {"ew_ba5994eb", 1 },
     {"ew_d42372bb", 3 },

@@ -52,6 +52,16 @@ __global__ void ew_5b82fa79_k(const float* in0, float* y, int64_t n, float f0, f
   }
 }
 
+// ew_861bed71: y = (silu(a0) * a1)
+__global__ void ew_861bed71_k(const float* in0, const float* in1, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    const float a1 = in1[i];
+    y[i] = static_cast<float>((silu(a0) * a1));
+  }
+}
+
 // ew_a2085fe5: y = (a0 + f0)
 __global__ void ew_a2085fe5_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
                           float f3, float f4, float f5, float f6, float f7) {
@@ -160,6 +170,12 @@ extern "C" int ditforge_cuda_ew_5b82fa79(const KernelArgs* a, void* stream) {
       a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
   return DF_LAUNCH_RESULT();
 }
+extern "C" int ditforge_cuda_ew_861bed71(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_861bed71_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], a->t[2],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
 extern "C" int ditforge_cuda_ew_a2085fe5(const KernelArgs* a, void* stream) {
   if (a->i[0] <= 0) return 0;
   cuda::ew_a2085fe5_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
@@ -206,6 +222,7 @@ extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_elementwise[] = {
     {"ew_21a35ba2", ditforge_cuda_ew_21a35ba2 },
     {"ew_501ff0b5", ditforge_cuda_ew_501ff0b5 },
     {"ew_5b82fa79", ditforge_cuda_ew_5b82fa79 },
+    {"ew_861bed71", ditforge_cuda_ew_861bed71 },
     {"ew_a2085fe5", ditforge_cuda_ew_a2085fe5 },
     {"ew_ba5994eb", ditforge_cuda_ew_ba5994eb },
     {"ew_d42372bb", ditforge_cuda_ew_d42372bb },

@@ -7,7 +7,9 @@
 //
 // Cache-DiT adapts it as two block lists with their own contexts: `transformer_blocks` (Pattern_1) and
 // `single_transformer_blocks` (Pattern_3, on the concatenated [text, image] tokens).
+import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { normOutProj } from './flux1.ts';
+import { decoderLm } from './text-encoders/decoder-lm.ts';
 import { applyRope, attention, block, component, concat, invalidDim, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig, type Module, type Tensor } from '../compiler/dsl/index.ts';
 
 /** diffusers Flux2Transformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
@@ -222,23 +224,89 @@ export const FLUX2_PARALLEL = {
   },
 };
 
-function flux2Release(name: string, transformer: Partial<Flux2Config>) {
+/**
+ * AutoencoderKLFlux2 (black-forest-labs/FLUX.2-dev vae/config.json): AutoencoderKL's encoder and decoder with 32
+ * latent channels and both 1x1 quant convs; its BatchNorm2d over the 2x2-patchified latents (affine false,
+ * eps 1e-4) is no layer here: the pipeline reads `bn.running_mean` / `bn.running_var` and normalizes with them
+ */
+export const FLUX2_VAE = {
+  latent_channels: 32,
+  block_out_channels: [128, 256, 512, 512],
+  layers_per_block: 2,
+  norm_num_groups: 32,
+  use_quant_conv: true,
+  use_post_quant_conv: true,
+  // no latent scaling: the BatchNorm statistics take its place
+  scaling_factor: 1,
+  shift_factor: null,
+};
+
+/** Qwen3ForCausalLM (Qwen/Qwen3-4B config.json) as FLUX.2-Klein 4B's text encoder: hidden_states 9, 18, 27 side by side */
+const QWEN3_4B = {
+  vocab_size: 151936,
+  hidden_size: 2560,
+  intermediate_size: 9728,
+  num_hidden_layers: 36,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  rms_norm_eps: 1e-6,
+  rope_theta: null,
+  rope_parameters: { rope_theta: 1000000, rope_type: 'default' },
+  qk_norm: true,
+  attention_bias: false,
+  weight_prefix: 'model.',
+  output_hidden_states: [9, 18, 27],
+  model_type: 'qwen3',
+};
+
+/** Qwen/Qwen3-8B (FLUX.2-Klein 9B's text encoder): 4096 wide, 12288 intermediate */
+const QWEN3_8B = { ...QWEN3_4B, hidden_size: 4096, intermediate_size: 12288 };
+
+/**
+ * Mistral-Small-3.2-24B's language model (Mistral3ForConditionalGeneration text_config, saved under
+ * model.language_model.) as FLUX.2-dev's text encoder: hidden_states 10, 20, 30 side by side (3 x 5120)
+ */
+const MISTRAL_SMALL_3_2 = {
+  vocab_size: 131072,
+  hidden_size: 5120,
+  intermediate_size: 32768,
+  num_hidden_layers: 40,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  rms_norm_eps: 1e-5,
+  rope_theta: 1000000000,
+  rope_parameters: null,
+  qk_norm: false,
+  attention_bias: false,
+  weight_prefix: 'model.language_model.',
+  output_hidden_states: [10, 20, 30],
+  model_type: 'mistral',
+};
+
+function flux2Release(name: string, transformer: Partial<Flux2Config>, textEncoder: Record<string, unknown>) {
   return model(name, {
-    components: { transformer: withConfig(flux2Transformer, transformer) },
+    components: {
+      transformer: withConfig(flux2Transformer, transformer),
+      text_encoder: withConfig(decoderLm, textEncoder),
+      vae: withConfig(autoencoderKL, FLUX2_VAE),
+      vae_encoder: withConfig(autoencoderKLEncoder, FLUX2_VAE),
+    },
     cache: FLUX2_CACHE,
     parallel: FLUX2_PARALLEL,
   });
 }
 
 // black-forest-labs/FLUX.2-dev (Flux2Pipeline; text encoder Mistral-Small-3.2-24B, 3 x 5120 = 15360 features)
-export default flux2Release('flux2-dev', {});
+export default flux2Release('flux2-dev', {}, MISTRAL_SMALL_3_2);
 
 /**
  * FLUX.2-Klein 4B (black-forest-labs/FLUX.2-klein-4B transformer/config.json; convert_flux2_to_diffusers.py
  * "klein-4b"): 5 dual + 24 x 128 heads, 20 single blocks, Qwen3 hidden states of 3 layers (3 x 2560 = 7680),
- * no guidance embedding
+ * no guidance embedding (Flux2KleinPipeline; the base variant runs CFG, the distilled one 4 steps without)
  */
-export const flux2Klein4B = flux2Release('flux2-klein-4b', { num_layers: 5, num_single_layers: 20, num_attention_heads: 24, joint_attention_dim: 7680, guidance_embeds: false });
+export const flux2Klein4B = flux2Release('flux2-klein-4b', { num_layers: 5, num_single_layers: 20, num_attention_heads: 24, joint_attention_dim: 7680, guidance_embeds: false }, QWEN3_4B);
 
 /** FLUX.2-Klein 9B ("klein-9b"): 8 dual + 24 single blocks, 32 x 128 heads, 3 x 4096 = 12288 text features */
-export const flux2Klein9B = flux2Release('flux2-klein-9b', { num_layers: 8, num_single_layers: 24, num_attention_heads: 32, joint_attention_dim: 12288, guidance_embeds: false });
+export const flux2Klein9B = flux2Release('flux2-klein-9b', { num_layers: 8, num_single_layers: 24, num_attention_heads: 32, joint_attention_dim: 12288, guidance_embeds: false }, QWEN3_8B);

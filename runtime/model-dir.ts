@@ -109,6 +109,22 @@ export const Z_IMAGE_FAMILY: PipelineFamily = {
   },
 };
 
+/** diffusers Flux2KleinPipeline (FLUX.2-Klein 4B / 9B, base and distilled): Qwen3, the FLUX.2 transformer, AutoencoderKLFlux2 */
+export const FLUX2_KLEIN_FAMILY: PipelineFamily = {
+  pipelineClass: 'Flux2KleinPipeline',
+  planModel: 'flux2-klein-4b',
+  dirConfigs: ['transformer', 'text_encoder', 'vae'],
+  text: 'qwen3',
+  output: 'image',
+  components: {
+    transformer: ['Flux2Transformer2DModel'],
+    text_encoder: ['Qwen3ForCausalLM'],
+    tokenizer: ['Qwen2Tokenizer', 'Qwen2TokenizerFast'],
+    vae: ['AutoencoderKLFlux2'],
+    scheduler: ['FlowMatchEulerDiscreteScheduler'],
+  },
+};
+
 /** diffusers FluxFillPipeline (FLUX.1-Fill-dev): FLUX.1's components, a transformer taking the masked image and mask too */
 export const FLUX1_FILL_FAMILY: PipelineFamily = { ...FLUX1_FAMILY, pipelineClass: 'FluxFillPipeline', planModel: 'flux1-fill' };
 
@@ -117,7 +133,7 @@ export function isFluxFamily(f: PipelineFamily): boolean {
   return f.text === 'tiny' || f.text === 'clip_t5';
 }
 
-const FAMILIES = [FLUX1_FAMILY, FLUX1_FILL_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY];
+const FAMILIES = [FLUX1_FAMILY, FLUX1_FILL_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY, FLUX2_KLEIN_FAMILY];
 
 export function readJson(file: string): Record<string, unknown> {
   let text: string;

@@ -24,6 +24,7 @@ import { QwenImageSpec } from './pipelines/qwen-image.ts';
 import type { DecodeMode, PipelineContext, PipelineSpec, PlanNeed } from './pipelines/spec.ts';
 import { WanSpec } from './pipelines/wan.ts';
 import { ZImageSpec } from './pipelines/z-image.ts';
+import { Flux2KleinSpec } from './pipelines/flux2.ts';
 
 export { PACKAGE_ROOT } from './package-root.ts';
 import { PACKAGE_ROOT } from './package-root.ts';
@@ -161,6 +162,7 @@ const SPECS: Record<string, (ctx: PipelineContext, family: PipelineFamily) => An
   WanPipeline: (ctx, f) => new WanSpec(ctx, f),
   QwenImagePipeline: (ctx, f) => new QwenImageSpec(ctx, f),
   ZImagePipeline: (ctx, f) => new ZImageSpec(ctx, f),
+  Flux2KleinPipeline: (ctx, f) => new Flux2KleinSpec(ctx, f),
 };
 
 export class Pipeline<S extends AnySpec = AnySpec> {
@@ -362,6 +364,7 @@ export type FluxPipeline = Pipeline<FluxSpec>;
 export type WanPipeline = Pipeline<WanSpec>;
 export type QwenImagePipeline = Pipeline<QwenImageSpec>;
 export type ZImagePipeline = Pipeline<ZImageSpec>;
+export type Flux2KleinPipeline = Pipeline<Flux2KleinSpec>;
 
 function checkThreads(options: PipelineOptions): void {
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
@@ -405,4 +408,8 @@ export function loadQwenImagePipeline(model: string, options: PipelineOptions = 
 
 export function loadZImagePipeline(model: string, options: PipelineOptions = {}): Promise<ZImagePipeline> {
   return loadAs(model, options, 'ZImagePipeline', (ctx, f) => new ZImageSpec(ctx, f));
+}
+
+export function loadFlux2KleinPipeline(model: string, options: PipelineOptions = {}): Promise<Flux2KleinPipeline> {
+  return loadAs(model, options, 'Flux2KleinPipeline', (ctx, f) => new Flux2KleinSpec(ctx, f));
 }

@@ -92,10 +92,13 @@ export interface Schedule {
   mu: number;
 }
 
-/** Sigmas/timesteps for `steps` denoising steps at `imageSeqLen` packed image tokens (FluxPipeline). */
-export function fluxSchedule(steps: number, imageSeqLen: number, cfg: FlowMatchSchedulerConfig = FLUX_SCHEDULER_CONFIG, base?: ArrayLike<number>): Schedule {
+/**
+ * Sigmas/timesteps for `steps` denoising steps at `imageSeqLen` packed image tokens (FluxPipeline); `muGiven`:
+ * the pipeline's own shift (FLUX.2's empirical mu) instead of calculate_shift's.
+ */
+export function fluxSchedule(steps: number, imageSeqLen: number, cfg: FlowMatchSchedulerConfig = FLUX_SCHEDULER_CONFIG, base?: ArrayLike<number>, muGiven?: number): Schedule {
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`steps must be an integer >= 1, got ${steps}`);
-  const mu = calculateShift(imageSeqLen, cfg);
+  const mu = muGiven ?? calculateShift(imageSeqLen, cfg);
   // FluxPipeline: sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps); scheduler casts to
   // float32 (`base`: the pipeline's own sigmas, e.g. ZImagePipeline's torch.linspace)
   const s = base ?? linspace(1.0, 1 / steps, steps);

@@ -12,7 +12,7 @@
 // Qwen2.5-VL's multimodal RoPE gives a text token the same position on its three axes, so on text it is this
 // 1-D RoPE (the rope kernel's rotate-half pairs: channel j with j + D/2). Grouped-query attention is the
 // attention kernel's own (each key/value head serves H / kvHeads query heads; no repeat_kv copies).
-import { applyRope, attention, component, DslError, invalidDim, ropeTable, type Module, type Tensor } from '../../compiler/dsl/index.ts';
+import { applyRope, attention, component, concat, DslError, invalidDim, ropeTable, type Module, type Tensor } from '../../compiler/dsl/index.ts';
 
 /** transformers config keys the encoder reads, plus the pipeline's choice of hidden state */
 export interface DecoderLmConfig {
@@ -38,6 +38,11 @@ export interface DecoderLmConfig {
   weight_prefix: string;
   /** which `hidden_states` entry is the output (transformers indexing; -1 = after the final norm) */
   output_hidden_state: number;
+  /**
+   * several entries side by side instead (Flux2KleinPipeline: torch.stack of hidden_states 9, 18, 27, permuted to
+   * [B, S, 3 * hidden]: each token's rows in this order); null: output_hidden_state alone
+   */
+  output_hidden_states?: number[] | null;
   /** transformers' model_type ('gemma3_text' selects Gemma 3's layer; others are Llama-like) */
   model_type?: string;
   /** Gemma 3: the attention scale is query_pre_attn_scalar^-0.5 */
@@ -48,6 +53,11 @@ export interface DecoderLmConfig {
   /** Gemma's name of hidden_act */
   hidden_activation?: string | null;
   [key: string]: unknown;
+}
+
+/** the `hidden_states` entries the output holds, in order */
+function hiddenStates(c: DecoderLmConfig): number[] {
+  return c.output_hidden_states?.length ? c.output_hidden_states : [c.output_hidden_state];
 }
 
 function isGemma(c: DecoderLmConfig): boolean {
@@ -186,8 +196,9 @@ export const decoderLm = component<DecoderLmConfig>({
         throw new DslError(`decoder text encoder: num_attention_heads ${c.num_attention_heads} is not a multiple of num_key_value_heads ${c.num_key_value_heads}`);
       }
       const L = c.num_hidden_layers;
-      const k = c.output_hidden_state;
-      if (!Number.isInteger(k) || k < -(L + 1) || k > L) throw new DslError(`decoder text encoder: output_hidden_state ${k} is outside -${L + 1} .. ${L} (hidden_states has ${L + 1} entries)`);
+      for (const k of hiddenStates(c)) {
+        if (!Number.isInteger(k) || k < -(L + 1) || k > L) throw new DslError(`decoder text encoder: output_hidden_state ${k} is outside -${L + 1} .. ${L} (hidden_states has ${L + 1} entries)`);
+      }
       return { dims: { B: d.batch!, textTokens: d.textTokens! }, tag: `b${d.batch}-t${d.textTokens}` };
     },
   },
@@ -195,12 +206,18 @@ export const decoderLm = component<DecoderLmConfig>({
   inputs: (_c, d) => ({ input_ids: [d.B!, d.textTokens!], attention_mask: [d.B!, d.textTokens!], position_ids: [d.textTokens!, 1] }),
   forward(b, x, c) {
     const L = c.num_hidden_layers;
-    const want = c.output_hidden_state < 0 ? L + 1 + c.output_hidden_state : c.output_hidden_state;
+    const wanted = hiddenStates(c).map((k) => (k < 0 ? L + 1 + k : k));
+    const want = Math.max(...wanted);
     const m = c.weight_prefix ? b.scope(c.weight_prefix.replace(/\.$/, '')) : b;
     let h = m.embedding('embed_tokens', x.input_ids!, { num: c.vocab_size, dim: c.hidden_size });
     // Gemma3TextScaledWordEmbedding: times float32(sqrt(hidden_size))
     if (isGemma(c)) h = h.scale(Math.sqrt(c.hidden_size));
-    if (want === 0) return { hidden_states: h };
+    const states = new Map<number, Tensor>([[0, h]]);
+    const output = (): { hidden_states: Tensor } => {
+      const hs = wanted.map((k) => states.get(k)!);
+      return { hidden_states: hs.length === 1 ? hs[0]! : concat(hs, -1) };
+    };
+    if (want === 0) return output();
     // one RoPE table per distinct (base, scaling); linear scaling divides the positions
     const tables = new Map<string, Tensor>();
     const ropeOf = (r: LayerRope): Tensor => {
@@ -214,8 +231,10 @@ export const decoderLm = component<DecoderLmConfig>({
     for (let i = 0; i < Math.min(want, L); i++) {
       const rope = ropeOf(types ? gemmaRope(c, types[i]!) : { theta: ropeTheta(c), factor: 1 });
       h = decoderLayer(m.scope(`layers.${i}`), h, x.attention_mask!, rope, c);
+      states.set(i + 1, h);
     }
-    return { hidden_states: want === L ? norm(m, 'norm', h, c) : h };
+    if (want === L) states.set(L, norm(m, 'norm', h, c));
+    return output();
   },
   // TE-P (Cache-DiT §4.9): query and key/value heads and the MLP hidden split over the ranks (tp_size must
   // divide num_key_value_heads); under each weight_prefix the pipelines use

@@ -1,0 +1,58 @@
+// Parity of a FLUX.2-Klein diffusers directory (test/fixtures/flux2-klein-random: random weights at scaled-down
+// sizes, laid out like black-forest-labs/FLUX.2-klein-base-4B, a bf16 sharded transformer, a 28-layer Qwen3,
+// AutoencoderKLFlux2 with BatchNorm statistics) with diffusers' Flux2KleinPipeline (references made by
+// test/parity/make-flux2-klein-fixture.py): chat-template tokens identical, the stacked Qwen3 hidden states
+// (prompt and the empty negative prompt, padding rows included) within 1e-5, the seeded initial latents
+// exact, sigmas and timesteps bit-exact, final latents within 1e-5 (CFG 4 on a non-square size; no CFG), the
+// image within 1/255. Tolerances: the float32 bounds of the other pipelines' parity (same math, other
+// summation orders).
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { compileRequest } from '../../compiler/index.ts';
+import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
+import { maxAbsDiff, relL2 } from '../../runtime/metrics.ts';
+import { loadFlux2KleinPipeline, type Flux2KleinPipeline } from '../../runtime/pipeline.ts';
+import { nativeAvailable } from '../../runtime/native.ts';
+
+export const KLEIN_DIR = path.resolve(import.meta.dirname, '../fixtures/flux2-klein-random');
+
+let pipe: Flux2KleinPipeline;
+beforeAll(async () => {
+  pipe = await loadFlux2KleinPipeline(KLEIN_DIR, { threads: 2, planProvider: (c, _d, req) => compileRequest(c, req) });
+});
+
+const log = (k: string, v: number) => console.log(`[flux2-klein parity] ${k} = ${v.toExponential(3)}`);
+
+const RUNS = [
+  { name: 'cfg_s4', prompt: 'a large red circle at the center on a black background', height: 48, width: 80, steps: 4, guidanceScale: 4, maxSequenceLength: 40, seed: 3 },
+  { name: 'plain_s3', prompt: 'a blue square', height: 64, width: 64, steps: 3, guidanceScale: 1, maxSequenceLength: 24, seed: 5 },
+];
+
+describe.skipIf(!nativeAvailable())('FLUX.2-Klein directory vs diffusers Flux2KleinPipeline', () => {
+  it.each(RUNS)('$name: tokens, stacked Qwen3 hidden states, initial latents, schedule, final latents, image', async (run) => {
+    const ref = openSafetensorsSync(path.join(KLEIN_DIR, 'reference', `${run.name}.safetensors`));
+    const { name: _n, ...opts } = run;
+    const q = pipe.spec.resolve(opts);
+    expect(q.cfgScale === null).toBe(run.guidanceScale <= 1);
+    const pos = await pipe.spec.encode(q, [run.prompt]);
+    expect(pos.inputIds[0]).toEqual(ref.ints('input_ids'));
+    const pe = relL2(pos.embeds, ref.tensor('prompt_embeds').data);
+    const neg = await pipe.spec.encode(q, ['']);
+    const ne = relL2(neg.embeds, ref.tensor('negative_prompt_embeds').data);
+    log(`${run.name} prompt_embeds / negative relL2`, Math.max(pe, ne));
+    expect(pe).toBeLessThan(1e-5);
+    expect(ne).toBeLessThan(1e-5);
+    expect(Array.from(pipe.spec.noise(q))).toEqual(Array.from(ref.tensor('initial_latents').data));
+
+    const r = await pipe.generate(opts);
+    expect(Array.from(r.schedule.sigmas)).toEqual(Array.from(ref.tensor('sigmas').data));
+    expect(Array.from(r.schedule.timesteps)).toEqual(Array.from(ref.tensor('timesteps').data));
+    const fe = relL2(await pipe.spec.vaeLatents(q, r.latents), ref.tensor('final_latents').data);
+    log(`${run.name} final latents relL2`, fe);
+    expect(fe).toBeLessThan(1e-5);
+    const img = ref.tensor('image_uint8');
+    const d = maxAbsDiff(r.image, Uint8Array.from(ref.ints('image_uint8')));
+    console.log(`[flux2-klein parity] ${run.name} image max |diff| = ${d}/255 (${img.shape.join('x')})`);
+    expect(d).toBeLessThanOrEqual(1);
+  });
+});

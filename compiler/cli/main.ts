@@ -253,7 +253,6 @@ async function packedLatentsFlag(flags: GenerateFlags, g: { tokens: number; pack
 async function generate(flags: GenerateFlags): Promise<void> {
   const t0 = performance.now();
   const { loadFluxPipeline, resolveModelDir, SHIPPED_MODELS } = await import('../../runtime/pipeline.ts');
-  const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
 
   let model: ReturnType<typeof resolveModelDir>;
   try {
@@ -283,6 +282,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
   if (model.family.pipelineClass === 'ZImagePipeline') return generateZImage(flags, model, planProvider, t0);
+  if (model.family.pipelineClass === 'Flux2KleinPipeline') return generateFlux2Klein(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
   const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags) });
@@ -318,21 +318,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const { r: result, parallelInfo } = await runFamily<import('../../runtime/pipeline.ts').GenerateOptions, GenerateResult>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText, parallelVae: flags.parallelVae });
 
   const outputs = await writeImages(flags.out, result);
-  if (flags.saveLatents) {
-    fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
-    writeSafetensors(
-      flags.saveLatents,
-      { latents: { dtype: 'F32', shape: result.latentsShape, data: result.latents } },
-      {
-        prompt: flags.prompt,
-        steps: String(result.steps),
-        seed: result.seed === null ? '' : String(result.seed),
-        height: String(result.height),
-        width: String(result.width),
-        kind: 'final packed latents (FluxPipeline output_type="latent")',
-      },
-    );
-  }
+  await saveLatents(flags, result, 'final packed latents (FluxPipeline output_type="latent")');
   if (result.unknownWords.length) {
     process.stderr.write(`warning: words not in the tiny-flux vocabulary (encoded as <unk>): ${result.unknownWords.join(', ')}\n`);
   }
@@ -446,7 +432,6 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   for (const [flag, v] of notHere) if (v !== undefined && v !== false) throw new CliError(`${flag} is not an option of ${cls} (CFG: --guidance-scale, with --negative-prompt or the empty one)`);
   const { loadWanPipeline } = await import('../../runtime/pipeline.ts');
   const { checkVideoOutput, writeVideo } = await import('../../runtime/video.ts');
-  const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
   const out = flags.out ?? 'out.mp4';
   const pipe = await loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
   const def = pipe.spec.defaultSize();
@@ -473,14 +458,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
     await writeVideo(targets[b]!, r.videos[b]!, r.numFrames, r.height, r.width, WAN_FPS);
     outputs.push(targets[b]!.path);
   }
-  if (flags.saveLatents) {
-    fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
-    writeSafetensors(
-      flags.saveLatents,
-      { latents: { dtype: 'F32', shape: r.latentsShape, data: r.latents } },
-      { prompt: flags.prompt, steps: String(r.steps), seed: r.seed === null ? '' : String(r.seed), height: String(r.height), width: String(r.width), num_frames: String(r.numFrames), kind: 'final latents [B, C, F, H, W] (WanPipeline output_type="latent")' },
-    );
-  }
+  await saveLatents(flags, r, 'final latents [B, C, F, H, W] (WanPipeline output_type="latent")', { num_frames: String(r.numFrames) });
   await printCacheSummary(flags, r.cache);
   const wall = performance.now() - t0;
   if (flags.json) {
@@ -534,9 +512,33 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}) };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs = await writeImages(out, r);
+  await reportImageRun(flags, model, pipe, { r, outputs, batch, t0, parallelInfo }, { trueCfgScale: flags.trueCfgScale ?? 4 });
+}
+
+/** --save-latents: the final latents as safetensors tensor "latents", with the request and `kind` as metadata */
+async function saveLatents(flags: GenerateFlags, r: { latentsShape: readonly number[]; latents: Float32Array; steps: number; seed: number | null; height: number; width: number }, kind: string, extra: Record<string, string> = {}): Promise<void> {
+  if (!flags.saveLatents) return;
+  const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
+  fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
+  writeSafetensors(
+    flags.saveLatents,
+    { latents: { dtype: 'F32', shape: [...r.latentsShape], data: r.latents } },
+    { prompt: flags.prompt, steps: String(r.steps), seed: r.seed === null ? '' : String(r.seed), height: String(r.height), width: String(r.width), ...extra, kind },
+  );
+}
+
+/** the end of an image family's `generate`: --json's object (with the family's own fields) or the one-line summary */
+async function reportImageRun(
+  flags: GenerateFlags,
+  model: { name: string; family: import('../../runtime/model-dir.ts').PipelineFamily },
+  pipe: { threads(): number | null; arenaBytes(): number },
+  run: { r: Parameters<typeof runJson>[1]['result'] & { width: number; height: number; steps: number; timings: { perStep: number } }; outputs: string[]; batch: number; t0: number; parallelInfo: Parameters<typeof runJson>[1]['parallel'] },
+  extra: Record<string, unknown>,
+): Promise<void> {
+  const { r, outputs, batch, t0, parallelInfo } = run;
   const wall = performance.now() - t0;
   if (flags.json) {
-    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: cls, trueCfgScale: flags.trueCfgScale ?? 4 };
+    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: model.family.pipelineClass, ...extra };
     process.stdout.write(JSON.stringify(j) + '\n');
   } else {
     process.stderr.write(`wrote ${outputs.join(', ')} (${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`);
@@ -578,23 +580,34 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs = await writeImages(out, r);
-  if (flags.saveLatents) {
-    const { writeSafetensors } = await import('../../runtime/io/safetensors.ts');
-    fs.mkdirSync(path.dirname(path.resolve(flags.saveLatents)), { recursive: true });
-    writeSafetensors(
-      flags.saveLatents,
-      { latents: { dtype: 'F32', shape: r.latentsShape, data: r.latents } },
-      { prompt: flags.prompt, steps: String(r.steps), seed: r.seed === null ? '' : String(r.seed), height: String(r.height), width: String(r.width), kind: 'final latents [B, C, H/8, W/8] (ZImagePipeline output_type="latent")' },
-    );
-  }
+  await saveLatents(flags, r, 'final latents [B, C, H/8, W/8] (ZImagePipeline output_type="latent")');
   await printCacheSummary(flags, r.cache);
-  const wall = performance.now() - t0;
-  if (flags.json) {
-    const j = { ...(await runJson(flags, { name: model.name, outputs, batch, result: r, threads: pipe.threads(), arenaBytes: pipe.arenaBytes(), wall, parallel: parallelInfo })), pipeline: cls, guidanceScale: flags.guidanceScale ?? 5 };
-    process.stdout.write(JSON.stringify(j) + '\n');
-  } else {
-    process.stderr.write(`wrote ${outputs.join(', ')} (${r.width}x${r.height}, ${r.steps} steps, ${r.timings.perStep.toFixed(1)} ms/step, total ${(wall / 1000).toFixed(2)} s, peak RSS ${peakRssMB()} MB)\n`);
+  await reportImageRun(flags, model, pipe, { r, outputs, batch, t0, parallelInfo }, { guidanceScale: flags.guidanceScale ?? 5 });
+}
+
+/** `generate` for a Flux2KleinPipeline directory (PNG out; --latents packed [B, tokens, 4 x latent channels] as diffusers' latents=) */
+async function generateFlux2Klein(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
+  const cls = model.family.pipelineClass;
+  for (const [flag, v] of [['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--true-cfg-scale', flags.trueCfgScale]] as const) {
+    if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories (CFG: --guidance-scale, 1 turns it off)`);
   }
+  const { loadFlux2KleinPipeline } = await import('../../runtime/pipeline.ts');
+  const out = flags.out ?? 'out.png';
+  const pipe = await loadFlux2KleinPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
+  const height = flags.height ?? pipe.spec.defaultSize().height;
+  const width = flags.width ?? pipe.spec.defaultSize().width;
+  const q = pipe.spec.resolve({ prompt: flags.prompt, height, width });
+  const { latents, batch } = await packedLatentsFlag(flags, { tokens: q.tokens, packedChannels: 4 * pipe.spec.latentChannels }, height, width);
+  const cache = await cacheFromFlags(flags);
+  const bar = await progressBar(flags);
+  type Opts = import('../../runtime/pipelines/flux2.ts').Flux2GenerateOptions;
+  type Res = import('../../runtime/pipelines/flux2.ts').Flux2Result;
+  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}) };
+  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
+  const outputs = await writeImages(out, r);
+  await saveLatents(flags, r, 'final packed latents [B, tokens, 4 x latent channels] before the BatchNorm is undone');
+  await printCacheSummary(flags, r.cache);
+  await reportImageRun(flags, model, pipe, { r, outputs, batch, t0, parallelInfo }, { guidanceScale: flags.guidanceScale ?? 4, distilled: pipe.spec.distilled });
 }
 
 /** WanPipeline's examples export at 16 fps */

@@ -8,10 +8,12 @@
 // summation orders).
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { compileRequest } from '../../compiler/index.ts';
+import { compileParallelPlans, compileRequest, requestOptions } from '../../compiler/index.ts';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
 import { maxAbsDiff, relL2 } from '../../runtime/metrics.ts';
-import { loadFlux2KleinPipeline, type Flux2KleinPipeline } from '../../runtime/pipeline.ts';
+import { loadFlux2KleinPipeline, PACKAGE_ROOT, type Flux2KleinPipeline } from '../../runtime/pipeline.ts';
+import { generateParallel } from '../../runtime/pipeline-parallel.ts';
+import type { Flux2Result } from '../../runtime/pipelines/flux2.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
 
 export const KLEIN_DIR = path.resolve(import.meta.dirname, '../fixtures/flux2-klein-random');
@@ -54,5 +56,18 @@ describe.skipIf(!nativeAvailable())('FLUX.2-Klein directory vs diffusers Flux2Kl
     const d = maxAbsDiff(r.image, Uint8Array.from(ref.ints('image_uint8')));
     console.log(`[flux2-klein parity] ${run.name} image max |diff| = ${d}/255 (${img.shape.join('x')})`);
     expect(d).toBeLessThanOrEqual(1);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('FLUX.2-Klein directory on 2 ranks == 1 rank', () => {
+  const run = { prompt: RUNS[0]!.prompt, height: 48, width: 80, steps: 3, guidanceScale: 4, maxSequenceLength: 40, seed: 3 };
+  it.each(['ulysses', 'tp'] as const)('%s with CFG (text split 20 + 20, image 120 + 120; heads 2 + 1): latents within 1e-5, image within 1/255', async (parallel) => {
+    const one = await pipe.generate(run);
+    const r = await generateParallel<Flux2Result>(KLEIN_DIR, { ...run, world: 2, parallel, comm: 'shm', threads: 1, generatedDir: path.join(PACKAGE_ROOT, 'generated'), planProvider: (c, _d, req) => compileRequest(c, req), parallelPlanProvider: (c, _d, p, req) => compileParallelPlans(req.model, { ...requestOptions(c, req), parallel: p }) });
+    const e = relL2(r.latents, one.latents);
+    console.log(`[flux2-klein] ${parallel} world 2: latents relL2 ${e.toExponential(2)}`);
+    expect(r.parallel.kind).toBe(parallel);
+    expect(e).toBeLessThan(1e-5);
+    expect(maxAbsDiff(r.image, one.image)).toBeLessThanOrEqual(1);
   });
 });

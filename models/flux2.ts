@@ -131,16 +131,19 @@ export const flux2Transformer = component<Flux2Config>({
     vae_scale_factor: 8,
   },
   dims: {
-    defaults: { batch: 1, height: 1024, width: 1024, textTokens: 512 },
+    // refTokens: the packed tokens of reference images (editing), after the image's own in the token axis
+    defaults: { batch: 1, height: 1024, width: 1024, textTokens: 512, refTokens: 0 },
     resolve(c, d) {
       const step = c.vae_scale_factor * 2 * c.patch_size;
       for (const k of ['height', 'width'] as const) {
         if (d[k]! % step !== 0) invalidDim(k, d[k]!, `must be a multiple of ${step} (vae scale ${c.vae_scale_factor} x 2x2 packing)`);
       }
-      const imageTokens = (d.height! / step) * (d.width! / step);
+      const ref = d.refTokens ?? 0;
+      if (!Number.isInteger(ref) || ref < 0) invalidDim('refTokens', ref, 'must be a non-negative integer');
+      const imageTokens = (d.height! / step) * (d.width! / step) + ref;
       return {
-        dims: { B: d.batch!, imageTokens, textTokens: d.textTokens!, height: d.height!, width: d.width! },
-        tag: `b${d.batch}-h${d.height}w${d.width}-t${d.textTokens}`,
+        dims: { B: d.batch!, imageTokens, textTokens: d.textTokens!, height: d.height!, width: d.width!, refTokens: ref },
+        tag: `b${d.batch}-h${d.height}w${d.width}-t${d.textTokens}${ref ? `-r${ref}` : ''}`,
       };
     },
   },

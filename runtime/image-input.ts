@@ -74,6 +74,7 @@ export async function readRgbImage(src: string | RgbImage, what: string): Promis
 export async function decodeRequestImages<T extends { image?: unknown; mask?: unknown }>(opts: T): Promise<T> {
   const out = { ...opts };
   if (typeof opts.image === 'string') out.image = await readRgbImage(opts.image, '--image');
+  else if (Array.isArray(opts.image)) out.image = await Promise.all(opts.image.map((im, i) => (typeof im === 'string' ? readRgbImage(im, `--image ${i + 1}`) : im)));
   if (typeof opts.mask === 'string') out.mask = await readRgbImage(opts.mask, '--mask');
   return out;
 }

@@ -261,7 +261,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     const t0 = performance.now();
     const spec = this.spec;
     const given = request as { image?: unknown; strength?: unknown; mask?: unknown };
-    if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX and Z-Image directories do)`);
+    if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX, Z-Image and FLUX.2-Klein directories do)`);
     if (given.mask !== undefined && !spec.inpainting) throw new UserError(`--mask: ${spec.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
     // image files (PNG / JPEG) decoded before the request is resolved
     const opts = await decodeRequestImages(request as OptionsOf<S> & BaseGenerateOptions & { image?: unknown; mask?: unknown });

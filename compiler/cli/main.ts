@@ -81,7 +81,8 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   scm?: string;
   summary?: boolean;
   negativePrompt?: string;
-  image?: string;
+  /** --image, once per reference image (FLUX.2-Klein edits from several; the others take one) */
+  image?: string[];
   strength?: number;
   mask?: string;
   guidanceScale?: number;
@@ -276,7 +277,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
   flags.steps ??= model.family.pipelineClass === 'FluxPipeline' ? 28 : 50;
   if (flags.device !== 'cpu' && (flags.world > 1 || flags.parallel)) throw new CliError(`--device ${flags.device} with --world / --parallel: the multi-rank path runs on the CPU (its collectives use host buffers); run one rank on ${flags.device}`);
   const { isFluxFamily } = await import('../../runtime/model-dir.ts');
-  if (flags.image !== undefined && !isFluxFamily(model.family) && model.family.pipelineClass !== 'ZImagePipeline') throw new CliError(`--image: image-to-image runs on FLUX and Z-Image directories here; ${model.family.pipelineClass} has none yet`);
+  if (flags.image !== undefined && !isFluxFamily(model.family) && !['ZImagePipeline', 'Flux2KleinPipeline'].includes(model.family.pipelineClass)) throw new CliError(`--image: image-to-image runs on FLUX, Z-Image and FLUX.2-Klein directories here; ${model.family.pipelineClass} has none yet`);
+  if ((flags.image?.length ?? 0) > 1 && model.family.pipelineClass !== 'Flux2KleinPipeline') throw new CliError(`--image is given ${flags.image!.length} times: ${model.family.pipelineClass} takes one image (FLUX.2-Klein directories edit from several)`);
   if (flags.mask !== undefined && model.family.pipelineClass !== 'FluxFillPipeline') throw new CliError(`--mask: ${model.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
   if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
@@ -311,7 +313,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
     width,
     ...(flags.trueCfgScale !== undefined ? { trueCfgScale: flags.trueCfgScale } : {}),
     ...(flags.vaeTiling || flags.parallelVae ? { vaeTiling: true } : {}),
-    ...(flags.image !== undefined ? { image: flags.image } : {}),
+    ...(flags.image !== undefined ? { image: flags.image[0]! } : {}),
     ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
     ...(flags.mask !== undefined ? { mask: flags.mask } : {}),
   };
@@ -559,7 +561,7 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   let latents: Float32Array | undefined;
   let batch = 1;
   if (flags.latents) {
-    const { height, width } = pipe.spec.resolve({ prompt: flags.prompt, ...size, ...(flags.image !== undefined ? { image: flags.image } : {}) });
+    const { height, width } = pipe.spec.resolve({ prompt: flags.prompt, ...size, ...(flags.image !== undefined ? { image: flags.image[0]! } : {}) });
     const g = pipe.spec.geometry(height, width);
     const l = await readLatentsFile(flags.latents, [pipe.spec.latentChannels, g.lh, g.lw], 'channels, height / 8, width / 8', `a ${height}x${width} image`);
     latents = l.data;
@@ -575,7 +577,7 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
     ...(size.height !== undefined ? { height: size.height } : {}),
     ...(size.width !== undefined ? { width: size.width } : {}),
     ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}),
-    ...(flags.image !== undefined ? { image: flags.image } : {}),
+    ...(flags.image !== undefined ? { image: flags.image[0]! } : {}),
     ...(flags.strength !== undefined ? { strength: flags.strength } : {}),
   };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
@@ -592,17 +594,19 @@ async function generateFlux2Klein(flags: GenerateFlags, model: { dir: string; na
     if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories (CFG: --guidance-scale, 1 turns it off)`);
   }
   const { loadFlux2KleinPipeline } = await import('../../runtime/pipeline.ts');
+  const { decodeRequestImages } = await import('../../runtime/image-input.ts');
   const out = flags.out ?? 'out.png';
   const pipe = await loadFlux2KleinPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
-  const height = flags.height ?? pipe.spec.defaultSize().height;
-  const width = flags.width ?? pipe.spec.defaultSize().width;
-  const q = pipe.spec.resolve({ prompt: flags.prompt, height, width });
+  // with --image the size defaults to the first reference image's
+  const images = { ...(flags.image ? await decodeRequestImages({ image: flags.image }) : {}), ...(flags.strength !== undefined ? { strength: flags.strength } : {}) };
+  const q = pipe.spec.resolve({ prompt: flags.prompt, ...(flags.height !== undefined ? { height: flags.height } : {}), ...(flags.width !== undefined ? { width: flags.width } : {}), ...images });
+  const { height, width } = q;
   const { latents, batch } = await packedLatentsFlag(flags, { tokens: q.tokens, packedChannels: 4 * pipe.spec.latentChannels }, height, width);
   const cache = await cacheFromFlags(flags);
   const bar = await progressBar(flags);
   type Opts = import('../../runtime/pipelines/flux2.ts').Flux2GenerateOptions;
   type Res = import('../../runtime/pipelines/flux2.ts').Flux2Result;
-  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}) };
+  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}), ...images };
   const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs = await writeImages(out, r);
   await saveLatents(flags, r, 'final packed latents [B, tokens, 4 x latent channels] before the BatchNorm is undone');
@@ -645,7 +649,7 @@ function buildProgram(): Command {
     .option('--parallel-vae', 'VAE-P: tiled decode with tile #c on rank c % world, rank 0 blends, every rank gets the image (implies --vae-tiling)')
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
-    .option('--image <png>', 'image-to-image (FluxImg2ImgPipeline, ZImageImg2ImgPipeline): start from this PNG / JPEG, resized to --height x --width')
+    .option('--image <png>', 'image-to-image (FluxImg2ImgPipeline, ZImageImg2ImgPipeline): start from this PNG / JPEG, resized to --height x --width; FLUX.2-Klein: a reference image to edit from (repeat for several)', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
     .addOption(new Option('--strength <s>', 'with --image: how much noise the image gets, 0..1 (default 0.6; FLUX.1-Fill 1)').argParser(floatOption('--strength')))
     .option('--mask <png>', 'FLUX.1-Fill (FluxFillPipeline) directories: the inpainting mask for --image, white repaints')
     .option('--guidance-scale <x>', 'FLUX.1: guidance_scale (the distilled guidance embedding, default 3.5); tiny-flux: true_cfg_scale, noise = neg + scale * (pos - neg)', floatOption('--guidance-scale'))

@@ -5,12 +5,17 @@
 // `neg + scale * (cond - neg)` with the negative prompt "") -> AutoencoderKLFlux2's BatchNorm statistics
 // undone, 2x2 unpatchified -> the decoder -> uint8 pixels. The latents keep diffusers' packed layout
 // [B, tokens, 4 * latent_channels]; patchify then pack is FLUX.1's packing (runtime/latents.ts).
+// Editing: each reference image (one or several) is center-cropped to a multiple of 2 x the VAE scale (scaled
+// to 1024^2 pixels first when larger), encoded (the posterior's mean), BatchNorm-normalized and packed; its
+// tokens follow the latents' in every forward, with position ids (10 + 10 i, y, x, 0); the velocity of the
+// latents' own tokens steps them. The output size defaults to the first image's.
 import path from 'node:path';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { toUint8HWC } from '../image.ts';
 import { ComponentWeights } from '../io/weights.ts';
-import { unpackLatents } from '../latents.ts';
+import { loadRgbImage, resizeLanczos, vaeImageInput, type RgbImage } from '../image-input.ts';
+import { packLatents, unpackLatents } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
@@ -18,6 +23,7 @@ import { assertFinite, checkRequest } from '../request-checks.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
+import { VAE_ENCODER_WEIGHTS } from './image-to-image.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** Flux2KleinPipeline._get_qwen3_prompt_embeds: apply_chat_template([{role: user}], add_generation_prompt, enable_thinking=False) */
@@ -28,6 +34,19 @@ export const KLEIN_TEXT_LAYERS = [9, 18, 27];
 /** Flux2KleinPipeline: steps 50, 1024 x 1024, guidance_scale 4 (CFG when > 1 unless the model is distilled), max_sequence_length 512 */
 export interface Flux2GenerateOptions extends BaseGenerateOptions {
   guidanceScale?: number;
+  /** reference images to edit from (PNG / JPEG paths or RGB pixels): one, or several (multi-reference editing) */
+  image?: string | RgbImage | (string | RgbImage)[];
+  /** refused with a clear error: the image-to-image pipelines' strength has no meaning here */
+  strength?: number;
+}
+
+/** a reference image as the pipeline encodes it: [1, 3, h, w] in [-1, 1] and its packed token grid */
+interface ReferenceImage {
+  pixels: Float32Array;
+  height: number;
+  width: number;
+  h2: number;
+  w2: number;
 }
 
 export type Flux2Result = Omit<GenerateResult, 'decoded' | 'vaeTiles' | 'unknownWords'>;
@@ -38,6 +57,11 @@ interface Flux2Request extends ResolvedRequest {
   w2: number;
   tokens: number;
   maxTokens: number;
+  /** editing: the reference images, their tokens in all, and (after prepareInputs) their packed latents and ids */
+  refs: ReferenceImage[];
+  refTokens: number;
+  refLatents: Float32Array | null;
+  refIds: Float32Array | null;
 }
 
 interface Flux2Text extends EncodedText {
@@ -57,6 +81,27 @@ export function empiricalMu(imageSeqLen: number, steps: number): number {
   return a * steps + b;
 }
 
+/** [B, N, K] latents and the [R, K] reference tokens -> [B, N + R, K] (the references repeated over the batch) */
+function concatTokens(x: Float32Array, ref: Float32Array, batch: number): Float32Array {
+  const per = x.length / batch;
+  const out = new Float32Array(batch * (per + ref.length));
+  for (let b = 0; b < batch; b++) {
+    out.set(x.subarray(b * per, (b + 1) * per), b * (per + ref.length));
+    out.set(ref, b * (per + ref.length) + per);
+  }
+  return out;
+}
+
+/** PIL's crop((left, top, left + width, top + height)) with left / top = (size - new) // 2 */
+function centerCrop(img: RgbImage, width: number, height: number): RgbImage {
+  if (width === img.width && height === img.height) return img;
+  const left = Math.floor((img.width - width) / 2);
+  const top = Math.floor((img.height - height) / 2);
+  const pixels = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) pixels.set(img.pixels.subarray(((top + y) * img.width + left) * 3, ((top + y) * img.width + left + width) * 3), y * width * 3);
+  return { width, height, pixels };
+}
+
 export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2Request, Flux2Text, Uint8Array[], Flux2Result> {
   readonly tokenizer: HfTokenizer;
   readonly scheduler: FlowMatchSchedulerConfig;
@@ -66,6 +111,9 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
   private readonly textDim: number;
   /** model_index.json is_distilled: guidance_scale is ignored (no CFG) */
   readonly distilled: boolean;
+  /** reference images (editing), several allowed */
+  readonly imageToImage = true;
+  readonly multiImage = true;
   /** the VAE's BatchNorm over the patchified latents: running mean and sqrt(running_var + eps), float32 [4C] */
   private bn: { mean: Float32Array; std: Float32Array } | null = null;
   private readonly bnEps: number;
@@ -124,8 +172,32 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
   }
 
   transformerNeed(q: Flux2Request): PlanNeed {
-    const want = { hidden_states: [q.batch, q.tokens, 4 * this.latentChannels], encoder_hidden_states: [q.batch, q.maxTokens, this.textDim] };
-    return this.need('transformer', shapeKey([q.batch, q.tokens, q.maxTokens]), { batch: q.batch, height: q.height, width: q.width, textTokens: q.maxTokens }, want);
+    const want = { hidden_states: [q.batch, q.tokens + q.refTokens, 4 * this.latentChannels], encoder_hidden_states: [q.batch, q.maxTokens, this.textDim] };
+    return this.need('transformer', shapeKey([q.batch, q.tokens, q.refTokens, q.maxTokens]), { batch: q.batch, height: q.height, width: q.width, textTokens: q.maxTokens, ...(q.refTokens ? { refTokens: q.refTokens } : {}) }, want);
+  }
+
+  /** the VAE encoder at one reference image's size (the vae/ checkpoint's encoder half) */
+  private encoderNeed(height: number, width: number): PlanNeed {
+    return this.need('vae', shapeKey([1, height, width]), { batch: 1, height, width }, { sample: [1, 3, height, width] }, { component: 'vae_encoder', folder: 'vae', mayLeave: (n) => VAE_ENCODER_WEIGHTS.mayLeave(n) || n.startsWith('bn.') });
+  }
+
+  /**
+   * Flux2KleinPipeline's reference-image preprocessing: check_image_input (sides >= 64, aspect <= 8), PIL Lanczos
+   * to 1024^2 pixels when larger, rounded down to a multiple of 2 x the VAE scale by a center crop, to [-1, 1]
+   */
+  private referenceImage(src: string | RgbImage, what: string): ReferenceImage {
+    let img = loadRgbImage(src, what);
+    if (img.width < 64 || img.height < 64) throw new UserError(`${what}: ${img.width}x${img.height} is too small; Flux2KleinPipeline needs both sides at least 64 px`);
+    if (Math.max(img.width / img.height, img.height / img.width) > 8) throw new UserError(`${what}: ${img.width}x${img.height} has an aspect ratio over 8:1, which Flux2KleinPipeline refuses`);
+    const area = 1024 * 1024;
+    if (img.width * img.height > area) {
+      const scale = Math.sqrt(area / (img.width * img.height));
+      img = resizeLanczos(img, Math.floor(img.width * scale), Math.floor(img.height * scale));
+    }
+    const m = this.vaeScale * 2;
+    const width = img.width - (img.width % m);
+    const height = img.height - (img.height % m);
+    return { pixels: vaeImageInput(centerCrop(img, width, height), height, width), height, width, h2: height / m, w2: width / m };
   }
 
   private vaeNeed(batch: number, height: number, width: number): PlanNeed {
@@ -136,8 +208,12 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
 
   resolve(opts: Flux2GenerateOptions): Flux2Request {
     const { steps, batch, seed } = checkRequest(opts, 50);
-    const height = opts.height ?? this.defaultSize().height;
-    const width = opts.width ?? this.defaultSize().width;
+    if (opts.strength !== undefined) throw new UserError('--strength: Flux2KleinPipeline edits from reference images without a strength (the latents start from noise)');
+    const srcs = opts.image === undefined ? [] : Array.isArray(opts.image) ? opts.image : [opts.image];
+    const refs = srcs.map((src, i) => this.referenceImage(src, srcs.length > 1 ? `--image ${i + 1}` : '--image'));
+    // the output size defaults to the first reference image's
+    const height = opts.height ?? refs[0]?.height ?? this.defaultSize().height;
+    const width = opts.width ?? refs[0]?.width ?? this.defaultSize().width;
     const mult = this.vaeScale * 2;
     for (const [flag, v] of [['height', height], ['width', width]] as const) {
       if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 patches), got ${v}`);
@@ -166,14 +242,45 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
       w2,
       tokens: h2 * w2,
       maxTokens,
+      refs,
+      refTokens: refs.reduce((a, r) => a + r.h2 * r.w2, 0),
+      refLatents: null,
+      refIds: null,
     };
   }
 
   needs(q: Flux2Request, decode: DecodeMode): PlanNeed[] {
     if (decode === 'parallel') throw new UserError('--parallel-vae is not supported for Flux2KleinPipeline yet (rank 0 decodes)');
-    const out = [this.textNeed(q.batch, q.maxTokens), this.transformerNeed(q)];
+    const out = [this.textNeed(q.batch, q.maxTokens), this.transformerNeed(q), ...q.refs.map((r) => this.encoderNeed(r.height, r.width))];
     if (decode !== 'none') out.push(this.vaeNeed(q.batch, q.height, q.width));
     return out;
+  }
+
+  /**
+   * prepare_image_latents: each reference image's posterior mean (sample_mode "argmax"), patchified,
+   * normalized by the BatchNorm statistics, packed; the images' tokens in order with ids (10 + 10 i, y, x, 0)
+   */
+  async prepareInputs(q: Flux2Request): Promise<void> {
+    if (!q.refs.length) return;
+    const { mean, std } = await this.bnStats();
+    const C = this.latentChannels;
+    const K = 4 * C;
+    q.refLatents = new Float32Array(q.refTokens * K);
+    q.refIds = new Float32Array(q.refTokens * 4);
+    let t0 = 0;
+    for (const [i, r] of q.refs.entries()) {
+      const enc = await this.ctx.runner(this.encoderNeed(r.height, r.width));
+      setRunnerInputs(enc, { sample: r.pixels });
+      await forwardRunner(enc);
+      const moments = runnerOutput(enc, 'moments');
+      const lh = 2 * r.h2;
+      const lw = 2 * r.w2;
+      const packed = packLatents(moments.subarray(0, C * lh * lw), 1, C, lh, lw);
+      assertFinite(packed, `the VAE encoder's latents of reference image ${i + 1}`);
+      for (let j = 0; j < packed.length; j++) q.refLatents[t0 * K + j] = Math.fround(Math.fround(packed[j]! - mean[j % K]!) / std[j % K]!);
+      for (let t = 0; t < r.h2 * r.w2; t++) q.refIds.set([10 + 10 * i, Math.floor(t / r.w2), t % r.w2, 0], (t0 + t) * 4);
+      t0 += r.h2 * r.w2;
+    }
   }
 
   async encode(q: Flux2Request, prompts: string[]): Promise<Flux2Text> {
@@ -198,9 +305,12 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
   transformerInputs(q: Flux2Request, x: Float32Array, text: Flux2Text, timestep: Float32Array): Record<string, Float32Array> {
     const txt = new Float32Array(q.maxTokens * 4);
     for (let l = 0; l < q.maxTokens; l++) txt[l * 4 + 3] = l;
-    const img = new Float32Array(q.tokens * 4);
+    const img = new Float32Array((q.tokens + q.refTokens) * 4);
     for (let t = 0; t < q.tokens; t++) img.set([0, Math.floor(t / q.w2), t % q.w2, 0], t * 4);
-    return { hidden_states: x, encoder_hidden_states: text.embeds, timestep, img_ids: img, txt_ids: txt };
+    if (!q.refLatents) return { hidden_states: x, encoder_hidden_states: text.embeds, timestep, img_ids: img, txt_ids: txt };
+    // editing: every batch item's latents, then the reference tokens
+    img.set(q.refIds!, q.tokens * 4);
+    return { hidden_states: concatTokens(x, q.refLatents, q.batch), encoder_hidden_states: text.embeds, timestep, img_ids: img, txt_ids: txt };
   }
 
   /** prepare_latents: randn [B, 4C, h2, w2] from the seed, then _pack_latents to [B, h2 * w2, 4C] */
@@ -214,7 +324,16 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
 
   /** FlowMatch Euler over np.linspace(1, 1/N, N) with compute_empirical_mu(tokens, N) */
   sampler(q: Flux2Request) {
-    return eulerSampler(fluxSchedule(q.steps, q.tokens, this.scheduler, undefined, empiricalMu(q.tokens, q.steps)));
+    const euler = eulerSampler(fluxSchedule(q.steps, q.tokens, this.scheduler, undefined, empiricalMu(q.tokens, q.steps)));
+    if (!q.refTokens) return euler;
+    // noise_pred[:, :latents.size(1)]: the reference tokens' velocity is dropped
+    const K = 4 * this.latentChannels;
+    const own = (v: Float32Array): Float32Array => {
+      const out = new Float32Array(q.batch * q.tokens * K);
+      for (let b = 0; b < q.batch; b++) out.set(v.subarray(b * (q.tokens + q.refTokens) * K, (b * (q.tokens + q.refTokens) + q.tokens) * K), b * q.tokens * K);
+      return out;
+    };
+    return { ...euler, step: (v: Float32Array, i: number, x: Float32Array) => euler.step(own(v), i, x) };
   }
 
   /** neg + scale * (cond - neg), float32 */

@@ -99,6 +99,8 @@ export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedTex
   readonly family: PipelineFamily;
   /** the family takes an `image` to start from (image-to-image); the others refuse one */
   readonly imageToImage?: boolean;
+  /** the family takes several images (`image` a list: FLUX.2-Klein's reference images) */
+  readonly multiImage?: boolean;
   /** the family takes a `mask` with the image (inpainting) */
   readonly inpainting?: boolean;
   /** inputs every step takes that the request makes once, after the initial latents (FluxFill's masked image) */

@@ -28,6 +28,8 @@ export interface ServedPipeline {
   readonly imageToImage: boolean;
   /** the family takes a mask with the image (FLUX.1-Fill) */
   readonly inpainting: boolean;
+  /** the family edits from several images (FLUX.2-Klein's reference images) */
+  readonly multiImage: boolean;
   generate(opts: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
   setLoras(specs: LoraSpec[]): Promise<void>;
   /** why the ranks are gone (the server answers 503), or null */
@@ -44,6 +46,7 @@ export function localServed(pipe: Pipeline): ServedPipeline {
     world: 1,
     imageToImage: pipe.spec.imageToImage === true,
     inpainting: pipe.spec.inpainting === true,
+    multiImage: pipe.spec.multiImage === true,
     generate: (opts, signal) =>
       pipe.generate({
         ...opts,
@@ -144,6 +147,7 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
     world: o.world,
     imageToImage: host.spec.imageToImage === true,
     inpainting: host.spec.inpainting === true,
+    multiImage: host.spec.multiImage === true,
     failure: () => failure,
     setLoras: (specs) => host.setLoras(specs),
     generate(opts, signal) {

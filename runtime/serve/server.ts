@@ -65,8 +65,8 @@ interface Job {
   cache?: PipelineCacheOptions;
   /** the request's own adapters (vLLM-Omni's per-request lora); absent: the server's (set_lora) */
   lora?: LoraSpec[];
-  /** image-to-image: the image to start from, and how much noise it gets; inpainting: its mask */
-  image?: RgbImage;
+  /** image-to-image: the image to start from, and how much noise it gets; inpainting: its mask; multi-image editing: the images */
+  image?: RgbImage | RgbImage[];
   strength?: number;
   mask?: RgbImage;
 }
@@ -203,12 +203,13 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
   acceptMultipart(app);
   const maxImageBytes = Math.round((o.maxBodyMb ?? 32) * 1024 * 1024);
 
-  /** a request's input images -> the job's one image (image-to-image); `field` names them in errors */
-  const inputImage = async (srcs: string[], field: string): Promise<RgbImage | undefined> => {
+  /** a request's input images -> the job's image (image-to-image) or images (multi-image editing); `field` names them in errors */
+  const inputImage = async (srcs: string[], field: string): Promise<RgbImage | RgbImage[] | undefined> => {
     if (!srcs.length) return undefined;
-    if (!pipe.imageToImage) throw new UserError(`${field}: ${family.pipelineClass} here is text-to-${video ? 'video' : 'image'} only (image-to-image runs on FLUX directories)`);
-    if (srcs.length > 1) throw new UserError(`${field}: ${family.pipelineClass} takes one image (image-to-image); got ${srcs.length} (multi-image editing needs an edit model)`);
-    return imageFromSource(srcs[0]!, `${field}[0]`, maxImageBytes);
+    if (!pipe.imageToImage) throw new UserError(`${field}: ${family.pipelineClass} here is text-to-${video ? 'video' : 'image'} only (image-to-image runs on FLUX, Z-Image and FLUX.2-Klein directories)`);
+    if (srcs.length > 1 && !pipe.multiImage) throw new UserError(`${field}: ${family.pipelineClass} takes one image (image-to-image); got ${srcs.length} (multi-image editing runs on FLUX.2-Klein directories)`);
+    const images = await Promise.all(srcs.map((src, i) => imageFromSource(src, `${field}[${i}]`, maxImageBytes)));
+    return pipe.multiImage ? images : images[0];
   };
   const list = (v: unknown): string[] => (v === undefined ? [] : Array.isArray(v) ? (v as string[]) : [v as string]);
 

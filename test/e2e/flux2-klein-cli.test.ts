@@ -24,6 +24,16 @@ describe('generate --model <FLUX.2-Klein directory>', () => {
       expect(openSafetensorsSync(path.join(tmp, 'final.safetensors')).tensor('latents').shape).toEqual([1, 240, 32]);
     }
   });
+  it("--image twice: multi-reference editing reproduces diffusers' image, the size from the first image", () => {
+    const ref = openSafetensorsSync(path.join(K, 'reference/edit2_s3.safetensors'));
+    const imgs = ['ref-a.png', 'ref-b.png'].flatMap((f) => ['--image', path.join(K, 'reference', f)]);
+    const r = cli(['--prompt', 'make the circle blue', ...imgs, '--steps', '3', '--guidance-scale', '3', '--max-sequence-length', '32', '--seed', '7', '--out', 'e.png', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const png = readPng(path.join(tmp, 'e.png'));
+    expect([png.width, png.height]).toEqual([68, 88]);
+    expect(maxAbsDiff(png.pixels, ref.tensor('image_uint8').data)).toBeLessThanOrEqual(1);
+    expectCleanError(cli(['--prompt', 'x', '--image', path.join(K, 'reference/ref-b.png'), '--strength', '0.5', '--steps', '1']), /--strength: Flux2KleinPipeline edits from reference images without a strength/);
+  });
   it('--cache: one Cache-DiT summary per block list; bad sizes and flags of other families are clear errors', () => {
     const r = cli(['--prompt', PROMPT, '--height', '32', '--width', '32', '--steps', '6', '--max-sequence-length', '16', '--cache', '--rdt', '0.5', '--ws', '1', '--out', 'c.png', '--json']);
     expect(r.code, r.stderr).toBe(0);

@@ -238,3 +238,39 @@ describe.skipIf(!nativeAvailable())('ditforge serve: timeouts and video', () => 
     }
   });
 });
+
+describe.skipIf(!nativeAvailable())('ditforge serve: multi-image editing on a FLUX.2-Klein directory', () => {
+  it('/v1/images/edits with two image[] files and /generate with two image_urls == the library; two images on a one-image model are a 400', async () => {
+    const dir = path.resolve(import.meta.dirname, '../fixtures/flux2-klein-random');
+    const files = ['ref-a.png', 'ref-b.png'].map((f) => path.join(dir, 'reference', f));
+    const p = await loadPipeline(dir, { threads: 1, planProvider });
+    const { app: a } = createServer(p, { modelName: 'flux2-klein-random' });
+    const url = await a.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const want = (await p.generate({ prompt: 'make the circle blue', steps: 2, seed: 4, guidanceScale: 3, maxSequenceLength: 16, image: files } as never)) as { image: Uint8Array; width: number; height: number };
+      const form = new FormData();
+      for (const [k, v] of Object.entries({ prompt: 'make the circle blue', num_inference_steps: '2', seed: '4', guidance_scale: '3', max_sequence_length: '16' })) form.append(k, v);
+      for (const f of files) form.append('image[]', new Blob([fs.readFileSync(f)], { type: 'image/png' }), path.basename(f));
+      const r = await fetch(`${url}/v1/images/edits`, { method: 'POST', body: form });
+      expect(r.status, await r.clone().text()).toBe(200);
+      const j = (await r.json()) as { data: { b64_json: string }[]; size: string };
+      expect(j.size).toBe(`${want.width}x${want.height}`);
+      expect(Buffer.from(pngOf(j.data[0]!.b64_json).pixels).equals(Buffer.from(want.image))).toBe(true);
+      const g = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'make the circle blue', num_inference_steps: 2, seed: 4, guidance_scale: 3, max_sequence_length: 16, image_urls: files }) });
+      expect(g.status).toBe(200);
+      expect(Buffer.from(pngOf(((await g.json()) as { images: string[] }).images[0]!).pixels).equals(Buffer.from(want.image))).toBe(true);
+    } finally {
+      await a.close();
+    }
+    const tiny = await loadPipeline('tiny-flux', { threads: 1, planProvider });
+    const { app: t } = createServer(tiny, { modelName: 'tiny-flux' });
+    const turl = await t.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const r = await fetch(`${turl}/v1/images/edits`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, url: files }) });
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { error: string }).error).toMatch(/url: FluxPipeline takes one image .*got 2 \(multi-image editing runs on FLUX.2-Klein directories\)/);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -71,3 +71,24 @@ describe.skipIf(!nativeAvailable())('FLUX.2-Klein directory on 2 ranks == 1 rank
     expect(maxAbsDiff(r.image, one.image)).toBeLessThanOrEqual(1);
   });
 });
+
+describe.skipIf(!nativeAvailable())('FLUX.2-Klein editing vs diffusers (two reference images)', () => {
+  it('a 70x90 and a 64x64 image: cropped, encoded, normalized and packed as diffusers does; final latents and image', async () => {
+    const ref = openSafetensorsSync(path.join(KLEIN_DIR, 'reference', 'edit2_s3.safetensors'));
+    const images = ['ref-a.png', 'ref-b.png'].map((f) => path.join(KLEIN_DIR, 'reference', f));
+    const opts = { prompt: 'make the circle blue', image: images, steps: 3, guidanceScale: 3, maxSequenceLength: 32, seed: 7 };
+    const q = pipe.spec.resolve(opts);
+    // the size from the first image (70 x 90 rounded down to 68 x 88), its tokens then the second image's
+    expect([q.width, q.height, q.tokens, q.refTokens]).toEqual([68, 88, 374, 630]);
+    await pipe.spec.prepareInputs(q);
+    const le = relL2(q.refLatents!, ref.tensor('image_latents').data);
+    log('edit2 reference-image latents relL2', le);
+    expect(le).toBeLessThan(1e-5);
+    expect(Array.from(q.refIds!)).toEqual(Array.from(ref.tensor('image_latent_ids').data));
+    const r = await pipe.generate(opts);
+    const fe = relL2(await pipe.spec.vaeLatents(q, r.latents), ref.tensor('final_latents').data);
+    log('edit2 final latents relL2', fe);
+    expect(fe).toBeLessThan(1e-5);
+    expect(maxAbsDiff(r.image, Uint8Array.from(ref.ints('image_uint8')))).toBeLessThanOrEqual(1);
+  });
+});

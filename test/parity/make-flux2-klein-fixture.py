@@ -17,6 +17,7 @@ import shutil
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
@@ -31,6 +32,9 @@ RUNS = [
     # CFG (the base model): guidance 4, a non-square size
     {"name": "cfg_s4", "seed": 3, "call": {"prompt": PROMPT, "height": 48, "width": 80, "num_inference_steps": 4,
                                            "guidance_scale": 4.0, "max_sequence_length": 40}},
+    # editing with two reference images (the size from the first, 70x90 cropped to 68x88), CFG 3
+    {"name": "edit2_s3", "seed": 7, "images": ["ref-a.png", "ref-b.png"],
+     "call": {"prompt": "make the circle blue", "num_inference_steps": 3, "guidance_scale": 3.0, "max_sequence_length": 32}},
     # no CFG (guidance_scale 1, as a distilled model runs), another step count and size
     {"name": "plain_s3", "seed": 5, "call": {"prompt": "a blue square", "height": 64, "width": 64, "num_inference_steps": 3,
                                              "guidance_scale": 1.0, "max_sequence_length": 24}},
@@ -87,18 +91,41 @@ def build():
         f.write("\n")
 
 
+def reference_images(ref):
+    # smooth colour fields with a little noise: a 90x70 and a 64x64 image (the first one is cropped to 68x88)
+    g = np.random.default_rng(0)
+    for name, (h, w) in (("ref-a.png", (90, 70)), ("ref-b.png", (64, 64))):
+        y, x = np.mgrid[0:h, 0:w]
+        img = np.stack([120 + 100 * np.sin(x / 9.0), 80 + 90 * np.cos(y / 7.0), 60 + 50 * np.sin((x + y) / 11.0)], -1)
+        img = np.clip(img + g.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(ref, name))
+
+
 def references():
     pipe = Flux2KleinPipeline.from_pretrained(OUT, torch_dtype=torch.float32)
     ref = os.path.join(OUT, "reference")
     os.makedirs(ref, exist_ok=True)
+    reference_images(ref)
     for r in RUNS:
-        c = r["call"]
+        c = dict(r["call"])
+        if "images" in r:
+            c["image"] = [Image.open(os.path.join(ref, f)) for f in r["images"]]
+            if "image_latents" not in r:
+                lats, ids = pipe.prepare_image_latents([pipe.image_processor.preprocess(im, height=im.size[1] // 4 * 4, width=im.size[0] // 4 * 4, resize_mode="crop") for im in c["image"]], 1, torch.Generator("cpu").manual_seed(0), "cpu", torch.float32)
+                r["image_latents"] = (lats, ids)
         embeds, text_ids = pipe.encode_prompt(c["prompt"], max_sequence_length=c["max_sequence_length"])
         neg, _ = pipe.encode_prompt("", max_sequence_length=c["max_sequence_length"])
         text = pipe.tokenizer.apply_chat_template([{"role": "user", "content": c["prompt"]}], tokenize=False,
                                                   add_generation_prompt=True, enable_thinking=False)
         ids = pipe.tokenizer(text, padding="max_length", truncation=True, max_length=c["max_sequence_length"], return_tensors="pt")["input_ids"]
-        lat, _ = pipe.prepare_latents(1, 8, c["height"], c["width"], torch.float32, "cpu", torch.Generator("cpu").manual_seed(r["seed"]))
+        if "images" in r:
+            # the size the pipeline takes from the first image: rounded down to a multiple of vae_scale_factor * 2
+            m = pipe.vae_scale_factor * 2
+            c0 = c["image"][0].size
+            size = {"height": c0[1] // m * m, "width": c0[0] // m * m}
+        else:
+            size = {"height": c["height"], "width": c["width"]}
+        lat, _ = pipe.prepare_latents(1, 8, size["height"], size["width"], torch.float32, "cpu", torch.Generator("cpu").manual_seed(r["seed"]))
         final = pipe(**c, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="latent").images
         img = pipe(**c, generator=torch.Generator("cpu").manual_seed(r["seed"]), output_type="np").images[0]
         t = {
@@ -106,6 +133,9 @@ def references():
             "initial_latents": lat, "sigmas": pipe.scheduler.sigmas.float(), "timesteps": pipe.scheduler.timesteps.float(),
             "final_latents": final.float(), "image_uint8": torch.from_numpy((img * 255).round().astype(np.uint8)),
         }
+        if "image_latents" in r:
+            t["image_latents"], t["image_latent_ids"] = r.pop("image_latents")
+            t["image_latent_ids"] = t["image_latent_ids"].float()
         save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(ref, f"{r['name']}.safetensors"))
         print(r["name"], {k: list(v.shape) for k, v in t.items()})
     meta = {"diffusers": diffusers.__version__, "torch": torch.__version__, "runs": RUNS,

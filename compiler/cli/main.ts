@@ -602,7 +602,8 @@ async function generateFlux2Klein(flags: GenerateFlags, model: { dir: string; na
   const q = pipe.spec.resolve({ prompt: flags.prompt, ...(flags.height !== undefined ? { height: flags.height } : {}), ...(flags.width !== undefined ? { width: flags.width } : {}), ...images });
   const { height, width } = q;
   const { latents, batch } = await packedLatentsFlag(flags, { tokens: q.tokens, packedChannels: 4 * pipe.spec.latentChannels }, height, width);
-  const cache = await cacheFromFlags(flags);
+  const given = await cacheFromFlags(flags);
+  const cache = given && pipe.spec.alignCache(given);
   const bar = await progressBar(flags);
   type Opts = import('../../runtime/pipelines/flux2.ts').Flux2GenerateOptions;
   type Res = import('../../runtime/pipelines/flux2.ts').Flux2Result;

@@ -19,6 +19,7 @@ import { packLatents, unpackLatents } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
+import type { PipelineCacheOptions } from '../pipeline-cache.ts';
 import { assertFinite, checkRequest } from '../request-checks.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig } from '../scheduler.ts';
@@ -153,6 +154,16 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     const L = configNumber(this.configs.text_encoder, 'num_hidden_layers', teFile, { int: true, min: 1 });
     if (L < Math.max(...KLEIN_TEXT_LAYERS)) throw new UserError(`${teFile}: num_hidden_layers ${L} is fewer than the layers Flux2KleinPipeline stacks (${KLEIN_TEXT_LAYERS.join(', ')})`);
     if (KLEIN_TEXT_LAYERS.length * hd !== this.textDim) throw new UserError(`${tfFile}: joint_attention_dim ${this.textDim} is not ${KLEIN_TEXT_LAYERS.length} x the text encoder's hidden_size ${hd} (${teFile})`);
+  }
+
+  /**
+   * Cache-DiT's FLUX.2 examples: the single-stream list gets 3 x the residual-diff threshold (its diffs carry the
+   * dual blocks' accumulated error), unless the request names its own modifiers
+   */
+  alignCache(opts: PipelineCacheOptions): PipelineCacheOptions {
+    const rdt = opts.cache?.residual_diff_threshold;
+    if (opts.modifiers || rdt === undefined) return opts;
+    return { ...opts, modifiers: { 'blocks:single_transformer_blocks': { cache_config: { residual_diff_threshold: 3 * rdt } } } };
   }
 
   defaultSize(): { height: number; width: number } {

@@ -7,7 +7,7 @@ import type { Communicator } from '../comm/communicator.ts';
 import type { ComponentExecutor, Runner } from '../component-runners.ts';
 import type { PipelineFamily } from '../model-dir.ts';
 import type { Component, Plan } from '../plan.ts';
-import type { PipelineCacheResult } from '../pipeline-cache.ts';
+import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cache.ts';
 
 /** One executor a request needs: its component, the key it is made once under, and the plan it must run. */
 export interface PlanNeed {
@@ -103,6 +103,11 @@ export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedTex
   readonly multiImage?: boolean;
   /** the family takes a `mask` with the image (inpainting) */
   readonly inpainting?: boolean;
+  /**
+   * Cache-DiT's generate / serve alignment of a cache request to this family (its examples' params modifiers),
+   * applied by the CLI and the server; the library's `cache` is taken as enable_cache takes it
+   */
+  alignCache?(opts: PipelineCacheOptions): PipelineCacheOptions;
   /** inputs every step takes that the request makes once, after the initial latents (FluxFill's masked image) */
   prepareInputs?(q: Q): Promise<void>;
   /** the request with the family's defaults, validated before any work (errors name the flag) */

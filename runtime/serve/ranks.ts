@@ -8,6 +8,7 @@
 // communicator's wait bound, and the server answers 503 from then on.
 import { BroadcastChannel } from 'node:worker_threads';
 import { decodeRequestImages } from '../image-input.ts';
+import type { PipelineCacheOptions } from '../pipeline-cache.ts';
 import type { Communicator } from '../comm/communicator.ts';
 import { launchRanks } from '../comm/index.ts';
 import type { LoraLibrary, LoraSpec } from '../lora.ts';
@@ -30,6 +31,8 @@ export interface ServedPipeline {
   readonly inpainting: boolean;
   /** the family edits from several images (FLUX.2-Klein's reference images) */
   readonly multiImage: boolean;
+  /** Cache-DiT's per-family alignment of a request's cache options (its serving examples) */
+  alignCache(opts: PipelineCacheOptions): PipelineCacheOptions;
   generate(opts: Record<string, unknown>, signal: AbortSignal): Promise<unknown>;
   setLoras(specs: LoraSpec[]): Promise<void>;
   /** why the ranks are gone (the server answers 503), or null */
@@ -47,6 +50,7 @@ export function localServed(pipe: Pipeline): ServedPipeline {
     imageToImage: pipe.spec.imageToImage === true,
     inpainting: pipe.spec.inpainting === true,
     multiImage: pipe.spec.multiImage === true,
+    alignCache: (c) => pipe.spec.alignCache?.(c) ?? c,
     generate: (opts, signal) =>
       pipe.generate({
         ...opts,
@@ -148,6 +152,7 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
     imageToImage: host.spec.imageToImage === true,
     inpainting: host.spec.inpainting === true,
     multiImage: host.spec.multiImage === true,
+    alignCache: (c) => host.spec.alignCache?.(c) ?? c,
     failure: () => failure,
     setLoras: (specs) => host.setLoras(specs),
     generate(opts, signal) {

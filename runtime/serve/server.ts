@@ -286,7 +286,7 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     set('guidanceScale', b.guidance_scale);
     set('strength', b.strength);
     const cache = requestCache(b.cache_config, o.defaultCache ?? null);
-    if (cache) job.cache = cache;
+    if (cache) job.cache = pipe.alignCache(cache);
     const lora = loras.ofRequest(b.lora as LoraRequest | LoraRequest[] | undefined);
     if (lora) job.lora = lora;
     return job;

@@ -1,6 +1,7 @@
 // `ditforge generate --model <FLUX.2-Klein directory>` as a user runs it: the seed reproduces diffusers'
 // Flux2KleinPipeline image (CFG 4, non-square), on 1 and 2 ranks; --save-latents in diffusers' packed layout;
-// DBCache over the two block lists; clear errors before any work.
+// DBCache over the two block lists (the single-stream one at 3 x the threshold, as Cache-DiT's FLUX.2
+// examples set it); clear errors before any work.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openSafetensorsSync } from '../../runtime/io/safetensors.ts';
@@ -37,8 +38,10 @@ describe('generate --model <FLUX.2-Klein directory>', () => {
   it('--cache: one Cache-DiT summary per block list; bad sizes and flags of other families are clear errors', () => {
     const r = cli(['--prompt', PROMPT, '--height', '32', '--width', '32', '--steps', '6', '--max-sequence-length', '16', '--cache', '--rdt', '0.5', '--ws', '1', '--out', 'c.png', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    const j = JSON.parse(r.stdout) as { cache: { lists: { name: string; residual_diffs: Record<string, number> }[] } };
+    const j = JSON.parse(r.stdout) as { cache: { lists: { name: string; residual_diffs: Record<string, number>; cache_options: { cache_config: { residual_diff_threshold: number } } }[] } };
     expect(j.cache.lists.map((s) => s.name)).toEqual(['blocks:transformer_blocks', 'blocks:single_transformer_blocks']);
+    // Cache-DiT's FLUX.2 examples: the single-stream list at 3 x --rdt
+    expect(j.cache.lists.map((s) => s.cache_options.cache_config.residual_diff_threshold)).toEqual([0.5, 1.5]);
     // each list measures its own first block's residual change
     expect(j.cache.lists[0]!.residual_diffs).not.toEqual(j.cache.lists[1]!.residual_diffs);
     expectCleanError(cli(['--prompt', PROMPT, '--height', '50', '--width', '64', '--steps', '1']), /--height must be a positive multiple of 4/);

@@ -35,6 +35,11 @@ export interface FluxConfig {
   axes_dims_rope: number[];
   /** pipeline: pixels per latent pixel (2^(len(vae.block_out_channels)-1)) */
   vae_scale_factor: number;
+  /**
+   * not a diffusers key: the MLPs' activation. FLUX.1's tanh GELU, or the SwiGLU of FLUX-layout models that
+   * gate it (Ovis-Image: FeedForward(activation_fn="swiglu") and a doubled proj_mlp)
+   */
+  mlp_act?: 'gelu_tanh' | 'swiglu';
 }
 
 /** what the embeddings hand every block */
@@ -49,9 +54,19 @@ const EPS = 1e-6;
 
 const inner = (c: FluxConfig): number => c.num_attention_heads * c.attention_head_dim;
 
-/** FeedForward(dim, activation_fn="gelu-approximate"): net.0.proj -> GELU(tanh) -> net.2 */
-export function feedForward(m: Module, x: Tensor, dim: number): Tensor {
-  return m.linear('net.2', m.linear('net.0.proj', x, 4 * dim, { act: 'gelu_tanh' }), dim);
+/**
+ * FeedForward(dim, activation_fn="gelu-approximate"): net.0.proj -> GELU(tanh) -> net.2; "swiglu": net.0.proj to
+ * [hidden | gate] (one fused weight), hidden * silu(gate) (diffusers SwiGLU), net.2
+ */
+export function feedForward(m: Module, x: Tensor, dim: number, act: FluxConfig['mlp_act'] = 'gelu_tanh'): Tensor {
+  const I = 4 * dim;
+  return m.linear('net.2', act === 'swiglu' ? swiglu(m.linear('net.0.proj', x, 2 * I, { parts: [I, I] })) : m.linear('net.0.proj', x, I, { act: 'gelu_tanh' }), dim);
+}
+
+/** diffusers SwiGLU on a fused projection: its first half times silu(its second half) */
+function swiglu(x: Tensor): Tensor {
+  const [h, g] = x.chunk(2);
+  return h!.mul(g!.silu());
 }
 
 /**
@@ -105,11 +120,11 @@ export const dualBlock = block<FluxConfig, FluxCtx>('transformer_blocks', Patter
 
   hidden = hidden.addGated(gMsa!, a.linear('to_out.0', oh!, C));
   const nh2 = m.layerNorm(null, hidden, { eps: EPS }).modulate(shMlp!, scMlp!);
-  hidden = hidden.addGated(gMlp!, feedForward(m.scope('ff'), nh2, C));
+  hidden = hidden.addGated(gMlp!, feedForward(m.scope('ff'), nh2, C, c.mlp_act));
 
   encoder = encoder.addGated(cGMsa!, a.linear('to_add_out', oe!, C));
   const ne2 = m.layerNorm(null, encoder, { eps: EPS }).modulate(cShMlp!, cScMlp!);
-  encoder = encoder.addGated(cGMlp!, feedForward(m.scope('ff_context'), ne2, C));
+  encoder = encoder.addGated(cGMlp!, feedForward(m.scope('ff_context'), ne2, C, c.mlp_act));
   return { hidden, encoder };
 });
 
@@ -127,14 +142,14 @@ export const singleBlock = block<FluxConfig, FluxCtx>('single_transformer_blocks
   const o = attention(q, k, a.linear('to_v', nx, C), { heads: H });
   // proj_mlp after the attention (same math as diffusers' order): under ulysses_async it runs while the
   // output all-to-all is in flight (Cache-DiT's async single blocks)
-  const mlp = m.linear('proj_mlp', nx, 4 * C, { act: 'gelu_tanh' });
+  const mlp = c.mlp_act === 'swiglu' ? swiglu(m.linear('proj_mlp', nx, 8 * C, { parts: [4 * C, 4 * C] })) : m.linear('proj_mlp', nx, 4 * C, { act: 'gelu_tanh' });
   const y = x.addGated(gate!, m.linear('proj_out', concat([o, mlp], -1), C));
   const [encoder, hidden] = y.split([T, s.hidden.dim(1)], 1);
   return { hidden: hidden!, encoder: encoder! };
 });
 
 /** MLP timestep/guidance/text embedder: linear_1 -> SiLU -> linear_2 */
-function mlpEmbed(m: Module, x: Tensor, dim: number): Tensor {
+export function mlpEmbed(m: Module, x: Tensor, dim: number): Tensor {
   return m.linear('linear_2', m.linear('linear_1', x, dim, { act: 'silu' }), dim);
 }
 

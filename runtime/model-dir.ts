@@ -125,6 +125,22 @@ export const FLUX2_KLEIN_FAMILY: PipelineFamily = {
   },
 };
 
+/** diffusers OvisImagePipeline (Ovis-Image 7B): Qwen3, the Ovis-Image transformer, FLUX.1's AutoencoderKL */
+export const OVIS_IMAGE_FAMILY: PipelineFamily = {
+  pipelineClass: 'OvisImagePipeline',
+  planModel: 'ovis-image',
+  dirConfigs: ['transformer', 'text_encoder', 'vae'],
+  text: 'qwen3',
+  output: 'image',
+  components: {
+    transformer: ['OvisImageTransformer2DModel'],
+    text_encoder: ['Qwen3Model'],
+    tokenizer: ['Qwen2Tokenizer', 'Qwen2TokenizerFast'],
+    vae: ['AutoencoderKL'],
+    scheduler: ['FlowMatchEulerDiscreteScheduler'],
+  },
+};
+
 /** diffusers FluxFillPipeline (FLUX.1-Fill-dev): FLUX.1's components, a transformer taking the masked image and mask too */
 export const FLUX1_FILL_FAMILY: PipelineFamily = { ...FLUX1_FAMILY, pipelineClass: 'FluxFillPipeline', planModel: 'flux1-fill' };
 
@@ -133,7 +149,7 @@ export function isFluxFamily(f: PipelineFamily): boolean {
   return f.text === 'tiny' || f.text === 'clip_t5';
 }
 
-const FAMILIES = [FLUX1_FAMILY, FLUX1_FILL_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY, FLUX2_KLEIN_FAMILY];
+const FAMILIES = [FLUX1_FAMILY, FLUX1_FILL_FAMILY, WAN21_FAMILY, QWEN_IMAGE_FAMILY, Z_IMAGE_FAMILY, FLUX2_KLEIN_FAMILY, OVIS_IMAGE_FAMILY];
 
 export function readJson(file: string): Record<string, unknown> {
   let text: string;

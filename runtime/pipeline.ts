@@ -25,6 +25,7 @@ import type { DecodeMode, PipelineContext, PipelineSpec, PlanNeed } from './pipe
 import { WanSpec } from './pipelines/wan.ts';
 import { ZImageSpec } from './pipelines/z-image.ts';
 import { Flux2KleinSpec } from './pipelines/flux2.ts';
+import { OvisImageSpec } from './pipelines/ovis-image.ts';
 
 export { PACKAGE_ROOT } from './package-root.ts';
 import { PACKAGE_ROOT } from './package-root.ts';
@@ -163,6 +164,7 @@ const SPECS: Record<string, (ctx: PipelineContext, family: PipelineFamily) => An
   QwenImagePipeline: (ctx, f) => new QwenImageSpec(ctx, f),
   ZImagePipeline: (ctx, f) => new ZImageSpec(ctx, f),
   Flux2KleinPipeline: (ctx, f) => new Flux2KleinSpec(ctx, f),
+  OvisImagePipeline: (ctx, f) => new OvisImageSpec(ctx, f),
 };
 
 export class Pipeline<S extends AnySpec = AnySpec> {
@@ -365,6 +367,7 @@ export type WanPipeline = Pipeline<WanSpec>;
 export type QwenImagePipeline = Pipeline<QwenImageSpec>;
 export type ZImagePipeline = Pipeline<ZImageSpec>;
 export type Flux2KleinPipeline = Pipeline<Flux2KleinSpec>;
+export type OvisImagePipeline = Pipeline<OvisImageSpec>;
 
 function checkThreads(options: PipelineOptions): void {
   if (options.threads !== undefined && (!Number.isInteger(options.threads) || options.threads < 1)) {
@@ -408,6 +411,10 @@ export function loadQwenImagePipeline(model: string, options: PipelineOptions = 
 
 export function loadZImagePipeline(model: string, options: PipelineOptions = {}): Promise<ZImagePipeline> {
   return loadAs(model, options, 'ZImagePipeline', (ctx, f) => new ZImageSpec(ctx, f));
+}
+
+export function loadOvisImagePipeline(model: string, options: PipelineOptions = {}): Promise<OvisImagePipeline> {
+  return loadAs(model, options, 'OvisImagePipeline', (ctx, f) => new OvisImageSpec(ctx, f));
 }
 
 export function loadFlux2KleinPipeline(model: string, options: PipelineOptions = {}): Promise<Flux2KleinPipeline> {

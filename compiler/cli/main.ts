@@ -284,7 +284,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
   if (model.family.pipelineClass === 'ZImagePipeline') return generateZImage(flags, model, planProvider, t0);
-  if (model.family.pipelineClass === 'Flux2KleinPipeline') return generateFlux2Klein(flags, model, planProvider, t0);
+  if (model.family.pipelineClass === 'Flux2KleinPipeline' || model.family.pipelineClass === 'OvisImagePipeline') return generatePackedQwen3(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
   const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags) });
@@ -587,32 +587,37 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   await reportImageRun(flags, model, pipe, { r, outputs, batch, t0, parallelInfo }, { guidanceScale: flags.guidanceScale ?? 5 });
 }
 
-/** `generate` for a Flux2KleinPipeline directory (PNG out; --latents packed [B, tokens, 4 x latent channels] as diffusers' latents=) */
-async function generateFlux2Klein(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
+/**
+ * `generate` for the Qwen3-conditioned FLUX-layout families, Flux2KleinPipeline and OvisImagePipeline (PNG out;
+ * --latents packed [B, tokens, 4 x latent channels] as diffusers' latents=; Klein: --image once per reference image)
+ */
+async function generatePackedQwen3(flags: GenerateFlags, model: { dir: string; name: string; family: import('../../runtime/model-dir.ts').PipelineFamily }, planProvider: import('../../runtime/pipeline.ts').PlanProvider, t0: number): Promise<void> {
   const cls = model.family.pipelineClass;
+  const klein = cls === 'Flux2KleinPipeline';
   for (const [flag, v] of [['--parallel-vae', flags.parallelVae], ['--vae-tiling', flags.vaeTiling], ['--true-cfg-scale', flags.trueCfgScale]] as const) {
     if (v !== undefined && v !== false) throw new CliError(`${flag} is not supported for ${cls} directories (CFG: --guidance-scale, 1 turns it off)`);
   }
-  const { loadFlux2KleinPipeline } = await import('../../runtime/pipeline.ts');
+  const { loadFlux2KleinPipeline, loadOvisImagePipeline } = await import('../../runtime/pipeline.ts');
   const { decodeRequestImages } = await import('../../runtime/image-input.ts');
   const out = flags.out ?? 'out.png';
-  const pipe = await loadFlux2KleinPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
+  const options = { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) };
+  const pipe = klein ? await loadFlux2KleinPipeline(model.dir, options) : await loadOvisImagePipeline(model.dir, options);
   // with --image the size defaults to the first reference image's
   const images = { ...(flags.image ? await decodeRequestImages({ image: flags.image }) : {}), ...(flags.strength !== undefined ? { strength: flags.strength } : {}) };
   const q = pipe.spec.resolve({ prompt: flags.prompt, ...(flags.height !== undefined ? { height: flags.height } : {}), ...(flags.width !== undefined ? { width: flags.width } : {}), ...images });
   const { height, width } = q;
-  const { latents, batch } = await packedLatentsFlag(flags, { tokens: q.tokens, packedChannels: 4 * pipe.spec.latentChannels }, height, width);
+  const { latents, batch } = await packedLatentsFlag(flags, { tokens: q.latentsShape[1]!, packedChannels: q.latentsShape[2]! }, height, width);
   const given = await cacheFromFlags(flags);
-  const cache = given && pipe.spec.alignCache(given);
+  const cache = given && ('alignCache' in pipe.spec ? pipe.spec.alignCache(given) : given);
   const bar = await progressBar(flags);
   type Opts = import('../../runtime/pipelines/flux2.ts').Flux2GenerateOptions;
   type Res = import('../../runtime/pipelines/flux2.ts').Flux2Result;
-  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...(flags.guidanceScale !== undefined ? { guidanceScale: flags.guidanceScale } : {}), ...images };
-  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe, request, planProvider, bar, { parallelText: flags.parallelText });
+  const request: Opts = { ...baseRequest(flags, cache), ...(latents ? { latents, batch } : {}), height, width, ...images };
+  const { r, parallelInfo } = await runFamily<Opts, Res>(flags, model, pipe as import('../../runtime/pipeline.ts').Pipeline, request, planProvider, bar, { parallelText: flags.parallelText });
   const outputs = await writeImages(out, r);
-  await saveLatents(flags, r, 'final packed latents [B, tokens, 4 x latent channels] before the BatchNorm is undone');
+  await saveLatents(flags, r, `final packed latents [B, tokens, 4 x latent channels]${klein ? ' before the BatchNorm is undone' : ` (${cls} output_type="latent")`}`);
   await printCacheSummary(flags, r.cache);
-  await reportImageRun(flags, model, pipe, { r, outputs, batch, t0, parallelInfo }, { guidanceScale: flags.guidanceScale ?? 4, distilled: pipe.spec.distilled });
+  await reportImageRun(flags, model, pipe, { r, outputs, batch, t0, parallelInfo }, { guidanceScale: flags.guidanceScale ?? (klein ? 4 : 5), ...('distilled' in pipe.spec ? { distilled: pipe.spec.distilled } : {}) });
 }
 
 /** WanPipeline's examples export at 16 fps */

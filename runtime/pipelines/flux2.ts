@@ -10,6 +10,7 @@
 // tokens follow the latents' in every forward, with position ids (10 + 10 i, y, x, 0); the velocity of the
 // latents' own tokens steps them. The output size defaults to the first image's.
 import path from 'node:path';
+import { combineCfg } from '../denoise.ts';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
 import { toUint8HWC } from '../image.ts';
@@ -347,10 +348,8 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     return { ...euler, step: (v: Float32Array, i: number, x: Float32Array) => euler.step(own(v), i, x) };
   }
 
-  /** neg + scale * (cond - neg), float32 */
   combineCfg(q: Flux2Request, cond: Float32Array, uncond: Float32Array): void {
-    const s = Math.fround(q.cfgScale!);
-    for (let k = 0; k < cond.length; k++) cond[k] = Math.fround(uncond[k]! + Math.fround(s * Math.fround(cond[k]! - uncond[k]!)));
+    combineCfg(cond, uncond, q.cfgScale!);
   }
 
   /** the VAE's bn.running_mean / running_var, read once */

@@ -164,6 +164,16 @@ struct chain_ew_f7edf843 : Floats {
 };
 void kernel_ew_f7edf843(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_f7edf843, 2>(args, ctx); }
 
+// ew_fd5aa987: y = (a0 * silu(a1))
+// t: in0..in1, y ; i: n ; f: f0..f7
+struct chain_ew_fd5aa987 : Floats {
+  float operator()(float a0, float a1) const {
+    using namespace ew;
+    return static_cast<float>((a0 * silu(a1)));
+  }
+};
+void kernel_ew_fd5aa987(const KernelArgs& args, KernelCtx& ctx) { run_chain<chain_ew_fd5aa987, 2>(args, ctx); }
+
 // ew_selftest: y = a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1
 // t: in0..in2, y ; i: n ; f: f0..f7
 struct chain_ew_selftest : Floats {
@@ -192,6 +202,7 @@ extern "C" const ditforge::KernelEntry ditforge_cpu_elementwise[] = {
     {"ew_d42372bb", ditforge::kernel_ew_d42372bb },
     {"ew_e4236df7", ditforge::kernel_ew_e4236df7 },
     {"ew_f7edf843", ditforge::kernel_ew_f7edf843 },
+    {"ew_fd5aa987", ditforge::kernel_ew_fd5aa987 },
     {"ew_selftest", ditforge::kernel_ew_selftest },
     {nullptr, nullptr},
 };
@@ -211,6 +222,7 @@ extern "C" const ditforge::ElementwiseInfo ditforge_cpu_elementwise_info[] = {
     {"ew_d42372bb", 3 },
     {"ew_e4236df7", 1 },
     {"ew_f7edf843", 2 },
+    {"ew_fd5aa987", 2 },
     {"ew_selftest", 3 },
     {nullptr, 0},
 };

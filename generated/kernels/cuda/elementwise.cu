@@ -110,6 +110,16 @@ __global__ void ew_f7edf843_k(const float* in0, const float* in1, float* y, int6
   }
 }
 
+// ew_fd5aa987: y = (a0 * silu(a1))
+__global__ void ew_fd5aa987_k(const float* in0, const float* in1, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    const float a1 = in1[i];
+    y[i] = static_cast<float>((a0 * silu(a1)));
+  }
+}
+
 // ew_selftest: y = a0 * (1.0f + a1) + silu(a2) * f0 - gelu_tanh(a0) * f1
 __global__ void ew_selftest_k(const float* in0, const float* in1, const float* in2, float* y, int64_t n, float f0, float f1, float f2,
                           float f3, float f4, float f5, float f6, float f7) {
@@ -206,6 +216,12 @@ extern "C" int ditforge_cuda_ew_f7edf843(const KernelArgs* a, void* stream) {
       a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
   return DF_LAUNCH_RESULT();
 }
+extern "C" int ditforge_cuda_ew_fd5aa987(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_fd5aa987_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], a->t[2],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
 extern "C" int ditforge_cuda_ew_selftest(const KernelArgs* a, void* stream) {
   if (a->i[0] <= 0) return 0;
   cuda::ew_selftest_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1], a->t[2], a->t[3],
@@ -228,6 +244,7 @@ extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_elementwise[] = {
     {"ew_d42372bb", ditforge_cuda_ew_d42372bb },
     {"ew_e4236df7", ditforge_cuda_ew_e4236df7 },
     {"ew_f7edf843", ditforge_cuda_ew_f7edf843 },
+    {"ew_fd5aa987", ditforge_cuda_ew_fd5aa987 },
     {"ew_selftest", ditforge_cuda_ew_selftest },
     {nullptr, nullptr},
 };

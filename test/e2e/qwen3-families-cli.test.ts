@@ -1,4 +1,4 @@
-// `ditforge generate --model <FLUX.2-Klein directory>` as a user runs it: the seed reproduces diffusers'
+// `ditforge generate --model <FLUX.2-Klein / Ovis-Image directory>` as a user runs it. Klein: the seed reproduces diffusers'
 // Flux2KleinPipeline image (CFG 4, non-square), on 1 and 2 ranks; --save-latents in diffusers' packed layout;
 // DBCache over the two block lists (the single-stream one at 3 x the threshold, as Cache-DiT's FLUX.2
 // examples set it); clear errors before any work.
@@ -47,5 +47,21 @@ describe('generate --model <FLUX.2-Klein directory>', () => {
     expectCleanError(cli(['--prompt', PROMPT, '--height', '50', '--width', '64', '--steps', '1']), /--height must be a positive multiple of 4/);
     expectCleanError(cli(['--prompt', PROMPT, '--height', '32', '--width', '32', '--true-cfg-scale', '4']), /--true-cfg-scale is not supported for Flux2KleinPipeline/);
     expectCleanError(cli(['--prompt', PROMPT, '--height', '32', '--width', '32', '--negative-prompt', 'blurry']), /always uses the empty negative prompt/);
+  });
+});
+
+describe('generate --model <Ovis-Image directory>', () => {
+  const O = path.join(ROOT, 'test/fixtures/ovis-image-random');
+  const ovis = cliInTmp('ditforge-ovis-cli-', ['generate', '--model', O, '--threads', '2']);
+  it("--seed reproduces diffusers' image (CFG 5, the empty negative prompt) on 1 and 2 ranks; --image is refused", () => {
+    const ref = openSafetensorsSync(path.join(O, 'reference/cfg_s4.safetensors'));
+    for (const world of [[], ['--world', '2']]) {
+      const r = ovis.cli(['--prompt', PROMPT, '--height', '48', '--width', '80', '--steps', '4', '--max-sequence-length', '24', '--seed', '3', '--out', 'o.png', '--json', ...world]);
+      expect(r.code, r.stderr).toBe(0);
+      const j = JSON.parse(r.stdout) as { pipeline: string; guidanceScale: number };
+      expect([j.pipeline, j.guidanceScale]).toEqual(['OvisImagePipeline', 5]);
+      expect(maxAbsDiff(readPng(path.join(ovis.tmp, 'o.png')).pixels, ref.tensor('image_uint8').data)).toBeLessThanOrEqual(1);
+    }
+    expectCleanError(ovis.cli(['--prompt', PROMPT, '--image', path.join(K, 'reference/ref-b.png'), '--steps', '1']), /--image: image-to-image runs on FLUX, Z-Image and FLUX.2-Klein directories here; OvisImagePipeline has none yet/);
   });
 });

@@ -10,6 +10,7 @@
 import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { normOutProj } from './flux1.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
+import { QWEN3_4B, QWEN3_8B } from './text-encoders/qwen3.ts';
 import { applyRope, attention, block, component, concat, invalidDim, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig, type Module, type Tensor } from '../compiler/dsl/index.ts';
 
 /** diffusers Flux2Transformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
@@ -244,27 +245,8 @@ export const FLUX2_VAE = {
   shift_factor: null,
 };
 
-/** Qwen3ForCausalLM (Qwen/Qwen3-4B config.json) as FLUX.2-Klein 4B's text encoder: hidden_states 9, 18, 27 side by side */
-const QWEN3_4B = {
-  vocab_size: 151936,
-  hidden_size: 2560,
-  intermediate_size: 9728,
-  num_hidden_layers: 36,
-  num_attention_heads: 32,
-  num_key_value_heads: 8,
-  head_dim: 128,
-  rms_norm_eps: 1e-6,
-  rope_theta: null,
-  rope_parameters: { rope_theta: 1000000, rope_type: 'default' },
-  qk_norm: true,
-  attention_bias: false,
-  weight_prefix: 'model.',
-  output_hidden_states: [9, 18, 27],
-  model_type: 'qwen3',
-};
-
-/** Qwen/Qwen3-8B (FLUX.2-Klein 9B's text encoder): 4096 wide, 12288 intermediate */
-const QWEN3_8B = { ...QWEN3_4B, hidden_size: 4096, intermediate_size: 12288 };
+/** Qwen3ForCausalLM (keys under "model.") as FLUX.2-Klein's text encoder: hidden_states 9, 18, 27 side by side */
+const kleinText = (c: typeof QWEN3_4B) => ({ ...c, weight_prefix: 'model.', output_hidden_states: [9, 18, 27] });
 
 /**
  * Mistral-Small-3.2-24B's language model (Mistral3ForConditionalGeneration text_config, saved under
@@ -309,7 +291,7 @@ export default flux2Release('flux2-dev', {}, MISTRAL_SMALL_3_2);
  * "klein-4b"): 5 dual + 24 x 128 heads, 20 single blocks, Qwen3 hidden states of 3 layers (3 x 2560 = 7680),
  * no guidance embedding (Flux2KleinPipeline; the base variant runs CFG, the distilled one 4 steps without)
  */
-export const flux2Klein4B = flux2Release('flux2-klein-4b', { num_layers: 5, num_single_layers: 20, num_attention_heads: 24, joint_attention_dim: 7680, guidance_embeds: false }, QWEN3_4B);
+export const flux2Klein4B = flux2Release('flux2-klein-4b', { num_layers: 5, num_single_layers: 20, num_attention_heads: 24, joint_attention_dim: 7680, guidance_embeds: false }, kleinText(QWEN3_4B));
 
 /** FLUX.2-Klein 9B ("klein-9b"): 8 dual + 24 single blocks, 32 x 128 heads, 3 x 4096 = 12288 text features */
-export const flux2Klein9B = flux2Release('flux2-klein-9b', { num_layers: 8, num_single_layers: 24, num_attention_heads: 32, joint_attention_dim: 12288, guidance_embeds: false }, QWEN3_8B);
+export const flux2Klein9B = flux2Release('flux2-klein-9b', { num_layers: 8, num_single_layers: 24, num_attention_heads: 32, joint_attention_dim: 12288, guidance_embeds: false }, kleinText(QWEN3_8B));

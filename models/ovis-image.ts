@@ -5,10 +5,11 @@
 // hidden state), its VAE FLUX.1's AutoencoderKL.
 //
 // Cache-DiT adapts it as two block lists, both Pattern_1, with separate CFG.
-import { component, concat, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig, type Tensor } from '../compiler/dsl/index.ts';
+import { component, concat, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig } from '../compiler/dsl/index.ts';
 import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { dualBlock, FLUX_PARALLEL, fluxTransformer, mlpEmbed, normOutProj, singleBlock, type FluxConfig } from './flux1.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
+import { QWEN3_1_7B } from './text-encoders/qwen3.ts';
 
 /**
  * diffusers OvisImageTransformer2DModel config keys: AIDC-AI/Ovis-Image-7B as scripts/convert_ovis_image_to_diffusers.py
@@ -55,23 +56,7 @@ export const ovisImageTransformer = component<FluxConfig>({
 });
 
 /** Qwen3-1.7B as Ovis 2.5's language model (Qwen3Model keys, no "model." prefix): its last hidden state, after the final norm */
-const OVIS_TEXT = {
-  vocab_size: 151936,
-  hidden_size: 2048,
-  intermediate_size: 6144,
-  num_hidden_layers: 28,
-  num_attention_heads: 16,
-  num_key_value_heads: 8,
-  head_dim: 128,
-  rms_norm_eps: 1e-6,
-  rope_theta: null,
-  rope_parameters: { rope_theta: 1000000, rope_type: 'default' },
-  qk_norm: true,
-  attention_bias: false,
-  weight_prefix: '',
-  output_hidden_state: -1,
-  model_type: 'qwen3',
-};
+const OVIS_TEXT = { ...QWEN3_1_7B, weight_prefix: '', output_hidden_state: -1 };
 
 // OvisImagePipeline (AIDC-AI/Ovis-Image-7B): CFG 5 with the empty negative prompt, FLUX.1's AutoencoderKL
 export default model('ovis-image', {

@@ -18,6 +18,7 @@
 import { applyRope, attention, block, component, concat, dense, DslError, invalidDim, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig, type Module, type Tensor } from '../compiler/dsl/index.ts';
 import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
+import { QWEN3_4B } from './text-encoders/qwen3.ts';
 
 /** diffusers ZImageTransformer2DModel config keys (+ the pipeline's vae_scale_factor for dims) */
 export interface ZImageConfig {
@@ -229,23 +230,7 @@ export const Z_IMAGE_PARALLEL = {
 };
 
 /** Qwen3-4B as Z-Image-Turbo's text_encoder (Qwen3Model: no "model." prefix), its second-to-last hidden state */
-const Z_IMAGE_TEXT = {
-  vocab_size: 151936,
-  hidden_size: 2560,
-  intermediate_size: 9728,
-  num_hidden_layers: 36,
-  num_attention_heads: 32,
-  num_key_value_heads: 8,
-  head_dim: 128,
-  rms_norm_eps: 1e-6,
-  rope_theta: null,
-  rope_parameters: { rope_theta: 1000000, rope_type: 'default' },
-  qk_norm: true,
-  attention_bias: false,
-  weight_prefix: '',
-  output_hidden_state: -2,
-  model_type: 'qwen3',
-};
+const Z_IMAGE_TEXT = { ...QWEN3_4B, weight_prefix: '', output_hidden_state: -2 };
 
 /** FLUX.1's AutoencoderKL (16 latent channels), as Z-Image-Turbo ships it */
 const Z_IMAGE_VAE = { latent_channels: 16, block_out_channels: [128, 256, 512, 512], scaling_factor: 0.3611, shift_factor: 0.1159, use_post_quant_conv: false };

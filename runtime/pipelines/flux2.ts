@@ -13,18 +13,18 @@ import path from 'node:path';
 import { combineCfg } from '../denoise.ts';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
-import { toUint8HWC } from '../image.ts';
 import { ComponentWeights } from '../io/weights.ts';
 import { loadRgbImage, resizeLanczos, vaeImageInput, type RgbImage } from '../image-input.ts';
 import { packLatents, unpackLatents } from '../latents.ts';
-import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
+import { configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
 import type { PipelineCacheOptions } from '../pipeline-cache.ts';
 import { assertFinite, checkRequest } from '../request-checks.ts';
 import { torchRandn } from '../rng.ts';
-import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig } from '../scheduler.ts';
+import { eulerSampler, fluxSchedule, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
+import { batchIds, checkImageSize, decodeToImages, imageResult, readFlowMatchDir, vaeLayout } from './image-output.ts';
 import { VAE_ENCODER_WEIGHTS } from './image-to-image.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
@@ -107,7 +107,7 @@ function centerCrop(img: RgbImage, width: number, height: number): RgbImage {
 export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2Request, Flux2Text, Uint8Array[], Flux2Result> {
   readonly tokenizer: HfTokenizer;
   readonly scheduler: FlowMatchSchedulerConfig;
-  private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
+  private readonly configs: Partial<Record<Component, Record<string, unknown>>>;
   readonly vaeScale: number;
   readonly latentChannels: number;
   private readonly textDim: number;
@@ -125,20 +125,14 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     readonly family: PipelineFamily,
   ) {
     const dir = ctx.dir;
-    this.scheduler = loadSchedulerConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
-    if (!this.scheduler.use_dynamic_shifting) throw new UserError(`${path.join(dir, 'scheduler', 'scheduler_config.json')}: Flux2KleinPipeline passes mu, which needs "use_dynamic_shifting": true`);
-    this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
-    for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
+    ({ scheduler: this.scheduler, tokenizer: this.tokenizer, configs: this.configs } = readFlowMatchDir(dir, family, { passesMu: true }));
     const index = readJson(path.join(dir, 'model_index.json'));
     this.distilled = index.is_distilled === true;
     // Qwen3ForCausalLM: keys under "model."; q/k norms always; hidden_states 9, 18, 27 stacked
     this.configs.text_encoder = { ...this.configs.text_encoder, weight_prefix: 'model.', qk_norm: true, output_hidden_states: KLEIN_TEXT_LAYERS };
     const vaeFile = path.join(dir, 'vae', 'config.json');
     const vae = this.configs.vae!;
-    const boc = vae.block_out_channels;
-    if (!Array.isArray(boc) || boc.length < 1) throw new UserError(`${vaeFile}: field "block_out_channels" must be a non-empty list, got ${JSON.stringify(boc)}`);
-    this.vaeScale = 2 ** (boc.length - 1);
-    this.latentChannels = configNumber(vae, 'latent_channels', vaeFile, { int: true, min: 1 });
+    ({ vaeScale: this.vaeScale, latentChannels: this.latentChannels } = vaeLayout(vae, vaeFile, { scaling: false }));
     this.bnEps = configNumber(vae, 'batch_norm_eps', vaeFile, { fallback: 1e-4 });
     const ps = vae.patch_size;
     if (ps !== undefined && JSON.stringify(ps) !== '[2,2]') throw new UserError(`${vaeFile}: field "patch_size" must be [2, 2] (the pipeline's 2x2 patchify), got ${JSON.stringify(ps)}`);
@@ -226,10 +220,7 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     // the output size defaults to the first reference image's
     const height = opts.height ?? refs[0]?.height ?? this.defaultSize().height;
     const width = opts.width ?? refs[0]?.width ?? this.defaultSize().width;
-    const mult = this.vaeScale * 2;
-    for (const [flag, v] of [['height', height], ['width', width]] as const) {
-      if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 patches), got ${v}`);
-    }
+    checkImageSize(height, width, this.vaeScale);
     const scale = opts.guidanceScale ?? 4.0;
     if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
     const maxTokens = opts.maxSequenceLength ?? 512;
@@ -237,8 +228,8 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     // do_classifier_free_guidance: guidance_scale > 1 and not is_distilled; the negative prompt is always ""
     const doCfg = scale > 1 && !this.distilled;
     if (opts.negativePrompt !== undefined && opts.negativePrompt !== '') throw new UserError('--negative-prompt: Flux2KleinPipeline always uses the empty negative prompt');
-    const h2 = height / mult;
-    const w2 = width / mult;
+    const h2 = height / (2 * this.vaeScale);
+    const w2 = width / (2 * this.vaeScale);
     return {
       steps,
       batch,
@@ -301,12 +292,7 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     const tokenizeMs = performance.now() - t0;
     const B = prompts.length;
     const L = q.maxTokens;
-    const ids = new Float32Array(B * L);
-    const mask = new Float32Array(B * L);
-    enc.forEach((e, b) => {
-      ids.set(e.ids, b * L);
-      mask.set(e.attentionMask, b * L);
-    });
+    const { ids, mask } = batchIds(enc, L);
     const te = await this.ctx.executor(this.textNeed(B, L));
     te.setInputs({ input_ids: ids, attention_mask: mask, position_ids: Float32Array.from({ length: L }, (_, i) => i) });
     await te.forward();
@@ -382,28 +368,10 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
 
   async decode(q: Flux2Request, x: Float32Array, mode: DecodeMode): Promise<Uint8Array[]> {
     if (mode === 'none') return [];
-    const r = await this.ctx.runner(this.vaeNeed(q.batch, q.height, q.width));
-    setRunnerInputs(r, { latents: await this.vaeLatents(q, x) });
-    await forwardRunner(r);
-    const decoded = runnerOutput(r, 'sample');
-    assertFinite(decoded, "the VAE decoder's image");
-    return Array.from({ length: q.batch }, (_, b) => toUint8HWC(decoded, 3, q.height, q.width, b));
+    return decodeToImages(await this.ctx.runner(this.vaeNeed(q.batch, q.height, q.width)), { latents: await this.vaeLatents(q, x) }, q);
   }
 
   result(q: Flux2Request, o: DenoiseOutcome<Flux2Text>, images: Uint8Array[]): Flux2Result {
-    return {
-      image: images[0]!,
-      images,
-      width: q.width,
-      height: q.height,
-      latents: o.latents,
-      latentsShape: q.latentsShape as [number, number, number],
-      steps: q.steps,
-      seed: o.seed,
-      inputIds: o.pos.inputIds[0]!,
-      schedule: (o.sampler as ReturnType<typeof eulerSampler>).schedule,
-      timings: o.timings,
-      ...(o.cache ? { cache: o.cache } : {}),
-    };
+    return imageResult<Flux2Text, [number, number, number]>(q, o, images);
   }
 }

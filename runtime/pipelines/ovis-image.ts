@@ -5,18 +5,18 @@
 // guidance_scale > 1 (`neg + scale * (cond - neg)`, the negative prompt "" by default) -> FLUX.1's AutoencoderKL
 // -> uint8 pixels. The latents keep diffusers' packed layout [B, tokens, 4 * latent_channels].
 import path from 'node:path';
-import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
+import { shapeKey } from '../component-runners.ts';
 import { combineCfg } from '../denoise.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
-import { toUint8HWC } from '../image.ts';
 import { imageIds, latentGeometry, latentsToVaeSpace, packLatents, type LatentGeometry } from '../latents.ts';
-import { componentConfig, configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
+import { configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
-import { assertFinite, checkRequest } from '../request-checks.ts';
+import { checkRequest } from '../request-checks.ts';
 import { torchRandn } from '../rng.ts';
-import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig } from '../scheduler.ts';
+import { eulerSampler, fluxSchedule, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import type { Flux2Result } from './flux2.ts';
+import { batchIds, checkImageSize, decodeToImages, imageResult, readFlowMatchDir, vaeLayout } from './image-output.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** OvisImagePipeline.system_prompt, put before the user's prompt */
@@ -44,7 +44,7 @@ interface OvisText extends EncodedText {
 export class OvisImageSpec implements PipelineSpec<OvisImageGenerateOptions, OvisRequest, OvisText, Uint8Array[], Flux2Result> {
   readonly tokenizer: HfTokenizer;
   readonly scheduler: FlowMatchSchedulerConfig;
-  private readonly configs: Partial<Record<Component, Record<string, unknown>>> = {};
+  private readonly configs: Partial<Record<Component, Record<string, unknown>>>;
   readonly vaeScale: number;
   readonly latentChannels: number;
   private readonly textDim: number;
@@ -56,20 +56,11 @@ export class OvisImageSpec implements PipelineSpec<OvisImageGenerateOptions, Ovi
     readonly family: PipelineFamily,
   ) {
     const dir = ctx.dir;
-    this.scheduler = loadSchedulerConfig(path.join(dir, 'scheduler', 'scheduler_config.json'));
-    if (!this.scheduler.use_dynamic_shifting) throw new UserError(`${path.join(dir, 'scheduler', 'scheduler_config.json')}: OvisImagePipeline passes mu, which needs "use_dynamic_shifting": true`);
-    this.tokenizer = HfTokenizer.fromDir(path.join(dir, 'tokenizer'));
-    for (const c of family.dirConfigs) this.configs[c] = componentConfig(dir, c);
+    ({ scheduler: this.scheduler, tokenizer: this.tokenizer, configs: this.configs } = readFlowMatchDir(dir, family, { passesMu: true }));
     // Qwen3Model: no "model." prefix; q/k norms; the last hidden state (after the final norm)
     this.configs.text_encoder = { ...this.configs.text_encoder, weight_prefix: '', qk_norm: true, output_hidden_state: -1 };
     const vaeFile = path.join(dir, 'vae', 'config.json');
-    const vae = this.configs.vae!;
-    const boc = vae.block_out_channels;
-    if (!Array.isArray(boc) || boc.length < 1) throw new UserError(`${vaeFile}: field "block_out_channels" must be a non-empty list, got ${JSON.stringify(boc)}`);
-    this.vaeScale = 2 ** (boc.length - 1);
-    this.latentChannels = configNumber(vae, 'latent_channels', vaeFile, { int: true, min: 1 });
-    this.scalingFactor = configNumber(vae, 'scaling_factor', vaeFile);
-    this.shiftFactor = vae.shift_factor === null ? 0 : configNumber(vae, 'shift_factor', vaeFile, { fallback: 0 });
+    ({ vaeScale: this.vaeScale, latentChannels: this.latentChannels, scalingFactor: this.scalingFactor, shiftFactor: this.shiftFactor } = vaeLayout(this.configs.vae!, vaeFile));
     const tfFile = path.join(dir, 'transformer', 'config.json');
     // the token grid follows the VAE's scale; out_channels null means in_channels
     const tf = (this.configs.transformer = { ...this.configs.transformer!, vae_scale_factor: this.vaeScale, mlp_act: 'swiglu', guidance_embeds: false });
@@ -107,10 +98,7 @@ export class OvisImageSpec implements PipelineSpec<OvisImageGenerateOptions, Ovi
     const { steps, batch, seed } = checkRequest(opts, 50);
     const height = opts.height ?? this.defaultSize().height;
     const width = opts.width ?? this.defaultSize().width;
-    const mult = this.vaeScale * 2;
-    for (const [flag, v] of [['height', height], ['width', width]] as const) {
-      if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 packing), got ${v}`);
-    }
+    checkImageSize(height, width, this.vaeScale);
     const scale = opts.guidanceScale ?? 5.0;
     if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
     const maxTokens = opts.maxSequenceLength ?? 256;
@@ -147,12 +135,7 @@ export class OvisImageSpec implements PipelineSpec<OvisImageGenerateOptions, Ovi
     const enc = prompts.map((p) => this.tokenizer.encode(TEMPLATE.replace('{}', SYSTEM_PROMPT + p), L));
     const tokenizeMs = performance.now() - t0;
     const B = prompts.length;
-    const ids = new Float32Array(B * L);
-    const mask = new Float32Array(B * L);
-    enc.forEach((e, b) => {
-      ids.set(e.ids, b * L);
-      mask.set(e.attentionMask, b * L);
-    });
+    const { ids, mask } = batchIds(enc, L);
     const te = await this.ctx.executor(this.textNeed(B, L));
     te.setInputs({ input_ids: ids, attention_mask: mask, position_ids: Float32Array.from({ length: L }, (_, i) => i) });
     await te.forward();
@@ -190,28 +173,11 @@ export class OvisImageSpec implements PipelineSpec<OvisImageGenerateOptions, Ovi
 
   async decode(q: OvisRequest, x: Float32Array, mode: DecodeMode): Promise<Uint8Array[]> {
     if (mode === 'none') return [];
-    const r = await this.ctx.runner(this.vaeNeed(q.batch, q.height, q.width));
-    setRunnerInputs(r, { latents: latentsToVaeSpace(x, q.batch, this.latentChannels, q.g.latentHeight, q.g.latentWidth, this.scalingFactor, this.shiftFactor) });
-    await forwardRunner(r);
-    const decoded = runnerOutput(r, 'sample');
-    assertFinite(decoded, "the VAE decoder's image");
-    return Array.from({ length: q.batch }, (_, b) => toUint8HWC(decoded, 3, q.height, q.width, b));
+    const latents = latentsToVaeSpace(x, q.batch, this.latentChannels, q.g.latentHeight, q.g.latentWidth, this.scalingFactor, this.shiftFactor);
+    return decodeToImages(await this.ctx.runner(this.vaeNeed(q.batch, q.height, q.width)), { latents }, q);
   }
 
   result(q: OvisRequest, o: DenoiseOutcome<OvisText>, images: Uint8Array[]): Flux2Result {
-    return {
-      image: images[0]!,
-      images,
-      width: q.width,
-      height: q.height,
-      latents: o.latents,
-      latentsShape: q.latentsShape as [number, number, number],
-      steps: q.steps,
-      seed: o.seed,
-      inputIds: o.pos.inputIds[0]!,
-      schedule: (o.sampler as ReturnType<typeof eulerSampler>).schedule,
-      timings: o.timings,
-      ...(o.cache ? { cache: o.cache } : {}),
-    };
+    return imageResult<OvisText, [number, number, number]>(q, o, images);
   }
 }

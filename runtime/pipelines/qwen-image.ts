@@ -15,6 +15,7 @@ import type { GenerateResult } from './flux.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import { assertFinite, checkRequest } from '../request-checks.ts';
+import { checkImageSize, imageResult } from './image-output.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 
@@ -87,10 +88,7 @@ export class QwenImageSpec implements PipelineSpec<QwenImageGenerateOptions, Qwe
   }
 
   geometry(height: number, width: number): LatentGeometry {
-    const mult = this.vaeScale * 2;
-    for (const [flag, v] of [['height', height], ['width', width]] as const) {
-      if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 packing), got ${v}`);
-    }
+    checkImageSize(height, width, this.vaeScale);
     return latentGeometry(height, width, this.vaeScale, this.vae.zDim);
   }
 
@@ -227,21 +225,9 @@ export class QwenImageSpec implements PipelineSpec<QwenImageGenerateOptions, Qwe
   }
 
   result(q: QwenRequest, o: DenoiseOutcome<QwenText>, images: Uint8Array[]): QwenImageResult {
-    return {
-      image: images[0]!,
-      images,
-      width: q.width,
-      height: q.height,
-      latents: o.latents,
-      latentsShape: [q.batch, q.g.tokens, q.g.packedChannels],
-      steps: q.steps,
-      seed: o.seed,
-      inputIds: o.pos.inputIds[0]!,
-      schedule: (o.sampler as ReturnType<typeof eulerSampler>).schedule,
-      timings: o.timings,
-      ...(o.cache ? { cache: o.cache } : {}),
-    };
+    return imageResult<QwenText, [number, number, number]>(q, o, images);
   }
+
 }
 
 /**

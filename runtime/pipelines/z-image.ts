@@ -19,6 +19,7 @@ import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, torchLinspace32, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
 import { encodePosterior, fromStartStep, imageToImage, scaleNoise, VAE_ENCODER_WEIGHTS, type ImageToImage } from './image-to-image.ts';
+import { checkImageSize, imageResult, vaeLayout } from './image-output.ts';
 import type { DecodeMode, DenoiseOutcome, EncodedText, PipelineContext, PipelineSpec, PlanNeed, ResolvedRequest } from './spec.ts';
 
 /** ZImagePipeline._encode_prompt: apply_chat_template([{role: user}], add_generation_prompt, enable_thinking=True) */
@@ -82,13 +83,7 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
     // Qwen3Model: its keys carry no "model." prefix; q/k norms always; the pipeline reads hidden_states[-2]
     this.configs.text_encoder = { ...this.configs.text_encoder, weight_prefix: '', qk_norm: true, output_hidden_state: -2 };
     const vaeFile = path.join(dir, 'vae', 'config.json');
-    const vae = readJson(vaeFile);
-    const boc = vae.block_out_channels;
-    if (!Array.isArray(boc) || boc.length < 1) throw new UserError(`${vaeFile}: field "block_out_channels" must be a non-empty list, got ${JSON.stringify(boc)}`);
-    this.vaeScale = 2 ** (boc.length - 1);
-    this.latentChannels = configNumber(vae, 'latent_channels', vaeFile, { int: true, min: 1 });
-    this.scalingFactor = configNumber(vae, 'scaling_factor', vaeFile);
-    this.shiftFactor = vae.shift_factor === null ? 0 : configNumber(vae, 'shift_factor', vaeFile, { fallback: 0 });
+    ({ vaeScale: this.vaeScale, latentChannels: this.latentChannels, scalingFactor: this.scalingFactor, shiftFactor: this.shiftFactor } = vaeLayout(readJson(vaeFile), vaeFile));
     const tfFile = path.join(dir, 'transformer', 'config.json');
     const tf = this.configs.transformer!;
     this.capDim = configNumber(tf, 'cap_feat_dim', tfFile, { int: true, min: 1 });
@@ -106,10 +101,7 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
 
   /** the latent size (prepare_latents: 2 * (size // (vae_scale * 2))) after checking the size */
   geometry(height: number, width: number): { lh: number; lw: number; tokens: number } {
-    const mult = this.vaeScale * 2;
-    for (const [flag, v] of [['height', height], ['width', width]] as const) {
-      if (!Number.isInteger(v) || v <= 0 || v % mult !== 0) throw new UserError(`--${flag} must be a positive multiple of ${mult} (the VAE scale ${this.vaeScale} x 2x2 patches), got ${v}`);
-    }
+    checkImageSize(height, width, this.vaeScale);
     const lh = height / this.vaeScale;
     const lw = width / this.vaeScale;
     return { lh, lw, tokens: (lh / 2) * (lw / 2) };
@@ -348,19 +340,6 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
   }
 
   result(q: ZRequest, o: DenoiseOutcome<ZText>, images: Uint8Array[]): ZImageResult {
-    return {
-      image: images[0]!,
-      images,
-      width: q.width,
-      height: q.height,
-      latents: o.latents,
-      latentsShape: q.latentsShape as [number, number, number, number],
-      steps: q.steps,
-      seed: o.seed,
-      inputIds: o.pos.inputIds[0]!,
-      schedule: (o.sampler as unknown as ReturnType<typeof eulerSampler>).schedule,
-      timings: o.timings,
-      ...(o.cache ? { cache: o.cache } : {}),
-    };
+    return imageResult<ZText, [number, number, number, number]>(q, o, images);
   }
 }

@@ -23,6 +23,7 @@ from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
 import diffusers
 from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+from fixture_random import randomize
 
 OUT = "test/fixtures/flux2-klein-random"
 TOKENIZER = "test/fixtures/z-image-random/tokenizer"
@@ -45,15 +46,6 @@ SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "invert_sigmas": Fals
              "num_train_timesteps": 1000, "shift": 3.0, "shift_terminal": None, "stochastic_sampling": False,
              "time_shift_type": "exponential", "use_beta_sigmas": False, "use_dynamic_shifting": True,
              "use_exponential_sigmas": False, "use_karras_sigmas": False}
-
-
-def randomize(module, g, scale):
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim == 1 and ("norm" in name or name.endswith("weight")):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
 def build():

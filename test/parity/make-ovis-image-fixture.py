@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
 import diffusers
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OvisImagePipeline, OvisImageTransformer2DModel
+from fixture_random import randomize
 
 OUT = "test/fixtures/ovis-image-random"
 TOKENIZER = "test/fixtures/z-image-random/tokenizer"
@@ -36,15 +37,6 @@ RUNS = [
 # FLUX.1's scheduler config (OvisImagePipeline passes calculate_shift's mu)
 SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000,
              "shift": 3.0, "use_dynamic_shifting": True}
-
-
-def randomize(module, g, scale):
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim == 1 and ("norm" in name or name.endswith("weight")):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
 def build():

@@ -89,7 +89,7 @@ describe('FLUX.1 directory errors', () => {
         c._class_name = 'StableDiffusionPipeline';
       }),
     );
-    await expect(loadFluxPipeline(dir)).rejects.toThrow(/model_index\.json: _class_name "StableDiffusionPipeline" is not a supported pipeline \(supported: FluxPipeline, FluxFillPipeline, WanPipeline, QwenImagePipeline, ZImagePipeline, Flux2KleinPipeline\)/);
+    await expect(loadFluxPipeline(dir)).rejects.toThrow(/model_index\.json: _class_name "StableDiffusionPipeline" is not a supported pipeline \(supported: FluxPipeline, FluxFillPipeline, WanPipeline, QwenImagePipeline, ZImagePipeline, Flux2KleinPipeline, OvisImagePipeline\)/);
     const dir2 = broken((d) =>
       editJson(path.join(d, 'model_index.json'), (c) => {
         c.vae = ['diffusers', 'AutoencoderTiny'];

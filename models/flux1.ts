@@ -220,6 +220,48 @@ export const fluxTransformer = component<FluxConfig>({
   },
 });
 
+/**
+ * A FLUX.1-layout transformer conditioned on the timestep alone (no guidance, no pooled text): Ovis-Image and
+ * LongCat-Image. `timestepScope`: where the TimestepEmbedding's weights live; `contextNorm`: an RMSNorm
+ * (`context_embedder_norm`) before the context embedder. Its dual and single blocks run as two block lists.
+ */
+export function timestepOnlyFlux(o: { className: string; config: Partial<FluxConfig>; timestepScope: string; contextNorm: boolean }) {
+  return component<FluxConfig>({
+    ...fluxTransformer,
+    className: o.className,
+    config: { ...fluxTransformer.config, ...o.config, guidance_embeds: false },
+    inputs(c, d) {
+      return {
+        hidden_states: [d.B!, d.imageTokens!, c.in_channels],
+        encoder_hidden_states: [d.B!, d.textTokens!, c.joint_attention_dim],
+        timestep: [d.B!],
+        img_ids: [d.imageTokens!, 3],
+        txt_ids: [d.textTokens!, 3],
+      };
+    },
+    forward(b, x, c) {
+      const C = inner(c);
+      const hidden = b.linear('x_embedder', x.hidden_states!, C);
+      const temb = mlpEmbed(b.scope(o.timestepScope), timestepEmbedding(x.timestep!.scale(1000), { dim: 256, flipSinToCos: true, freqShift: 0 }), C);
+      const text = o.contextNorm ? b.rmsNorm('context_embedder_norm', x.encoder_hidden_states!, { eps: 1e-6 }) : x.encoder_hidden_states!;
+      const encoder = b.linear('context_embedder', text, C);
+      const ctx: FluxCtx = { temb: temb.silu(), rope: ropeTable(concat([x.txt_ids!, x.img_ids!], 0), { axes: c.axes_dims_rope, theta: 10000 }) };
+      const dual = b.blocks({ name: 'transformer_blocks', pattern: Pattern.P1, blocks: [repeat(dualBlock, 'num_layers')] }, { hidden, encoder }, ctx);
+      const out = b.blocks({ name: 'single_transformer_blocks', pattern: Pattern.P1, blocks: [repeat(singleBlock, 'num_single_layers')] }, { hidden: dual.hidden, encoder: dual.encoder! }, ctx);
+      return { output: normOutProj(b, ctx.temb, out.hidden, C, c) };
+    },
+  });
+}
+
+/** Cache-DiT's adapters of Ovis-Image and LongCat-Image: the dual and the single blocks as two Pattern_1 lists, separate CFG */
+export const FLUX_TWO_LISTS = {
+  lists: [
+    { name: 'transformer_blocks', blocks: ['transformer_blocks'], pattern: Pattern.P1 },
+    { name: 'single_transformer_blocks', blocks: ['single_transformer_blocks'], pattern: Pattern.P1 },
+  ],
+  has_separate_cfg: true,
+};
+
 export const FLUX_CACHE = {
   lists: [{ name: 'transformer_blocks', blocks: ['transformer_blocks', 'single_transformer_blocks'], pattern: Pattern.P1 }],
   config: { Fn_compute_blocks: 1, Bn_compute_blocks: 0, residual_diff_threshold: 0.08 },

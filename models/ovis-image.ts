@@ -5,9 +5,9 @@
 // hidden state), its VAE FLUX.1's AutoencoderKL.
 //
 // Cache-DiT adapts it as two block lists, both Pattern_1, with separate CFG.
-import { component, concat, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig } from '../compiler/dsl/index.ts';
+import { model, withConfig } from '../compiler/dsl/index.ts';
 import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
-import { dualBlock, FLUX_PARALLEL, fluxTransformer, mlpEmbed, normOutProj, singleBlock, type FluxConfig } from './flux1.ts';
+import { FLUX_PARALLEL, FLUX_TWO_LISTS, timestepOnlyFlux, type FluxConfig } from './flux1.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
 import { QWEN3_1_7B } from './text-encoders/qwen3.ts';
 
@@ -29,31 +29,7 @@ const OVIS_TRANSFORMER: Partial<FluxConfig> = {
   mlp_act: 'swiglu',
 };
 
-export const ovisImageTransformer = component<FluxConfig>({
-  ...fluxTransformer,
-  className: 'OvisImageTransformer2DModel',
-  config: { ...fluxTransformer.config, ...OVIS_TRANSFORMER },
-  inputs(c, d) {
-    return {
-      hidden_states: [d.B!, d.imageTokens!, c.in_channels],
-      encoder_hidden_states: [d.B!, d.textTokens!, c.joint_attention_dim],
-      timestep: [d.B!],
-      img_ids: [d.imageTokens!, 3],
-      txt_ids: [d.textTokens!, 3],
-    };
-  },
-  forward(b, x, c) {
-    const C = c.num_attention_heads * c.attention_head_dim;
-    const hidden = b.linear('x_embedder', x.hidden_states!, C);
-    const temb = mlpEmbed(b.scope('timestep_embedder'), timestepEmbedding(x.timestep!.scale(1000), { dim: 256, flipSinToCos: true, freqShift: 0 }), C);
-    const encoder = b.linear('context_embedder', b.rmsNorm('context_embedder_norm', x.encoder_hidden_states!, { eps: 1e-6 }), C);
-    const rope = ropeTable(concat([x.txt_ids!, x.img_ids!], 0), { axes: c.axes_dims_rope, theta: 10000 });
-    const ctx = { temb: temb.silu(), rope };
-    const dual = b.blocks({ name: 'transformer_blocks', pattern: Pattern.P1, blocks: [repeat(dualBlock, 'num_layers')] }, { hidden, encoder }, ctx);
-    const out = b.blocks({ name: 'single_transformer_blocks', pattern: Pattern.P1, blocks: [repeat(singleBlock, 'num_single_layers')] }, { hidden: dual.hidden, encoder: dual.encoder! }, ctx);
-    return { output: normOutProj(b, ctx.temb, out.hidden, C, c) };
-  },
-});
+export const ovisImageTransformer = timestepOnlyFlux({ className: 'OvisImageTransformer2DModel', config: OVIS_TRANSFORMER, timestepScope: 'timestep_embedder', contextNorm: true });
 
 /** Qwen3-1.7B as Ovis 2.5's language model (Qwen3Model keys, no "model." prefix): its last hidden state, after the final norm */
 const OVIS_TEXT = { ...QWEN3_1_7B, weight_prefix: '', output_hidden_state: -1 };
@@ -66,13 +42,7 @@ export default model('ovis-image', {
     vae: withConfig(autoencoderKL, {}),
     vae_encoder: withConfig(autoencoderKLEncoder, {}),
   },
-  cache: {
-    lists: [
-      { name: 'transformer_blocks', blocks: ['transformer_blocks'], pattern: Pattern.P1 },
-      { name: 'single_transformer_blocks', blocks: ['single_transformer_blocks'], pattern: Pattern.P1 },
-    ],
-    has_separate_cfg: true,
-  },
+  cache: FLUX_TWO_LISTS,
   // FLUX.1's TP plan (the SwiGLU projections split half by half: their `parts`) and CP plan
   parallel: FLUX_PARALLEL,
 });

@@ -101,6 +101,11 @@ export interface BaseGenerateOptions {
   beforeStep?: (step: number) => void | Promise<void>;
   /** Cache-DiT caching on the transformer's block lists (runtime/pipeline-cache.ts) */
   cache?: PipelineCacheOptions;
+  /**
+   * several requests run as one batch (the server's batching): item b takes its own prompt and its own seed's
+   * noise, so each item is what it would be alone; `prompt` / `seed` / `batch` then only name the first
+   */
+  items?: { prompt: string; seed: number }[];
   /** the negative prompt of CFG */
   negativePrompt?: string;
   /** the text encoder's token count (`max_sequence_length`) */
@@ -264,6 +269,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     const spec = this.spec;
     const given = request as { image?: unknown; strength?: unknown; mask?: unknown };
     if ((given.image !== undefined || given.strength !== undefined) && !spec.imageToImage) throw new UserError(`--image / --strength: ${spec.family.pipelineClass} has no image-to-image here (FLUX, Z-Image and FLUX.2-Klein directories do)`);
+    if ((given as { items?: unknown }).items !== undefined && !spec.batching) throw new UserError(`items: ${spec.family.pipelineClass} does not run several requests as one batch here (FLUX pipelines do)`);
     if (given.mask !== undefined && !spec.inpainting) throw new UserError(`--mask: ${spec.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
     // image files (PNG / JPEG) decoded before the request is resolved
     const opts = await decodeRequestImages(request as OptionsOf<S> & BaseGenerateOptions & { image?: unknown; mask?: unknown });
@@ -279,7 +285,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     const setup = performance.now() - ts;
 
     const tTe = performance.now();
-    const pos = await spec.encode(q, new Array<string>(q.batch).fill(q.prompt));
+    const pos = await spec.encode(q, q.prompts ?? new Array<string>(q.batch).fill(q.prompt));
     const neg = q.negativePrompt !== null ? await spec.encode(q, new Array<string>(q.batch).fill(q.negativePrompt)) : null;
     const tokenize = pos.tokenizeMs + (neg?.tokenizeMs ?? 0);
     const textEncoder = performance.now() - tTe - tokenize;

@@ -35,3 +35,19 @@ export class NonFiniteError extends Error {
     this.name = 'NonFiniteError';
   }
 }
+
+/**
+ * A batched request's items (the server's batching), checked: prompts and seeds, with no latents, image or
+ * mask beside them (those belong to one request); undefined for an ordinary request
+ */
+export function batchItems(opts: { items?: unknown; latents?: unknown; image?: unknown; mask?: unknown }): { prompt: string; seed: number }[] | undefined {
+  if (opts.items === undefined) return undefined;
+  const items = opts.items as { prompt?: unknown; seed?: unknown }[];
+  if (!Array.isArray(items) || items.length < 1) throw new UserError('items must be a non-empty list of { prompt, seed }');
+  if (opts.latents !== undefined || opts.image !== undefined || opts.mask !== undefined) throw new UserError('items (a batch of requests) cannot come with latents, an image or a mask');
+  return items.map((it, i) => {
+    if (typeof it?.prompt !== 'string') throw new UserError(`items[${i}].prompt must be a string`);
+    if (!Number.isSafeInteger(it.seed) || (it.seed as number) < 0) throw new UserError(`items[${i}].seed must be a non-negative integer, got ${String(it.seed)}`);
+    return { prompt: it.prompt, seed: it.seed as number };
+  });
+}

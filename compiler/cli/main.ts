@@ -676,6 +676,7 @@ function buildProgram(): Command {
     .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N', 'cpu')
     .option('--max-concurrency <n>', 'generations at once (the pipeline runs one at a time: 1)', intOption('--max-concurrency', 1), 1)
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', intOption('--max-queue', 0), 16)
+    .option('--max-batch <n>', 'run up to n waiting requests with the same options (but prompt and seed) as one batch (FLUX pipelines, requests without cache options); 1: no batching', intOption('--max-batch', 1), 1)
     .option('--request-timeout <s>', 'seconds until a request is cancelled (queued: dropped; running: stopped at its next step)', floatOption('--request-timeout'), 600)
     .option('--max-body-mb <n>', 'request body limit (larger: 413)', floatOption('--max-body-mb'), 32)
     .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B; or a directory with --lora-name) in effect for requests that name none')
@@ -746,6 +747,7 @@ interface ServeFlags extends Pick<GenerateFlags, 'world' | 'comm' | 'parallel' |
   world: number;
   maxConcurrency: number;
   maxQueue: number;
+  maxBatch: number;
   requestTimeout: number;
   maxBodyMb: number;
   loraNickname?: string;
@@ -770,7 +772,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ? await startRankServing(flags.model, { ...parallelFlags(flags), ...(flags.threads ? { threads: flags.threads } : {}), planProvider, parallelPlanProvider: parallelPlanProvider(flags), parallelText: flags.parallelText === true, loraLibrary, ...(lora ? { lora } : {}) })
       : localServed(await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary, ...(lora ? { lora } : {}) }));
   const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
-  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(lora ? { loras: lora.map((l) => ({ ...l, ...(flags.loraNickname ? { nickname: flags.loraNickname } : {}) })) } : {}) });
+  const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, maxBatch: flags.maxBatch, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(lora ? { loras: lora.map((l) => ({ ...l, ...(flags.loraNickname ? { nickname: flags.loraNickname } : {}) })) } : {}) });
   const addr = await app.listen({ host: flags.host, port: flags.port });
   process.stderr.write(`ditforge serve: ${pipe.family.pipelineClass} ${pipe.name} on ${addr}${pipe.world > 1 ? ` (${pipe.world} ranks)` : ''}${defaultCache ? ' (DBCache on)' : ''}\n`);
   await new Promise<void>((resolve) => {

@@ -17,7 +17,7 @@ import { componentConfig, configNumber, readJson, UserError, type PipelineFamily
 import type { Component } from '../plan.ts';
 import type { PipelineCacheResult } from '../pipeline-cache.ts';
 import type { BaseGenerateOptions, PlanDims, StageTimings } from '../pipeline.ts';
-import { assertFinite, checkRequest } from '../request-checks.ts';
+import { assertFinite, batchItems, checkRequest } from '../request-checks.ts';
 import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import { WordTokenizer } from '../tokenizer.ts';
@@ -143,6 +143,8 @@ export function clipPoolIndex(ids: readonly number[], eosTokenId: number): numbe
 }
 
 export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, EncodedPrompt, FluxDecoded, GenerateResult> {
+  /** batched requests: each item its own prompt and seed (the server's batching) */
+  readonly batching = true;
   /** tiny-flux's word tokenizer (null for a FLUX.1 directory: `clipTokenizer` / `t5Tokenizer`) */
   readonly tokenizer: WordTokenizer | null;
   /** FLUX.1: CLIP's tokenizer (tokenizer/) and T5's (tokenizer_2/) from the directory's tokenizer.json */
@@ -296,7 +298,8 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
 
   resolve(opts: GenerateOptions): FluxRequest {
     // FluxFillPipeline: 50 steps, guidance 30, strength 1, an image and a mask
-    const { steps, batch, seed } = checkRequest(opts, this.inpainting ? 50 : 28);
+    const items = batchItems(opts);
+    const { steps, batch, seed } = checkRequest(items ? { ...opts, batch: items.length } : opts, this.inpainting ? 50 : 28);
     if (this.inpainting && (opts.image === undefined || opts.mask === undefined)) throw new UserError(`${this.family.pipelineClass} inpaints: give --image and --mask (white repaints)`);
     // FluxPipeline's default size: default_sample_size (128) x vae_scale_factor
     const height = opts.height ?? this.defaultSize().height;
@@ -323,6 +326,7 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
       vaeTiling: opts.vaeTiling === true,
       img2img,
       fill: opts.mask !== undefined ? { mask: maskInput(loadRgbImage(opts.mask, '--mask'), height, width) } : null,
+      ...(items ? { prompts: items.map((i) => i.prompt), seeds: items.map((i) => i.seed) } : {}),
     };
   }
 
@@ -454,7 +458,13 @@ export class FluxSpec implements PipelineSpec<GenerateOptions, FluxRequest, Enco
   }
 
   noise(q: FluxRequest): Float32Array | Promise<Float32Array> {
-    return q.img2img ? this.noisedImage(q, q.img2img) : this.seededNoise(q.seed, q.batch, q.height, q.width);
+    if (q.img2img) return this.noisedImage(q, q.img2img);
+    if (!q.seeds) return this.seededNoise(q.seed, q.batch, q.height, q.width);
+    // batched requests: each item's noise from its own seed, as it would be alone
+    const per = this.seededNoise(q.seeds[0]!, 1, q.height, q.width).length;
+    const out = new Float32Array(q.batch * per);
+    q.seeds.forEach((s, b) => out.set(this.seededNoise(s, 1, q.height, q.width), b * per));
+    return out;
   }
 
   /**

@@ -65,6 +65,9 @@ export interface ResolvedRequest {
   height: number;
   width: number;
   prompt: string;
+  /** batched requests (`items`): each batch item's prompt and seed */
+  prompts?: string[];
+  seeds?: number[];
   /** the negative prompt when CFG runs, else null */
   negativePrompt: string | null;
   /** the CFG scale, or null when CFG is off */
@@ -99,6 +102,8 @@ export interface PipelineSpec<O, Q extends ResolvedRequest, T extends EncodedTex
   readonly family: PipelineFamily;
   /** the family takes an `image` to start from (image-to-image); the others refuse one */
   readonly imageToImage?: boolean;
+  /** the family runs several requests as one batch (`items`: each its own prompt and seed) */
+  readonly batching?: boolean;
   /** the family takes several images (`image` a list: FLUX.2-Klein's reference images) */
   readonly multiImage?: boolean;
   /** the family takes a `mask` with the image (inpainting) */

@@ -36,6 +36,12 @@ export interface ServeOptions {
   maxConcurrency?: number;
   /** requests waiting beyond the running ones (default 16) */
   maxQueue?: number;
+  /**
+   * requests that wait together with the same options but prompt and seed run as one batch, up to this many
+   * (default 1: no batching); FLUX pipelines only, and never a request with cache options (a cached batch's
+   * decisions would differ from its requests' alone), an image or several images
+   */
+  maxBatch?: number;
   /** seconds from arrival until a request is cancelled (queued: dropped; running: stopped at its next step); default 600 */
   requestTimeoutS?: number;
   /** request body limit in MiB (default 32) */
@@ -183,10 +189,16 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
   const pipe: ServedPipeline = 'failure' in given ? given : localServed(given);
   const family = pipe.family;
   const video = family.output === 'video';
-  const queue = new GenerationQueue(o.maxConcurrency ?? 1, o.maxQueue ?? 16);
+  const queue = new GenerationQueue(o.maxConcurrency ?? 1, o.maxQueue ?? 16, o.maxBatch ?? 1);
   const timeoutMs = (o.requestTimeoutS ?? 600) * 1000;
   const loras = new ServerLoras(pipe, o.loras ?? []);
-  const metrics = { requests: new Map<string, number>(), latency: [] as number[], cachedSteps: 0, failed: 0 };
+  const metrics = { requests: new Map<string, number>(), latency: [] as number[], cachedSteps: 0, failed: 0, batches: 0, batchedRequests: 0 };
+  /** the batch a job may join: every option but its prompt and seed; null where batching is off or the job is not batchable */
+  const batchKey = (job: Job): string | null => {
+    if ((o.maxBatch ?? 1) <= 1 || !isFluxFamily(family) || job.cache || job.image || job.mask || (job.batch ?? 1) > 1) return null;
+    const { prompt: _p, seed: _s, ...rest } = job;
+    return JSON.stringify(rest);
+  };
   const app = Fastify({
     logger: o.logger ?? false,
     bodyLimit: Math.round((o.maxBodyMb ?? 32) * 1024 * 1024),
@@ -254,15 +266,21 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
     req.raw.socket.on('close', onClose);
     const timer = setTimeout(() => ctl.abort(new RequestCancelled(`the request took longer than ${timeoutMs / 1000} s (--request-timeout)`, true)), timeoutMs);
     try {
-      return await queue.run(ctl.signal, async () => {
+      return await queue.runBatched(ctl.signal, batchKey(job), job, async (jobs, signal) => {
         const start = new Date();
         const t0 = performance.now();
         // the request's adapters, or the server's as they are when it starts (switched between generations);
-        // a cancelled request stops before its next step
-        const r = (await pipe.generate({ ...job, lora: job.lora ?? loras.inEffect() }, ctl.signal)) as GenOut;
+        // a cancelled request stops before its next step (a batch when all its requests have gone)
+        const first = { ...jobs[0]!, lora: jobs[0]!.lora ?? loras.inEffect() };
+        const batched = jobs.length > 1 ? { ...first, items: jobs.map((j) => ({ prompt: j.prompt, seed: j.seed ?? 0 })) } : first;
+        const r = (await pipe.generate(batched, signal)) as GenOut;
         metrics.latency.push((performance.now() - t0) / 1000);
+        metrics.batches += 1;
+        metrics.batchedRequests += jobs.length;
         metrics.cachedSteps += r.cache?.summary.reduce((a, s) => a + s.cached_steps.length, 0) ?? 0;
-        return { r, start, end: new Date() };
+        const end = new Date();
+        // one result per request: its image of the batch
+        return jobs.map((_, i) => ({ r: jobs.length > 1 ? { ...r, images: [r.images![i]!] } : r, start, end }));
       });
     } finally {
       clearTimeout(timer);
@@ -419,6 +437,8 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
       lines.push(`ditforge_generation_seconds_bucket{le="${le}"} ${acc}`);
     }
     lines.push(`ditforge_generation_seconds_bucket{le="+Inf"} ${metrics.latency.length}`, `ditforge_generation_seconds_sum ${metrics.latency.reduce((a, x) => a + x, 0)}`, `ditforge_generation_seconds_count ${metrics.latency.length}`);
+    lines.push('# HELP ditforge_batches_total generations run (a batch counts once)', '# TYPE ditforge_batches_total counter', `ditforge_batches_total ${metrics.batches}`);
+    lines.push('# HELP ditforge_batched_requests_total requests those generations served', '# TYPE ditforge_batched_requests_total counter', `ditforge_batched_requests_total ${metrics.batchedRequests}`);
     lines.push('# HELP ditforge_cached_steps_total denoising steps served from the cache', '# TYPE ditforge_cached_steps_total counter', `ditforge_cached_steps_total ${metrics.cachedSteps}`);
     return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
   });

@@ -274,3 +274,40 @@ describe.skipIf(!nativeAvailable())('ditforge serve: multi-image editing on a FL
     }
   });
 });
+
+describe.skipIf(!nativeAvailable())('ditforge serve --max-batch: requests that wait together run as one batch', () => {
+  it('a running request, then three waiting (two batchable alike, one with cache options): 3 generations for 4 requests, each image what the request gives alone', async () => {
+    const p = await loadPipeline('tiny-flux', { threads: 1, planProvider });
+    const { app: a } = createServer(p, { modelName: 'tiny-flux', maxBatch: 4 });
+    const url = await a.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const bodies = [
+        { prompt: PROMPT, num_inference_steps: 80, seed: 1 },
+        { prompt: 'a blue square', num_inference_steps: 6, seed: 2 },
+        { prompt: 'a green triangle on white', num_inference_steps: 6, seed: 3 },
+        { prompt: 'a blue square', num_inference_steps: 6, seed: 4, cache_config: { Fn_compute_blocks: 1, max_warmup_steps: 2 } },
+      ];
+      // the first starts at once; the others arrive while it runs and wait together
+      const first = post2(url, bodies[0]!);
+      await new Promise((r) => setTimeout(r, 30));
+      const rest = bodies.slice(1).map((b) => post2(url, b));
+      const got = await Promise.all([first, ...rest]);
+      for (const [i, b] of bodies.entries()) {
+        const cache = b.cache_config ? { cache: loadCacheOptions(b.cache_config) } : {};
+        const alone = (await p.generate({ prompt: b.prompt, steps: b.num_inference_steps, seed: b.seed, ...(cache.cache ? { cache: { cache: cache.cache.cache_config } } : {}) } as never)) as { image: Uint8Array };
+        expect(Buffer.from(pngOf(got[i]!.images[0]!).pixels).equals(Buffer.from(alone.image)), `request ${i}`).toBe(true);
+      }
+      const m = await (await fetch(`${url}/metrics`)).text();
+      expect(m).toMatch(/ditforge_batches_total 3\b/);
+      expect(m).toMatch(/ditforge_batched_requests_total 4\b/);
+    } finally {
+      await a.close();
+    }
+  });
+});
+
+async function post2(url: string, body: unknown): Promise<{ images: string[] }> {
+  const r = await fetch(`${url}/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect(r.status, await r.clone().text()).toBe(200);
+  return (await r.json()) as { images: string[] };
+}

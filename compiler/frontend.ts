@@ -32,11 +32,26 @@ export function componentOf(def: ModelDefinition, component: PlanComponent): Com
   return inst;
 }
 
+/**
+ * The config key of unfused LoRA (any component): `{ module: rank }`, the linears that run a low-rank branch
+ * beside their weight (`<module>.lora_A.weight` [rank, in], `<module>.lora_B.weight` [out, rank], the scale
+ * folded into B by the runtime); absent: none
+ */
+export const LORA_BRANCHES = 'lora_branches';
+
+function loraBranches(cfg: Record<string, unknown>, where: string): Record<string, number> | undefined {
+  const v = cfg[LORA_BRANCHES];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw new CompileError(`${where}: ${LORA_BRANCHES} must be an object of module -> rank, got ${JSON.stringify(v)}`);
+  for (const [m, r] of Object.entries(v)) if (!Number.isInteger(r) || (r as number) < 1) throw new CompileError(`${where}: ${LORA_BRANCHES}['${m}'] must be a positive integer rank, got ${JSON.stringify(r)}`);
+  return v as Record<string, number>;
+}
+
 export function resolveConfig(def: ModelDefinition, component: PlanComponent, overrides?: Record<string, unknown>): Record<string, unknown> {
   const inst = componentOf(def, component);
   const cfg: Record<string, unknown> = { ...(inst.def.config as Record<string, unknown>), ...inst.config };
   for (const [k, v] of Object.entries(overrides ?? {})) {
-    if (!(k in cfg)) throw new CompileError(`${def.name} ${component}: unknown config key '${k}' (known: ${Object.keys(cfg).join(', ')})`);
+    if (!(k in cfg) && k !== LORA_BRANCHES) throw new CompileError(`${def.name} ${component}: unknown config key '${k}' (known: ${Object.keys(cfg).join(', ')}, ${LORA_BRANCHES})`);
     cfg[k] = v;
   }
   return cfg;
@@ -63,6 +78,8 @@ export function traceComponent(def: ModelDefinition, component: PlanComponent, o
   const tracer = new Tracer();
   const g = tracer.graph;
   if (opts.tp) tracer.tp = opts.tp(g);
+  const branches = loraBranches(cfg, `${def.name} ${component}`);
+  if (branches) tracer.lora = new Map(Object.entries(branches));
   const plainSegs: string[] = [];
   const segOrder: string[] = [];
   const noteSeg = (s: string): void => {

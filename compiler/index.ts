@@ -10,7 +10,7 @@ import { lowerContextParallel, ulyssesNeedsAnything } from './passes/parallel-lo
 import { lowerTensorParallel } from './passes/tp-lower.ts';
 import type { TpTraceHook } from './dsl/trace.ts';
 import { checkModelFile } from './dsl/check.ts';
-import { resolveConfig, traceComponent, type Traced } from './frontend.ts';
+import { LORA_BRANCHES, resolveConfig, traceComponent, type Traced } from './frontend.ts';
 import { CompileError, type Graph } from './ir/graph.ts';
 import { runFusion, type FusionStats } from './passes/fusion.ts';
 import { lower, type Lowered } from './passes/lower.ts';
@@ -106,7 +106,7 @@ export function compileDetailed(
 export function directoryConfig(model: string, component: PlanComponent, raw: Record<string, unknown>): Record<string, unknown> {
   const known = resolveConfig(getModel(model), component);
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(raw)) if (k in known) out[k] = v;
+  for (const [k, v] of Object.entries(raw)) if (k in known || k === LORA_BRANCHES) out[k] = v;
   return out;
 }
 

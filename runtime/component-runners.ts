@@ -63,6 +63,12 @@ export interface ComponentRunnerOptions {
   loras?: LoraSpec[];
   /** where LoRA files are read and kept (default: a library of its own) */
   loraLibrary?: LoraLibrary;
+  /**
+   * false (`--disable-fuse-lora`): adapters run as low-rank branches beside the untouched base weights (a
+   * transformer plan per set of adapted modules and ranks; a switch among adapters of the same shape binds only
+   * the branches)
+   */
+  fuseLora?: boolean;
 }
 
 /** Checkpoints and executors of a pipeline directory's components, created once per shape. */
@@ -120,9 +126,28 @@ export class ComponentRunners {
     this.loraTerms = terms;
     this.loraSpecs = specs.map((s) => ({ ...s }));
     for (const b of this.bound) {
+      const w = this.weights.get(b.folder);
+      if (!w) continue;
+      if (this.opts.fuseLora === false) {
+        // unfused: the executors whose plan has exactly the new branches bind all of them (they are small);
+        // the others wait as they are until their modules and ranks are adapted again
+        if (JSON.stringify(b.plan.config?.lora_branches ?? null) !== JSON.stringify(this.loraBranches(b.folder))) continue;
+        const names = b.plan.weights.filter((x) => /\.lora_[AB]\.weight$/.test(x.name)).map((x) => x.name);
+        if (names.length) rebindWeights(b.target, b.plan, w, new Set(names));
+        continue;
+      }
       const names = changed.get(b.folder);
-      if (names?.length) rebindWeights(b.target, b.plan, this.weights.get(b.folder)!, new Set(names));
+      if (names?.length) rebindWeights(b.target, b.plan, w, new Set(names));
     }
+  }
+
+  /** unfused LoRA: the branch rank of each module the adapters in effect adapt in `folder` (null: fused, or none) */
+  loraBranches(folder: string): Record<string, number> | null {
+    const terms = this.loraTerms.get(folder);
+    if (this.opts.fuseLora !== false || !terms?.size) return null;
+    const out: Record<string, number> = {};
+    for (const [module, ts] of [...terms].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) out[module] = ts.reduce((a, t) => a + t.m.rank, 0);
+    return out;
   }
 
   /** records an executor whose weights came from `folder`'s checkpoint, so a LoRA switch binds them again */
@@ -139,6 +164,7 @@ export class ComponentRunners {
       } catch (e) {
         throw new UserError((e as Error).message);
       }
+      f.fuse = this.opts.fuseLora !== false;
       const terms = this.loraTerms.get(folder);
       if (terms) f.setLoras(terms);
       this.weights.set(folder, f);
@@ -268,7 +294,9 @@ export async function resolvePlan(runners: ComponentRunners, component: Componen
     p.component === component &&
     Object.entries(want).every(([n, s]) => shapeKey(p.inputs.find((i) => i.name === n)?.shape ?? []) === shapeKey(s)) &&
     (also ? also(p) : true) &&
-    Object.entries((p as { config?: Record<string, unknown> }).config ?? {}).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v));
+    Object.entries((p as { config?: Record<string, unknown> }).config ?? {}).every(([k, v]) => !(k in cfg) || JSON.stringify(cfg[k]) === JSON.stringify(v)) &&
+    // unfused LoRA branches: the plan must have exactly the ones asked for (a plan without any has none)
+    JSON.stringify((p as { config?: Record<string, unknown> }).config?.lora_branches ?? null) === JSON.stringify(cfg.lora_branches ?? null);
   for (const given of [src.given].flat()) if (fits(given)) return given;
   const shipped = runners.shippedPlan(component);
   if (fits(shipped)) return shipped;

@@ -157,6 +157,26 @@ export function loraTerms(specs: LoraSpec[], library: LoraLibrary): Map<string, 
   return out;
 }
 
+/**
+ * A module's adapters as one low-rank branch: their A's stacked [sum r, in] and their B's side by side
+ * [out, sum r], each B scaled by its scale x alpha / r (float32), so delta = B A (the unfused branch binds these)
+ */
+export function loraBranch(terms: LoraTerm[], module: string, shape: readonly number[]): { A: Float32Array; B: Float32Array; rank: number } {
+  for (const t of terms) checkLoraShape(t, module, shape);
+  const [outF, inF] = shape as [number, number];
+  const R = terms.reduce((a, t) => a + t.m.rank, 0);
+  const A = new Float32Array(R * inF);
+  const B = new Float32Array(outF * R);
+  let r0 = 0;
+  for (const { m, scale } of terms) {
+    const f = Math.fround(scale * m.alphaOverRank);
+    for (let o = 0; o < outF; o++) for (let k = 0; k < m.rank; k++) B[o * R + r0 + k] = f * m.B[o * m.rank + k]!;
+    A.set(m.A, r0 * inF);
+    r0 += m.rank;
+  }
+  return { A, B, rank: R };
+}
+
 /** a term's adapter does not fit the weight it targets: an error naming the file, the module and both shapes */
 export function checkLoraShape(t: LoraTerm, module: string, shape: readonly number[]): void {
   if (shape.length !== 2 || shape[0] !== t.m.outF || shape[1] !== t.m.inF) {
@@ -170,18 +190,12 @@ export function checkLoraShape(t: LoraTerm, module: string, shape: readonly numb
  * W = the A's stacked, transposed [in, R]), so a 3072 x 3072 module of rank 64 takes milliseconds.
  */
 export function fuseLora(w: Float32Array, shape: readonly number[], module: string, terms: LoraTerm[]): Float32Array {
-  for (const t of terms) checkLoraShape(t, module, shape);
   const [outF, inF] = shape as [number, number];
-  const R = terms.reduce((a, t) => a + t.m.rank, 0);
-  const bs = new Float32Array(outF * R);
+  const { A, B, rank: R } = loraBranch(terms, module, shape);
+  // A^T [in, R] for the GEMM's K-major operand
   const at = new Float32Array(inF * R);
-  let r0 = 0;
-  for (const { m, scale } of terms) {
-    const f = Math.fround(scale * m.alphaOverRank);
-    for (let o = 0; o < outF; o++) for (let k = 0; k < m.rank; k++) bs[o * R + r0 + k] = f * m.B[o * m.rank + k]!;
-    for (let k = 0; k < m.rank; k++) for (let i = 0; i < inF; i++) at[i * R + r0 + k] = m.A[k * inF + i]!;
-    r0 += m.rank;
-  }
+  for (let k = 0; k < R; k++) for (let i = 0; i < inF; i++) at[i * R + k] = A[k * inF + i]!;
+  const bs = B;
   const y = Float32Array.from(w);
   // epilogue 3 (y = residual + gate x acc) with no gate (1) and y as its own residual
   loadNative().runKernel('linear', [bs, at, null, y, null, y], [outF, inF, R, 3, outF, 0], []);

@@ -81,6 +81,13 @@ export interface PipelineOptions {
   lora?: LoraSpec[];
   /** where LoRA files are read and kept (a server shares one over its pipelines; default: the pipeline's own) */
   loraLibrary?: LoraLibrary;
+  /**
+   * false (diffusers' unfused LoRA, `--disable-fuse-lora`): the adapters run as low-rank branches beside the
+   * untouched base weights, `y = x W^T + (x A^T) (s B)^T`; the transformer's plans are compiled with the
+   * branches (a plan provider is needed), and a switch among adapters of the same modules and ranks binds only
+   * the branches. One rank.
+   */
+  fuseLora?: boolean;
 }
 
 /** What every pipeline family's generate takes (each family documents its defaults). */
@@ -188,15 +195,17 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     readonly family: PipelineFamily,
     makeSpec: (ctx: PipelineContext, family: PipelineFamily) => S,
   ) {
-    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}), ...(options.lora?.length ? { loras: options.lora } : {}), ...(options.loraLibrary ? { loraLibrary: options.loraLibrary } : {}) });
+    this.components = new ComponentRunners(name, dir, { generatedDir: options.generatedDir ?? path.join(PACKAGE_ROOT, 'generated'), ...(options.threads ? { threads: options.threads } : {}), ...(options.device ? { device: options.device } : {}), ...(options.lora?.length ? { loras: options.lora } : {}), ...(options.loraLibrary ? { loraLibrary: options.loraLibrary } : {}), ...(options.fuseLora === false ? { fuseLora: false } : {}) });
+    if (options.fuseLora === false && options.rank) throw new UserError('--disable-fuse-lora runs on one rank here (the ranks fuse their adapters); drop it or --world');
     const rank = options.rank;
     this.ctx = {
       model: name,
       dir,
       comm: rank?.comm ?? null,
-      plan: (n) => this.plan(n),
-      runner: (n) => this.runner(n),
-      executor: async (n) => {
+      plan: (n) => this.plan(this.effectiveNeed(n)),
+      runner: (n) => this.runner(this.effectiveNeed(n)),
+      executor: async (given) => {
+        const n = this.effectiveNeed(given);
         const k = `${n.component}:${n.key}`;
         let ex = this.executors.get(k);
         if (ex) return ex;
@@ -213,6 +222,17 @@ export class Pipeline<S extends AnySpec = AnySpec> {
       },
     };
     this.spec = makeSpec(this.ctx, family);
+  }
+
+  /**
+   * A need as this pipeline runs it: with unfused LoRA, a transformer need asks for the adapted modules'
+   * branches (its plan's lora_branches) under a key of its own
+   */
+  effectiveNeed(n: PlanNeed): PlanNeed {
+    if (n.component !== 'transformer') return n;
+    const branches = this.components.loraBranches(n.folder ?? n.component);
+    if (!branches) return n;
+    return { ...n, key: `${n.key}|lora ${Object.entries(branches).map(([m, r]) => `${m}:${r}`).join(',')}`, config: { ...(n.config ?? {}), lora_branches: branches } };
   }
 
   /** The plan a need runs here (given, shipped or from the provider); no executor. */
@@ -354,6 +374,16 @@ export class Pipeline<S extends AnySpec = AnySpec> {
   /** worker threads of the executors (null before the first forward pass) */
   threads(): number | null {
     return this.components.threads();
+  }
+
+  /** LoRAs fused into the weights (false: unfused branches) */
+  get fuseLora(): boolean {
+    return this.options.fuseLora !== false;
+  }
+
+  /** the plans of this process's executors (one per component and shape made so far) */
+  executorPlans(): Plan[] {
+    return this.components.all().map((r) => r.plan);
   }
 
   /** bytes of the executors' arenas */

@@ -88,6 +88,7 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   guidanceScale?: number;
   guidanceScale2?: number;
   loraPath?: string;
+  disableFuseLora?: boolean;
   loraScale?: number;
   loraName?: string;
 }
@@ -662,6 +663,7 @@ function buildProgram(): Command {
     .option('--guidance-scale-2 <x>', 'Wan 2.2: guidance_scale_2, the CFG scale of the low-noise expert (transformer_2; default --guidance-scale)', floatOption('--guidance-scale-2'))
     .option('--lora-path <file>', 'a LoRA (diffusers / peft safetensors: <module>.lora_A / lora_B) fused into the transformer weights')
     .option('--lora-scale <x>', 'lora_scale of --lora-path (default 1)', floatOption('--lora-scale'))
+    .option('--disable-fuse-lora', 'run the LoRA unfused: low-rank branches beside the untouched base weights (one rank; switching adapters of the same shape binds only the branches)')
     .option('--summary', 'print the cache summary table on stderr')
     .action(async (opts: GenerateFlags) => {
       await generate(opts);
@@ -683,6 +685,7 @@ function buildProgram(): Command {
     .option('--lora-name <file>', "with a directory --lora-path: the LoRA file in it (Cache-DiT's --lora-name)")
     .option('--lora-nickname <name>', 'the name requests and /v1/set_lora call --lora-path by (default: its file name)')
     .option('--lora-scale <x>', 'lora_scale of --lora-path (default 1)', floatOption('--lora-scale'))
+    .option('--disable-fuse-lora', 'run the LoRA unfused: low-rank branches beside the untouched base weights (one rank; switching adapters of the same shape binds only the branches)')
     .option('--max-loras <n>', 'LoRA files kept read (least recently used out)', intOption('--max-loras', 1), 8)
     .action(async (opts: ServeFlags) => {
       await serve(opts);
@@ -738,7 +741,7 @@ const code = await main(process.argv);
 // exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 
-interface ServeFlags extends Pick<GenerateFlags, 'world' | 'comm' | 'parallel' | 'ulyssesAnything' | 'ulyssesFloat8' | 'ulyssesAsync' | 'parallelText' | 'loraPath' | 'loraScale' | 'loraName' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
+interface ServeFlags extends Pick<GenerateFlags, 'world' | 'comm' | 'parallel' | 'ulyssesAnything' | 'ulyssesFloat8' | 'ulyssesAsync' | 'parallelText' | 'loraPath' | 'loraScale' | 'loraName' | 'disableFuseLora' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
   model: string;
   host: string;
   port: number;
@@ -764,13 +767,13 @@ async function serve(flags: ServeFlags): Promise<void> {
     return compileRequest(component, req);
   };
   const { LoraLibrary } = await import('../../runtime/lora.ts');
-  const lora = loraOption(flags).lora;
+  const { lora, fuseLora } = loraOption(flags);
   const loraLibrary = new LoraLibrary(flags.maxLoras);
   if (flags.world > 1 && flags.device !== 'cpu') throw new CliError(`--world ${flags.world} serves on CPU ranks here; --device ${flags.device} with several ranks is not supported yet`);
   const pipe =
     flags.world > 1 || flags.parallel
       ? await startRankServing(flags.model, { ...parallelFlags(flags), ...(flags.threads ? { threads: flags.threads } : {}), planProvider, parallelPlanProvider: parallelPlanProvider(flags), parallelText: flags.parallelText === true, loraLibrary, ...(lora ? { lora } : {}) })
-      : localServed(await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary, ...(lora ? { lora } : {}) }));
+      : localServed(await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary, ...(lora ? { lora } : {}), ...(fuseLora === false ? { fuseLora } : {}) }));
   const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
   const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, maxBatch: flags.maxBatch, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(lora ? { loras: lora.map((l) => ({ ...l, ...(flags.loraNickname ? { nickname: flags.loraNickname } : {}) })) } : {}) });
   const addr = await app.listen({ host: flags.host, port: flags.port });
@@ -785,16 +788,18 @@ async function serve(flags: ServeFlags): Promise<void> {
 }
 
 /** --lora-path / --lora-scale as the pipelines' `lora` option (a diffusers / peft LoRA fused into the transformer) */
-function loraOption(flags: { loraPath?: string; loraScale?: number; loraName?: string }): { lora?: { path: string; scale: number }[] } {
+function loraOption(flags: { loraPath?: string; loraScale?: number; loraName?: string; disableFuseLora?: boolean; world?: number; parallel?: string }): { lora?: { path: string; scale: number }[]; fuseLora?: false } {
   if ((flags.loraScale !== undefined || flags.loraName !== undefined) && !flags.loraPath) throw new CliError(`${flags.loraName !== undefined ? '--lora-name' : '--lora-scale'} needs --lora-path`);
-  if (!flags.loraPath) return {};
+  if (flags.disableFuseLora && ((flags.world ?? 1) > 1 || flags.parallel)) throw new CliError('--disable-fuse-lora runs on one rank here (the ranks of --world / --parallel fuse their adapters)');
+  const unfused = flags.disableFuseLora ? { fuseLora: false as const } : {};
+  if (!flags.loraPath) return unfused;
   let file = flags.loraPath;
   // Cache-DiT's form: a directory and the file in it
   if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
     if (!flags.loraName) throw new CliError(`--lora-path ${file} is a directory: name the LoRA file in it with --lora-name (it has: ${fs.readdirSync(file).filter((f) => f.endsWith('.safetensors')).join(', ') || 'no .safetensors'})`);
     file = path.join(file, flags.loraName);
   } else if (flags.loraName) throw new CliError(`--lora-name is for a directory --lora-path; ${file} is not one`);
-  return { lora: [{ path: file, scale: flags.loraScale ?? 1 }] };
+  return { lora: [{ path: file, scale: flags.loraScale ?? 1 }], ...unfused };
 }
 
 /** the ranks and their parallelism (generate and serve take the same) */

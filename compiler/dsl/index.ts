@@ -318,14 +318,23 @@ export class Module {
     if (o.parts && o.parts.reduce((a, p) => a + p, 0) !== out) {
       throw new DslError(`linear '${this.prefix}${name}': parts [${o.parts.join(', ')}] sum to ${o.parts.reduce((a, p) => a + p, 0)}, not its ${out} outputs`, callerLocation());
     }
-    const tp = currentTracer().tp?.linear(`${this.prefix}${name}`, x.id, out, o.bias !== false, callerLocation(), o.parts);
+    const full = `${this.prefix}${name}`;
+    const loraRank = currentTracer().lora?.get(full);
+    const tp = currentTracer().tp?.linear(full, x.id, out, o.bias !== false, callerLocation(), o.parts, loraRank);
     if (o.in !== undefined && o.in !== (tp?.inFull ?? K)) {
       throw new DslError(`linear '${this.prefix}${name}' expects ${o.in} input channels, got ${K} (input shape [${x.shape.join(', ')}])`, callerLocation());
     }
     const n = tp?.out ?? out;
     const W = this.param(`${name}.weight`, [n, K]);
     const b = o.bias === false || (tp && !tp.bias) ? null : this.param(`${name}.bias`, [n]);
-    let y = rec('linear', [x, W, b], { name: `${this.prefix}${name}`, epilogue: 0 });
+    let y = rec('linear', [x, W, b], { name: full, epilogue: 0 });
+    if (loraRank) {
+      // unfused LoRA: y + (x A^T) B^T, before a row-parallel all-reduce (each rank adds its partial product)
+      const A = this.param(`${name}.lora_A.weight`, [loraRank, K]);
+      const B = this.param(`${name}.lora_B.weight`, [n, loraRank]);
+      const down = rec('linear', [x, A, null], { name: `${full}.lora_A`, lora: 'A', module: full, epilogue: 0 });
+      y = y.add(rec('linear', [down, B, null], { name: `${full}.lora_B`, lora: 'B', module: full, epilogue: 0 }));
+    }
     if (tp?.reduce) y = rec('all_reduce', [y], { group: 'tp', module: `${this.prefix}${name}` });
     if (tp?.gather) y = rec('tp_all_gather', [y], { full: out, module: `${this.prefix}${name}` });
     if (o.act === 'gelu_tanh') y = y.gelu();

@@ -59,7 +59,8 @@ export interface TpLinear {
  */
 export interface TpTraceHook {
   /** `parts`: the channel blocks of a packed (fused) projection, each sharded on its own */
-  linear(module: string, x: number, out: number, hasBias: boolean, src: string, parts?: number[]): TpLinear | undefined;
+  /** `loraRank`: the module's unfused LoRA branch (its A / B weights sliced like the weight's input / output) */
+  linear(module: string, x: number, out: number, hasBias: boolean, src: string, parts?: number[], loraRank?: number): TpLinear | undefined;
   /**
    * the rank's sizes of a last-axis split of node x given in global widths (the blocks of a packed linear),
    * or undefined where x is not channel-sharded
@@ -86,6 +87,8 @@ export class Tracer {
   block: string | undefined;
   /** tensor-parallel rank trace (absent: the plain one-device trace) */
   tp: TpTraceHook | undefined;
+  /** unfused LoRA: module -> rank of the low-rank branch its linear runs (absent: none) */
+  lora: Map<string, number> | undefined;
   private segCounter = 0;
 
   record(op: string, inputs: number[], attrs: Attrs, name?: string, src?: string): number {

@@ -149,7 +149,18 @@ export class TpHook implements TpTraceHook {
     throw new CompileError(`${this.what}: tensor parallel (tp_size ${this.T}): ${msg}`, src || undefined);
   }
 
-  linear(module: string, x: number, out: number, hasBias: boolean, src: string, packed?: number[]): TpLinear | undefined {
+  linear(module: string, x: number, out: number, hasBias: boolean, src: string, packed?: number[], loraRank?: number): TpLinear | undefined {
+    const r = this.linearShards(module, x, out, hasBias, src, packed);
+    // an unfused LoRA branch follows its weight: B's rows as the weight's (colwise), A's columns as the weight's (rowwise)
+    const w = this.slices.get(`${module}.weight`);
+    if (loraRank && w) {
+      if (w.axis === 0) this.slices.set(`${module}.lora_B.weight`, { full: [w.full[0]!, loraRank], axis: 0, ranges: w.ranges });
+      else this.slices.set(`${module}.lora_A.weight`, { full: [loraRank, w.full[1]!], axis: 1, ranges: w.ranges });
+    }
+    return r;
+  }
+
+  private linearShards(module: string, x: number, out: number, hasBias: boolean, src: string, packed?: number[]): TpLinear | undefined {
     const style = this.styleOf(module);
     const xp = this.parts.get(x);
     const K = this.g.node(x).shape.at(-1)!;
@@ -295,6 +306,12 @@ export class TpHook implements TpTraceHook {
       this.fail(`${n.op}${n.block ? ` in ${n.block}` : ''} ${why}; only linears, per-head ops, elementwise ops and token-axis concat/split may see sharded channels`, n.src);
     const rank = n.shape.length;
     const lastAxis = (a: unknown): boolean => ((a as number) < 0 ? (a as number) + rank : (a as number)) === rank - 1;
+    if (n.op === 'linear' && n.attrs.lora) {
+      // a LoRA branch: its down projection is replicated (or, on a row-parallel input, a partial sum like the
+      // weight's own product); its up projection is sharded as the weight's output
+      if (n.attrs.lora === 'B') set(this.outParts.get(n.attrs.module as string) ?? undefined);
+      return;
+    }
     if (n.op === 'linear') {
       const name = n.attrs.name as string | undefined;
       if (name !== undefined && this.outParts.has(name)) set(this.outParts.get(name) ?? undefined);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { openSafetensors, SafetensorsError, type FloatTensor, type SafetensorsFile, type TensorInfo } from './safetensors.ts';
 import type { Plan } from '../plan.ts';
 import { planWeightData } from '../parallel/tp.ts';
-import { checkLoraShape, fuseLora, type LoraTerm } from '../lora.ts';
+import { checkLoraShape, fuseLora, loraBranch, type LoraTerm } from '../lora.ts';
 import { UserError } from '../model-dir.ts';
 
 /** the weight file names a component directory may hold, in the order diffusers / transformers look */
@@ -34,12 +34,33 @@ export class ComponentWeights {
   }
 
   has(name: string): boolean {
-    return this.where.has(name);
+    return this.where.has(name) || this.branchOf(name) !== null;
   }
 
-  /** the file a tensor is stored in */
+  /**
+   * false: adapters stay unfused (`--disable-fuse-lora`): the base weights are read as they are and each
+   * adapted module serves `<module>.lora_A.weight` / `.lora_B.weight`, its branch (runtime/lora.ts loraBranch)
+   */
+  fuse = true;
+
+  /** the unfused branch weight a name asks for: its module and half, or null */
+  private branchOf(name: string): { module: string; half: 'A' | 'B' } | null {
+    if (this.fuse) return null;
+    const m = /^(.*)\.lora_([AB])\.weight$/.exec(name);
+    return m && this.lora.has(`${m[1]}.weight`) ? { module: m[1]!, half: m[2] as 'A' | 'B' } : null;
+  }
+
+  /** the rank of each adapted module's branch (unfused LoRA: the transformer plan's lora_branches) */
+  loraRanks(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [name, terms] of this.lora) out[name.slice(0, -'.weight'.length)] = terms.reduce((a, t) => a + t.m.rank, 0);
+    return out;
+  }
+
+  /** the file a tensor is stored in (an unfused branch: its first adapter's LoRA file) */
   fileOf(name: string): string {
-    return this.file(name).path;
+    const branch = this.branchOf(name);
+    return branch ? this.lora.get(`${branch.module}.weight`)![0]!.file : this.file(name).path;
   }
 
   info(name: string): TensorInfo {
@@ -47,8 +68,15 @@ export class ComponentWeights {
   }
 
   tensor(name: string): FloatTensor {
+    const branch = this.branchOf(name);
+    if (branch) {
+      const w = `${branch.module}.weight`;
+      const shape = this.info(w).shape;
+      const b = loraBranch(this.lora.get(w)!, branch.module, shape);
+      return branch.half === 'A' ? { dtype: 'F32', shape: [b.rank, shape[1]!], data: b.A } : { dtype: 'F32', shape: [shape[0]!, b.rank], data: b.B };
+    }
     const t = this.file(name).tensor(name);
-    const terms = this.lora.get(name);
+    const terms = this.fuse ? this.lora.get(name) : undefined;
     return terms ? { ...t, data: fuseLora(t.data, t.shape, name.slice(0, -'.weight'.length), terms) } : t;
   }
 
@@ -76,7 +104,11 @@ export class ComponentWeights {
       if (a.length !== b.length || a.some((t, i) => t.m !== b[i]!.m || t.scale !== b[i]!.scale)) changed.add(name);
     }
     this.lora = next;
-    return [...changed];
+    // unfused: the base weights never change; the branches of the modules whose adapters changed do
+    return this.fuse ? [...changed] : [...changed].flatMap((n) => {
+      const m = n.slice(0, -'.weight'.length);
+      return [`${m}.lora_A.weight`, `${m}.lora_B.weight`];
+    });
   }
 
   private file(name: string): SafetensorsFile {

@@ -38,7 +38,7 @@ export class ServerLoras {
   private merged = true;
 
   constructor(
-    private readonly pipe: Pick<ServedPipeline, 'loraLibrary' | 'setLoras'>,
+    private readonly pipe: Pick<ServedPipeline, 'loraLibrary' | 'setLoras' | 'fuseLora'>,
     initial: (LoraSpec & { nickname?: string })[],
   ) {
     for (const l of initial) {
@@ -86,7 +86,9 @@ export class ServerLoras {
     const names = [b.lora_nickname].flat();
     const paths = b.lora_path === undefined ? [] : [b.lora_path].flat();
     const strengths = b.strength === undefined ? [] : [b.strength].flat();
-    if (b.merge_mode === 'dynamic') throw new UserError('merge_mode: "dynamic" (an unfused LoRA branch per forward) is not supported here; LoRAs are fused into the weights (auto | merge), and a switch re-fuses only the weights they touch');
+    // the server runs its LoRAs one way: fused into the weights, or unfused (serve --disable-fuse-lora) as branches
+    if (b.merge_mode === 'dynamic' && this.pipe.fuseLora) throw new UserError('merge_mode: "dynamic" (an unfused LoRA branch per forward): this server fuses its LoRAs into the weights (auto | merge); start it with --disable-fuse-lora for branches');
+    if (b.merge_mode === 'merge' && !this.pipe.fuseLora) throw new UserError('merge_mode: "merge": this server runs its LoRAs unfused (--disable-fuse-lora), as branches beside the base weights (auto | dynamic)');
     if (paths.length && paths.length !== names.length) throw new UserError(`lora_path: ${paths.length} paths for ${names.length} nicknames`);
     if (strengths.length > 1 && strengths.length !== names.length) throw new UserError(`strength: ${strengths.length} values for ${names.length} nicknames`);
     const next = names.map((nickname, i): Registered => {

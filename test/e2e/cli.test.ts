@@ -92,6 +92,19 @@ describe('ditforge generate', () => {
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', 'x', '--image', path.join(tmp, 'text.png'), '--out', one]), /--image .*text\.png: not a PNG or JPEG image/);
   });
 
+  it('--lora-path with and without --disable-fuse-lora: the same image within a rounding step; --world 2 with it is a clear error', async () => {
+    const { makeLora } = await import('../helpers/lora.ts');
+    const { file } = makeLora(tmp, { targets: ['transformer_blocks.0.attn.to_q', 'single_transformer_blocks.0.proj_out'], rank: 2, alpha: 4, scale: 1, seed: 9, name: 'cli-lora.safetensors' });
+    const run = (extra: string[], out: string) => cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '4', '--lora-path', file, '--out', path.join(tmp, out), '--threads', '2', ...extra]);
+    expect(run([], 'fused.png').code).toBe(0);
+    const r = run(['--disable-fuse-lora'], 'unfused.png');
+    expect(r.code, r.stderr).toBe(0);
+    const a = readPng(path.join(tmp, 'fused.png')).pixels;
+    const b = readPng(path.join(tmp, 'unfused.png')).pixels;
+    expect(a.every((v, i) => Math.abs(v - b[i]!) <= 1)).toBe(true);
+    expectCleanError(run(['--disable-fuse-lora', '--world', '2'], 'x.png'), /--disable-fuse-lora runs on one rank here/);
+  });
+
   it('unknown model: lists the known models', () => {
     expectCleanError(cli(['generate', '--model', 'nope', '--prompt', 'x']), /unknown model "nope".*known models: .*tiny-flux/);
   });

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { compileRequest } from '../../compiler/index.ts';
 import { readPng } from '../../runtime/image.ts';
 import { writeSafetensors } from '../../runtime/io/safetensors.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
@@ -84,7 +85,7 @@ describe.skipIf(!nativeAvailable())('ditforge serve: LoRA', () => {
     await err('/generate', { prompt: PROMPT, lora: { name: 'nope' } }, /lora\.name: no LoRA named "nope" \(registered: a, b\)/);
     await err('/generate', { prompt: PROMPT, lora: { path: B, strength: 2 } }, /body\.lora\.strength is not a field/);
     await err('/v1/set_lora', { lora_nickname: 'c' }, /lora_path: "c" is not registered yet/);
-    await err('/v1/set_lora', { lora_nickname: 'b', lora_path: B, merge_mode: 'dynamic' }, /merge_mode: "dynamic".*not supported/);
+    await err('/v1/set_lora', { lora_nickname: 'b', lora_path: B, merge_mode: 'dynamic' }, /merge_mode: "dynamic".*start it with --disable-fuse-lora/);
     const bad = path.join(tmp, 'bad.safetensors');
     writeSafetensors(bad, { 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight': { dtype: 'F32', shape: [2, 7], data: new Float32Array(14).fill(0.1) }, 'transformer.transformer_blocks.0.attn.to_q.lora_B.weight': { dtype: 'F32', shape: [64, 2], data: new Float32Array(128).fill(0.1) } });
     await err('/v1/set_lora', { lora_nickname: 'bad', lora_path: bad }, /bad\.safetensors: module "transformer_blocks\.0\.attn\.to_q": the adapter is \[64, 7\]/);
@@ -92,5 +93,35 @@ describe.skipIf(!nativeAvailable())('ditforge serve: LoRA', () => {
     const list = (await (await fetch(`${base}/v1/list_loras`)).json()) as { loras: { lora_nickname: string; active: boolean }[] };
     expect(list.loras.map((l) => [l.lora_nickname, l.active])).toEqual([['a', true], ['b', false]]);
     expect(same(await image('/generate', {}), refs.a)).toBe(true);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('ditforge serve --disable-fuse-lora: unfused LoRA branches', () => {
+  it('a request\'s own lora and set_lora (merge_mode dynamic) switch the branches; images within float32 rounding of the fused ones; merge_mode merge is a 400', async () => {
+    const planProvider = (c: Parameters<typeof compileRequest>[0], _d: unknown, req: Parameters<typeof compileRequest>[1]) => compileRequest(c, req);
+    const pipe = await loadPipeline('tiny-flux', { threads: 1, fuseLora: false, planProvider, lora: [{ path: A, scale: 0.7 }] });
+    const { app: a } = createServer(pipe, { modelName: 'tiny-flux', loras: [{ path: A, scale: 0.7, nickname: 'a' }] });
+    const url = await a.listen({ host: '127.0.0.1', port: 0 });
+    const req = (p: string, body: unknown) => fetch(`${url}${p}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const img = async (body: Record<string, unknown>) => {
+      const r = await req('/generate', { prompt: PROMPT, num_inference_steps: 3, seed: 7, ...body });
+      expect(r.status, await r.clone().text()).toBe(200);
+      const f = path.join(tmp, `${Math.random().toString(36).slice(2)}.png`);
+      fs.writeFileSync(f, Buffer.from(((await r.json()) as { images: string[] }).images[0]!, 'base64'));
+      return readPng(f).pixels;
+    };
+    // pixels may differ by a rounding step where the unfused sum lands on a .5 boundary
+    const close = (x: Uint8Array, y: Uint8Array) => x.every((v, i) => Math.abs(v - y[i]!) <= 1);
+    try {
+      expect(close(await img({}), refs.a)).toBe(true);
+      expect(close(await img({ lora: { path: B } }), refs.b)).toBe(true);
+      expect((await req('/v1/set_lora', { lora_nickname: 'b', lora_path: B, merge_mode: 'dynamic' })).status).toBe(200);
+      expect(close(await img({}), refs.b)).toBe(true);
+      const bad = await req('/v1/set_lora', { lora_nickname: 'a', merge_mode: 'merge' });
+      expect(bad.status).toBe(400);
+      expect(((await bad.json()) as { error: string }).error).toMatch(/runs its LoRAs unfused \(--disable-fuse-lora\)/);
+    } finally {
+      await a.close();
+    }
   });
 });

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { compileParallelPlans, requestOptions } from '../../compiler/index.ts';
+import { compileParallelPlans, compilePlan, compileRequest, requestOptions } from '../../compiler/index.ts';
 import { openSafetensorsSync, writeSafetensors } from '../../runtime/io/safetensors.ts';
 import { relL2 } from '../../runtime/metrics.ts';
 import { nativeAvailable } from '../../runtime/native.ts';
@@ -14,6 +14,7 @@ import { LoraLibrary } from '../../runtime/lora.ts';
 import { loadPipeline, PACKAGE_ROOT } from '../../runtime/pipeline.ts';
 import { generateParallel } from '../../runtime/pipeline-parallel.ts';
 import { makeLora } from '../helpers/lora.ts';
+import { expectRanksMatch, inputsFor, randomW, runOneRank, runRanks } from '../parallel/helpers.ts';
 
 const TINY = path.join(PACKAGE_ROOT, 'models', 'tiny-flux');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ditforge-lora-'));
@@ -109,5 +110,62 @@ describe.skipIf(!nativeAvailable())('LoRA (diffusers / peft format) fused at loa
     await expect(bad({ 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight': t([2, 7]), 'transformer.transformer_blocks.0.attn.to_q.lora_B.weight': t([64, 2]) }, 'shape.safetensors')).rejects.toThrow(/shape\.safetensors: module "transformer_blocks\.0\.attn\.to_q": the adapter is \[64, 7\]/);
     await expect(bad({ 'text_encoder.x.weight': t([2, 2]) }, 'other.safetensors')).rejects.toThrow(/other\.safetensors: key "text_encoder\.x\.weight" is not a LoRA tensor/);
     await expect(loadPipeline('tiny-flux', { lora: [{ path: path.join(tmp, 'missing.safetensors') }] })).rejects.toThrow(/--lora-path .*missing\.safetensors/);
+  });
+});
+
+describe.skipIf(!nativeAvailable())('unfused LoRA (fuseLora: false, --disable-fuse-lora): low-rank branches beside the base weights', () => {
+  const { file } = makeLora(tmp, { targets: TARGETS, rank: RANK, alpha: ALPHA, scale: SCALE, seed: 11 });
+  const { file: other } = makeLora(tmp, { targets: TARGETS, rank: RANK, alpha: ALPHA, scale: SCALE, seed: 23, name: 'lora-second.safetensors' });
+  const planProvider = (c: Parameters<typeof compileRequest>[0], _d: unknown, req: Parameters<typeof compileRequest>[1]) => compileRequest(c, req);
+  const opts = { prompt: PROMPT, steps: 6, seed: 5 };
+  // the same math in another order (the branch's two small GEMMs beside the base GEMM instead of one merged weight): float32 rounding only
+  const TOL = 1e-5;
+
+  it('== the fused adapters; a switch to another file of the same shape binds only the branches; [] is the base model exactly', async () => {
+    const fused = await (await loadPipeline('tiny-flux', { threads: 1, lora: [{ path: file, scale: SCALE }] })).generate(opts);
+    const pipe = await loadPipeline('tiny-flux', { threads: 1, lora: [{ path: file, scale: SCALE }], fuseLora: false, planProvider });
+    const e = relL2((await pipe.generate(opts)).latents, fused.latents);
+    console.log(`tiny-flux unfused LoRA (r ${RANK}) vs fused: latents relL2 ${e.toExponential(2)}`);
+    expect(e).toBeLessThan(TOL);
+    const plans = () => pipe.executorPlans().filter((p) => p.component === 'transformer');
+    expect(plans()).toHaveLength(1);
+    expect(plans()[0]!.weights.filter((w) => w.name.endsWith('.lora_A.weight')).map((w) => w.name).sort()).toEqual(TARGETS.map((t) => `${t}.lora_A.weight`).sort());
+    await pipe.setLoras([{ path: other, scale: 0.4 }]);
+    const fusedOther = await (await loadPipeline('tiny-flux', { threads: 1, lora: [{ path: other, scale: 0.4 }] })).generate(opts);
+    expect(relL2((await pipe.generate(opts)).latents, fusedOther.latents)).toBeLessThan(TOL);
+    // the same modules and ranks: the one branch plan serves both adapters
+    expect(plans()).toHaveLength(1);
+    await pipe.setLoras([]);
+    const plain = await (await loadPipeline('tiny-flux', { threads: 1 })).generate(opts);
+    expect(relL2((await pipe.generate(opts)).latents, plain.latents)).toBe(0);
+    // back to the first file: its branch plan again, bound anew
+    await pipe.setLoras([{ path: file, scale: SCALE }]);
+    expect(relL2((await pipe.generate(opts)).latents, fused.latents)).toBeLessThan(TOL);
+    // another rank: a plan of its own; then the first shape again with the second file's values
+    const { file: rank2 } = makeLora(tmp, { targets: TARGETS.slice(0, 2), rank: 2, alpha: 2, scale: 1, seed: 31, name: 'lora-rank2.safetensors' });
+    await pipe.setLoras([{ path: rank2 }]);
+    const fusedRank2 = await (await loadPipeline('tiny-flux', { threads: 1, lora: [{ path: rank2 }] })).generate(opts);
+    expect(relL2((await pipe.generate(opts)).latents, fusedRank2.latents)).toBeLessThan(TOL);
+    // the base plan (no adapter), the rank-3 branches, the rank-2 ones
+    expect(plans()).toHaveLength(3);
+    await pipe.setLoras([{ path: other, scale: 0.4 }]);
+    expect(relL2((await pipe.generate(opts)).latents, fusedOther.latents)).toBeLessThan(TOL);
+  });
+
+  it('TP lowering of the branches: B sliced as a colwise weight, A as a rowwise one; 2 ranks == 1 rank', async () => {
+    const lb = { 'transformer_blocks.0.attn.to_q': 3, 'transformer_blocks.0.attn.to_out.0': 2, 'single_transformer_blocks.0.proj_out': 4 };
+    const o = { component: 'transformer' as const, config: { lora_branches: lb } };
+    const ref = compilePlan('tiny-flux', o);
+    const w = randomW(ref, 7);
+    const inputs = inputsFor(ref, 8);
+    const want = runOneRank(ref, w, inputs);
+    const plans = compileParallelPlans('tiny-flux', { ...o, parallel: { tp_size: 2 } });
+    expect(plans[1]!.weights.find((x) => x.name === 'transformer_blocks.0.attn.to_q.lora_B.weight')!.slice).toEqual({ full: [128, 3], axis: 0, ranges: [[64, 64]] });
+    expect(plans[1]!.weights.find((x) => x.name === 'transformer_blocks.0.attn.to_out.0.lora_A.weight')!.slice).toEqual({ full: [2, 128], axis: 1, ranges: [[64, 64]] });
+    expectRanksMatch(await runRanks(plans, w, inputs), want, 'tiny-flux unfused LoRA branches tp=2');
+  });
+
+  it('--disable-fuse-lora with several ranks is a clear error', async () => {
+    await expect(loadPipeline('tiny-flux', { fuseLora: false, rank: { comm: null as never, plans: {} } })).rejects.toThrow(/--disable-fuse-lora runs on one rank here/);
   });
 });

@@ -253,14 +253,19 @@ export function timestepOnlyFlux(o: { className: string; config: Partial<FluxCon
   });
 }
 
-/** Cache-DiT's adapters of Ovis-Image and LongCat-Image: the dual and the single blocks as two Pattern_1 lists, separate CFG */
-export const FLUX_TWO_LISTS = {
-  lists: [
-    { name: 'transformer_blocks', blocks: ['transformer_blocks'], pattern: Pattern.P1 },
-    { name: 'single_transformer_blocks', blocks: ['single_transformer_blocks'], pattern: Pattern.P1 },
-  ],
-  has_separate_cfg: true,
-};
+/** Cache-DiT's two-list adapters of the FLUX layout: the dual blocks (Pattern_1) and the single blocks, each list its own context */
+export function fluxTwoLists(singlePattern: number, hasSeparateCfg: boolean) {
+  return {
+    lists: [
+      { name: 'transformer_blocks', blocks: ['transformer_blocks'], pattern: Pattern.P1 },
+      { name: 'single_transformer_blocks', blocks: ['single_transformer_blocks'], pattern: singlePattern },
+    ],
+    has_separate_cfg: hasSeparateCfg,
+  };
+}
+
+/** Cache-DiT's adapters of Ovis-Image and LongCat-Image: both lists Pattern_1, separate CFG */
+export const FLUX_TWO_LISTS = fluxTwoLists(Pattern.P1, true);
 
 export const FLUX_CACHE = {
   lists: [{ name: 'transformer_blocks', blocks: ['transformer_blocks', 'single_transformer_blocks'], pattern: Pattern.P1 }],

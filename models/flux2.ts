@@ -8,7 +8,7 @@
 // Cache-DiT adapts it as two block lists with their own contexts: `transformer_blocks` (Pattern_1) and
 // `single_transformer_blocks` (Pattern_3, on the concatenated [text, image] tokens).
 import { autoencoderKL, autoencoderKLEncoder } from './autoencoder-kl.ts';
-import { normOutProj } from './flux1.ts';
+import { fluxTwoLists, normOutProj } from './flux1.ts';
 import { decoderLm } from './text-encoders/decoder-lm.ts';
 import { QWEN3_4B, QWEN3_8B } from './text-encoders/qwen3.ts';
 import { applyRope, attention, block, component, concat, invalidDim, model, Pattern, repeat, ropeTable, timestepEmbedding, withConfig, type Module, type Tensor } from '../compiler/dsl/index.ts';
@@ -189,14 +189,8 @@ export const flux2Transformer = component<Flux2Config>({
   },
 });
 
-/** Cache-DiT's FLUX.2 adapter: two lists, two contexts */
-export const FLUX2_CACHE = {
-  lists: [
-    { name: 'transformer_blocks', blocks: ['transformer_blocks'], pattern: Pattern.P1 },
-    { name: 'single_transformer_blocks', blocks: ['single_transformer_blocks'], pattern: Pattern.P3 },
-  ],
-  has_separate_cfg: false,
-};
+/** Cache-DiT's FLUX.2 adapter: [Pattern_1, Pattern_3], two contexts (the single blocks take the joint tokens) */
+export const FLUX2_CACHE = fluxTwoLists(Pattern.P3, false);
 
 /**
  * diffusers' Flux2Transformer2DModel._tp_plan (Cache-DiT's FLUX.2 planner is the same): heads and MLP hidden

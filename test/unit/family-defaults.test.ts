@@ -16,6 +16,14 @@ describe('Cache-DiT defaults per family, from the model files', () => {
     expect(cacheOf('qwen-image')).toMatchObject({ lists: [{ name: 'transformer_blocks', pattern: 1 }], has_separate_cfg: true });
     for (const m of ['wan2.1-t2v-1.3b', 'wan2.1-t2v-14b', 'wan2.2-t2v-a14b']) expect(cacheOf(m)).toMatchObject({ lists: [{ name: 'blocks', pattern: 2 }], has_separate_cfg: true });
     expect(cacheOf('z-image-turbo').lists).toEqual([{ name: 'layers', blocks: ['layers'], pattern: 3 }]);
+    // FLUX.2 (dev, Klein): two lists [Pattern_1, Pattern_3], each its own context, CFG not separate (Cache-DiT's Flux adapter)
+    for (const m of ['flux2-dev', 'flux2-klein-4b', 'flux2-klein-9b']) {
+      expect(cacheOf(m)).toMatchObject({ lists: [{ name: 'transformer_blocks', pattern: 1 }, { name: 'single_transformer_blocks', pattern: 3 }], has_separate_cfg: false });
+    }
+    // Ovis-Image, LongCat-Image: two Pattern_1 lists, separate CFG (their adapters say has_separate_cfg)
+    for (const m of ['ovis-image', 'longcat-image', 'longcat-image-edit']) {
+      expect(cacheOf(m)).toMatchObject({ lists: [{ name: 'transformer_blocks', pattern: 1 }, { name: 'single_transformer_blocks', pattern: 1 }], has_separate_cfg: true });
+    }
   });
 
   it('inspect --json: params per component for every registered model', () => {

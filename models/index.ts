@@ -15,7 +15,7 @@ import gemma3Text from './gemma3-text.ts';
 import longcatImage, { longcatImageEdit } from './longcat-image.ts';
 import ovisImage from './ovis-image.ts';
 import qwenImage from './qwen-image.ts';
-import { wan21T2V13B, wan21T2V14B, wan22T2VA14B } from './wan2.1.ts';
+import { wan21I2V14B, wan21T2V13B, wan21T2V14B, wan22T2VA14B } from './wan2.1.ts';
 import zImageTurbo from './z-image.ts';
 
 registerModel('qwen-image', qwenImage);
@@ -23,6 +23,7 @@ registerModel('gemma3-text', gemma3Text);
 registerModel('wan2.1-t2v-1.3b', wan21T2V13B);
 registerModel('wan2.1-t2v-14b', wan21T2V14B);
 registerModel('wan2.2-t2v-a14b', wan22T2VA14B);
+registerModel('wan2.1-i2v-14b', wan21I2V14B);
 registerModel('z-image-turbo', zImageTurbo);
 registerModel('ovis-image', ovisImage);
 registerModel('longcat-image', longcatImage);

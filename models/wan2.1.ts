@@ -55,6 +55,8 @@ interface WanCtx {
   tproj: Tensor;
   /** RoPE cos/sin table over the video tokens */
   rope: Tensor;
+  /** I2V: the image embedder's tokens [B, imageEmbedTokens, dim] (the CLIP image features embedded), else null */
+  image: Tensor | null;
 }
 
 const inner = (c: WanConfig): number => c.num_attention_heads * c.attention_head_dim;
@@ -116,7 +118,7 @@ function normedQK(a: Module, x: Tensor, kv: Tensor, c: WanConfig): [Tensor, Tens
 }
 
 /** WanTransformerBlock: (hidden, encoder) -> hidden = Cache-DiT Pattern_2 */
-export const wanBlock = block<WanConfig, WanCtx>('blocks', Pattern.P2, (m, s, { tproj, rope }, c) => {
+export const wanBlock = block<WanConfig, WanCtx>('blocks', Pattern.P2, (m, s, { tproj, rope, image }, c) => {
   const C = inner(c);
   const H = c.num_attention_heads;
   const B = s.hidden.dim(0);
@@ -137,7 +139,12 @@ export const wanBlock = block<WanConfig, WanCtx>('blocks', Pattern.P2, (m, s, { 
   const x2 = c.cross_attn_norm ? m.layerNorm('norm2', hidden, { eps: c.eps }) : hidden;
   const a2 = m.scope('attn2');
   const [q2, k2] = normedQK(a2, x2, enc, c);
-  const o2 = attention(q2, k2, a2.linear('to_v', enc, C), { heads: H });
+  let o2 = attention(q2, k2, a2.linear('to_v', enc, C), { heads: H });
+  if (image) {
+    // I2V: the same queries attend to the image tokens too (no RoPE, their own k norm), the two outputs summed
+    const ki = a2.rmsNorm('norm_added_k', a2.linear('add_k_proj', image, C), { eps: c.eps });
+    o2 = o2.add(attention(q2, ki, a2.linear('add_v_proj', image, C), { heads: H }));
+  }
   hidden = hidden.add(a2.linear('to_out.0', o2, C));
 
   // 3. feed-forward
@@ -182,10 +189,13 @@ export const wanTransformer = component<WanConfig>({
   },
   dims: {
     // the Wan 2.1 T2V pipeline defaults: 81 frames of 480x832, 512 UMT5 tokens
-    defaults: { batch: 1, frames: 81, height: 480, width: 832, textTokens: 512 },
+    // imageEmbedTokens: I2V's CLIP image tokens (ViT-H/14 at 224: 256 patches + the class token)
+    defaults: { batch: 1, frames: 81, height: 480, width: 832, textTokens: 512, imageEmbedTokens: 257 },
     resolve(c, d) {
       if (c.qk_norm !== 'rms_norm_across_heads') throw new DslError(`config qk_norm=${String(c.qk_norm)} is not supported (this file implements 'rms_norm_across_heads')`);
-      if (c.image_dim !== null || c.added_kv_proj_dim !== null) throw new DslError('image_dim / added_kv_proj_dim (Wan I2V image conditioning) are not supported: this file implements text-to-video');
+      if ((c.image_dim === null) !== (c.added_kv_proj_dim === null)) throw new DslError(`image_dim ${String(c.image_dim)} and added_kv_proj_dim ${String(c.added_kv_proj_dim)}: Wan I2V sets both (the image embedder and the image keys / values), text-to-video neither`);
+      if (c.added_kv_proj_dim !== null && c.added_kv_proj_dim !== inner(c)) throw new DslError(`added_kv_proj_dim ${c.added_kv_proj_dim} must equal the inner dim ${inner(c)} (the embedded image tokens' width)`);
+      if (c.pos_embed_seq_len !== null) throw new DslError('pos_embed_seq_len (Wan FLF2V: first and last frame image tokens) is not supported yet; Wan I2V has none');
       if (c.patch_size.length !== 3) throw new DslError(`config patch_size must have 3 entries (t, h, w), got [${c.patch_size.join(', ')}]`);
       ropeAxes(c.attention_head_dim);
       const [pt, ph, pw] = c.patch_size as [number, number, number];
@@ -205,18 +215,21 @@ export const wanTransformer = component<WanConfig>({
         invalidDim(which, d[which]!, `gives more than rope_max_seq_len=${c.rope_max_seq_len} patches along one axis`);
       }
       return {
-        dims: { B: d.batch!, frames: d.frames!, height: d.height!, width: d.width!, latentFrames: g.F, latentHeight: g.Hl, latentWidth: g.Wl, tokensF: fp, tokensH: hp, tokensW: wp, imageTokens: fp * hp * wp, textTokens: d.textTokens! },
+        dims: { B: d.batch!, frames: d.frames!, height: d.height!, width: d.width!, latentFrames: g.F, latentHeight: g.Hl, latentWidth: g.Wl, tokensF: fp, tokensH: hp, tokensW: wp, imageTokens: fp * hp * wp, textTokens: d.textTokens!, imageEmbedTokens: d.imageEmbedTokens! },
         tag: `b${d.batch}-f${d.frames}-h${d.height}w${d.width}-t${d.textTokens}`,
       };
     },
   },
   inputs(c, d) {
-    return {
+    const ins: Record<string, number[]> = {
       hidden_states: [d.B!, c.in_channels, d.latentFrames!, d.latentHeight!, d.latentWidth!],
       timestep: [d.B!],
       encoder_hidden_states: [d.B!, d.textTokens!, c.text_dim],
       rope_ids: [d.imageTokens!, 3],
     };
+    // I2V: the CLIP vision encoder's penultimate hidden states
+    if (c.image_dim !== null) ins.encoder_hidden_states_image = [d.B!, d.imageEmbedTokens!, c.image_dim];
+    return ins;
   },
   forward(b, x, c, d) {
     const C = inner(c);
@@ -242,9 +255,17 @@ export const wanTransformer = component<WanConfig>({
     const tproj = ce.linear('time_proj', temb.silu(), 6 * C);
     const tx = ce.scope('text_embedder');
     const encoder = tx.linear('linear_2', tx.linear('linear_1', x.encoder_hidden_states!, C, { act: 'gelu_tanh' }), C);
+    // I2V: WanImageEmbedding = FP32LayerNorm (eps 1e-5) -> FeedForward(mult 1, exact GELU) -> FP32LayerNorm
+    let image: Tensor | null = null;
+    if (c.image_dim !== null) {
+      const ie = ce.scope('image_embedder');
+      const n1 = ie.layerNorm('norm1', x.encoder_hidden_states_image!, { eps: 1e-5 });
+      const ff = ie.scope('ff');
+      image = ie.layerNorm('norm2', ff.linear('net.2', ff.linear('net.0.proj', n1, c.image_dim).geluErf(), C), { eps: 1e-5 });
+    }
 
     // 3. blocks (Cache-DiT: `blocks`, Pattern_2)
-    const out = b.blocks({ name: 'blocks', pattern: Pattern.P2, blocks: [repeat(wanBlock, 'num_layers')] }, { hidden, encoder }, { tproj, rope });
+    const out = b.blocks({ name: 'blocks', pattern: Pattern.P2, blocks: [repeat(wanBlock, 'num_layers')] }, { hidden, encoder }, { tproj, rope, image });
 
     // 4. head: (scale_shift_table [1, 2, dim] + temb) -> shift, scale; LayerNorm (no affine); proj_out
     const ss = temb.reshape(B, 1, C).add(b.param('scale_shift_table', [1, 2, C])).reshape(B, 2 * C);
@@ -290,6 +311,9 @@ export const WAN_PARALLEL = {
     'blocks.*.attn2.to_q': 'colwise',
     'blocks.*.attn2.to_k': 'colwise',
     'blocks.*.attn2.to_v': 'colwise',
+    // I2V's image keys / values (Cache-DiT adds them when present)
+    'blocks.*.attn2.add_k_proj': 'colwise',
+    'blocks.*.attn2.add_v_proj': 'colwise',
     'blocks.*.ffn.net.0.proj': 'colwise',
     'blocks.*.attn1.to_out.0': 'rowwise',
     'blocks.*.attn2.to_out.0': 'rowwise',
@@ -300,6 +324,17 @@ export const WAN_PARALLEL = {
 /** Wan-AI/Wan2.1-T2V-14B-Diffusers */
 export const wan21T2V14B = model('wan2.1-t2v-14b', {
   components: { transformer: withConfig(wanTransformer, {}), text_encoder: withConfig(umt5Encoder, {}), vae: withConfig(autoencoderKLWan, {}) },
+  cache: WAN_CACHE,
+  parallel: WAN_PARALLEL,
+});
+
+/**
+ * Wan-AI/Wan2.1-I2V-14B-480P-Diffusers (scripts/convert_wan_to_diffusers.py "Wan-I2V-14B-480p"): the 14B
+ * transformer with 36 input channels (the noise, the first-frame mask and the encoded image) and the CLIP image
+ * features (1280) as extra keys / values of every cross attention; UMT5 and the Wan VAE as for text-to-video
+ */
+export const wan21I2V14B = model('wan2.1-i2v-14b', {
+  components: { transformer: withConfig(wanTransformer, { in_channels: 36, image_dim: 1280, added_kv_proj_dim: 5120 }), text_encoder: withConfig(umt5Encoder, {}), vae: withConfig(autoencoderKLWan, {}) },
   cache: WAN_CACHE,
   parallel: WAN_PARALLEL,
 });

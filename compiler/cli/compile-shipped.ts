@@ -6,7 +6,7 @@
 //   kernel their plans launch is in the native library, at any size (kernels are size-generic)
 //   wan2.1-t2v-1.3b: transformer, UMT5 and a VAE decoder chunk at small dims (plan.json only), likewise
 //   gemma3-text: Gemma 3's text encoder at small dims (plan.json only), likewise
-//   flux2-klein-4b, ovis-image: the FLUX.2 and Ovis-Image transformers at small dims (plan.json only), likewise
+//   flux2-klein-4b, ovis-image, wan2.1-i2v-14b: the FLUX.2, Ovis-Image and Wan I2V transformers at small dims (plan.json only), likewise
 //   z-image-turbo: transformer and its Qwen3 text encoder at small dims (plan.json only), likewise
 // `--check`: compile into a temp dir and fail (exit 1, listing files) if generated/ differs.
 import { PACKAGE_ROOT } from '../../runtime/package-root.ts';
@@ -61,6 +61,7 @@ export async function compileShipped(outRoot: string): Promise<string[]> {
   files.push(
     ...(await runCompile('flux2-klein-4b', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 256, width: 256, textTokens: 32 } } })),
   );
+  files.push(...(await runCompile('wan2.1-i2v-14b', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, frames: 5, height: 64, width: 64, textTokens: 16, imageEmbedTokens: 9 } } })));
   files.push(...(await runCompile('ovis-image', { out: outRoot, kernels: false, quiet: true, onnx: false, components: ['transformer'], dims: { transformer: { batch: 1, height: 256, width: 256, textTokens: 32 } } })));
   files.push(...(await runCompile('gemma3-text', { out: outRoot, kernels: false, quiet: true, onnx: false, dims: { text_encoder: { batch: 1, textTokens: 16 } } })));
   const plans = collectShippedPlans(outRoot);

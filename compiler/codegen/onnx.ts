@@ -333,6 +333,9 @@ export function exportGraphOnnx(g: Graph, o: OnnxExportOptions): Uint8Array {
         return silu(x(0));
       case 'gelu_tanh':
         return gelu(x(0));
+      case 'gelu_erf':
+        // 0.5 x (1 + erf(x / sqrt 2))
+        return b.op('Mul', [b.op('Mul', [b.scalar(0.5), x(0)]), b.op('Add', [b.scalar(1), b.op('Erf', [b.op('Mul', [x(0), b.scalar(Math.SQRT1_2)])])])]);
       case 'sigmoid':
         return b.op('Sigmoid', [x(0)]);
       case 'tanh':

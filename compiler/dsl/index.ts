@@ -76,6 +76,10 @@ export class Tensor {
   gelu(): Tensor {
     return rec('gelu_tanh', [this]);
   }
+  /** exact GELU, x/2 (1 + erf(x / sqrt 2)) (torch.nn.GELU(approximate="none")) */
+  geluErf(): Tensor {
+    return rec('gelu_erf', [this]);
+  }
   sigmoid(): Tensor {
     return rec('sigmoid', [this]);
   }

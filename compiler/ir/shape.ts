@@ -1,7 +1,7 @@
 // Shape inference for every IR op. Throws plain Errors with a readable message; Graph.add prefixes
 // the model-file location.
 
-export const UNARY_EW = new Set(['silu', 'gelu_tanh', 'neg', 'scale', 'add_scalar', 'sigmoid', 'tanh', 'exp', 'sqrt', 'rsqrt', 'square', 'identity']);
+export const UNARY_EW = new Set(['silu', 'gelu_tanh', 'gelu_erf', 'neg', 'scale', 'add_scalar', 'sigmoid', 'tanh', 'exp', 'sqrt', 'rsqrt', 'square', 'identity']);
 export const BINARY_EW = new Set(['add', 'sub', 'mul', 'div']);
 
 function fmt(s: number[]): string {

@@ -204,6 +204,8 @@ function opExpr(op: string, a: string[], c: () => string): string {
       return `silu(${x})`;
     case 'gelu_tanh':
       return `gelu_tanh(${x})`;
+    case 'gelu_erf':
+      return `gelu_erf(${x})`;
     case 'sigmoid':
       return `sigmoid(${x})`;
     case 'tanh':

@@ -2,14 +2,14 @@
 // segment on a Float32Array arena with float64 accumulation. The compiler tests use it to check the
 // plan (argument order, views/strides, memory plan) without the native addon.
 import type { Plan, PlanOp } from '../../runtime/plan.ts';
-import { dot, gelu, layerNormStats, rmsScale, sigmoid, silu, softmaxWeights } from './ref-math.ts';
+import { dot, gelu, geluErf, layerNormStats, rmsScale, sigmoid, silu, softmaxWeights } from './ref-math.ts';
 
 function compileExpr(expr: string, arity: number): (a: number[], f: number[]) => number {
   let js = expr.replace(/(\d+\.?\d*(?:e[+-]?\d+)?)f\b/g, '$1');
   js = js.replace(/\bexpf\b|\bexp_f\b/g, 'Math.exp').replace(/\btanhf\b|\btanh_f\b/g, 'Math.tanh').replace(/\bsqrtf\b/g, 'Math.sqrt');
   js = js.replace(/\ba(\d+)\b/g, 'a[$1]').replace(/\bf(\d+)\b/g, 'f[$1]');
   void arity;
-  return new Function('silu', 'gelu_tanh', 'sigmoid', `return (a, f) => ${js};`)(silu, gelu, sigmoid) as (a: number[], f: number[]) => number;
+  return new Function('silu', 'gelu_tanh', 'sigmoid', 'gelu_erf', `return (a, f) => ${js};`)(silu, gelu, sigmoid, geluErf) as (a: number[], f: number[]) => number;
 }
 
 export interface InterpreterHooks {

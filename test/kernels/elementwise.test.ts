@@ -5,6 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { native } from '../../runtime/native.ts';
 import * as ref from './reference.ts';
+import { ewKernelName } from '../../compiler/passes/fusion.ts';
+import { geluErf } from '../helpers/ref-math.ts';
 import { expectClose, randn, sentinel, uniform } from './harness.ts';
 
 const N = 16384 * 3 + 37; // spans several parallel chunks and a vector tail
@@ -32,6 +34,19 @@ describe('activations', () => {
       native.runKernel(name, [x, x], [N], []);
       expectClose(x, y, 0);
     });
+});
+
+describe('exact GELU (gelu_erf, a generated one-op chain)', () => {
+  // std::erf in float32 (~1 ulp) and 1 + erf cancelling for x << 0: |error| <= 3e-7 absolute + 2e-6 relative
+  it('on [-8, 8] and extremes vs float64 x/2 (1 + erf(x / sqrt 2))', () => {
+    const name = ewKernelName(1, 'gelu_erf(a0)');
+    expect(native.kernels(), 'the shipped plans (Wan I2V) use it: npm run compile:shipped').toContain(name);
+    const x = uniform(N, 7, -8, 8);
+    x.set([0, -0, 1e-8, -1e-8, 30, -30, 1e-3, -1e-3, 3, -3], 0);
+    const y = sentinel(N);
+    native.runKernel(name, [x, y], [N], []);
+    expectClose(y, ref.elementwise(N, [x], geluErf), 3e-7, 2e-6);
+  });
 });
 
 describe('generated elementwise chain', () => {

@@ -34,6 +34,15 @@ __global__ void ew_21a35ba2_k(const float* in0, float* y, int64_t n, float f0, f
   }
 }
 
+// ew_2d2a0e37: y = gelu_erf(a0)
+__global__ void ew_2d2a0e37_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
+                          float f3, float f4, float f5, float f6, float f7) {
+  DF_GRID_LOOP(n) {
+    const float a0 = in0[i];
+    y[i] = static_cast<float>(gelu_erf(a0));
+  }
+}
+
 // ew_501ff0b5: y = tanhf(a0)
 __global__ void ew_501ff0b5_k(const float* in0, float* y, int64_t n, float f0, float f1, float f2,
                           float f3, float f4, float f5, float f6, float f7) {
@@ -168,6 +177,12 @@ extern "C" int ditforge_cuda_ew_21a35ba2(const KernelArgs* a, void* stream) {
       a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
   return DF_LAUNCH_RESULT();
 }
+extern "C" int ditforge_cuda_ew_2d2a0e37(const KernelArgs* a, void* stream) {
+  if (a->i[0] <= 0) return 0;
+  cuda::ew_2d2a0e37_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
+      a->i[0], a->f[0], a->f[1], a->f[2], a->f[3], a->f[4], a->f[5], a->f[6], a->f[7]);
+  return DF_LAUNCH_RESULT();
+}
 extern "C" int ditforge_cuda_ew_501ff0b5(const KernelArgs* a, void* stream) {
   if (a->i[0] <= 0) return 0;
   cuda::ew_501ff0b5_k<<<cuda::grid_for(a->i[0], 256), 256, 0, DF_STREAM(stream)>>>(a->t[0], a->t[1],
@@ -236,6 +251,7 @@ extern "C" const ditforge::CudaKernelEntry ditforge_cuda_table_elementwise[] = {
     {"gelu_tanh", ditforge_cuda_gelu_tanh},
     {"ew_0571fe9c", ditforge_cuda_ew_0571fe9c },
     {"ew_21a35ba2", ditforge_cuda_ew_21a35ba2 },
+    {"ew_2d2a0e37", ditforge_cuda_ew_2d2a0e37 },
     {"ew_501ff0b5", ditforge_cuda_ew_501ff0b5 },
     {"ew_5b82fa79", ditforge_cuda_ew_5b82fa79 },
     {"ew_861bed71", ditforge_cuda_ew_861bed71 },

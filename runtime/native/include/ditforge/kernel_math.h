@@ -40,6 +40,8 @@ static inline float tanh_f(float x) {
   float r = ax < 0.125f ? small : big;
   return x < 0.0f ? -r : r;
 }
+/** exact GELU: x / 2 (1 + erf(x / sqrt 2)) in float32 (std::erf) */
+static inline float gelu_erf_f(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 static inline float gelu_tanh_f(float u) {
   const float k = 0.7978845608028654f;  // sqrt(2/pi)
   return 0.5f * u * (1.0f + tanh_f(k * (u + 0.044715f * u * u * u)));

@@ -206,7 +206,7 @@ describe('bad dims get a clear error', () => {
     ['wan2.1-t2v-1.3b', { frames: 80 }, /wan2.1-t2v-1.3b transformer: frames 80 is not valid: must be 4k\+1/],
     ['wan2.1-t2v-14b', { height: 488 }, /height 488 is not valid: must be a multiple of 16/],
     ['wan2.1-t2v-14b', { width: 100 }, /width 100 is not valid: must be a multiple of 16/],
-    ['wan2.1-t2v-1.3b', { fps: 16 }, /unknown dim 'fps' \(valid dims: batch, frames, height, width, textTokens\)/],
+    ['wan2.1-t2v-1.3b', { fps: 16 }, /unknown dim 'fps' \(valid dims: batch, frames, height, width, textTokens, imageEmbedTokens\)/],
   ] as const)('%s %j', (model, dims, re) => {
     expect(() => compilePlan(model, { component: T, dims: { ...dims } })).toThrow(re);
   });

@@ -282,6 +282,9 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if ((flags.image?.length ?? 0) > 1 && model.family.pipelineClass !== 'Flux2KleinPipeline') throw new CliError(`--image is given ${flags.image!.length} times: ${model.family.pipelineClass} takes one image (FLUX.2-Klein directories edit from several)`);
   if (flags.mask !== undefined && model.family.pipelineClass !== 'FluxFillPipeline') throw new CliError(`--mask: ${model.family.pipelineClass} does not inpaint (a FluxFillPipeline directory, FLUX.1-Fill, does)`);
   if (model.family.output === 'video') return generateVideo(flags, model, planProvider, t0);
+  // the image's format from its extension, the destination writable: before any work
+  const { checkImageOutput } = await import('../../runtime/image-file.ts');
+  checkImageOutput(flags.out ?? 'out.png');
   if (flags.guidanceScale2 !== undefined) throw new CliError(`--guidance-scale-2 is for Wan 2.2 video directories (two experts); ${model.family.pipelineClass} has one transformer`);
   if (model.family.pipelineClass === 'QwenImagePipeline') return generateQwenImage(flags, model, planProvider, t0);
   if (model.family.pipelineClass === 'ZImagePipeline') return generateZImage(flags, model, planProvider, t0);
@@ -486,13 +489,10 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
  * tag (Cache-DiT's generate names its images by strify(): out.png -> out_DBCache_F1B0_W8I1M0MC3_R0.12_..._S11.png)
  */
 async function writeImages(out: string, r: { images: Uint8Array[]; width: number; height: number; cache?: { tag: string } }): Promise<string[]> {
-  const { writePng } = await import('../../runtime/image.ts');
-  return r.images.map((img, b) => {
-    const file = outputName(out, r.cache?.tag, b, '.png');
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    writePng(file, img, r.width, r.height);
-    return file;
-  });
+  const { writeImage } = await import('../../runtime/image-file.ts');
+  const files = r.images.map((_, b) => outputName(out, r.cache?.tag, b, '.png'));
+  for (const [b, file] of files.entries()) await writeImage(file, r.images[b]!, r.width, r.height);
+  return files;
 }
 
 /** `generate` for a QwenImagePipeline directory (one rank; PNG out) */
@@ -649,7 +649,7 @@ function buildProgram(): Command {
     .addOption(new Option('--max-sequence-length <n>', 'FLUX.1: T5 tokens (max_sequence_length, default 512)').argParser(intOption('--max-sequence-length', 1)))
     .option('--latents <file>', 'initial packed latents: safetensors with tensor "latents" [batch, tokens, channels] float32')
     .option('--save-latents <file>', 'write the final packed latents (safetensors, tensor "latents")')
-    .option('--out <file>', 'output: a PNG (images, default out.png); a .mp4, .webp, .gif or a directory of PNG frames (videos, default out.mp4)')
+    .option('--out <file>', 'output: images .png (default out.png), .jpg / .jpeg or .webp; videos .mp4 (default out.mp4), .webp, .gif or a directory of PNG frames')
     .option('--json', 'print one JSON object on stdout (logs go to stderr)')
     .addOption(new Option('--threads <n>', 'executor threads (per rank with --world > 1)').argParser(intOption('--threads', 1)))
     .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N (a device that is not there is a clear error)', 'cpu')

@@ -105,6 +105,19 @@ describe('ditforge generate', () => {
     expectCleanError(run(['--disable-fuse-lora', '--world', '2'], 'x.png'), /--disable-fuse-lora runs on one rank here/);
   });
 
+  it('--out: the extension decides the format (PNG, JPEG, WebP); another extension or an unwritable place is refused before any work', async () => {
+    const { default: sharp } = await import('sharp');
+    for (const [file, format] of [['o.png', 'png'], ['o.jpg', 'jpeg'], ['o.jpeg', 'jpeg'], ['o.webp', 'webp']] as const) {
+      const r = cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '2', '--out', path.join(tmp, file), '--threads', '2']);
+      expect(r.code, r.stderr).toBe(0);
+      const meta = await sharp(path.join(tmp, file)).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual([format, 32, 32]);
+    }
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--out', path.join(tmp, 'o.bmp')]), /unsupported image output extension "\.bmp"; use one of \.png, \.jpg, \.jpeg, \.webp/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--out', '/proc/nope/o.png']), /cannot write the image to \/proc\/nope\/o\.png: directory \/proc is not writable/);
+    expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--out', tmp + '/']), /unsupported image output extension ""/);
+  });
+
   it('unknown model: lists the known models', () => {
     expectCleanError(cli(['generate', '--model', 'nope', '--prompt', 'x']), /unknown model "nope".*known models: .*tiny-flux/);
   });

@@ -14,11 +14,12 @@ registerModel('flux2-klein-9b', flux2Klein9B);
 import gemma3Text from './gemma3-text.ts';
 import longcatImage, { longcatImageEdit } from './longcat-image.ts';
 import ovisImage from './ovis-image.ts';
-import qwenImage from './qwen-image.ts';
+import qwenImage, { qwenImage2512 } from './qwen-image.ts';
 import { wan21I2V14B, wan21T2V13B, wan21T2V14B, wan22T2VA14B } from './wan2.1.ts';
 import zImageTurbo from './z-image.ts';
 
 registerModel('qwen-image', qwenImage);
+registerModel('qwen-image-2512', qwenImage2512);
 registerModel('gemma3-text', gemma3Text);
 registerModel('wan2.1-t2v-1.3b', wan21T2V13B);
 registerModel('wan2.1-t2v-14b', wan21T2V14B);

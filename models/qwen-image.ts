@@ -195,8 +195,16 @@ export const QWEN_IMAGE_PARALLEL = {
   },
 };
 
-export default model('qwen-image', {
-  components: { transformer: withConfig(qwenImageTransformer, {}), text_encoder: withConfig(decoderLm, {}), vae: withConfig(autoencoderKLWan, {}) },
-  cache: QWEN_IMAGE_CACHE,
-  parallel: QWEN_IMAGE_PARALLEL,
-});
+function qwenImageRelease(name: string) {
+  return model(name, {
+    components: { transformer: withConfig(qwenImageTransformer, {}), text_encoder: withConfig(decoderLm, {}), vae: withConfig(autoencoderKLWan, {}) },
+    cache: QWEN_IMAGE_CACHE,
+    parallel: QWEN_IMAGE_PARALLEL,
+  });
+}
+
+// Qwen/Qwen-Image (QwenImagePipeline)
+export default qwenImageRelease('qwen-image');
+
+/** Qwen/Qwen-Image-2512: the December 2025 update, Qwen-Image's architecture and components with new weights */
+export const qwenImage2512 = qwenImageRelease('qwen-image-2512');

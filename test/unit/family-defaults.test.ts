@@ -13,7 +13,7 @@ describe('Cache-DiT defaults per family, from the model files', () => {
       expect(cacheOf(m).lists).toEqual([{ name: 'transformer_blocks', blocks: ['transformer_blocks', 'single_transformer_blocks'], pattern: 1 }]);
       expect(cacheOf(m).has_separate_cfg).toBe(false);
     }
-    expect(cacheOf('qwen-image')).toMatchObject({ lists: [{ name: 'transformer_blocks', pattern: 1 }], has_separate_cfg: true });
+    for (const m of ['qwen-image', 'qwen-image-2512']) expect(cacheOf(m)).toMatchObject({ lists: [{ name: 'transformer_blocks', pattern: 1 }], has_separate_cfg: true });
     for (const m of ['wan2.1-t2v-1.3b', 'wan2.1-t2v-14b', 'wan2.2-t2v-a14b']) expect(cacheOf(m)).toMatchObject({ lists: [{ name: 'blocks', pattern: 2 }], has_separate_cfg: true });
     expect(cacheOf('z-image-turbo').lists).toEqual([{ name: 'layers', blocks: ['layers'], pattern: 3 }]);
     // FLUX.2 (dev, Klein): two lists [Pattern_1, Pattern_3], each its own context, CFG not separate (Cache-DiT's Flux adapter)

@@ -221,9 +221,34 @@ interface ProgressBar {
   stop(): void;
 }
 
-/** the denoising progress bar on stderr, only on a TTY and not with --json */
+/**
+ * Progress where there is no terminal (a log, a pipe, --json): a line on stderr at the first and the last step
+ * and at most every DITFORGE_PROGRESS_SECONDS (default 5) between; with --json each line is a JSON event
+ * {"event":"step",...}, so a long run in a log is visibly alive and stdout keeps its one result object
+ */
+class ProgressLines implements ProgressBar {
+  private last = 0;
+  private readonly every: number;
+  constructor(
+    private readonly total: number,
+    private readonly json: boolean,
+  ) {
+    const s = Number(process.env.DITFORGE_PROGRESS_SECONDS ?? 5);
+    this.every = (Number.isFinite(s) && s >= 0 ? s : 5) * 1000;
+  }
+  update(step: number, payload?: { ms?: string }): void {
+    const now = performance.now();
+    if (step !== 1 && step !== this.total && now - this.last < this.every) return;
+    this.last = now;
+    const ms = payload?.ms !== undefined ? Number(payload.ms) : null;
+    process.stderr.write(this.json ? `${JSON.stringify({ event: 'step', step, steps: this.total, msPerStep: ms })}\n` : `denoising: step ${step}/${this.total}${ms !== null ? `, ${payload!.ms} ms/step` : ''}\n`);
+  }
+  stop(): void {}
+}
+
+/** the denoising progress: a bar on a TTY, else lines (ProgressLines) */
 async function progressBar(flags: GenerateFlags): Promise<ProgressBar | undefined> {
-  if (!process.stderr.isTTY || flags.json) return undefined;
+  if (!process.stderr.isTTY || flags.json) return new ProgressLines(flags.steps!, flags.json === true);
   const cliProgress = (await import('cli-progress')).default;
   const bar = new cliProgress.SingleBar(
     { stream: process.stderr, format: 'denoising [{bar}] {value}/{total} steps | {ms} ms/step', hideCursor: true, clearOnComplete: true },

@@ -42,3 +42,11 @@ export function expectCleanError(r: CliResult, re: RegExp): void {
   expect(r.stderr.trim().split('\n').length).toBe(1);
   expect(r.stdout).toBe('');
 }
+
+/** stderr without the denoising progress lines (text or --json events) a run without a terminal prints */
+export function withoutProgress(stderr: string): string {
+  return stderr
+    .split('\n')
+    .filter((l) => !/^denoising: step \d+\/\d+/.test(l) && !/^\{"event":"step"/.test(l))
+    .join('\n');
+}

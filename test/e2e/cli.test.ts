@@ -1,5 +1,6 @@
 // End-to-end: the `ditforge` CLI as a user runs it (node bin/ditforge.mjs ...).
 import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { readPng } from '../../runtime/image.ts';
@@ -116,6 +117,19 @@ describe('ditforge generate', () => {
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--out', path.join(tmp, 'o.bmp')]), /unsupported image output extension "\.bmp"; use one of \.png, \.jpg, \.jpeg, \.webp/);
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--out', '/proc/nope/o.png']), /cannot write the image to \/proc\/nope\/o\.png: directory \/proc is not writable/);
     expectCleanError(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--out', tmp + '/']), /unsupported image output extension ""/);
+  });
+
+  it('without a terminal: progress lines on stderr (JSON events with --json), stdout keeps its one object', () => {
+    const out = path.join(tmp, 'prog.png');
+    const r = cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '3', '--out', out, '--threads', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/^denoising: step 1\/3, [\d.]+ ms\/step$/m);
+    expect(r.stderr).toMatch(/^denoising: step 3\/3/m);
+    const j = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'ditforge.mjs'), 'generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '3', '--out', out, '--json', '--threads', '2'], { encoding: 'utf8', env: { ...process.env, DITFORGE_PROGRESS_SECONDS: '0' } });
+    expect(j.status, j.stderr).toBe(0);
+    const events = j.stderr.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { event: string; step: number; steps: number });
+    expect(events.map((e) => [e.event, e.step, e.steps])).toEqual([['step', 1, 3], ['step', 2, 3], ['step', 3, 3]]);
+    expect(j.stdout.trim().split('\n')).toHaveLength(1);
   });
 
   it('unknown model: lists the known models', () => {

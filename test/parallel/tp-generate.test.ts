@@ -14,6 +14,7 @@ import { nativeAvailable } from '../../runtime/native.ts';
 import { generateParallel, parallelRequest, type ParallelPlanProvider } from '../../runtime/pipeline-parallel.ts';
 import { componentDims, loadFluxPipeline } from '../../runtime/pipeline.ts';
 import { dbCacheConfig } from '../../runtime/cache/config.ts';
+import { withoutProgress } from '../e2e/cli-harness.ts';
 
 const provider: ParallelPlanProvider = (component, dims, parallel) => compileParallelPlans('tiny-flux', { component, dims: componentDims(component, dims), parallel });
 const PROMPT = 'a large red circle at the center on a black background';
@@ -112,7 +113,7 @@ describe.skipIf(!nativeAvailable())('ditforge generate --world 2 --parallel tp -
     const base = ['generate', '--model', 'tiny-flux', '--prompt', 'a red circle', '--steps', '3', '--threads', '1', '--json'];
     expect(cli([...base, '--out', 'one.png', '--save-latents', 'one.safetensors']).code).toBe(0);
     const r = cli([...base, '--world', '2', '--parallel', 'tp', '--parallel-text', '--out', 'tp.png', '--save-latents', 'tp.safetensors']);
-    expect(r.stderr).toBe('');
+    expect(withoutProgress(r.stderr)).toBe('');
     expect(r.code).toBe(0);
     expect((JSON.parse(r.stdout) as { parallel: { parallel: string; world: number } }).parallel).toMatchObject({ parallel: 'tp', world: 2 });
     const a = openSafetensorsSync(path.join(tmp, 'one.safetensors')).tensor('latents').data;

@@ -8,6 +8,7 @@
 // plans come from generated/<model>/<component>/plan.json, `options.plans`, or `options.planProvider`.
 import { decodeRequestImages } from './image-input.ts';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Communicator } from './comm/communicator.ts';
@@ -88,6 +89,12 @@ export interface PipelineOptions {
    * the branches. One rank.
    */
   fuseLora?: boolean;
+  /**
+   * the memory a request may need, in bytes (default: the machine's, os.totalmem()): a request whose new plans
+   * need more (their weights as float32 once per component, their arenas, on top of what the process holds) is
+   * refused before any work (`--max-memory`)
+   */
+  maxMemoryBytes?: number;
 }
 
 /** What every pipeline family's generate takes (each family documents its defaults). */
@@ -216,7 +223,11 @@ export class Pipeline<S extends AnySpec = AnySpec> {
           this.components.track(n.folder ?? n.component, plan, rx.exec);
           this.rankExecutors.push(rx);
           ex = rx;
-        } else ex = localExecutor(await this.runner(n));
+        } else {
+          const r = await this.runner(n);
+          for (const w of r.plan.weights) this.resident.add(`${n.folder ?? n.component}:${w.name}`);
+          ex = localExecutor(r);
+        }
         this.executors.set(k, ex);
         return ex;
       },
@@ -235,8 +246,55 @@ export class Pipeline<S extends AnySpec = AnySpec> {
     return { ...n, key: `${n.key}|lora ${Object.entries(branches).map(([m, r]) => `${m}:${r}`).join(',')}`, config: { ...(n.config ?? {}), lora_branches: branches } };
   }
 
+  /** the plans resolved, by `component:key` (a need's plan is resolved once) */
+  private readonly plans = new Map<string, Promise<Plan>>();
+  /** `folder:weight` of every weight this pipeline's executors bind (resident once) */
+  private readonly resident = new Set<string>();
+
+  /**
+   * Refuses a request whose executors yet to be made need more memory than allowed (maxMemoryBytes, else the
+   * machine's): their weights (float32, each tensor once per component folder, those already bound not again)
+   * and arenas, beside the process's resident set. Says the estimate, its parts and the limit.
+   */
+  private async checkMemory(needs: PlanNeed[]): Promise<void> {
+    const limit = this.options.maxMemoryBytes ?? os.totalmem();
+    let weights = 0;
+    let arenas = 0;
+    const seen = new Set(this.resident);
+    for (const given of needs) {
+      const n = this.effectiveNeed(given);
+      if (this.executors.has(`${n.component}:${n.key}`) || this.options.rank?.plans[`${n.component}:${n.key}`]) continue;
+      const p = await this.plan(n);
+      arenas += p.arenaFloats * 4;
+      for (const w of p.weights) {
+        const k = `${n.folder ?? n.component}:${w.name}`;
+        if (seen.has(k)) continue;
+        seen.add(k);
+        weights += w.shape.reduce((a, b) => a * b, 1) * 4;
+      }
+    }
+    const held = process.memoryUsage().rss;
+    if (held + weights + arenas <= limit) return;
+    const gib = (b: number): string => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    throw new UserError(
+      `this request needs about ${gib(weights + arenas)} more (weights ${gib(weights)}, activations ${gib(arenas)}) beside the ${gib(held)} the process holds, over the ${this.options.maxMemoryBytes !== undefined ? '--max-memory limit' : "machine's memory"} of ${gib(limit)}: use a smaller size or batch, or --max-memory to allow more`,
+    );
+  }
+
   /** The plan a need runs here (given, shipped or from the provider); no executor. */
   plan(n: PlanNeed): Promise<Plan> {
+    const k = `${n.component}:${n.key}`;
+    let p = this.plans.get(k);
+    if (!p) {
+      p = this.resolve(n);
+      this.plans.set(k, p);
+      // a plan that could not be made is asked for again next time
+      p.catch(() => this.plans.delete(k));
+    }
+    return p;
+  }
+
+  private resolve(n: PlanNeed): Promise<Plan> {
     return resolvePlan(this.components, n.component, n.want, { given: this.options.plans?.[n.component], ...(this.options.planProvider ? { provider: this.options.planProvider } : {}), request: this.planRequest(n) }, n.also);
   }
 
@@ -301,7 +359,9 @@ export class Pipeline<S extends AnySpec = AnySpec> {
 
     // setup: executors for these shapes (first call only), timed separately
     const ts = performance.now();
-    for (const n of spec.needs(q, mode)) await this.ctx.executor(n);
+    const needs = spec.needs(q, mode);
+    await this.checkMemory(needs);
+    for (const n of needs) await this.ctx.executor(n);
     const setup = performance.now() - ts;
 
     const tTe = performance.now();

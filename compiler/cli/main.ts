@@ -89,6 +89,8 @@ interface GenerateFlags extends Omit<CacheCliFlags, 'scm' | 'steps'> {
   guidanceScale2?: number;
   loraPath?: string;
   disableFuseLora?: boolean;
+  /** GiB a request may need (default: the machine's memory) */
+  maxMemory?: number;
   loraScale?: number;
   loraName?: string;
 }
@@ -316,7 +318,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   if (model.family.pipelineClass === 'Flux2KleinPipeline' || model.family.pipelineClass === 'OvisImagePipeline') return generatePackedQwen3(flags, model, planProvider, t0);
   flags.out ??= 'out.png';
   if (flags.numFrames !== undefined) throw new CliError(`--num-frames is for video pipelines; ${model.family.pipelineClass} makes images`);
-  const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags) });
+  const pipe = await loadFluxPipeline(model.dir, { threads: flags.threads, device: flags.device, planProvider, ...loraOption(flags), ...memoryOption(flags) });
   const size = pipe.spec.defaultSize();
   const height = flags.height ?? size.height;
   const width = flags.width ?? size.width;
@@ -464,7 +466,7 @@ async function generateVideo(flags: GenerateFlags, model: { dir: string; name: s
   const { loadWanPipeline } = await import('../../runtime/pipeline.ts');
   const { checkVideoOutput, writeVideo } = await import('../../runtime/video.ts');
   const out = flags.out ?? 'out.mp4';
-  const pipe = await loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
+  const pipe = await loadWanPipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags), ...memoryOption(flags) });
   const def = pipe.spec.defaultSize();
   const height = flags.height ?? def.height;
   const width = flags.width ?? def.width;
@@ -528,7 +530,7 @@ async function generateQwenImage(flags: GenerateFlags, model: { dir: string; nam
   }
   const { loadQwenImagePipeline } = await import('../../runtime/pipeline.ts');
   const out = flags.out ?? 'out.png';
-  const pipe = await loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
+  const pipe = await loadQwenImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags), ...memoryOption(flags) });
   const height = flags.height ?? pipe.spec.defaultSize().height;
   const width = flags.width ?? pipe.spec.defaultSize().width;
   const g = pipe.spec.geometry(height, width);
@@ -581,7 +583,7 @@ async function generateZImage(flags: GenerateFlags, model: { dir: string; name: 
   }
   const { loadZImagePipeline } = await import('../../runtime/pipeline.ts');
   const out = flags.out ?? 'out.png';
-  const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) });
+  const pipe = await loadZImagePipeline(model.dir, { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags), ...memoryOption(flags) });
   // with --image the size defaults to the image's (ZImageImg2ImgPipeline)
   const size = flags.image !== undefined ? { height: flags.height, width: flags.width } : { height: flags.height ?? pipe.spec.defaultSize().height, width: flags.width ?? pipe.spec.defaultSize().width };
   let latents: Float32Array | undefined;
@@ -626,7 +628,7 @@ async function generatePackedQwen3(flags: GenerateFlags, model: { dir: string; n
   const { loadFlux2KleinPipeline, loadOvisImagePipeline } = await import('../../runtime/pipeline.ts');
   const { decodeRequestImages } = await import('../../runtime/image-input.ts');
   const out = flags.out ?? 'out.png';
-  const options = { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags) };
+  const options = { ...(flags.threads ? { threads: flags.threads } : {}), device: flags.device, planProvider, ...loraOption(flags), ...memoryOption(flags) };
   const pipe = klein ? await loadFlux2KleinPipeline(model.dir, options) : await loadOvisImagePipeline(model.dir, options);
   // with --image the size defaults to the first reference image's
   const images = { ...(flags.image ? await decodeRequestImages({ image: flags.image }) : {}), ...(flags.strength !== undefined ? { strength: flags.strength } : {}) };
@@ -678,6 +680,7 @@ function buildProgram(): Command {
     .option('--json', 'print one JSON object on stdout (logs go to stderr)')
     .addOption(new Option('--threads <n>', 'executor threads (per rank with --world > 1)').argParser(intOption('--threads', 1)))
     .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N (a device that is not there is a clear error)', 'cpu')
+    .addOption(new Option('--max-memory <GiB>', "refuse a request whose plans need more memory than this (default: the machine's), before any work").argParser(floatOption('--max-memory')))
     .option('--parallel-vae', 'VAE-P: tiled decode with tile #c on rank c % world, rank 0 blends, every rank gets the image (implies --vae-tiling)')
     .option('--vae-tiling', 'diffusers vae.enable_tiling(): decode in overlapping tiles (blended) when the latents exceed one tile')
     .option('--negative-prompt <text>', 'negative prompt (true CFG: tiny-flux with --guidance-scale > 1, FLUX.1 with --true-cfg-scale > 1)')
@@ -701,6 +704,7 @@ function buildProgram(): Command {
     .option('--port <n>', 'port (0: any free one)', intOption('--port', 0), 8000)
     .option('--threads <n>', 'executor threads', intOption('--threads', 1))
     .option('--device <d>', 'where the plans run: cpu, cuda or cuda:N', 'cpu')
+    .addOption(new Option('--max-memory <GiB>', "refuse a request whose plans need more memory than this (default: the machine's), before any work (a 400)").argParser(floatOption('--max-memory')))
     .option('--max-concurrency <n>', 'generations at once (the pipeline runs one at a time: 1)', intOption('--max-concurrency', 1), 1)
     .option('--max-queue <n>', 'requests waiting beyond the running ones; more get 429', intOption('--max-queue', 0), 16)
     .option('--max-batch <n>', 'run up to n waiting requests with the same options (but prompt and seed) as one batch (FLUX pipelines, requests without cache options); 1: no batching', intOption('--max-batch', 1), 1)
@@ -766,7 +770,7 @@ const code = await main(process.argv);
 // exit once stdout/stderr are flushed (the native thread pool must not keep the process alive)
 process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
 
-interface ServeFlags extends Pick<GenerateFlags, 'world' | 'comm' | 'parallel' | 'ulyssesAnything' | 'ulyssesFloat8' | 'ulyssesAsync' | 'parallelText' | 'loraPath' | 'loraScale' | 'loraName' | 'disableFuseLora' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
+interface ServeFlags extends Pick<GenerateFlags, 'world' | 'comm' | 'parallel' | 'ulyssesAnything' | 'ulyssesFloat8' | 'ulyssesAsync' | 'parallelText' | 'loraPath' | 'loraScale' | 'loraName' | 'disableFuseLora' | 'maxMemory' | 'cache' | 'Fn' | 'Bn' | 'rdt' | 'ws' | 'wi' | 'mc' | 'mcc' | 'taylorseer' | 'order' | 'foca' | 'dmd' | 'scm' | 'scmPolicy' | 'stepsMask' | 'dbprune' | 'config'> {
   model: string;
   host: string;
   port: number;
@@ -798,7 +802,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   const pipe =
     flags.world > 1 || flags.parallel
       ? await startRankServing(flags.model, { ...parallelFlags(flags), ...(flags.threads ? { threads: flags.threads } : {}), planProvider, parallelPlanProvider: parallelPlanProvider(flags), parallelText: flags.parallelText === true, loraLibrary, ...(lora ? { lora } : {}) })
-      : localServed(await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary, ...(lora ? { lora } : {}), ...(fuseLora === false ? { fuseLora } : {}) }));
+      : localServed(await loadPipeline(flags.model, { threads: flags.threads, device: flags.device, planProvider, loraLibrary, ...(lora ? { lora } : {}), ...(fuseLora === false ? { fuseLora } : {}), ...memoryOption(flags) }));
   const defaultCache = await cacheFromFlags({ ...flags, steps: undefined } as unknown as GenerateFlags);
   const { app } = createServer(pipe, { modelName: pipe.name, maxConcurrency: flags.maxConcurrency, maxQueue: flags.maxQueue, maxBatch: flags.maxBatch, requestTimeoutS: flags.requestTimeout, maxBodyMb: flags.maxBodyMb, defaultCache, ...(lora ? { loras: lora.map((l) => ({ ...l, ...(flags.loraNickname ? { nickname: flags.loraNickname } : {}) })) } : {}) });
   const addr = await app.listen({ host: flags.host, port: flags.port });
@@ -810,6 +814,11 @@ async function serve(flags: ServeFlags): Promise<void> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+}
+
+/** --max-memory GiB as the pipelines' maxMemoryBytes (the default is the machine's memory) */
+function memoryOption(flags: { maxMemory?: number }): { maxMemoryBytes?: number } {
+  return flags.maxMemory !== undefined ? { maxMemoryBytes: flags.maxMemory * 2 ** 30 } : {};
 }
 
 /** --lora-path / --lora-scale as the pipelines' `lora` option (a diffusers / peft LoRA fused into the transformer) */

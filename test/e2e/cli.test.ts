@@ -132,6 +132,13 @@ describe('ditforge generate', () => {
     expect(j.stdout.trim().split('\n')).toHaveLength(1);
   });
 
+  it('--max-memory: a request whose plans need more is refused before any work, naming the estimate and the limit', () => {
+    const r = cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '1', '--out', path.join(tmp, 'mem.png'), '--max-memory', '0.01']);
+    expectCleanError(r, /this request needs about [\d.]+ GiB more \(weights [\d.]+ GiB, activations [\d.]+ GiB\) beside the [\d.]+ GiB the process holds, over the --max-memory limit of 0\.01 GiB/);
+    expect(fs.existsSync(path.join(tmp, 'mem.png'))).toBe(false);
+    expect(cli(['generate', '--model', 'tiny-flux', '--prompt', PROMPT, '--steps', '1', '--out', path.join(tmp, 'mem.png'), '--max-memory', '8']).code).toBe(0);
+  });
+
   it('unknown model: lists the known models', () => {
     expectCleanError(cli(['generate', '--model', 'nope', '--prompt', 'x']), /unknown model "nope".*known models: .*tiny-flux/);
   });

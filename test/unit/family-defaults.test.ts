@@ -42,5 +42,10 @@ describe('Cache-DiT defaults per family, from the model files', () => {
     // AutoencoderKL of FLUX.1: decoder + encoder = diffusers' 83,819,683
     const vae = (inspectModelJson('flux1-dev') as { params: Record<string, number> }).params;
     expect(vae.vae! + vae.vae_encoder!).toBe(83819683);
+    // AutoencoderKLFlux2 (FLUX.2's, 32 latent channels, both quant convs): diffusers' 84,046,115 (its BatchNorm
+    // statistics are buffers, not parameters)
+    const vae2 = (inspectModelJson('flux2-klein-4b') as { params: Record<string, number> }).params;
+    expect([vae2.vae, vae2.vae_encoder]).toEqual([49620259, 34425856]);
+    expect(vae2.vae! + vae2.vae_encoder!).toBe(84046115);
   });
 });

@@ -23,9 +23,9 @@ const parallelPlanProvider: ParallelPlanProvider = (c, _d, parallel, req) => com
 const LORA = makeLora(tmp, { targets: ['transformer_blocks.0.attn.to_q', 'single_transformer_blocks.0.proj_out'], rank: 2, alpha: 4, scale: 0.7, seed: 3 }).file;
 
 const closers: (() => Promise<unknown>)[] = [];
-async function serveRanks(o: { timeoutS?: number; faultInjection?: { rank: number; job: number } } = {}): Promise<{ base: string; served: ServedPipeline }> {
+async function serveRanks(o: { timeoutS?: number; faultInjection?: { rank: number; job: number }; maxBatch?: number } = {}): Promise<{ base: string; served: ServedPipeline }> {
   const served = await startRankServing('tiny-flux', { world: 2, threads: 1, planProvider, parallelPlanProvider, ...(o.faultInjection ? { faultInjection: o.faultInjection } : {}) });
-  const { app } = createServer(served, { modelName: 'tiny-flux', requestTimeoutS: o.timeoutS ?? 60 });
+  const { app } = createServer(served, { modelName: 'tiny-flux', requestTimeoutS: o.timeoutS ?? 60, ...(o.maxBatch ? { maxBatch: o.maxBatch } : {}) });
   const base = await app.listen({ host: '127.0.0.1', port: 0 });
   closers.push(() => app.close(), () => served.close());
   return { base, served };
@@ -41,6 +41,22 @@ const same = (x: Uint8Array, y: Uint8Array) => Buffer.from(x).equals(Buffer.from
 describe.skipIf(!nativeAvailable())('ditforge serve on 2 ranks', () => {
   afterAll(async () => {
     for (const c of closers) await c().catch(() => undefined);
+  });
+
+  it('--max-batch on 2 ranks: two requests that wait together run as one batch, each image what generateParallel gives it alone', async () => {
+    const { base } = await serveRanks({ maxBatch: 4 });
+    const first = post(base, '/generate', { prompt: PROMPT, num_inference_steps: 60, seed: 1 });
+    await new Promise((r) => setTimeout(r, 50));
+    const bodies = [{ prompt: 'a blue square', seed: 2 }, { prompt: 'a green dot', seed: 3 }];
+    const rest = bodies.map((b) => post(base, '/generate', { ...b, num_inference_steps: 4 }));
+    const got = await Promise.all([first, ...rest].map(async (r) => (await r).json() as Promise<{ images: string[] }>));
+    for (const [i, b] of bodies.entries()) {
+      const want = await generateParallel<{ image: Uint8Array }>('tiny-flux', { ...b, steps: 4, world: 2, threads: 1, planProvider, parallelPlanProvider });
+      expect(same(pixels(got[i + 1]!.images[0]!), want.image), b.prompt).toBe(true);
+    }
+    const m = await (await fetch(`${base}/metrics`)).text();
+    expect(m).toMatch(/ditforge_batches_total 2\b/);
+    expect(m).toMatch(/ditforge_batched_requests_total 3\b/);
   });
 
   it('== generateParallel on 2 ranks (steps, cache options, a per-request LoRA), the ranks kept between requests', async () => {

@@ -91,4 +91,14 @@ describe.skipIf(!nativeAvailable())('FLUX.2-Klein editing vs diffusers (two refe
     expect(fe).toBeLessThan(1e-5);
     expect(maxAbsDiff(r.image, Uint8Array.from(ref.ints('image_uint8')))).toBeLessThanOrEqual(1);
   });
+
+  it('on 2 ranks (Ulysses: the latents and both images tokens, 374 + 630, split over the ranks): latents within 1e-5 of 1 rank', async () => {
+    const images = ['ref-a.png', 'ref-b.png'].map((f) => path.join(KLEIN_DIR, 'reference', f));
+    const opts = { prompt: 'make the circle blue', image: images, steps: 2, guidanceScale: 3, maxSequenceLength: 16, seed: 7 };
+    const one = await pipe.generate(opts);
+    const r = await generateParallel<Flux2Result>(KLEIN_DIR, { ...opts, world: 2, parallel: 'ulysses', comm: 'shm', threads: 1, generatedDir: path.join(PACKAGE_ROOT, 'generated'), planProvider: (c, _d, req) => compileRequest(c, req), parallelPlanProvider: (c, _d, p, req) => compileParallelPlans(req.model, { ...requestOptions(c, req), parallel: p }) });
+    const e = relL2(r.latents, one.latents);
+    console.log(`[flux2-klein] editing ulysses world 2: latents relL2 ${e.toExponential(2)}`);
+    expect(e).toBeLessThan(1e-5);
+  });
 });

@@ -20,6 +20,7 @@ import { decodeRequestImages } from './image-input.ts';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { Flux2GenerateOptions } from './pipelines/flux2.ts';
 import type { Communicator } from './comm/communicator.ts';
 import { launchRanks, type CommBackend } from './comm/index.ts';
 import { fromWire, toWire } from './parallel/wire.ts';
@@ -124,7 +125,7 @@ export function parallelRequest(o: ParallelOptions): ParallelRequest {
 }
 
 /** every family's generate options (each family reads its own) */
-export type AnyGenerateOptions = GenerateOptions & Omit<VideoGenerateOptions, keyof GenerateOptions> & Omit<QwenImageGenerateOptions, keyof GenerateOptions>;
+export type AnyGenerateOptions = Omit<GenerateOptions, 'image'> & { image?: Flux2GenerateOptions['image'] } & Omit<VideoGenerateOptions, keyof GenerateOptions> & Omit<QwenImageGenerateOptions, keyof GenerateOptions>;
 
 export interface ParallelGenerateRequest extends AnyGenerateOptions, ParallelOptions {
   /** executor threads per rank (default: cores / world, at least 1) */

@@ -98,7 +98,8 @@ function dropUndefined<T extends object>(o: Partial<T> | undefined): Partial<T> 
 export function dbCacheConfig(overrides: Partial<DBCacheConfig> = {}): DBCacheConfig {
   const cfg = { ...BASIC_CACHE_DEFAULTS, ...dropUndefined(overrides) } as DBCacheConfig;
   if (cfg.cache_type === ('DBPrune' as CacheType)) throw new Error("cache_type: use dbPruneConfig() for 'DBPrune'");
-  if (cfg.steps_computation_mask) cfg.steps_computation_mask = [...cfg.steps_computation_mask];
+  // a copy of a list (anything else is left for validateCacheConfig to name)
+  if (Array.isArray(cfg.steps_computation_mask)) cfg.steps_computation_mask = [...cfg.steps_computation_mask];
   return cfg;
 }
 
@@ -111,7 +112,8 @@ export function dbPruneConfig(overrides: Partial<DBPruneConfig> = {}): DBPruneCo
     cache_type: 'DBPrune',
   } as DBPruneConfig;
   cfg.non_prune_block_ids = [...cfg.non_prune_block_ids];
-  if (cfg.steps_computation_mask) cfg.steps_computation_mask = [...cfg.steps_computation_mask];
+  // a copy of a list (anything else is left for validateCacheConfig to name)
+  if (Array.isArray(cfg.steps_computation_mask)) cfg.steps_computation_mask = [...cfg.steps_computation_mask];
   return cfg;
 }
 
@@ -300,6 +302,9 @@ export function validateCacheConfig(cfg: CacheConfig, opts: { numBlocks?: number
   if (cfg.steps_computation_policy !== 'dynamic' && cfg.steps_computation_policy !== 'static') {
     fail(`steps_computation_policy must be 'dynamic' or 'static', got '${cfg.steps_computation_policy}'`);
   }
+  // exact types, as Cache-DiT's dataclasses annotate them: no string or number taken for a boolean
+  if (cfg.enable_separate_cfg !== null && typeof cfg.enable_separate_cfg !== 'boolean') fail(`enable_separate_cfg must be true, false or null, got ${JSON.stringify(cfg.enable_separate_cfg)}`);
+  for (const k of ['cfg_compute_first', 'cfg_diff_compute_separate'] as const) if (typeof cfg[k] !== 'boolean') fail(`${k} must be true or false, got ${JSON.stringify(cfg[k])}`);
   if (cfg.enable_separate_cfg && cfg.cfg_diff_compute_separate && cfg.cfg_compute_first) {
     fail('cfg_compute_first must be false when enable_separate_cfg and cfg_diff_compute_separate are true');
   }
@@ -426,7 +431,10 @@ export function loadCacheOptions(kwargs: Record<string, unknown>): {
 } {
   const kw = { ...kwargs };
   const get = <T>(k: string, d: T): T => (kw[k] === undefined || kw[k] === null ? d : (kw[k] as T));
-  const on = LOADED_CALIBRATORS.filter((c) => Boolean(kw[c.on]));
+  for (const c of LOADED_CALIBRATORS) {
+    for (const k of [c.on, c.encoder]) if (kw[k] !== undefined && kw[k] !== null && typeof kw[k] !== 'boolean') throw new Error(`cache_config: ${k} must be true or false, got ${JSON.stringify(kw[k])}`);
+  }
+  const on = LOADED_CALIBRATORS.filter((c) => kw[c.on] === true);
   if (on.length > 1) {
     throw new Error('`enable_taylorseer`, `enable_dmd`, and `enable_foca` are mutually exclusive. Please set only one of them to true.');
   }

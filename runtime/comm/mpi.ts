@@ -295,17 +295,42 @@ export function launchMpi(l: MpiLaunch): Promise<MpiLaunchResult> {
     let timedOut = false;
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      timedOut = true;
+    const stop = (): void => {
       child.kill('SIGTERM');
       setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stop();
     }, l.timeoutMs ?? 300_000);
-    child.on('error', (e) => {
+    // the ranks never outlive the user: a signal to this process reaches mpirun (which passes it to the
+    // ranks), and this process leaves once mpirun is gone, with the signal's exit status
+    let interrupted: NodeJS.Signals | null = null;
+    const onSignal = (s: NodeJS.Signals): void => {
+      interrupted = s;
+      stop();
+    };
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+    for (const s of signals) process.on(s, onSignal);
+    const onExit = (): void => {
+      child.kill('SIGKILL');
+    };
+    process.on('exit', onExit);
+    const done = (): void => {
       clearTimeout(timer);
+      for (const s of signals) process.off(s, onSignal);
+      process.off('exit', onExit);
+    };
+    child.on('error', (e) => {
+      done();
       reject(e);
     });
     child.on('close', (code, signal) => {
-      clearTimeout(timer);
+      done();
+      if (interrupted) {
+        process.stderr.write(`interrupted (${interrupted}): the ${l.np} mpirun ranks are stopped\n`);
+        process.exit(interrupted === 'SIGINT' ? 130 : 143);
+      }
       resolve({ code, signal, stdout, stderr, ms: Date.now() - t0, timedOut });
     });
   });

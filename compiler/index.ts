@@ -106,8 +106,27 @@ export function compileDetailed(
 export function directoryConfig(model: string, component: PlanComponent, raw: Record<string, unknown>): Record<string, unknown> {
   const known = resolveConfig(getModel(model), component);
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(raw)) if (k in known || k === LORA_BRANCHES) out[k] = v;
+  for (const [k, v] of Object.entries(raw)) {
+    if (k === LORA_BRANCHES) out[k] = v;
+    else if (k in known) {
+      const want = kindOf(known[k]);
+      // the model file's default says what the field holds; a default of null leaves it to the model file
+      if (want !== 'null' && kindOf(v) !== want) {
+        throw new CompileError(`${component}/config.json: field "${k}" must be ${want === 'array' ? 'a list' : `a ${want}`} (the model's default is ${JSON.stringify(known[k])}), got ${JSON.stringify(v)}`);
+      }
+      out[k] = v;
+    }
+  }
   return out;
+}
+
+/** the JSON kind of a config value (a number only when finite) */
+function kindOf(v: unknown): 'null' | 'number' | 'boolean' | 'string' | 'array' | 'object' | 'other' {
+  if (v === null || v === undefined) return 'null';
+  if (Array.isArray(v)) return 'array';
+  if (typeof v === 'number') return Number.isFinite(v) ? 'number' : 'other';
+  if (typeof v === 'boolean' || typeof v === 'string' || typeof v === 'object') return typeof v as 'boolean' | 'string' | 'object';
+  return 'other';
 }
 
 export function compilePlan(model: string, opts: CompileOptions): Plan {

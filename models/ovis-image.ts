@@ -18,7 +18,8 @@ import { QWEN3_1_7B } from './text-encoders/qwen3.ts';
 const OVIS_TRANSFORMER: Partial<FluxConfig> = {
   patch_size: 1,
   in_channels: 64,
-  out_channels: 64,
+  // None in the released config: the model's in_channels (64)
+  out_channels: null,
   num_layers: 6,
   num_single_layers: 27,
   attention_head_dim: 128,

@@ -155,3 +155,37 @@ describe('fuzz: CLI argument vectors', () => {
     console.log(`fuzz CLI: ${ok} ran, ${refused} refused with one clear line`);
   });
 });
+
+describe.skipIf(!nativeAvailable())('fuzz: a model directory\'s config.json', () => {
+  it('25 mutations of a FLUX.1 transformer config (wrong types, sizes that do not fit the checkpoint, extra keys): an image or an error naming the file', async () => {
+    const { loadPipeline } = await import('../../runtime/pipeline.ts');
+    const { compileRequest } = await import('../../compiler/index.ts');
+    const src = path.resolve(import.meta.dirname, '../fixtures/flux1-random');
+    const dir = path.join(tmp, 'flux1-mut');
+    fs.cpSync(src, dir, { recursive: true, dereference: true });
+    fs.rmSync(path.join(dir, 'reference'), { recursive: true, force: true });
+    const file = path.join(dir, 'transformer', 'config.json');
+    const base = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    const keys = Object.keys(base).filter((k) => !k.startsWith('_'));
+    const value = fc.oneof(fc.integer({ min: -2, max: 130 }), fc.constantFrom('16', null, true, [4, 6, 6], [1, 2], 0.5, {}, 'gelu'));
+    let ran = 0;
+    let refused = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...keys, 'extra_key'), value, async (k, v) => {
+        fs.writeFileSync(file, JSON.stringify({ ...base, [k]: v }));
+        try {
+          const pipe = await loadPipeline(dir, { threads: 1, planProvider: (c, _d, req) => compileRequest(c, req) });
+          await pipe.generate({ prompt: 'a red circle', steps: 1, height: 32, width: 32, maxSequenceLength: 8 } as never);
+          ran++;
+        } catch (e) {
+          const msg = (e as Error).message;
+          if ((e as Error).name === 'TypeError' || (e as Error).name === 'RangeError') throw e;
+          expect(msg.includes('config.json') || msg.includes(k) || /transformer/.test(msg), `${k}=${JSON.stringify(v)}: ${msg}`).toBe(true);
+          refused++;
+        }
+      }),
+      { seed: 6, numRuns: 25 },
+    );
+    console.log(`fuzz model-directory config: ${ran} ran, ${refused} refused naming the file or the field`);
+  }, 120_000);
+});

@@ -51,3 +51,17 @@ export function batchItems(opts: { items?: unknown; latents?: unknown; image?: u
     return { prompt: it.prompt, seed: it.seed as number };
   });
 }
+
+/** a CFG scale flag (`--guidance-scale`, ...): the family's default when absent, else a finite number */
+export function cfgScaleOf(given: unknown, fallback: number, flag = '--guidance-scale'): number {
+  const scale = given ?? fallback;
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`${flag} must be a number, got ${given}`);
+  return scale;
+}
+
+/** `--max-sequence-length`: the family's default when absent, else an integer >= 1 */
+export function maxSequenceLengthOf(given: unknown, fallback: number): number {
+  const n = given ?? fallback;
+  if (!Number.isInteger(n) || (n as number) < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${given}`);
+  return n as number;
+}

@@ -20,7 +20,7 @@ import { configNumber, readJson, UserError, type PipelineFamily } from '../model
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
 import type { PipelineCacheOptions } from '../pipeline-cache.ts';
-import { assertFinite, checkRequest } from '../request-checks.ts';
+import { assertFinite, cfgScaleOf, checkRequest, maxSequenceLengthOf } from '../request-checks.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerSampler, fluxSchedule, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
@@ -221,10 +221,8 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
     const height = opts.height ?? refs[0]?.height ?? this.defaultSize().height;
     const width = opts.width ?? refs[0]?.width ?? this.defaultSize().width;
     checkImageSize(height, width, this.vaeScale);
-    const scale = opts.guidanceScale ?? 4.0;
-    if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
-    const maxTokens = opts.maxSequenceLength ?? 512;
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
+    const scale = cfgScaleOf(opts.guidanceScale, 4.0);
+    const maxTokens = maxSequenceLengthOf(opts.maxSequenceLength, 512);
     // do_classifier_free_guidance: guidance_scale > 1 and not is_distilled; the negative prompt is always ""
     const doCfg = scale > 1 && !this.distilled;
     if (opts.negativePrompt !== undefined && opts.negativePrompt !== '') throw new UserError('--negative-prompt: Flux2KleinPipeline always uses the empty negative prompt');

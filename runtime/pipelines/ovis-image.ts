@@ -12,7 +12,7 @@ import { imageIds, latentGeometry, latentsToVaeSpace, packLatents, type LatentGe
 import { configNumber, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
-import { checkRequest } from '../request-checks.ts';
+import { cfgScaleOf, checkRequest, maxSequenceLengthOf } from '../request-checks.ts';
 import { torchRandn } from '../rng.ts';
 import { eulerSampler, fluxSchedule, type FlowMatchSchedulerConfig } from '../scheduler.ts';
 import type { Flux2Result } from './flux2.ts';
@@ -99,10 +99,8 @@ export class OvisImageSpec implements PipelineSpec<OvisImageGenerateOptions, Ovi
     const height = opts.height ?? this.defaultSize().height;
     const width = opts.width ?? this.defaultSize().width;
     checkImageSize(height, width, this.vaeScale);
-    const scale = opts.guidanceScale ?? 5.0;
-    if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
-    const maxTokens = opts.maxSequenceLength ?? 256;
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
+    const scale = cfgScaleOf(opts.guidanceScale, 5.0);
+    const maxTokens = maxSequenceLengthOf(opts.maxSequenceLength, 256);
     const doCfg = scale > 1;
     const g = latentGeometry(height, width, this.vaeScale, this.latentChannels);
     return {

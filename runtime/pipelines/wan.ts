@@ -4,7 +4,7 @@
 // per-channel mean/std -> AutoencoderKLWan decoded one latent frame at a time (models/autoencoder-kl-wan.ts:
 // the causal caches go from one chunk's plan to the next) -> frames [F, H, W, 3] uint8.
 import path from 'node:path';
-import { assertFinite, checkRequest } from '../request-checks.ts';
+import { assertFinite, cfgScaleOf, checkRequest, maxSequenceLengthOf } from '../request-checks.ts';
 import { decodeWanVae, toWanVaeSpace, wanVaeLayout, type WanVaeLayout } from './wan-vae.ts';
 import { shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
@@ -201,10 +201,8 @@ export class WanSpec implements PipelineSpec<VideoGenerateOptions, ResolvedVideo
     const width = opts.width ?? def.width;
     const numFrames = opts.numFrames ?? def.numFrames;
     const g = this.geometry(height, width, numFrames);
-    const tokens = opts.maxSequenceLength ?? 512;
-    if (!Number.isInteger(tokens) || tokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
-    const guidanceScale = opts.guidanceScale ?? 5.0;
-    if (typeof guidanceScale !== 'number' || !Number.isFinite(guidanceScale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
+    const tokens = maxSequenceLengthOf(opts.maxSequenceLength, 512);
+    const guidanceScale = cfgScaleOf(opts.guidanceScale, 5.0);
     const shape: [number, number, number, number, number] = [batch, this.vae.zDim, g.frames, g.h, g.w];
     // WanPipeline.do_classifier_free_guidance: guidance_scale > 1 (guidance_scale_2 only sets the low-noise stage's scale)
     const doCfg = guidanceScale > 1;

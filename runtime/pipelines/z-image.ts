@@ -14,7 +14,7 @@ import { toVaeScale } from '../latents.ts';
 import { componentConfig, configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
 import type { Component } from '../plan.ts';
 import type { BaseGenerateOptions } from '../pipeline.ts';
-import { assertFinite, checkRequest } from '../request-checks.ts';
+import { assertFinite, cfgScaleOf, checkRequest, maxSequenceLengthOf } from '../request-checks.ts';
 import { MT19937, torchRandn, torchRandnFrom } from '../rng.ts';
 import { eulerSampler, fluxSchedule, loadSchedulerConfig, torchLinspace32, type FlowMatchSchedulerConfig, type Schedule } from '../scheduler.ts';
 import type { GenerateResult } from './flux.ts';
@@ -146,10 +146,8 @@ export class ZImageSpec implements PipelineSpec<ZImageGenerateOptions, ZRequest,
     const height = opts.height ?? (image ? image.height - (image.height % m) : this.defaultSize().height);
     const width = opts.width ?? (image ? image.width - (image.width % m) : this.defaultSize().width);
     const g = this.geometry(height, width);
-    const scale = opts.guidanceScale ?? 5.0;
-    if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new UserError(`--guidance-scale must be a number, got ${opts.guidanceScale}`);
-    const maxTokens = opts.maxSequenceLength ?? 512;
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new UserError(`--max-sequence-length must be an integer >= 1, got ${opts.maxSequenceLength}`);
+    const scale = cfgScaleOf(opts.guidanceScale, 5.0);
+    const maxTokens = maxSequenceLengthOf(opts.maxSequenceLength, 512);
     // do_classifier_free_guidance = guidance_scale > 0, the negative prompt '' by default
     const doCfg = scale > 0;
     const img2img = imageToImage(image ?? undefined, opts.strength, 0.6, steps, height, width);

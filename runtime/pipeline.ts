@@ -211,6 +211,7 @@ export class Pipeline<S extends AnySpec = AnySpec> {
       comm: rank?.comm ?? null,
       plan: (n) => this.plan(this.effectiveNeed(n)),
       runner: (n) => this.runner(this.effectiveNeed(n)),
+      weights: (folder) => this.components.weightsOf(folder),
       executor: async (given) => {
         const n = this.effectiveNeed(given);
         const k = `${n.component}:${n.key}`;

@@ -13,7 +13,6 @@ import path from 'node:path';
 import { combineCfg } from '../denoise.ts';
 import { forwardRunner, runnerOutput, setRunnerInputs, shapeKey } from '../component-runners.ts';
 import { HfTokenizer } from '../hf-tokenizer.ts';
-import { ComponentWeights } from '../io/weights.ts';
 import { loadRgbImage, resizeLanczos, vaeImageInput, type RgbImage } from '../image-input.ts';
 import { packLatents, unpackLatents } from '../latents.ts';
 import { configNumber, readJson, UserError, type PipelineFamily } from '../model-dir.ts';
@@ -339,7 +338,7 @@ export class Flux2KleinSpec implements PipelineSpec<Flux2GenerateOptions, Flux2R
   /** the VAE's bn.running_mean / running_var, read once */
   private async bnStats(): Promise<{ mean: Float32Array; std: Float32Array }> {
     if (this.bn) return this.bn;
-    const w = await ComponentWeights.open(path.join(this.ctx.dir, 'vae'));
+    const w = await this.ctx.weights('vae');
     const K = 4 * this.latentChannels;
     const read = (name: string): Float32Array => {
       if (!w.has(name)) throw new UserError(`${w.path}: the checkpoint has no ${name} (AutoencoderKLFlux2's BatchNorm statistics)`);

@@ -5,6 +5,7 @@
 // the finiteness checks, timings, and the multi-rank launch (runtime/pipeline-parallel.ts).
 import type { Communicator } from '../comm/communicator.ts';
 import type { ComponentExecutor, Runner } from '../component-runners.ts';
+import type { ComponentWeights } from '../io/weights.ts';
 import type { PipelineFamily } from '../model-dir.ts';
 import type { Component, Plan } from '../plan.ts';
 import type { PipelineCacheOptions, PipelineCacheResult } from '../pipeline-cache.ts';
@@ -43,6 +44,8 @@ export interface PipelineContext {
   runner(n: PlanNeed): Promise<Runner>;
   /** the plan a need resolves to here: given, shipped, or from the plan provider */
   plan(n: PlanNeed): Promise<Plan>;
+  /** a component folder's checkpoint, opened once for the executors and the spec (FLUX.2's VAE statistics) */
+  weights(folder: string): Promise<ComponentWeights>;
   /** the communicator of a multi-rank run (null on one rank) */
   readonly comm: Communicator | null;
 }

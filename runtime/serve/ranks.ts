@@ -31,6 +31,8 @@ export interface ServedPipeline {
   readonly inpainting: boolean;
   /** the family edits from several images (FLUX.2-Klein's reference images) */
   readonly multiImage: boolean;
+  /** the family runs several requests as one batch (the spec's `batching`) */
+  readonly batching: boolean;
   /** LoRAs fused into the weights (false: unfused branches, --disable-fuse-lora) */
   readonly fuseLora: boolean;
   /** Cache-DiT's per-family alignment of a request's cache options (its serving examples) */
@@ -52,6 +54,7 @@ export function localServed(pipe: Pipeline): ServedPipeline {
     imageToImage: pipe.spec.imageToImage === true,
     inpainting: pipe.spec.inpainting === true,
     multiImage: pipe.spec.multiImage === true,
+    batching: pipe.spec.batching === true,
     fuseLora: pipe.fuseLora,
     alignCache: (c) => pipe.spec.alignCache?.(c) ?? c,
     generate: (opts, signal) =>
@@ -155,6 +158,7 @@ export async function startRankServing(model: string, o: RankServingOptions): Pr
     imageToImage: host.spec.imageToImage === true,
     inpainting: host.spec.inpainting === true,
     multiImage: host.spec.multiImage === true,
+    batching: host.spec.batching === true,
     fuseLora: true,
     alignCache: (c) => host.spec.alignCache?.(c) ?? c,
     failure: () => failure,

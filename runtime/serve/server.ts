@@ -195,7 +195,7 @@ export function createServer(given: Pipeline | ServedPipeline, o: ServeOptions):
   const metrics = { requests: new Map<string, number>(), latency: [] as number[], cachedSteps: 0, failed: 0, batches: 0, batchedRequests: 0 };
   /** the batch a job may join: every option but its prompt and seed; null where batching is off or the job is not batchable */
   const batchKey = (job: Job): string | null => {
-    if ((o.maxBatch ?? 1) <= 1 || !isFluxFamily(family) || job.cache || job.image || job.mask || (job.batch ?? 1) > 1) return null;
+    if ((o.maxBatch ?? 1) <= 1 || !pipe.batching || job.cache || job.image || job.mask || (job.batch ?? 1) > 1) return null;
     const { prompt: _p, seed: _s, ...rest } = job;
     return JSON.stringify(rest);
   };
